@@ -1,0 +1,1 @@
+"""The ``finealign`` command line: one module per verb, each with ``register(app)``."""

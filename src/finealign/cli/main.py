@@ -1,0 +1,53 @@
+"""Entry point: ``finealign <verb>``. User errors print one line and exit 1; no tracebacks."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import typer
+
+from ..errors import FinealignError
+
+app = typer.Typer(name="finealign", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  help="Align language models with fine-grained reward signals.")
+models_app = typer.Typer(no_args_is_help=True, help="Pull and list built-in models.")
+data_app = typer.Typer(no_args_is_help=True, help="Convert public data sets and inspect data files.")
+train_app = typer.Typer(no_args_is_help=True, help="Trainers: token-rm, ppo, dpo, kto, followup-sft.")
+app.add_typer(models_app, name="models")
+app.add_typer(data_app, name="data")
+app.add_typer(train_app, name="train")
+
+# One module per verb; each defines register(app, models_app, data_app, train_app).
+VERB_MODULES = [
+    "env", "models", "data", "generate", "quickstart",
+]
+
+for _name in VERB_MODULES:
+    importlib.import_module(f"finealign.cli.{_name}").register(app=app, models_app=models_app,
+                                                                data_app=data_app, train_app=train_app)
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        app(args=argv, standalone_mode=True)
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        if argv is None:
+            raise
+        return code
+    except FinealignError as e:
+        print(f"error: {e}", file=sys.stderr)
+        if argv is None:
+            sys.exit(1)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted; rerun the same command to resume", file=sys.stderr)
+        if argv is None:
+            sys.exit(130)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    main()

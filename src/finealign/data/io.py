@@ -1,0 +1,229 @@
+"""Readers and writers.
+
+Readers take JSONL, JSON (an array of objects, or an object with a list under ``data``), CSV
+and Parquet, and report every bad record as ``path:line: field: problem`` (``line`` is the line
+in JSONL, the row's line in CSV counting the header as line 1, and the 1-based record number in
+JSON and Parquet). Writers are atomic (temporary file in the same folder, then rename), so an
+interrupted job never leaves a half-written file. ``JsonlAppender`` is for long jobs: it appends
+and flushes record by record, and on reopening skips keys already written and drops a torn last
+line, so a rerun continues where the last run stopped without duplicates.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+from ..errors import DataError
+from .records import RECORD_TYPES, FieldError, Record, detect_kind
+
+FORMATS = ("jsonl", "json", "csv", "parquet")
+
+
+def file_format(path: Path) -> str:
+    suffix = Path(path).suffix.lower().lstrip(".")
+    if suffix in ("jsonl", "ndjson"):
+        return "jsonl"
+    if suffix in FORMATS:
+        return suffix
+    raise DataError(path, None, None, f"unknown file type {suffix!r}; use .jsonl, .json, .csv or .parquet")
+
+
+def _decode(path: Path, raw: bytes, line: int | None) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(path, line, None, f"not valid UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1})") from None
+
+
+def iter_objects(path: str | Path) -> Iterator[tuple[int, dict]]:
+    """Yield ``(line, object)`` for every record of ``path``; raise ``DataError`` on the first bad one."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(path, None, None, "file not found")
+    fmt = file_format(path)
+    if fmt == "jsonl":
+        with open(path, "rb") as f:
+            for n, raw in enumerate(f, start=1):
+                text = _decode(path, raw, n).strip()
+                if not text:
+                    continue
+                try:
+                    obj = json.loads(text)
+                except json.JSONDecodeError as e:
+                    raise DataError(path, n, None, f"malformed JSON: {e.msg} at column {e.colno}") from None
+                if not isinstance(obj, dict):
+                    raise DataError(path, n, None, f"expected a JSON object, got {type(obj).__name__}")
+                yield n, obj
+    elif fmt == "json":
+        text = _decode(path, path.read_bytes(), None)
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise DataError(path, e.lineno, None, f"malformed JSON: {e.msg} at column {e.colno}") from None
+        if isinstance(data, dict) and isinstance(data.get("data"), list):
+            data = data["data"]
+        if not isinstance(data, list):
+            raise DataError(path, None, None, "expected a JSON array of objects")
+        for n, obj in enumerate(data, start=1):
+            if not isinstance(obj, dict):
+                raise DataError(path, n, None, f"expected a JSON object, got {type(obj).__name__}")
+            yield n, obj
+    elif fmt == "csv":
+        text = _decode(path, path.read_bytes(), None)
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        for n, row in enumerate(reader, start=2):
+            yield n, {k: _maybe_json(v) for k, v in row.items() if k is not None}
+    else:
+        import pyarrow.parquet as pq
+
+        try:
+            table = pq.read_table(path)
+        except Exception as e:
+            raise DataError(path, None, None, f"cannot read Parquet: {e}") from None
+        for n, obj in enumerate(table.to_pylist(), start=1):
+            yield n, obj
+
+
+def _maybe_json(v: str | None) -> Any:
+    """CSV cells holding JSON lists/objects (chat prompts, meta) are parsed; others stay strings."""
+    if v is None:
+        return None
+    s = v.strip()
+    if s[:1] in ("[", "{"):
+        try:
+            return json.loads(s)
+        except json.JSONDecodeError:
+            return v
+    return v
+
+
+def read_records(path: str | Path, kind: str | type[Record] | None = None) -> list[Record]:
+    """Read and validate every record of ``path``.
+
+    ``kind`` is a record kind (``pair``, ``edit``, ...), a record class, or ``None`` to detect
+    it from the first record's fields. Raises ``DataError`` naming path, line and field.
+    """
+    cls: type[Record] | None
+    if kind is None:
+        cls = None
+    elif isinstance(kind, str):
+        if kind not in RECORD_TYPES:
+            raise ValueError(f"unknown record kind {kind!r}; kinds: {', '.join(RECORD_TYPES)}")
+        cls = RECORD_TYPES[kind]
+    else:
+        cls = kind
+    out: list[Record] = []
+    for line, obj in iter_objects(path):
+        try:
+            if cls is None:
+                cls = RECORD_TYPES[detect_kind(obj)]
+            out.append(cls.from_obj(obj))
+        except FieldError as e:
+            raise DataError(path, line, e.field, e.problem) from None
+    return out
+
+
+def _to_obj(r: Record | dict) -> dict:
+    return r.to_obj() if isinstance(r, Record) else r
+
+
+def write_jsonl(path: str | Path, records: Iterable[Record | dict]) -> Path:
+    """Write records atomically: a temporary file beside ``path``, then rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            for r in records:
+                f.write(json.dumps(_to_obj(r), ensure_ascii=False) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write a text file atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def write_json(path: str | Path, obj: Any) -> Path:
+    return write_text_atomic(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+
+
+class JsonlAppender:
+    """Append records to a JSONL file so that a rerun resumes.
+
+    ``key`` maps an output object to its identity (e.g. ``lambda o: o["id"]``). On open, the
+    keys already in the file are collected (``done``) and a torn last line, left by a killed
+    run, is cut off. ``append`` writes one line and flushes it.
+    """
+
+    def __init__(self, path: str | Path, key: Callable[[dict], Any]):
+        self.path = Path(path)
+        self.key = key
+        self.done: set = set()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.exists():
+            self._scan()
+        self._f = open(self.path, "a", encoding="utf-8")
+
+    def _scan(self) -> None:
+        data = self.path.read_bytes()
+        good = 0
+        pos = 0
+        for raw in data.splitlines(keepends=True):
+            pos += len(raw)
+            if not raw.endswith(b"\n"):
+                break  # torn last line
+            try:
+                obj = json.loads(raw.decode("utf-8"))
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                break
+            self.done.add(self.key(obj))
+            good = pos
+        if good < len(data):
+            with open(self.path, "r+b") as f:
+                f.truncate(good)
+
+    def __contains__(self, k) -> bool:
+        return k in self.done
+
+    def append(self, obj: Record | dict) -> None:
+        o = _to_obj(obj)
+        self._f.write(json.dumps(o, ensure_ascii=False) + "\n")
+        self._f.flush()
+        self.done.add(self.key(o))
+
+    def close(self) -> None:
+        if not self._f.closed:
+            self._f.flush()
+            os.fsync(self._f.fileno())
+            self._f.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

@@ -1,0 +1,125 @@
+"""The scorer interface that holds the pipeline together.
+
+A *scorer* takes a batch of (prompt, response) and returns one float per response. A *token
+scorer* also returns one float per response token. Every consumer (labeling, evaluation, PPO,
+TRL's ``reward_funcs``) takes any scorer.
+
+Scorers are named by a spec string ``KIND[:ARG][,key=value...]``, for example
+``flr:smollm2-135m-instruct,mode=pmi``, ``direct:tiny-random``, ``token-rm:runs/rm,pool=mean``,
+``length``. ``load_scorer(spec)`` builds one; ``register_scorer(KIND)`` adds a kind.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+from ..data.records import Prompt
+from ..errors import FinealignError
+
+
+@dataclass(frozen=True)
+class TokenScores:
+    """Per-token rewards of one response.
+
+    ``token_ids``: the response's tokens (T,) under the scorer's tokenizer; ``offsets``: each
+    token's (start, end) character span in the response text; ``rewards``: (T,) floats.
+    """
+
+    token_ids: list[int]
+    offsets: list[tuple[int, int]]
+    rewards: list[float]
+
+
+class Scorer(abc.ABC):
+    """One float per (prompt, response); higher is better."""
+
+    name: str = "scorer"
+
+    @abc.abstractmethod
+    def score(self, prompts: Sequence[Prompt], responses: Sequence[str]) -> list[float]:
+        """Scores of ``len(responses)`` responses; ``prompts[i]`` is the context of ``responses[i]``."""
+
+    def close(self) -> None:  # release models; optional
+        pass
+
+
+class TokenScorer(Scorer):
+    """A scorer that also scores every response token."""
+
+    @abc.abstractmethod
+    def score_tokens(self, prompts: Sequence[Prompt], responses: Sequence[str]) -> list[TokenScores]:
+        """Per-token rewards for each response."""
+
+
+_REGISTRY: dict[str, Callable[..., Scorer]] = {}
+
+
+def register_scorer(kind: str):
+    """Decorator: ``@register_scorer("flr")`` on a factory ``f(arg: str | None, **options) -> Scorer``."""
+
+    def deco(factory):
+        _REGISTRY[kind] = factory
+        return factory
+
+    return deco
+
+
+@dataclass(frozen=True)
+class ScorerSpec:
+    kind: str
+    arg: str | None = None
+    options: dict = field(default_factory=dict)
+
+
+def parse_spec(spec: str) -> ScorerSpec:
+    """``"flr:model,mode=pmi,batch_size=8"`` -> ScorerSpec("flr", "model", {"mode": "pmi", "batch_size": "8"})."""
+    if not spec or not spec.strip():
+        raise FinealignError("empty scorer spec")
+    head, *opts = spec.split(",")
+    kind, _, arg = head.partition(":")
+    options = {}
+    for o in opts:
+        k, eq, v = o.partition("=")
+        if not eq or not k.strip():
+            raise FinealignError(f"scorer spec {spec!r}: option {o!r} is not key=value")
+        options[k.strip()] = v.strip()
+    return ScorerSpec(kind.strip(), arg.strip() or None, options)
+
+
+def _ensure_builtin_kinds() -> None:
+    # Importing the modules registers their kinds; a missing optional module is not an error here.
+    import importlib
+
+    for mod in ("flr", "direct", "seqcls", "token_rm", "judge"):
+        try:
+            importlib.import_module(f"finealign.rewards.{mod}")
+        except ModuleNotFoundError as e:
+            if e.name != f"finealign.rewards.{mod}":
+                raise
+
+
+def load_scorer(spec: str | Scorer, **overrides) -> Scorer:
+    """Build a scorer from a spec string (or return a scorer unchanged)."""
+    if isinstance(spec, Scorer):
+        return spec
+    _ensure_builtin_kinds()
+    s = parse_spec(spec)
+    if s.kind not in _REGISTRY:
+        raise FinealignError(f"unknown scorer {spec!r}: kind {s.kind!r} is not one of {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[s.kind](s.arg, **{**s.options, **overrides})
+
+
+class LengthScorer(Scorer):
+    """The baseline every reward must beat: longer response wins (characters)."""
+
+    name = "length"
+
+    def score(self, prompts, responses):
+        return [float(len(r)) for r in responses]
+
+
+@register_scorer("length")
+def _length(arg=None, **_):
+    return LengthScorer()

@@ -1,0 +1,1 @@
+"""finealign.serve"""
