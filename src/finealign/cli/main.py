@@ -20,7 +20,8 @@ app.add_typer(train_app, name="train")
 
 # One module per verb; each defines register(app, models_app, data_app, train_app).
 VERB_MODULES = [
-    "env", "models", "data", "generate", "quickstart",
+    "env", "models", "data", "generate", "quickstart", "score", "eval_rm", "label", "train_followup",
+    "train_pref", "edit", "serve", "train_token_rm", "explain", "train_ppo",
 ]
 
 for _name in VERB_MODULES:
