@@ -13,12 +13,15 @@ console = Console(stderr=True)  # messages and progress go to stderr; results to
 out = Console()
 
 
-def progress(**kw) -> Progress:
-    """A rich progress bar with count, elapsed and remaining time, plus a free ``info`` field."""
+def progress(disable: bool = False, **kw) -> Progress:
+    """A rich progress bar with count, elapsed and remaining time, plus a free ``info`` field.
+
+    Add tasks with ``p.add_task("label", total=n, info="")`` and update ``info`` (e.g. tokens/s).
+    """
     return Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
         TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
-        console=console, transient=False, disable=not sys.stderr.isatty() and kw.pop("quiet_when_piped", False), **kw,
+        console=console, transient=False, disable=disable, **kw,
     )
 
 
