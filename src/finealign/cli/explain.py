@@ -1,5 +1,148 @@
-"""Placeholder: filled in by its owner."""
+"""``finealign explain --token-rm PATH IN OUT.html``: per-token rewards as a colour heatmap.
+
+IN is an edit file (``prompt/original/edited``: original and edited side by side, the tokens the
+edit changed outlined), a pair file (``prompt/chosen/rejected``: rejected and chosen side by
+side), or a response file (``prompt/completion``, also KTO and rating files: one panel).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Sequence
+
+import typer
+
+from ..errors import FinealignError
+
+_SPEC_RE = re.compile(r"^[a-z][a-z0-9_-]*:")
 
 
-def register(**_):
-    pass
+def scorer_spec(token_rm: str) -> str:
+    """``--token-rm`` value -> scorer spec: an existing path (or any value without a ``kind:``
+    prefix) becomes ``token-rm:VALUE``; ``kind:arg,...`` is passed through as a spec."""
+    if Path(token_rm.split(",")[0]).exists() or not _SPEC_RE.match(token_rm):
+        return f"token-rm:{token_rm}"
+    return token_rm
+
+
+def build_items(records, scorer, *, diff: bool | None = None, batch_size: int = 8, progress=None):
+    """Score the records' responses with ``scorer.score_tokens`` and build heatmap items.
+
+    ``diff``: outline changed tokens (default: for edit records only; pairs with ``diff=True``).
+    """
+    from ..core.align import diff_char_spans, spans_to_token_labels
+    from ..data.records import EditRecord, KTORecord, PairRecord, RatingRecord, ResponseRecord, prompt_text
+    from ..report.heatmap import HeatmapItem, Panel
+
+    layout = []  # per record: (titles, texts, margin label, outline?)
+    for r in records:
+        if isinstance(r, EditRecord):
+            layout.append((("original", "edited"), (r.original, r.edited), "edited − original", diff is not False))
+        elif isinstance(r, PairRecord):
+            layout.append((("rejected", "chosen"), (r.rejected, r.chosen), "chosen − rejected", bool(diff)))
+        elif isinstance(r, (ResponseRecord, KTORecord)):
+            title = "response" if isinstance(r, ResponseRecord) else f"response (label {str(r.label).lower()})"
+            layout.append(((title,), (r.completion,), None, False))
+        elif isinstance(r, RatingRecord):
+            layout.append(((f"response (score {r.score:g})",), (r.response,), None, False))
+        else:
+            raise FinealignError(f"explain needs edit, pair or response records, got {r.kind} records")
+    prompts, texts = [], []
+    for r, (_, tx, _, _) in zip(records, layout):
+        prompts.extend([r.prompt] * len(tx))
+        texts.extend(tx)
+    scores = []
+    for i in range(0, len(texts), batch_size):
+        got = scorer.score_tokens(prompts[i:i + batch_size], texts[i:i + batch_size])
+        if len(got) != len(texts[i:i + batch_size]):
+            raise FinealignError(f"token scorer returned {len(got)} results for {len(texts[i:i + batch_size])} responses")
+        scores.extend(got)
+        if progress is not None:
+            progress(len(got))
+    items, k = [], 0
+    for n, (r, (titles, tx, margin, outline)) in enumerate(zip(records, layout)):
+        sc = scores[k:k + len(tx)]
+        k += len(tx)
+        for s, t in zip(sc, tx):
+            if not (len(s.token_ids) == len(s.offsets) == len(s.rewards)):
+                raise FinealignError(f"record {n + 1}: token scorer returned {len(s.token_ids)} ids, "
+                                     f"{len(s.offsets)} offsets, {len(s.rewards)} rewards")
+        changed: list = [None] * len(tx)
+        notes = []
+        if outline and len(tx) == 2:
+            sa, sb = diff_char_spans(tx[0], tx[1])
+            changed = [spans_to_token_labels(sc[0].offsets, sa, text=tx[0]),
+                       spans_to_token_labels(sc[1].offsets, sb, text=tx[1])]
+            if not sa and not sb:
+                notes.append("the two texts differ only in whitespace or not at all: no changed tokens")
+        cut = [t for t, s in zip(tx, sc) if s.offsets and max(e for _, e in s.offsets) < len(t.rstrip())]
+        if cut:
+            notes.append("some text was not scored (cut at the scorer's context window)")
+        title = f"#{n + 1}" + (f" · {r.id}" if getattr(r, "id", None) else "")
+        items.append(HeatmapItem(prompt=prompt_text(r.prompt), title=title, margin=margin, notes=tuple(notes),
+                                 panels=tuple(Panel(ti, t, s, c) for ti, t, s, c in zip(titles, tx, sc, changed))))
+    return items
+
+
+def explain(token_rm: str, inp: Path, out_html: Path, *, limit: int | None = 20, terminal: bool = False,
+            diff: bool | None = None, center: str = "zero", batch_size: int = 8, quiet: bool = False) -> dict:
+    """Score, render and write the heatmap; returns a small summary."""
+    from ..data.io import read_records, write_text_atomic
+    from ..report.heatmap import render_html, render_terminal
+    from ..rewards.base import TokenScorer, load_scorer
+    from .common import console, out, progress
+
+    if limit is not None and limit < 1:
+        raise FinealignError(f"--limit must be at least 1, got {limit}")
+    if batch_size < 1:
+        raise FinealignError(f"--batch-size must be at least 1, got {batch_size}")
+    if center not in ("zero", "median"):
+        try:
+            center_v: float | str = float(center)
+        except ValueError:
+            raise FinealignError(f"--center must be zero, median or a number, got {center!r}") from None
+    else:
+        center_v = 0.0 if center == "zero" else "median"
+    records = read_records(inp)
+    if not records:
+        raise FinealignError(f"{inp}: no records")
+    total = len(records)
+    records = records[:limit] if limit else records
+    scorer = load_scorer(scorer_spec(token_rm))
+    if not isinstance(scorer, TokenScorer) and not hasattr(scorer, "score_tokens"):
+        raise FinealignError(f"{token_rm}: scorer {getattr(scorer, 'name', type(scorer).__name__)!r} gives no per-token rewards")
+    n_texts = sum(2 if r.kind in ("edit", "pair") else 1 for r in records)
+    try:
+        with progress(disable=quiet) as p:
+            task = p.add_task("scoring tokens", total=n_texts, info="")
+            items = build_items(records, scorer, diff=diff, batch_size=batch_size,
+                                progress=lambda n: p.advance(task, n))
+    finally:
+        scorer.close()
+    sub = f"token scorer: {scorer_spec(token_rm)} · input: {inp} · {len(items)} of {total} records"
+    write_text_atomic(out_html, render_html(items, subtitle=sub, center=center_v))
+    if terminal:
+        render_terminal(items, out, center=center_v)
+    n_tok = sum(len(p.scores.rewards) for it in items for p in it.panels)
+    if not quiet:
+        console.print(f"wrote {out_html}: {len(items)} records, {n_tok} tokens")
+    return {"path": str(out_html), "records": len(items), "tokens": n_tok}
+
+
+def register(app, **_):
+    @app.command("explain")
+    def explain_cmd(
+        inp: Path = typer.Argument(..., metavar="IN", help="Edit (prompt/original/edited), pair or response file."),
+        out_html: Path = typer.Argument(..., metavar="OUT.html", help="HTML file to write."),
+        token_rm: str = typer.Option(..., "--token-rm", help="Token reward model directory (or a token scorer spec "
+                                                              "such as token-rm:DIR,pool=mean)."),
+        limit: int = typer.Option(20, "--limit", "-n", help="Render the first N records (0 = all)."),
+        terminal: bool = typer.Option(False, "--terminal", help="Also print the heatmap to the terminal."),
+        diff: bool = typer.Option(None, "--diff/--no-diff", help="Outline changed tokens (default: edits yes, pairs no)."),
+        center: str = typer.Option("zero", "--center", help="Reward shown white: zero, median or a number."),
+        batch_size: int = typer.Option(8, "--batch-size", help="Responses per scoring call."),
+    ):
+        """Render per-token rewards of a token reward model as a colour heatmap (HTML, optionally terminal)."""
+        explain(token_rm, inp, out_html, limit=limit or None, terminal=terminal, diff=diff, center=center,
+                batch_size=batch_size)

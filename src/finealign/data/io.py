@@ -35,10 +35,15 @@ def file_format(path: Path) -> str:
 
 
 def _decode(path: Path, raw: bytes, line: int | None) -> str:
+    """``raw`` as UTF-8 (a leading byte-order mark is dropped); ``line`` None means ``raw`` is the whole file."""
     try:
-        return raw.decode("utf-8")
+        return raw.decode("utf-8-sig" if line in (None, 1) else "utf-8")
     except UnicodeDecodeError as e:
-        raise DataError(path, line, None, f"not valid UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1})") from None
+        col = e.start + 1
+        if line is None:  # whole file: find the line of the bad byte
+            line = raw.count(b"\n", 0, e.start) + 1
+            col = e.start - (raw.rfind(b"\n", 0, e.start) + 1) + 1
+        raise DataError(path, line, None, f"not valid UTF-8 (byte 0x{raw[e.start]:02x} at column {col})") from None
 
 
 def iter_objects(path: str | Path) -> Iterator[tuple[int, dict]]:
@@ -77,8 +82,18 @@ def iter_objects(path: str | Path) -> Iterator[tuple[int, dict]]:
     elif fmt == "csv":
         text = _decode(path, path.read_bytes(), None)
         reader = csv.DictReader(io.StringIO(text, newline=""))
-        for n, row in enumerate(reader, start=2):
-            yield n, {k: _maybe_json(v) for k, v in row.items() if k is not None}
+        try:
+            if reader.fieldnames is None:
+                return
+            for row in reader:
+                # the record ends on reader.line_num; quoted cells may span lines
+                start = reader.line_num - sum(v.count("\n") for v in row.values() if isinstance(v, str))
+                if None in row:
+                    raise DataError(path, start, None, f"{len(reader.fieldnames) + len(row[None])} cells "
+                                    f"but the header has {len(reader.fieldnames)} columns")
+                yield start, {k: _maybe_json(v) for k, v in row.items()}
+        except csv.Error as e:
+            raise DataError(path, reader.line_num, None, f"malformed CSV: {e}") from None
     else:
         import pyarrow.parquet as pq
 
@@ -133,11 +148,21 @@ def _to_obj(r: Record | dict) -> dict:
     return r.to_obj() if isinstance(r, Record) else r
 
 
+def _new_tmp(path: Path) -> tuple[int, str]:
+    """A temporary file beside ``path`` with the permissions a plain ``open`` would give (mkstemp makes 0600)."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    if hasattr(os, "fchmod"):
+        mask = os.umask(0)
+        os.umask(mask)
+        os.fchmod(fd, 0o666 & ~mask)
+    return fd, tmp
+
+
 def write_jsonl(path: str | Path, records: Iterable[Record | dict]) -> Path:
     """Write records atomically: a temporary file beside ``path``, then rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = _new_tmp(path)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             for r in records:
@@ -156,7 +181,7 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
     """Write a text file atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = _new_tmp(path)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
@@ -190,31 +215,48 @@ class JsonlAppender:
         self._f = open(self.path, "a", encoding="utf-8")
 
     def _scan(self) -> None:
+        """Collect the keys written so far; cut a torn last line; refuse a file damaged elsewhere.
+
+        Only the last line can be torn by a killed run (it has no newline, or does not parse). A
+        bad line before it is not ours to delete: it raises ``DataError`` naming the line.
+        """
         data = self.path.read_bytes()
-        good = 0
-        pos = 0
-        for raw in data.splitlines(keepends=True):
-            pos += len(raw)
-            if not raw.endswith(b"\n"):
-                break  # torn last line
-            try:
-                obj = json.loads(raw.decode("utf-8"))
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                break
-            self.done.add(self.key(obj))
-            good = pos
+        lines = data.split(b"\n")  # the last item is b"" when the file ends with a newline
+        good = 0  # bytes of the file known to hold complete records
+        for n, raw in enumerate(lines, start=1):
+            last = n == len(lines) or (n == len(lines) - 1 and lines[-1] == b"")
+            if raw.strip():
+                try:
+                    obj = json.loads(raw.decode("utf-8"))
+                    if not isinstance(obj, dict):
+                        raise ValueError(f"expected a JSON object, got {type(obj).__name__}")
+                except (ValueError, UnicodeDecodeError) as e:
+                    if last:
+                        break  # torn last line: cut it
+                    raise DataError(self.path, n, None, f"cannot resume: bad line before the end ({e}); "
+                                    "fix or delete it") from None
+                try:
+                    self.done.add(self.key(obj))
+                except Exception as e:
+                    raise DataError(self.path, n, None, f"cannot resume: no key in this record "
+                                    f"({type(e).__name__}: {e})") from None
+            good += len(raw) + (1 if n < len(lines) else 0)
         if good < len(data):
             with open(self.path, "r+b") as f:
                 f.truncate(good)
+        elif data and not data.endswith(b"\n"):  # a complete last record without its newline
+            with open(self.path, "ab") as f:
+                f.write(b"\n")
 
     def __contains__(self, k) -> bool:
         return k in self.done
 
     def append(self, obj: Record | dict) -> None:
         o = _to_obj(obj)
+        k = self.key(o)
         self._f.write(json.dumps(o, ensure_ascii=False) + "\n")
         self._f.flush()
-        self.done.add(self.key(o))
+        self.done.add(k)
 
     def close(self) -> None:
         if not self._f.closed:

@@ -57,6 +57,8 @@ def check_prompt(value: Any, name: str = "prompt") -> Prompt:
                 raise FieldError(f"{name}[{i}].role", f"expected one of {', '.join(ROLES)}, got {role!r}")
             if not isinstance(content, str):
                 raise FieldError(f"{name}[{i}].content", f"expected a string, got {type(content).__name__}")
+            if not content.strip():
+                raise FieldError(f"{name}[{i}].content", "empty")
         return [{"role": m["role"], "content": m["content"]} for m in value]
     if value is None:
         raise FieldError(name, "missing")
@@ -100,7 +102,7 @@ def check_bool(value: Any, name: str) -> bool:
 
 
 def _opt_str(value: Any, name: str) -> str | None:
-    if value is None:
+    if value is None or value == "":  # an empty CSV cell is an absent optional field
         return None
     if isinstance(value, (int,)) and not isinstance(value, bool):
         return str(value)
@@ -110,7 +112,7 @@ def _opt_str(value: Any, name: str) -> str | None:
 
 
 def _meta(value: Any) -> dict:
-    if value is None:
+    if value is None or value == "":
         return {}
     if not isinstance(value, dict):
         raise FieldError("meta", f"expected an object, got {type(value).__name__}")
@@ -159,6 +161,10 @@ class ResponseRecord(Record):
     def from_obj(cls, o: dict) -> "ResponseRecord":
         comp = o.get("completion", o.get("response"))
         sample = o.get("sample")
+        if sample == "":
+            sample = None
+        elif isinstance(sample, str) and sample.strip().lstrip("-").isdigit():  # CSV cells are strings
+            sample = int(sample)
         if sample is not None and (isinstance(sample, bool) or not isinstance(sample, int)):
             raise FieldError("sample", f"expected an integer, got {sample!r}")
         return cls(prompt=check_prompt(o.get("prompt")), completion=check_text(comp, "completion", allow_empty=True),
@@ -180,13 +186,14 @@ class PairRecord(Record):
     @classmethod
     def from_obj(cls, o: dict) -> "PairRecord":
         p = o.get("p_chosen")
-        if p is not None:
+        if p is not None and p != "":
             p = check_float(p, "p_chosen")
             if not 0.0 <= p <= 1.0:
                 raise FieldError("p_chosen", f"expected a probability in [0, 1], got {p}")
         return cls(prompt=check_prompt(o.get("prompt")), chosen=check_text(o.get("chosen"), "chosen"),
                    rejected=check_text(o.get("rejected"), "rejected"), id=_opt_str(o.get("id"), "id"),
-                   subset=_opt_str(o.get("subset"), "subset"), p_chosen=p, meta=_meta(o.get("meta")))
+                   subset=_opt_str(o.get("subset"), "subset"), p_chosen=p if p != "" else None,
+                   meta=_meta(o.get("meta")))
 
 
 @dataclass
@@ -215,8 +222,10 @@ class EditRecord(Record):
 
     @classmethod
     def from_obj(cls, o: dict) -> "EditRecord":
+        # an empty ``edited`` is allowed: deleting the whole response is a minimal edit too (QA-Feedback
+        # has 13 such corrections); ``original`` must not be empty.
         return cls(prompt=check_prompt(o.get("prompt")), original=check_text(o.get("original"), "original"),
-                   edited=check_text(o.get("edited"), "edited"), id=_opt_str(o.get("id"), "id"), meta=_meta(o.get("meta")))
+                   edited=check_text(o.get("edited"), "edited", allow_empty=True), id=_opt_str(o.get("id"), "id"), meta=_meta(o.get("meta")))
 
 
 @dataclass

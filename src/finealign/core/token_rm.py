@@ -1,0 +1,97 @@
+"""Losses of the token-level reward model (DESIGN.md, "Token-level reward model"). Pure functions.
+
+Notation: B pairs, T token positions (padded). ``r_w`` / ``r_l`` are the per-token rewards
+``r_t = head(h_t)`` of the edited (preferred, y_w) and original (less-preferred, y_l) sequences,
+both (B, T) (the two sides may be padded to different T). Masks are (B, T) bool or 0/1 tensors.
+Values at masked-out positions never matter (they are replaced by 0 before summing, so even a
+NaN there is harmless); a side whose mask is empty sums to 0.
+
+* ``span_bt_loss`` (default): unchanged tokens are assumed to carry equal reward in both
+  responses and cancel, so only the changed tokens enter:
+  ``L = -log sigmoid(sum_{t in E_w} r_t(y_w) - sum_{t in E_l} r_t(y_l))``.
+* ``seq_bt_loss``: the same Bradley-Terry loss over all response tokens (a sequence reward model
+  with sum pooling), the baseline.
+* ``token_cls_loss``: per-token binary cross-entropy with ``r_t`` as the logit; tokens changed
+  in y_w are good (target 1), tokens changed in y_l are bad (target 0).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["BTStats", "LOSSES", "masked_sum", "bt_loss_from_sums", "span_bt_loss", "seq_bt_loss", "token_cls_loss",
+           "token_cls_targets"]
+
+LOSSES = ("span_bt", "seq_bt", "token_cls")
+
+
+class BTStats(NamedTuple):
+    """A Bradley-Terry loss with its statistics: ``loss`` scalar; ``margins`` (B,) = s_w - s_l."""
+
+    loss: torch.Tensor
+    margins: torch.Tensor
+
+
+def masked_sum(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Sum of ``values`` (B, T) over positions where ``mask`` (B, T) is true: (B,).
+
+    Masked-out positions contribute exactly 0 whatever they hold (NaN and inf included).
+    """
+    if values.shape != mask.shape:
+        raise ValueError(f"values {tuple(values.shape)} and mask {tuple(mask.shape)} differ in shape")
+    return torch.where(mask.bool(), values, torch.zeros((), dtype=values.dtype, device=values.device)).sum(-1)
+
+
+def bt_loss_from_sums(s_w: torch.Tensor, s_l: torch.Tensor) -> BTStats:
+    """Bradley-Terry loss ``mean_b -log sigmoid(s_w[b] - s_l[b])`` of summed rewards s_w, s_l (B,)."""
+    margins = s_w - s_l
+    return BTStats(-F.logsigmoid(margins).mean(), margins.detach())
+
+
+def span_bt_loss(r_w: torch.Tensor, changed_w: torch.Tensor, r_l: torch.Tensor, changed_l: torch.Tensor) -> BTStats:
+    """Span Bradley-Terry loss over the changed tokens only.
+
+    ``r_w`` (B, T_w) rewards of the edited sequences, ``changed_w`` (B, T_w) its E_w tokens
+    (replaced or inserted); ``r_l`` (B, T_l), ``changed_l`` (B, T_l) the original's E_l tokens
+    (replaced or deleted). ``L = mean_b -log sigmoid(sum_{E_w} r - sum_{E_l} r)``; an empty E
+    side sums to 0 (a pure insertion compares sum_{E_w} r with 0).
+    """
+    return bt_loss_from_sums(masked_sum(r_w, changed_w), masked_sum(r_l, changed_l))
+
+
+def seq_bt_loss(r_w: torch.Tensor, response_w: torch.Tensor, r_l: torch.Tensor, response_l: torch.Tensor) -> BTStats:
+    """Sequence Bradley-Terry loss with sum pooling over all response tokens.
+
+    ``response_w`` (B, T_w) / ``response_l`` (B, T_l) mark the response tokens of each side
+    (prompt, template and padding excluded). ``L = mean_b -log sigmoid(sum_w r - sum_l r)``.
+    """
+    return bt_loss_from_sums(masked_sum(r_w, response_w), masked_sum(r_l, response_l))
+
+
+def token_cls_targets(changed_w: torch.Tensor, changed_l: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Targets and masks for ``token_cls_loss`` from the changed masks of both sides.
+
+    Returns ``(targets_w, mask_w, targets_l, mask_l)``: targets 1.0 on E_w, 0.0 on E_l; masks = E.
+    """
+    return changed_w.float(), changed_w.bool(), torch.zeros_like(changed_l, dtype=torch.float), changed_l.bool()
+
+
+def token_cls_loss(rewards: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Per-token binary cross-entropy with the reward as the logit, averaged over masked tokens.
+
+    ``rewards`` (B, T) logits r_t; ``targets`` (B, T) in {0, 1} (1 = good: changed in y_w; 0 =
+    bad: changed in y_l); ``mask`` (B, T) the tokens that carry a label. Returns a scalar:
+    ``sum_{mask} BCE(r_t, target_t) / max(1, |mask|)``, so an empty mask gives 0.
+    """
+    if not (rewards.shape == targets.shape == mask.shape):
+        raise ValueError(f"rewards {tuple(rewards.shape)}, targets {tuple(targets.shape)} and mask "
+                         f"{tuple(mask.shape)} differ in shape")
+    m = mask.bool()
+    safe_r = torch.where(m, rewards, torch.zeros((), dtype=rewards.dtype, device=rewards.device))
+    safe_t = torch.where(m, targets.to(rewards.dtype), torch.zeros((), dtype=rewards.dtype, device=rewards.device))
+    per_tok = F.binary_cross_entropy_with_logits(safe_r, safe_t, reduction="none")
+    per_tok = torch.where(m, per_tok, torch.zeros((), dtype=per_tok.dtype, device=per_tok.device))
+    return per_tok.sum() / m.sum().clamp(min=1)

@@ -1,0 +1,184 @@
+"""Rollouts for PPO: prompt tokens, batched sampling, the actor-critic forward pass, reward placement.
+
+Notation: B rows, P prompt tokens (left-padded), T response tokens (right-padded), V vocabulary.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Sequence
+
+import torch
+from torch import nn
+
+from ..core.ppo import entropy_from_logits, logprobs_from_logits, place_at_last
+from ..core.token_map import decode_offsets, map_token_rewards
+from ..errors import FinealignError
+from ..rewards.base import Scorer, TokenScorer
+
+
+class Rollout(NamedTuple):
+    """One batch of sampled responses."""
+
+    input_ids: torch.Tensor  # (B, P + T) prompt then response
+    attention_mask: torch.Tensor  # (B, P + T) 0 on left padding and after each response's end
+    response_mask: torch.Tensor  # (B, T) float: response tokens up to and including the stop token
+    prompt_len: int  # P
+    texts: list[str]  # decoded responses (stop token and specials removed)
+    response_ids: list[list[int]]  # each response's tokens before the stop token
+
+
+class Forward(NamedTuple):
+    """The actor-critic at the response positions; all (B, T)."""
+
+    logprobs: torch.Tensor
+    values: torch.Tensor
+    entropy: torch.Tensor
+
+
+def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Positions counted over real tokens only (left padding gets 0). (B, L) -> (B, L)."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def encode_prompts(tokenizer, texts: Sequence[str], max_len: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Left-padded prompt ids and mask (B, P); prompts over ``max_len`` keep their last tokens.
+
+    Returns (ids, mask, number of truncated prompts).
+    """
+    rows = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+    cut = sum(len(r) > max_len for r in rows)
+    rows = [r[-max_len:] if len(r) > max_len else r for r in rows]
+    P = max(1, max(len(r) for r in rows))
+    pad = tokenizer.pad_token_id
+    ids = torch.full((len(rows), P), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), P), dtype=torch.long)
+    for i, r in enumerate(rows):
+        if r:
+            ids[i, P - len(r):] = torch.tensor(r)
+            mask[i, P - len(r):] = 1
+    return ids, mask, cut
+
+
+@torch.no_grad()
+def sample(model, tokenizer, prompt_ids, prompt_mask, *, max_new_tokens: int, temperature: float,
+           stop_ids: Sequence[int], min_new_tokens: int = 0) -> Rollout:
+    """Sample one response per prompt with ``model.generate`` (pure sampling at ``temperature``).
+
+    ``min_new_tokens`` suppresses the stop tokens until that many tokens were generated.
+    """
+    P = prompt_ids.shape[1]
+    gen = model.generate(
+        input_ids=prompt_ids, attention_mask=prompt_mask, do_sample=True, temperature=temperature,
+        top_k=0, top_p=1.0, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=list(stop_ids), min_new_tokens=min_new_tokens or None,
+    )
+    resp = gen[:, P:]
+    B, T = resp.shape
+    is_stop = torch.zeros_like(resp, dtype=torch.bool)
+    for s in stop_ids:
+        is_stop |= resp == s
+    pos = torch.arange(T).expand(B, T)
+    first_stop = torch.where(is_stop, pos, torch.full_like(pos, T)).min(dim=1).values  # (B,) T when none
+    ends = (first_stop + 1).clamp(max=T)  # the stop token belongs to the response
+    response_mask = (pos < ends[:, None]).float()
+    resp = torch.where(response_mask.bool(), resp, torch.full_like(resp, tokenizer.pad_token_id))
+    input_ids = torch.cat([prompt_ids, resp], dim=1)
+    attention_mask = torch.cat([prompt_mask, response_mask.long()], dim=1)
+    response_ids = [resp[i, : int(first_stop[i].clamp(max=T))].tolist() for i in range(B)]
+    texts = [tokenizer.decode(r, skip_special_tokens=True) for r in response_ids]
+    return Rollout(input_ids, attention_mask, response_mask, P, texts, response_ids)
+
+
+class ActorCritic(nn.Module):
+    """The policy, a scalar value head, and optionally a separate critic backbone.
+
+    ``shared``: values come from the policy's last hidden state (one forward pass for both);
+    ``separate``: from the critic's. One module so that DDP wraps and syncs all trainable weights.
+    """
+
+    def __init__(self, policy: nn.Module, hidden_size: int, critic: nn.Module | None = None):
+        super().__init__()
+        self.policy = policy
+        self.critic = critic
+        self.value_head = nn.Linear(hidden_size, 1)
+        nn.init.normal_(self.value_head.weight, std=1.0 / (hidden_size + 1) ** 0.5)
+        nn.init.zeros_(self.value_head.bias)
+
+    def forward(self, input_ids, attention_mask, prompt_len: int, temperature: float = 1.0,
+                with_entropy: bool = True) -> Forward:
+        pos = position_ids(attention_mask)
+        T = input_ids.shape[1] - prompt_len
+        out = self.policy(input_ids=input_ids, attention_mask=attention_mask, position_ids=pos,
+                          output_hidden_states=self.critic is None, use_cache=False, logits_to_keep=T + 1)
+        logits = out.logits[:, -(T + 1):-1].float() / temperature  # (B, T, V): the LM head skips the prompt
+        if self.critic is None:
+            h = out.hidden_states[-1][:, prompt_len - 1:-1]
+        else:  # the critic's decoder only: no vocabulary projection
+            dec = self.critic.get_decoder()
+            h = dec(input_ids=input_ids, attention_mask=attention_mask, position_ids=pos,
+                    use_cache=False).last_hidden_state[:, prompt_len - 1:-1]
+        values = self.value_head(h.to(self.value_head.weight.dtype)).squeeze(-1).float()
+        tokens = input_ids[:, prompt_len:]
+        lp = logprobs_from_logits(logits, tokens)
+        ent = entropy_from_logits(logits) if with_entropy else torch.zeros_like(lp)
+        return Forward(lp, values, ent)
+
+
+@torch.no_grad()
+def reference_logprobs(policy, ref_model, input_ids, attention_mask, prompt_len: int, temperature: float) -> torch.Tensor:
+    """log pi_ref of the response tokens (B, T): ``ref_model``, or ``policy`` with its LoRA adapters off."""
+    pos = position_ids(attention_mask)
+
+    T = input_ids.shape[1] - prompt_len
+
+    def run(m):
+        out = m(input_ids=input_ids, attention_mask=attention_mask, position_ids=pos, use_cache=False,
+                logits_to_keep=T + 1)
+        return logprobs_from_logits(out.logits[:, -(T + 1):-1].float() / temperature, input_ids[:, prompt_len:])
+
+    if ref_model is not None:
+        return run(ref_model)
+    with policy.disable_adapter():
+        return run(policy)
+
+
+def score_rewards(scorer: Scorer, prompts: list, rollout: Rollout, tokenizer, granularity: str) -> tuple[torch.Tensor, list[float]]:
+    """The reward model's r_t on the policy's response tokens (B, T), and each response's total.
+
+    A ``TokenScorer``'s per-token rewards are mapped onto the policy's tokens by character offsets
+    (``granularity="token"``) or summed onto the last valid token (``"sequence"``); any other
+    scorer's score lands on the last valid token. Both granularities give the same totals.
+    """
+    texts = rollout.texts
+    mask = rollout.response_mask
+    B, T = mask.shape
+    try:
+        if isinstance(scorer, TokenScorer):
+            per = scorer.score_tokens(prompts, texts)
+        else:
+            per = None
+            totals = [float(s) for s in scorer.score(prompts, texts)]
+    except FinealignError:
+        raise
+    except Exception as e:
+        raise FinealignError(f"reward scorer {getattr(scorer, 'name', type(scorer).__name__)!r} failed: "
+                             f"{type(e).__name__}: {e}") from e
+    if per is not None:
+        if len(per) != B:
+            raise FinealignError(f"reward scorer returned {len(per)} token score lists for {B} responses")
+        totals = [float(sum(p.rewards)) for p in per]
+    elif len(totals) != B:
+        raise FinealignError(f"reward scorer returned {len(totals)} scores for {B} responses")
+    if per is None or granularity == "sequence":
+        return place_at_last(torch.tensor(totals, dtype=torch.float32), mask), totals
+    out = torch.zeros((B, T), dtype=torch.float32)
+    decode = lambda ids: tokenizer.decode(ids, skip_special_tokens=True)  # noqa: E731
+    for i, p in enumerate(per):
+        ids = rollout.response_ids[i]
+        _, offsets = decode_offsets(ids, decode)
+        mapped = map_token_rewards(p.offsets, p.rewards, offsets)
+        if mapped:
+            out[i, : len(mapped)] = torch.tensor(mapped)
+        else:  # empty response: whatever reward there is goes on its stop token
+            out[i] = place_at_last(torch.tensor([totals[i]]), mask[i: i + 1])[0]
+    return out, totals

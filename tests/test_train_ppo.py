@@ -1,0 +1,219 @@
+"""``finealign train ppo`` end to end on the tiny random model, with fake scorers (no other models)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from finealign.errors import FinealignError
+from finealign.rewards.base import Scorer, TokenScorer, TokenScores, register_scorer
+from finealign.train.ppo import train_ppo
+from finealign.train.ppo_config import PPOConfig
+
+from conftest import REPO, run_cli
+
+PROMPTS = REPO / "src" / "finealign" / "resources" / "prompts" / "mt_bench_demo.jsonl"
+TIMING = {"seconds", "tokens_per_s"}
+
+
+class WordScorer(TokenScorer):
+    """Per-word rewards: +1 for a word holding an 'e', -0.25 otherwise (offsets are word spans)."""
+
+    name = "fake-words"
+
+    def score_tokens(self, prompts, responses):
+        out = []
+        for r in responses:
+            offs, rew, pos = [], [], 0
+            for w in r.split():
+                s = r.index(w, pos)
+                pos = s + len(w)
+                offs.append((s, pos))
+                rew.append(1.0 if "e" in w else -0.25)
+            out.append(TokenScores(token_ids=list(range(len(offs))), offsets=offs, rewards=rew))
+        return out
+
+    def score(self, prompts, responses):
+        return [sum(t.rewards) for t in self.score_tokens(prompts, responses)]
+
+
+class NaNOnce(Scorer):
+    name = "nan-once"
+
+    def __init__(self):
+        self.calls = 0
+
+    def score(self, prompts, responses):
+        self.calls += 1
+        return [float("nan") if self.calls == 1 else 1.0 for _ in responses]
+
+
+class Broken(Scorer):
+    name = "broken"
+
+    def score(self, prompts, responses):
+        raise RuntimeError("reward server unreachable")
+
+
+register_scorer("test-words")(lambda arg=None, **_: WordScorer())
+register_scorer("test-broken")(lambda arg=None, **_: Broken())
+
+
+def cfg(tmp: Path, name: str, **kw) -> PPOConfig:
+    base = dict(policy="tiny-random", reward="test-words", prompts=str(PROMPTS), out=str(tmp / name), steps=2,
+                batch_size=2, minibatch_size=2, micro_batch_size=1, ppo_epochs=1, max_new_tokens=6, device="cpu",
+                learning_rate=1e-3, save_every=1, log_samples_every=1)
+    base.update(kw)
+    return PPOConfig(**base)
+
+
+def metrics(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def strip_timing(rows):
+    return [{k: v for k, v in r.items() if k not in TIMING} for r in rows]
+
+
+def test_cli_end_to_end_changes_parameters(tmp_path):
+    out = tmp_path / "run"
+    code = run_cli(["train", "ppo", "--policy", "tiny-random", "--reward", "test-words", "--prompts", PROMPTS,
+                    "--out", out, "--steps", 2, "--batch-size", 4, "--minibatch-size", 2, "--micro-batch-size", 1,
+                    "--ppo-epochs", 2, "--max-new-tokens", 8, "--lr", 1e-3, "--device", "cpu", "--quiet",
+                    "--report-to", "tensorboard"])
+    assert code == 0
+    rows = metrics(out)
+    assert [r["step"] for r in rows] == [1, 2]
+    for key in ("score", "reward", "kl", "entropy", "clipfrac", "vf_loss", "response_length", "tokens_per_s"):
+        assert all(math.isfinite(r[key]) for r in rows), key
+    from safetensors.torch import load_file
+
+    adapter = load_file(str(out / "policy" / "adapter_model.safetensors"))
+    lora_b = [v for k, v in adapter.items() if "lora_B" in k]
+    assert lora_b and any(v.abs().sum() > 0 for v in lora_b)  # LoRA B starts at zero: training moved it
+    assert (out / "value_head.pt").exists() and list((out / "tb").iterdir())
+    assert len((out / "samples.jsonl").read_text().splitlines()) == 2  # 2 samples of step 1 (every 10 steps after)
+    # the saved policy loads through the ordinary model loader
+    from finealign.models import load_model
+
+    m, _ = load_model(str(out / "policy"), device="cpu")
+    assert m is not None
+    # rerun of a finished run: nothing to do, same metrics
+    assert run_cli(["train", "ppo", "--config", out / "config.yaml", "--quiet"]) == 0
+    assert len(metrics(out)) == 2
+
+
+def test_resume_equals_uninterrupted(tmp_path):
+    full = cfg(tmp_path, "full", steps=3)
+    train_ppo(full)
+
+    class Stop(Exception):
+        pass
+
+    def stop_at_2(step, total, m):
+        if step == 2:
+            raise Stop  # after step 2 is logged, before its checkpoint: the log line must be dropped
+
+    part = cfg(tmp_path, "part", steps=3)
+    with pytest.raises(Stop):
+        train_ppo(part, on_step=stop_at_2)
+    assert len(metrics(Path(part.out))) == 2
+    train_ppo(part)  # resumes from the step-1 checkpoint
+    a, b = strip_timing(metrics(Path(full.out))), strip_timing(metrics(Path(part.out)))
+    assert a == b
+    wa = torch.load(Path(full.out) / "checkpoint" / "state.pt", weights_only=False)["trainable"]
+    wb = torch.load(Path(part.out) / "checkpoint" / "state.pt", weights_only=False)["trainable"]
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_token_and_sequence_differ_only_in_placement(tmp_path, tiny):
+    from finealign.train.ppo_rollout import encode_prompts, sample, score_rewards
+
+    model, tok = tiny
+    torch.manual_seed(0)
+    ids, mask, _ = encode_prompts(tok, ["Paris is", "The quick brown fox"], 32)
+    ro = sample(model, tok, ids, mask, max_new_tokens=12, temperature=1.0, stop_ids=[tok.eos_token_id])
+    ro = ro._replace(texts=["the cat sleeps here", "no"])  # texts the scorer sees (ids unchanged)
+    ro = ro._replace(response_ids=[tok(t, add_special_tokens=False)["input_ids"] for t in ro.texts])
+    tok_r, tot_t = score_rewards(WordScorer(), ["a", "b"], ro, tok, "token")
+    seq_r, tot_s = score_rewards(WordScorer(), ["a", "b"], ro, tok, "sequence")
+    # row 0: words the(+1) cat(-0.25) sleeps(+1) here(+1) -> total 2.75; row 1: no(-0.25)
+    assert tot_t == tot_s == [2.75, -0.25]
+    assert torch.allclose(tok_r.sum(1), seq_r.sum(1))
+    assert (tok_r[0] != 0).sum() > 1 and (seq_r != 0).sum(1).tolist() == [1, 1]
+    # end to end: same seed -> the same first rollouts and scores; only the update differs
+    t = train_ppo(cfg(tmp_path, "tok", steps=1, granularity="token")).last
+    s = train_ppo(cfg(tmp_path, "seq", steps=1, granularity="sequence")).last
+    assert t["score"] == s["score"] and t["response_length"] == s["response_length"] and t["kl"] == s["kl"]
+    assert t["pg_loss"] != s["pg_loss"]
+
+
+def test_no_lora_separate_critic_adaptive_kl(tmp_path):
+    c = cfg(tmp_path, "full", steps=2, lora=False, value_model="separate", kl_estimator="k3", kl_target=0.5,
+            kl_horizon=10, lr_schedule="cosine", warmup_steps=1, ent_coef=0.01)
+    rows = train_ppo(c).last
+    assert rows["kl"] >= 0  # k3 is never negative
+    first = metrics(Path(c.out))[0]
+    assert rows["kl_coef"] != first["kl_coef"]  # the adaptive controller moved beta
+    assert (Path(c.out) / "policy" / "config.json").exists()  # a full model, not an adapter
+
+
+def test_robustness_nan_reward_and_long_prompts(tmp_path):
+    c = cfg(tmp_path, "nan", steps=2, max_prompt_length=8)
+    res = train_ppo(c, scorer=NaNOnce())
+    rows = metrics(Path(c.out))
+    assert rows[0].get("skipped") is True and "score" in rows[1]
+    assert res.counters.skipped_batches == 1
+    assert res.counters.truncated_prompts == 4  # every MT-Bench prompt is longer than 8 tokens; 2 steps x 2
+
+
+def test_broken_scorer_and_bad_config(tmp_path, capsys):
+    code = run_cli(["train", "ppo", "--policy", "tiny-random", "--reward", "test-broken", "--prompts", PROMPTS,
+                    "--out", tmp_path / "b", "--steps", 1, "--batch-size", 2, "--minibatch-size", 2,
+                    "--micro-batch-size", 2, "--max-new-tokens", 4, "--device", "cpu", "--quiet"])
+    assert code == 1
+    assert "reward server unreachable" in capsys.readouterr().err
+    with pytest.raises(FinealignError, match="granularity"):
+        PPOConfig(granularity="word")
+    with pytest.raises(FinealignError, match="does not divide"):
+        PPOConfig(batch_size=8, minibatch_size=3)
+    y = tmp_path / "c.yaml"
+    y.write_text("kl_coeff: 0.1\n")
+    with pytest.raises(FinealignError, match="kl_coeff: not a PPOConfig field"):
+        PPOConfig.from_overrides(y)
+    y.write_text("kl_coef: 0.2\nsteps: 7\n")
+    assert PPOConfig.from_overrides(y, steps=3).kl_coef == 0.2 and PPOConfig.from_overrides(y, steps=3).steps == 3
+    # resuming into a folder holding another configuration is refused
+    train_ppo(cfg(tmp_path, "r", steps=1))
+    with pytest.raises(FinealignError, match="another configuration"):
+        train_ppo(cfg(tmp_path, "r", steps=2, kl_coef=0.5))
+
+
+@pytest.mark.slow
+def test_two_processes_ddp_gloo(tmp_path):
+    """Two CPU processes under ``accelerate launch`` (DDP, gloo) train one policy; weights stay in sync."""
+    if shutil.which("accelerate") is None:
+        pytest.skip("accelerate launcher not found")
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    cmd = ["accelerate", "launch", "--cpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+           "--dynamo_backend", "no", "-m", "finealign.cli.main", "train", "ppo", "--policy", "tiny-random",
+           "--reward", "length", "--prompts", str(PROMPTS), "--out", str(out),
+           "--steps", "2", "--batch-size", "2", "--minibatch-size", "2", "--micro-batch-size", "1",
+           "--ppo-epochs", "1", "--max-new-tokens", "8", "--lr", "1e-3", "--device", "cpu", "--quiet"]
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    rows = metrics(out)
+    assert [r["step"] for r in rows] == [1, 2] and rows[0]["processes"] == 2
+    from safetensors.torch import load_file
+
+    adapter = load_file(str(out / "policy" / "adapter_model.safetensors"))
+    assert any(v.abs().sum() > 0 for k, v in adapter.items() if "lora_B" in k)
