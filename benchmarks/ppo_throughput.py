@@ -123,7 +123,7 @@ def run_ours(a, model_dir: str, reward_dir: str, prompts: Path, work: Path) -> d
     cfg = PPOConfig(policy=model_dir, reward="length", prompts=str(prompts), out=str(work / "ours"), steps=a.steps,
                     batch_size=a.batch, minibatch_size=a.batch, micro_batch_size=a.batch // 2, ppo_epochs=a.epochs,
                     max_new_tokens=a.new_tokens, max_prompt_length=a.max_prompt, ignore_eos=True, lora=False,
-                    value_model="separate", learning_rate=1e-5, device="cpu", save_every=10**6, log_samples_every=10**6)
+                    value_model="separate", granularity="sequence", learning_rate=1e-5, device="cpu", save_every=10**6, log_samples_every=10**6)
     train_ppo(cfg, scorer=seqcls_scorer(reward_dir, model_dir))
     rows = [json.loads(x) for x in (work / "ours" / "metrics.jsonl").read_text().splitlines()]
     return {"step_seconds": [r["seconds"] for r in rows], "response_length": [r["response_length"] for r in rows]}

@@ -177,8 +177,8 @@ def _defacto(err, summary, cand="The cat sat."):
 
 
 def test_defacto(tmp_path):
-    src = _jsonl(tmp_path / "val.jsonl", [_defacto(True, "The dog sat."), _defacto(False, ""),
-                                          _defacto("True", "The cat sat."), _defacto("False", "")])
+    _jsonl(tmp_path / "val.jsonl", [_defacto(True, "The dog sat."), _defacto(False, ""),
+                                    _defacto("True", "The cat sat."), _defacto("False", "")])
     loaded = convert_dataset("defacto-val", tmp_path)
     a, b = loaded.records
     assert isinstance(a, EditRecord) and a.original == "The cat sat." and a.edited == "The dog sat."
@@ -253,7 +253,8 @@ def test_mt_bench_first_and_second_turns(tmp_path):
                 "response by the assistant.\nUser: Write a post.\n\nAssistant:ChatGPT post.\n\nUser: Rewrite it."
                 "\n\nAssistant: ")
     _json(tmp_path / "prometheus_ratings" / "mt_bench_eval.json", [
-        {"idx": 81, "response_source": "chatgpt", "gpt4_score": [3, 3, 3], "instruction": _grading_prompt(dialogue, "r")}])
+        {"idx": 81, "response_source": "chatgpt", "gpt4_score": [3, 3, 3],
+         "instruction": _grading_prompt(dialogue, "r")}])
     loaded = convert_dataset("mt-bench-multiturn", qd)
     a, b = loaded.records
     assert isinstance(a, PromptRecord) and a.id == "81" and a.meta["first_answer"].startswith("chatgpt")
@@ -313,7 +314,8 @@ def test_shared_counts(shared_data):
     raw_qa = json.loads((shared_data / "finegrained_rlhf_qa_feedback/dev_feedback.json").read_text())
     ties = sum(x["preference"].count(0) for x in raw_qa)
     assert len(load_dataset("qa-feedback-pairs")) == 6 * 500 - ties
-    raw_e = [json.loads(x) for x in (shared_data / "expertqa_revised_answers/expertqa_lfqa_val_test_union.jsonl").open()]
+    eqa = shared_data / "expertqa_revised_answers/expertqa_lfqa_val_test_union.jsonl"
+    raw_e = [json.loads(x) for x in eqa.open()]
     assert len(load_dataset("expertqa-edits")) == sum(
         x["answer_string"] != x["revised_answer_string"] and bool(x["revised_answer_string"].strip()) for x in raw_e)
 

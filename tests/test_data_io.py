@@ -10,8 +10,15 @@ from pathlib import Path
 import pytest
 
 from finealign.data.io import JsonlAppender, iter_objects, read_records, write_json, write_jsonl, write_text_atomic
-from finealign.data.records import (EditRecord, KTORecord, PairRecord, PromptRecord, RatingRecord, ResponseRecord,
-                                    detect_kind)
+from finealign.data.records import (
+    EditRecord,
+    KTORecord,
+    PairRecord,
+    PromptRecord,
+    RatingRecord,
+    ResponseRecord,
+    detect_kind,
+)
 from finealign.errors import DataError
 
 CHAT = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"},
@@ -86,14 +93,16 @@ GOOD_PAIR = {"prompt": "Q?", "chosen": "yes", "rejected": "no"}
 @pytest.mark.parametrize("bad,line,field,problem", [
     ('{"prompt": "Q?", "chosen": "yes", "rejected": ', 2, None, "malformed JSON"),
     ({"prompt": "Q?", "chosen": "yes"}, 2, "rejected", "missing"),
-    ({"prompt": 5, "chosen": "yes", "rejected": "no"}, 2, "prompt", "expected a string or a list of messages, got int"),
+    ({"prompt": 5, "chosen": "yes", "rejected": "no"}, 2, "prompt",
+     "expected a string or a list of messages, got int"),
     ({"prompt": "Q?", "chosen": ["a", "b"], "rejected": "no"}, 2, "chosen", "expected a string, got list"),
     ({"prompt": "Q?", "chosen": "yes", "rejected": "no", "p_chosen": 1.5}, 2, "p_chosen", "probability"),
     ({"prompt": "Q?", "chosen": "yes", "rejected": "no", "p_chosen": "high"}, 2, "p_chosen", "expected a number"),
     ({"prompt": "   ", "chosen": "yes", "rejected": "no"}, 2, "prompt", "empty"),
     ({"prompt": [], "chosen": "yes", "rejected": "no"}, 2, "prompt", "empty message list"),
     ({"prompt": [{"role": "user", "content": ""}], "chosen": "y", "rejected": "n"}, 2, "prompt[0].content", "empty"),
-    ({"prompt": [{"role": "bot", "content": "x"}], "chosen": "y", "rejected": "n"}, 2, "prompt[0].role", "expected one"),
+    ({"prompt": [{"role": "bot", "content": "x"}], "chosen": "y", "rejected": "n"}, 2, "prompt[0].role",
+     "expected one"),
     ({"prompt": "Q?", "chosen": "", "rejected": "no"}, 2, "chosen", "empty"),
     ({"prompt": "Q?", "chosen": "yes", "rejected": "no", "meta": [1]}, 2, "meta", "expected an object"),
     ("[1, 2]", 2, None, "expected a JSON object, got list"),

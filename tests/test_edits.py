@@ -283,7 +283,7 @@ def test_openai_editor_needs_key_without_base_url(monkeypatch):
 def test_default_model_as_local_editor(smol, tmp_path):
     inp = _jsonl(tmp_path / "pairs.jsonl", [PAIRS[0], PAIRS[3]])
     out = tmp_path / "edits.jsonl"
-    stats = run_edits(LocalEditor(smol, max_new_tokens=48, batch_size=2), inp, out, progress=False)
+    stats = run_edits(LocalEditor(smol, max_new_tokens=24, batch_size=2), inp, out, progress=False)
     recs = _read(out)
     assert stats.written == len(recs) and stats.written + stats.failed == 2
     for r in recs:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from conftest import run_cli
+from finealign.errors import FinealignError
 from finealign.report.heatmap import (HIGH, LOW, WHITE, HeatmapItem, Panel, color_for, render_html, render_terminal,
                                       segments)
 from finealign.rewards.base import TokenScorer, TokenScores, register_scorer
@@ -31,6 +32,8 @@ class FakeTokenScorer(TokenScorer):
     def score_tokens(self, prompts, responses):
         assert len(prompts) == len(responses)
         self.calls += 1
+        if any("OVERLONG" in r for r in responses):  # as the token-rm scorer does for a too-long text
+            raise FinealignError("response is longer than the context window")
         out = []
         for r in responses:
             offs = [(m.start(), m.end()) for m in re.finditer(r"\s*\S+", r)]
@@ -126,6 +129,16 @@ def test_panel_validation():
 # ---------------------------------------------------------------------------------------------- CLI
 
 
+def test_scorer_spec(tmp_path):
+    from finealign.cli.explain import scorer_spec
+
+    (tmp_path / "rm").mkdir()
+    assert scorer_spec(str(tmp_path / "rm")) == f"token-rm:{tmp_path / 'rm'}"  # an existing folder
+    assert scorer_spec(f"{tmp_path / 'rm'},pool=mean") == f"token-rm:{tmp_path / 'rm'},pool=mean"
+    assert scorer_spec("runs/missing") == "token-rm:runs/missing"  # the token-rm loader reports it
+    assert scorer_spec("token-rm:runs/x,pool=mean") == "token-rm:runs/x,pool=mean"  # a spec passes through
+
+
 def test_explain_cli_edits(tmp_path, capsys):
     edits = write_jsonl(tmp_path / "edits.jsonl", [
         {"prompt": "Capital of France?", "original": "It is Lyon.", "edited": "It is Paris.", "id": "e1"},
@@ -177,6 +190,23 @@ def test_explain_cli_bad_input(tmp_path, capsys):
     assert run_cli(["explain", "--token-rm", "length:", str(ok), str(out)]) == 1
     assert run_cli(["explain", "--token-rm", "fake-token:", str(ok), str(out), "--center", "nope"]) == 1
     assert not out.exists()  # nothing written on any error
+
+
+def test_explain_cli_skips_unscoreable_records(tmp_path, capsys):
+    rows = [{"prompt": "q", "original": "It is Lyon.", "edited": "It is Paris."},
+            {"prompt": "q", "original": "OVERLONG text", "edited": "short"},
+            {"prompt": "q", "completion": "ignored: the kind comes from the first record"}][:2]
+    rows.append({"prompt": "q", "original": "b", "edited": "c"})
+    edits = write_jsonl(tmp_path / "e.jsonl", rows)
+    out = tmp_path / "e.html"
+    # the batch with record 2 fails; its other records are scored one by one and kept
+    assert run_cli(["explain", "--token-rm", "fake-token:", str(edits), str(out)]) == 0
+    page = out.read_text(encoding="utf-8")
+    assert page.count('<div class="item">') == 2 and "#1" in page and "#3" in page and "1 skipped (record 2" in page
+    assert "record 2 skipped" in capsys.readouterr().err
+    only_bad = write_jsonl(tmp_path / "bad.jsonl", [rows[1]])
+    assert run_cli(["explain", "--token-rm", "fake-token:", str(only_bad), str(tmp_path / "bad.html")]) == 1
+    assert not (tmp_path / "bad.html").exists()
 
 
 HAS_TOKEN_RM = importlib.util.find_spec("finealign.rewards.token_rm") is not None

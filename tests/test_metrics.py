@@ -104,3 +104,14 @@ def test_token_metrics_and_validation():
         auroc([1, 2], [1, 2])
     with pytest.raises(ValueError):
         auroc([1, float("nan")], [1, 0])
+
+
+def test_accepts_tensors_and_arrays():
+    import numpy as np
+    import torch
+
+    # per-response tensors (what a scorer batch gives) and arrays flatten like lists
+    rewards = [torch.tensor([0.5, -2.0, 0.4]), torch.tensor([1.0, -1.0])]
+    labels = [np.array([0, 1, 0]), np.array([0, 1])]
+    assert changed_token_auroc(rewards, labels) == 1.0
+    assert auroc(torch.tensor([1.0, 2.0, 3.0, 4.0]), torch.tensor([0, 1, 0, 1])) == 0.75

@@ -304,3 +304,13 @@ def test_fatal_status_raises_after_keeping_work(tmp_path):
         ed = OpenAIEditor("m", base_url=url, api_key="k", retries=3, backoff=0.01)
         with pytest.raises(EditorFatal, match="refused the API key"):
             run_edits(ed, _jsonl(tmp_path / "p.jsonl", PAIRS), tmp_path / "o.jsonl", progress=False)
+
+
+def test_cli_serve_bad_address_fails_before_loading(capsys):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        assert run_cli(["serve", "--model", "tiny-random", "--port", s.getsockname()[1]]) == 1
+    assert "cannot serve on 127.0.0.1" in capsys.readouterr().err
+    assert run_cli(["serve", "--model", "tiny-random", "--port", 70000]) == 1
+    assert "--port" in capsys.readouterr().err

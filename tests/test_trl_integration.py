@@ -55,17 +55,13 @@ def test_spec_string_and_length():
 
 
 def test_grpo_steps_change_parameters(tmp_path, tiny_fresh):
-    """A few GRPO steps on the tiny model with a finealign scorer (direct likelihood under the tiny
-    model itself, as a stand-in for FLR) as ``reward_funcs``: the policy's parameters change."""
+    """A few GRPO steps on the tiny model with the FLR scorer (on its own tiny model) and the length
+    scorer as ``reward_funcs``: the policy's parameters change and TRL logs both rewards by name."""
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
 
     model, tok = tiny_fresh
-    reward_model, _ = tiny_fresh  # a separate copy would be the same weights; scoring does not train it
-    from finealign.rewards.direct import DirectConfig, DirectScorer
-
-    scorer = DirectScorer(DirectConfig(model="tiny-random"), model=_frozen_copy(reward_model), tokenizer=tok)
-    funcs = [as_reward_func(scorer, name="direct"), as_reward_func(load_scorer("length"))]
+    funcs = [as_reward_func(load_scorer("flr:tiny-random"), name="flr"), as_reward_func(load_scorer("length"))]
     ds = Dataset.from_list([{"prompt": [{"role": "user", "content": f"Say something about {w}."}]}
                             for w in ("the sea", "France", "a fox", "poems")])
     args = GRPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=4, num_generations=4,
@@ -77,14 +73,4 @@ def test_grpo_steps_change_parameters(tmp_path, tiny_fresh):
     changed = [n for n, p in model.named_parameters() if not torch.equal(before[n], p.detach())]
     assert changed, "no parameter changed after GRPO steps"
     logged = {k for h in trainer.state.log_history for k in h}
-    assert any("direct" in k for k in logged), logged  # TRL logs the reward under the function's __name__
-
-
-def _frozen_copy(model):
-    import copy
-
-    m = copy.deepcopy(model)
-    m.eval()
-    for p in m.parameters():
-        p.requires_grad_(False)
-    return m
+    assert any("flr" in k for k in logged), logged  # TRL logs the reward under the function's __name__

@@ -88,20 +88,24 @@ def register(data_app, **_):
 
     @data_app.command("stats")
     def stats_cmd(
-        file: Path = typer.Argument(..., help="A .jsonl/.json/.csv/.parquet file of finealign records."),
+        file: Path = typer.Argument(..., metavar="FILE", help="A .jsonl/.json/.csv/.parquet file of finealign records."),
         tokenizer: str = typer.Option("smollm2-135m-instruct", "--tokenizer", "-t",
                                       help="Tokenizer spec (model spec) used to count tokens."),
         as_json: bool = typer.Option(False, "--json", help="Print JSON."),
     ):
         """Record kind, counts, and token-length percentiles (p50/p90/p99/max) of every text field."""
         from ..data.io import read_records
-        from ..data.stats import compute_stats
+        from ..data.stats import TEXT_FIELDS, compute_stats
         from ..models import load_tokenizer
-        from .common import out
+        from .common import out, progress
 
         records = read_records(file)
         tok = load_tokenizer(tokenizer)
-        st = compute_stats(records, tok, path=file, tokenizer_name=tokenizer)
+        total = len(records) * len(TEXT_FIELDS.get(records[0].kind, ())) if records else 0
+        with progress(disable=total < 5000) as bar:
+            task = bar.add_task("tokenizing", total=total, info="")
+            st = compute_stats(records, tok, path=file, tokenizer_name=tokenizer,
+                               on_batch=lambda n: bar.advance(task, n))
         if as_json:
             print(json.dumps(st.to_obj(), indent=2, ensure_ascii=False))
             return
@@ -121,8 +125,8 @@ def register(data_app, **_):
 
     @data_app.command("export-trl")
     def export_cmd(
-        src: Path = typer.Argument(..., help="finealign records (.jsonl/.json/.csv/.parquet)."),
-        dst: Path = typer.Argument(..., help="Output .jsonl in TRL's format."),
+        src: Path = typer.Argument(..., metavar="IN", help="finealign records (.jsonl/.json/.csv/.parquet)."),
+        dst: Path = typer.Argument(..., metavar="OUT.jsonl", help="Output .jsonl in TRL's format."),
         to: Optional[str] = typer.Option(None, "--to", help="dpo | kto | sft | prompt (default by record kind: "
                                                              "pair/edit -> dpo, kto -> kto, response -> sft)."),
         fmt: str = typer.Option("auto", "--format", help="auto | standard | conversational"),

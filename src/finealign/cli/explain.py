@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Sequence
 
 import typer
 
@@ -30,6 +29,9 @@ def build_items(records, scorer, *, diff: bool | None = None, batch_size: int = 
     """Score the records' responses with ``scorer.score_tokens`` and build heatmap items.
 
     ``diff``: outline changed tokens (default: for edit records only; pairs with ``diff=True``).
+    Returns ``(items, skipped)``: ``skipped`` lists ``(record index, reason)`` for records the
+    scorer refused (a ``FinealignError`` such as a response over its context window); the
+    others are still rendered.
     """
     from ..core.align import diff_char_spans, spans_to_token_labels
     from ..data.records import EditRecord, KTORecord, PairRecord, RatingRecord, ResponseRecord, prompt_text
@@ -52,18 +54,31 @@ def build_items(records, scorer, *, diff: bool | None = None, batch_size: int = 
     for r, (_, tx, _, _) in zip(records, layout):
         prompts.extend([r.prompt] * len(tx))
         texts.extend(tx)
-    scores = []
+    owner = [n for n, (_, tx, _, _) in enumerate(layout) for _ in tx]
+    scores: list = [None] * len(texts)
+    skipped: dict[int, str] = {}  # record number -> why it could not be scored
     for i in range(0, len(texts), batch_size):
-        got = scorer.score_tokens(prompts[i:i + batch_size], texts[i:i + batch_size])
-        if len(got) != len(texts[i:i + batch_size]):
-            raise FinealignError(f"token scorer returned {len(got)} results for {len(texts[i:i + batch_size])} responses")
-        scores.extend(got)
+        idx = list(range(i, min(i + batch_size, len(texts))))
+        try:
+            got = _score(scorer, [prompts[j] for j in idx], [texts[j] for j in idx])
+        except FinealignError:
+            got = []
+            for j in idx:  # find the response(s) that failed (e.g. over the context window); keep the rest
+                try:
+                    got.extend(_score(scorer, [prompts[j]], [texts[j]]))
+                except FinealignError as e:
+                    got.append(None)
+                    skipped.setdefault(owner[j], str(e))
+        for j, g in zip(idx, got):
+            scores[j] = g
         if progress is not None:
-            progress(len(got))
+            progress(len(idx))
     items, k = [], 0
     for n, (r, (titles, tx, margin, outline)) in enumerate(zip(records, layout)):
         sc = scores[k:k + len(tx)]
         k += len(tx)
+        if n in skipped:
+            continue
         for s, t in zip(sc, tx):
             if not (len(s.token_ids) == len(s.offsets) == len(s.rewards)):
                 raise FinealignError(f"record {n + 1}: token scorer returned {len(s.token_ids)} ids, "
@@ -82,7 +97,14 @@ def build_items(records, scorer, *, diff: bool | None = None, batch_size: int = 
         title = f"#{n + 1}" + (f" · {r.id}" if getattr(r, "id", None) else "")
         items.append(HeatmapItem(prompt=prompt_text(r.prompt), title=title, margin=margin, notes=tuple(notes),
                                  panels=tuple(Panel(ti, t, s, c) for ti, t, s, c in zip(titles, tx, sc, changed))))
-    return items
+    return items, sorted(skipped.items())
+
+
+def _score(scorer, prompts, texts):
+    got = scorer.score_tokens(prompts, texts)
+    if len(got) != len(texts):
+        raise FinealignError(f"token scorer returned {len(got)} results for {len(texts)} responses")
+    return got
 
 
 def explain(token_rm: str, inp: Path, out_html: Path, *, limit: int | None = 20, terminal: bool = False,
@@ -116,18 +138,24 @@ def explain(token_rm: str, inp: Path, out_html: Path, *, limit: int | None = 20,
     try:
         with progress(disable=quiet) as p:
             task = p.add_task("scoring tokens", total=n_texts, info="")
-            items = build_items(records, scorer, diff=diff, batch_size=batch_size,
-                                progress=lambda n: p.advance(task, n))
+            items, skipped = build_items(records, scorer, diff=diff, batch_size=batch_size,
+                                         progress=lambda n: p.advance(task, n))
     finally:
         scorer.close()
+    for n, why in skipped:
+        console.print(f"[yellow]record {n + 1} skipped:[/] {why}", markup=True, highlight=False)
+    if not items:
+        raise FinealignError(f"{inp}: none of the {len(records)} records could be scored ({skipped[0][1]})")
     sub = f"token scorer: {scorer_spec(token_rm)} · input: {inp} · {len(items)} of {total} records"
+    if skipped:
+        sub += f" · {len(skipped)} skipped (record {', '.join(str(n + 1) for n, _ in skipped)}: could not be scored)"
     write_text_atomic(out_html, render_html(items, subtitle=sub, center=center_v))
     if terminal:
         render_terminal(items, out, center=center_v)
     n_tok = sum(len(p.scores.rewards) for it in items for p in it.panels)
     if not quiet:
-        console.print(f"wrote {out_html}: {len(items)} records, {n_tok} tokens")
-    return {"path": str(out_html), "records": len(items), "tokens": n_tok}
+        console.print(f"wrote {out_html}: {len(items)} records, {n_tok} tokens" + (f", {len(skipped)} skipped" if skipped else ""))
+    return {"path": str(out_html), "records": len(items), "skipped": len(skipped), "tokens": n_tok}
 
 
 def register(app, **_):

@@ -33,6 +33,7 @@ def register(app, **_):
 
         if not 0 < port < 65536:
             raise FinealignError(f"--port: expected 1-65535, got {port}")
+        _check_free(host, port)
         key = os.environ.get("FINEALIGN_SERVE_API_KEY") or None
         if host not in LOOPBACK and not key:
             console.print(f"[yellow]warning:[/] serving on {host} without an API key; anyone who can reach it can "
@@ -41,7 +42,23 @@ def register(app, **_):
         app_ = create_app(model, served_name=served_name, dtype=dtype, device=device, api_key=key)
         name = app_.state.served.name
         console.print(f"serving {name!r} at http://{host}:{port}/v1  (Ctrl-C to stop)", highlight=False)
+        uvicorn.run(app_, host=host, port=port, log_level="info")
+
+
+def _check_free(host: str, port: int) -> None:
+    """Fail early (before loading a model) when the address cannot be bound."""
+    import socket
+
+    from ..errors import FinealignError
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as e:
+        raise FinealignError(f"--host {host!r}: {e}") from None
+    family, _, _, _, addr = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            uvicorn.run(app_, host=host, port=port, log_level="info")
+            s.bind(addr)
         except OSError as e:
-            raise FinealignError(f"cannot serve on {host}:{port}: {e}") from None
+            raise FinealignError(f"cannot serve on {host}:{port}: {e.strerror or e}") from None

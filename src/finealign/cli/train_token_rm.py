@@ -34,6 +34,7 @@ def train_token_rm_cmd(
     log_every: Optional[int] = typer.Option(None, "--log-every"),
     seed: Optional[int] = typer.Option(None, "--seed"),
     dtype: Optional[str] = typer.Option(None, "--dtype", help="float32 | bfloat16"),
+    mixed_precision: Optional[str] = typer.Option(None, "--mixed-precision", help="no | bf16 | fp16 (autocast)."),
     report_to: Optional[str] = typer.Option(None, "--report-to", help="tensorboard,wandb (comma-separated) or none."),
     stop_after: Optional[int] = typer.Option(None, "--stop-after", help="Stop after N steps in this call (rerun resumes)."),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML file of TokenRMConfig fields; flags override it."),
@@ -46,7 +47,7 @@ def train_token_rm_cmd(
                  eval_every=eval_every, eval_limit=eval_limit, limit=limit, max_steps=max_steps,
                  batch_size=batch_size, learning_rate=lr, lr_schedule=lr_schedule, warmup_steps=warmup_steps,
                  max_length=max_length, lora=lora, top_layers=top_layers, lora_r=lora_r, save_every=save_every,
-                 log_every=log_every, seed=seed, dtype=dtype, report_to=report_to, stop_after=stop_after)
+                 log_every=log_every, seed=seed, dtype=dtype, mixed_precision=mixed_precision, report_to=report_to, stop_after=stop_after)
     if config is not None:
         cfg = TokenRMConfig.from_yaml(config, **given)
     else:

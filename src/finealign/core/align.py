@@ -41,7 +41,7 @@ Span = tuple[int, int]
 
 __all__ = [
     "EditAlignment", "Unit", "align_edit", "diff_char_spans", "diff_units", "edit_ratio",
-    "spans_to_token_labels", "split_units",
+    "spans_to_token_labels", "split_units", "token_offsets",
 ]
 
 GRANULARITIES = ("word", "char")

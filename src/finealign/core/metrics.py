@@ -30,10 +30,20 @@ __all__ = [
 
 def flatten(x) -> list:
     """Flatten one level of nesting: ``[[1, 2], [3]] -> [1, 2, 3]``; a flat sequence is returned as a list."""
+    if hasattr(x, "tolist") and not isinstance(x, list):  # numpy array / torch tensor
+        x = x.tolist()
     x = list(x)
-    if x and isinstance(x[0], (list, tuple, np.ndarray)):
-        return [v for row in x for v in row]
-    return x
+    if any(_is_row(v) for v in x):
+        return [float(v) if not isinstance(v, (int, bool)) else v for row in x for v in _as_list(row)]
+    return [v.item() if hasattr(v, "item") else v for v in x]
+
+
+def _is_row(v) -> bool:
+    return isinstance(v, (list, tuple)) or (hasattr(v, "tolist") and getattr(v, "ndim", 0) >= 1)
+
+
+def _as_list(row) -> list:
+    return row.tolist() if hasattr(row, "tolist") else list(row)
 
 
 def _check(scores, labels) -> tuple[np.ndarray, np.ndarray]:

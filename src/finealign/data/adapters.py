@@ -28,8 +28,13 @@ from typing import Callable
 from ..errors import FinealignError
 from .adapters_common import Loaded
 from .adapters_edit import load_defacto, load_expertqa, load_qa_edits
-from .adapters_eval import (load_alpaca_outputs, load_mt_bench, load_mt_bench_multiturn, load_prometheus,
-                            read_leaderboard)
+from .adapters_eval import (
+    load_alpaca_outputs,
+    load_mt_bench,
+    load_mt_bench_multiturn,
+    load_prometheus,
+    read_leaderboard,
+)
 from .adapters_pref import load_alpaca_eval, load_hh, load_qa_pairs
 from .records import Record
 

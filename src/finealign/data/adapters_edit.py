@@ -15,7 +15,8 @@ def load_qa_edits(path: Path) -> Loaded:
     """``prediction 1`` -> ``feedback.corrected-prediction``; all 500 kept, ``meta["changed"]`` marks the 494 edits.
 
     13 corrections are empty (the annotator deleted every sentence as irrelevant or unverifiable):
-    they are kept, as an edit that marks the whole original bad. ``meta["errors"]`` keeps the annotated error spans (character offsets into ``prediction 1``).
+    they are kept, as an edit that marks the whole original bad. ``meta["errors"]`` keeps the
+    annotated error spans (character offsets into ``prediction 1``).
     """
     path = need_file(path, "dev_feedback.json")
     out, skipped = [], Counter()

@@ -17,6 +17,10 @@ type                      fields on disk
 
 ``p_chosen`` is the probability that ``chosen`` is the better response (1.0 for a hard label;
 AlpacaEval's soft judgments give values in [0.5, 1]).
+
+Empty text is an error (a blank prompt, message content, chosen, rejected, original, response or KTO
+completion), except ``EditRecord.edited`` (deleting a whole response is an edit) and a generated
+``ResponseRecord.completion``. In CSV input an empty cell of an optional field means "absent".
 """
 
 from __future__ import annotations

@@ -14,8 +14,17 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
-from .records import (EditRecord, KTORecord, PairRecord, PromptRecord, RatingRecord, Record, ResponseRecord,
-                      as_messages, prompt_text)
+from .records import (
+    EditRecord,
+    KTORecord,
+    PairRecord,
+    PromptRecord,
+    RatingRecord,
+    Record,
+    ResponseRecord,
+    as_messages,
+    prompt_text,
+)
 
 # text fields measured per record kind (the prompt is always first)
 TEXT_FIELDS: dict[str, tuple[str, ...]] = {
@@ -82,12 +91,14 @@ def _prompt_strings(prompts: list, tokenizer) -> list[str]:
     return [prompt_text(p) for p in prompts]
 
 
-def token_lengths(texts: list[str], tokenizer, batch: int = 512) -> list[int]:
-    """Number of tokens of each text, without special tokens added."""
+def token_lengths(texts: list[str], tokenizer, batch: int = 512, on_batch=None) -> list[int]:
+    """Number of tokens of each text, without special tokens added; ``on_batch(n)`` after each batch."""
     out: list[int] = []
     for i in range(0, len(texts), batch):
         enc = tokenizer(texts[i:i + batch], add_special_tokens=False)["input_ids"]
         out.extend(len(ids) for ids in enc)
+        if on_batch is not None:
+            on_batch(len(enc))
     return out
 
 
@@ -95,8 +106,13 @@ def _field_text(r: Record, name: str) -> str:
     return getattr(r, name)
 
 
-def compute_stats(records: Sequence[Record], tokenizer, *, path: str | Path = "", tokenizer_name: str = "") -> DataStats:
-    """Counts and token-length summaries of ``records`` (all of one kind)."""
+def compute_stats(records: Sequence[Record], tokenizer, *, path: str | Path = "", tokenizer_name: str = "",
+                  on_batch=None) -> DataStats:
+    """Counts and token-length summaries of ``records`` (all of one kind).
+
+    ``on_batch(n)`` is called after each batch of ``n`` texts is tokenized (for a progress bar; the
+    total is ``len(records) * len(TEXT_FIELDS[kind])``).
+    """
     if not records:
         return DataStats(str(path), "empty", tokenizer_name, {"records": 0}, {}, {})
     kind = records[0].kind
@@ -133,5 +149,5 @@ def compute_stats(records: Sequence[Record], tokenizer, *, path: str | Path = ""
             texts = _prompt_strings([r.prompt for r in records], tokenizer)
         else:
             texts = [_field_text(r, name) for r in records]
-        lengths[name] = summarize(token_lengths(texts, tokenizer))
+        lengths[name] = summarize(token_lengths(texts, tokenizer, on_batch=on_batch))
     return DataStats(str(path), kind, tokenizer_name, dict(counts), lengths, values)

@@ -37,7 +37,7 @@ from .ppo_config import PPOConfig, dump_yaml
 from .ppo_rollout import ActorCritic, encode_prompts, reference_logprobs, sample, score_rewards
 
 # fields that may change between a run and its resumption
-RESUMABLE_CHANGES = {"steps", "save_every", "log_samples_every", "report_to", "device"}
+RESUMABLE_CHANGES = {"out", "steps", "save_every", "log_samples_every", "report_to", "device"}
 
 
 @dataclass
@@ -128,6 +128,9 @@ def _load_models(cfg: PPOConfig, device: str):
     critic = None
     if cfg.value_model == "separate":
         critic, _ = load_model(cfg.policy, dtype=cfg.dtype, device=device, lora=lora)
+        head, emb = critic.get_output_embeddings(), critic.get_input_embeddings()
+        if head is not None and head.weight is not emb.weight:
+            head.requires_grad_(False)  # the critic reads hidden states only (and DDP wants no unused weights)
     hidden = policy.config.hidden_size
     return ActorCritic(policy, hidden, critic).to(device), tok, ref
 
@@ -193,7 +196,7 @@ def train_ppo(cfg: PPOConfig, scorer=None, on_step: Callable[[int, int, dict], N
     ac, tok, ref = _load_models(cfg, str(acc.device))
     scorer = load_scorer(scorer or cfg.reward)
     if cfg.granularity == "token" and not isinstance(scorer, TokenScorer) and main:
-        warnings.warn(f"reward {cfg.reward!r} is not a token scorer: its score lands on the last token "
+        warnings.warn(f"reward {getattr(scorer, 'name', cfg.reward)!r} is not a token scorer: its score lands on the last token "
                       "(same as --granularity sequence)", stacklevel=2)
     stops = stop_token_ids(ac.policy, tok)
     texts = [render_prompt(tok, it.prompt) for it in items]

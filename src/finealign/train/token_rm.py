@@ -55,7 +55,8 @@ class TokenRMConfig:
     top_layers: int = 0  # train only the top N decoder layers (+ final norm, or their LoRA); 0 = all
     lora_r: int = 16
     lora_alpha: int = 32
-    dtype: str = "float32"
+    dtype: str = "float32"  # weights' dtype
+    mixed_precision: str = "no"  # no | bf16 | fp16: accelerate autocast for the forward/backward (bf16 is ~4x faster on recent CPUs)
     # optimisation
     max_steps: int = 100
     batch_size: int = 4  # pairs per step per process
@@ -106,6 +107,8 @@ class TokenRMConfig:
             bad("learning_rate", f"must be positive, got {self.learning_rate}")
         if self.max_length < 16:
             bad("max_length", f"must be at least 16, got {self.max_length}")
+        if self.mixed_precision not in ("no", "bf16", "fp16"):
+            bad("mixed_precision", f"expected no, bf16 or fp16, got {self.mixed_precision!r}")
         for r in self.report_to:
             if r not in REPORT_TO:
                 bad("report_to", f"expected tensorboard and/or wandb, got {r!r}")
@@ -280,7 +283,7 @@ def train_token_rm(cfg: TokenRMConfig, *, console=None, show_progress: bool = Tr
     log = (lambda m: console.print(m)) if console is not None else (lambda m: None)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    acc = Accelerator(log_with=cfg.report_to or None, project_dir=str(out))
+    acc = Accelerator(log_with=cfg.report_to or None, project_dir=str(out), mixed_precision=cfg.mixed_precision)
     main = acc.is_main_process
 
     # 1. data

@@ -1,0 +1,93 @@
+"""The token-level reward model as a scorer: ``load_scorer("token-rm:PATH,pool=sum|mean")``.
+
+``score`` pools the per-token rewards of the response (``sum``, the default, matches the pairwise
+accuracy reported by training; ``mean`` removes the length effect). ``score_tokens`` returns one
+``TokenScores`` per response, with token offsets relative to the response text, so consumers with
+another tokenizer (a PPO policy) can move the rewards onto their own tokens
+(``core.token_map.map_token_rewards``).
+
+Options: ``pool`` (sum | mean), ``batch_size`` (default 8), ``max_length`` (default 1024; longer
+prompts lose their oldest context), ``device`` (cpu | cuda | auto), ``dtype``.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from ..data.records import Prompt
+from ..errors import FinealignError
+from ..models.token_rm import TooLong, encode_response, load_token_rm, pad_batch
+from .base import TokenScorer, TokenScores, register_scorer
+
+POOLS = ("sum", "mean")
+
+
+class TokenRMScorer(TokenScorer):
+    """Per-token rewards ``r_t = head(h_t)`` of a trained token RM; score = sum or mean over the response."""
+
+    name = "token-rm"
+
+    def __init__(self, path: str, *, pool: str = "sum", batch_size: int = 8, max_length: int = 1024,
+                 device: str = "cpu", dtype: str = "float32", model=None, tokenizer=None):
+        if pool not in POOLS:
+            raise FinealignError(f"token-rm scorer: pool must be one of {', '.join(POOLS)}, got {pool!r}")
+        if batch_size <= 0 or max_length <= 0:
+            raise FinealignError("token-rm scorer: batch_size and max_length must be positive")
+        self.path, self.pool, self.batch_size, self.max_length = path, pool, batch_size, max_length
+        if model is None:
+            model, tokenizer = load_token_rm(path, device=None if device == "auto" else device, dtype=dtype)
+        self.model, self.tokenizer = model, tokenizer
+        self.name = f"token-rm:{path},pool={pool}"
+
+    @torch.no_grad()
+    def score_tokens(self, prompts: Sequence[Prompt], responses: Sequence[str]) -> list[TokenScores]:
+        if len(prompts) != len(responses):
+            raise FinealignError(f"token-rm scorer: {len(prompts)} prompts but {len(responses)} responses")
+        encs = []
+        for p, r in zip(prompts, responses):
+            try:
+                encs.append(encode_response(self.tokenizer, p, r, self.max_length))
+            except TooLong as e:
+                raise FinealignError(f"token-rm scorer: {e}") from None
+        dev = next(self.model.parameters()).device
+        out: list[TokenScores] = []
+        for i in range(0, len(encs), self.batch_size):
+            chunk = encs[i:i + self.batch_size]
+            ids, att, (resp,) = pad_batch([e.input_ids for e in chunk], self.tokenizer.pad_token_id,
+                                          [e.response_mask for e in chunk])
+            r = self.model(ids.to(dev), att.to(dev)).float().cpu()
+            for k, e in enumerate(chunk):
+                pos = [j for j, m in enumerate(e.response_mask) if m]
+                out.append(TokenScores(token_ids=[e.input_ids[j] for j in pos], offsets=[tuple(e.offsets[j]) for j in pos],
+                                       rewards=r[k, pos].tolist()))
+        return out
+
+    def score(self, prompts: Sequence[Prompt], responses: Sequence[str]) -> list[float]:
+        pooled = []
+        for ts in self.score_tokens(prompts, responses):
+            s = float(sum(ts.rewards))
+            pooled.append(s / len(ts.rewards) if self.pool == "mean" and ts.rewards else s)
+        return pooled
+
+    def close(self) -> None:
+        self.model = None
+
+
+@register_scorer("token-rm")
+def _token_rm(arg=None, **opts) -> TokenRMScorer:
+    if not arg:
+        raise FinealignError("token-rm scorer needs a path: token-rm:PATH[,pool=sum|mean]")
+    kw = {}
+    for k, v in opts.items():
+        if k in ("batch_size", "max_length"):
+            try:
+                kw[k] = int(v)
+            except ValueError:
+                raise FinealignError(f"token-rm scorer: {k} must be an integer, got {v!r}") from None
+        elif k in ("pool", "device", "dtype"):
+            kw[k] = v
+        else:
+            raise FinealignError(f"token-rm scorer: unknown option {k!r} (pool, batch_size, max_length, device, dtype)")
+    return TokenRMScorer(arg, **kw)
