@@ -9,7 +9,7 @@ frozen reference copy, a separate value model (same architecture), and the same 
 classifier as reward model (the policy's weights with a seeded random score head, saved once and
 loaded by both). Same prompts (MT-Bench first turns, chat template), rollouts per step, response
 length (EOS suppressed so every response has exactly ``--new-tokens`` tokens), 4 PPO epochs, one
-minibatch of the whole batch, 2 gradient-accumulation micro-batches, 2 threads, CPU.
+minibatch of the whole batch, 2 gradient-accumulation micro-batches, ``--threads`` torch threads, CPU.
 
 Throughput = response tokens per step / wall time per step (steps after the first, which warms
 up). Prints one JSON object with both and the ratio ours / TRL.
@@ -31,11 +31,11 @@ HERE = Path(__file__).resolve().parent
 
 TRL_WORKER = r'''
 import json, sys, time, torch
-torch.set_num_threads(2)
+a = json.loads(sys.argv[1])
+torch.set_num_threads(a["threads"])
 from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer, TrainerCallback
 from trl.experimental.ppo import PPOConfig, PPOTrainer
-a = json.loads(sys.argv[1])
 tok = AutoTokenizer.from_pretrained(a["model"], padding_side="left")
 if tok.pad_token is None:
     tok.pad_token = tok.eos_token
@@ -116,7 +116,7 @@ def seqcls_scorer(reward_dir: str, model_dir: str):
 def run_ours(a, model_dir: str, reward_dir: str, prompts: Path, work: Path) -> dict:
     import torch
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(a.threads)
     from finealign.train.ppo import train_ppo
     from finealign.train.ppo_config import PPOConfig
 
@@ -132,10 +132,10 @@ def run_ours(a, model_dir: str, reward_dir: str, prompts: Path, work: Path) -> d
 def run_trl(a, model_dir: str, reward_dir: str, prompts: Path, work: Path) -> dict:
     args = {"model": model_dir, "reward": reward_dir, "prompts": str(prompts), "out": str(work / "trl"),
             "batch": a.batch, "steps": a.steps, "epochs": a.epochs, "new_tokens": a.new_tokens,
-            "max_prompt": a.max_prompt}
+            "max_prompt": a.max_prompt, "threads": a.threads}
     p = subprocess.run([a.trl_python, "-c", TRL_WORKER, json.dumps(args)], capture_output=True, text=True,
                        env={"TRL_EXPERIMENTAL_SILENCE": "1", "PATH": "/usr/bin:/bin", "HOME": str(Path.home()),
-                            "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "2"})
+                            "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": str(a.threads)})
     for line in p.stdout.splitlines():
         if line.startswith("RESULT "):
             return json.loads(line[7:])
@@ -158,6 +158,7 @@ def main():
     ap.add_argument("--max-prompt", type=int, default=128)
     ap.add_argument("--steps", type=int, default=3, help="PPO steps per trainer; the first is warm-up")
     ap.add_argument("--epochs", type=int, default=4)
+    ap.add_argument("--threads", type=int, default=2, help="torch threads of each trainer")
     ap.add_argument("--trl-python", default="/tmp/trl110/bin/python")
     ap.add_argument("--only", choices=["ours", "trl"], default=None)
     a = ap.parse_args()
@@ -172,7 +173,7 @@ def main():
     trl_version = subprocess.run([a.trl_python, "-c", "import trl; print(trl.__version__)"], capture_output=True,
                                  text=True).stdout.strip()
     res = {"model": a.model, "batch": a.batch, "new_tokens": a.new_tokens, "max_prompt": a.max_prompt,
-           "steps": a.steps, "ppo_epochs": a.epochs, "trl_version": trl_version}
+           "steps": a.steps, "ppo_epochs": a.epochs, "threads": a.threads, "trl_version": trl_version}
     t0 = time.perf_counter()
     if a.only != "trl":
         res["ours"] = summarise(run_ours(a, model_dir, str(reward_dir), prompts, work), a.batch, a.new_tokens)

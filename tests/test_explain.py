@@ -195,8 +195,7 @@ def test_explain_cli_bad_input(tmp_path, capsys):
 def test_explain_cli_skips_unscoreable_records(tmp_path, capsys):
     rows = [{"prompt": "q", "original": "It is Lyon.", "edited": "It is Paris."},
             {"prompt": "q", "original": "OVERLONG text", "edited": "short"},
-            {"prompt": "q", "completion": "ignored: the kind comes from the first record"}][:2]
-    rows.append({"prompt": "q", "original": "b", "edited": "c"})
+            {"prompt": "q", "original": "b", "edited": "c"}]
     edits = write_jsonl(tmp_path / "e.jsonl", rows)
     out = tmp_path / "e.html"
     # the batch with record 2 fails; its other records are scored one by one and kept
@@ -231,3 +230,31 @@ def test_explain_cli_real_token_rm_tiny(tmp_path):
     assert "".join(outlined).replace(" ", "") == "LyonParis54"
     # every token got a reward in the tooltip
     assert page.count("title=\"reward ") >= 2 * len("It is Lyon, I think.".split())
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not HAS_TOKEN_RM, reason="finealign.rewards.token_rm (the token-rm scorer) is not there yet")
+def test_explain_default_model_token_rm_on_defacto(tmp_path, shared_data, capsys):
+    """A fresh LoRA token RM on SmolLM2 explains two real DeFacto edits; outlines match the alignment."""
+    from finealign.core.align import diff_char_spans
+    from finealign.data.adapters import load_dataset
+    from finealign.models.token_rm import new_token_rm
+
+    model, tok = new_token_rm("smollm2-135m-instruct", seed=0)
+    model.save(tmp_path / "rm", tok)
+    recs = load_dataset("defacto-val")[:2]
+    edits = write_jsonl(tmp_path / "edits.jsonl", [r.to_obj() for r in recs])
+    out = tmp_path / "defacto.html"
+    assert run_cli(["explain", "--token-rm", str(tmp_path / "rm"), str(edits), str(out), "--terminal",
+                    "--center", "median"]) == 0
+    page = out.read_text(encoding="utf-8")
+    assert page.count('<div class="item">') == 2
+    # each outlined token overlaps a changed word; each changed word has an outlined token
+    outlined = re.findall(r'class="t c"[^>]*>([^<]*)</span>', page)[1:]
+    changed_words = [t[a:b] for r in recs for t, sp in zip((r.original, r.edited), diff_char_spans(r.original, r.edited))
+                     for a, b in sp]
+    import html as _html
+    joined = "".join(_html.unescape(o) for o in outlined)
+    for w in changed_words:
+        assert w.replace(" ", "") in joined.replace(" ", ""), w
+    assert capsys.readouterr().out.count("original") >= 2

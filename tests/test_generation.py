@@ -236,3 +236,9 @@ def test_default_model_greedy_capital_of_france(smol):
                                 temperature=0, max_new_tokens=24, batch_size=2)
     assert "Paris" in a
     assert "<|im_end|>" not in a and b != a
+
+
+def test_prompt_longer_than_context_is_a_clear_error(tiny):
+    model, tok = tiny  # max_position_embeddings 1024
+    with pytest.raises(FinealignError, match="prompt 0: .* exceed the model's context of 1024"):
+        generate_batch(model, tok, ["word " * 1100], max_new_tokens=4)

@@ -90,3 +90,89 @@ def test_default_model_answers(smol):
     out = model.generate(**ids, max_new_tokens=12, do_sample=False)
     text = tok.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
     assert "Paris" in text
+
+
+# ----------------------------------------------------------------------------- more specs (generation helper)
+
+
+def test_local_directory_spec_loads_the_same_weights(tiny, tmp_path):
+    model, tok = tiny
+    d = tmp_path / "saved"
+    model.save_pretrained(d)
+    tok.save_pretrained(d)
+    m2, t2 = load_model(str(d))
+    assert torch.equal(m2.lm_head.weight, model.lm_head.weight)
+    assert t2.padding_side == "left" and t2.pad_token is not None
+    with pytest.raises(ModelError, match="no config.json"):
+        resolve_spec(str(tmp_path))
+
+
+def test_peft_adapter_directory_spec_loads_base_and_adapter(tiny, tmp_path):
+    base, tok = tiny
+    d = tmp_path / "base"
+    base.save_pretrained(d)
+    tok.save_pretrained(d)
+    peft_model, _ = load_model(str(d), lora=LoraOptions(r=2, alpha=4))
+    with torch.no_grad():  # make the adapter change the output (LoRA B starts at zero)
+        for n, p in peft_model.named_parameters():
+            if "lora_B" in n:
+                p.fill_(0.05)
+    ad = tmp_path / "adapter"
+    peft_model.save_pretrained(ad)
+    loaded, t2 = load_model(str(ad))
+    ids = tok("The quick brown fox", return_tensors="pt").input_ids
+    with torch.no_grad():
+        ref = peft_model(ids).logits
+        got = loaded(ids).logits
+        plain = base(ids).logits
+    assert torch.allclose(got, ref, atol=1e-5) and not torch.allclose(got, plain, atol=1e-3)
+    assert not any(p.requires_grad for p in loaded.parameters())  # frozen unless trainable_adapter
+    trainable, _ = load_model(str(ad), trainable_adapter=True)
+    assert any(p.requires_grad for n, p in trainable.named_parameters() if "lora_" in n)
+
+
+def test_dtype_and_device_options():
+    from finealign.models import resolve_device, resolve_dtype
+
+    m, _ = load_model("tiny-random", dtype="bf16")
+    assert next(m.parameters()).dtype == torch.bfloat16
+    assert resolve_dtype("float32") is torch.float32
+    with pytest.raises(ModelError, match="unknown dtype"):
+        resolve_dtype("int3")
+    assert resolve_device("cpu").type == "cpu"
+    if not torch.cuda.is_available():
+        with pytest.raises(ModelError, match="CUDA"):
+            resolve_device("cuda")
+
+
+def test_finealign_home_holds_the_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("FINEALIGN_HOME", str(tmp_path / "home"))
+    path = resolve_spec("tiny-random")
+    assert path.startswith(str(tmp_path / "home")) and (Path(path) / "config.json").exists()
+
+
+@pytest.mark.slow
+def test_default_alias_resolves_to_the_cached_default(smol):
+    from finealign.models import DEFAULT_MODEL
+    from finealign.models.default import builtin_path
+
+    assert resolve_spec("default") == resolve_spec(DEFAULT_MODEL) == str(builtin_path(DEFAULT_MODEL))
+
+
+def test_models_list_and_env_cli(tmp_path, monkeypatch, capsys):
+    import json
+
+    monkeypatch.setenv("FINEALIGN_HOME", str(tmp_path / "home"))
+    resolve_spec("tiny-random")
+    assert run_cli(["models", "list"]) == 0
+    rows = {line.split("│")[1].strip(): line.split("│")[2].strip()
+            for line in capsys.readouterr().out.splitlines() if line.startswith("│ ") and line.split("│")[1].strip()}
+    # (rich shortens long names in a narrow terminal: match the name's start)
+    assert rows["tiny-random"] == "yes"
+    assert [v for n, v in rows.items() if n.startswith("smollm2-135m")] == ["no"]
+    assert run_cli(["env", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["cache"]["FINEALIGN_HOME"] == str(tmp_path / "home")
+    assert info["cache"]["models"]["tiny-random"]["pulled"] is True
+    assert info["cache"]["models"]["smollm2-135m-instruct"]["pulled"] is False
+    assert info["packages"]["torch"] == torch.__version__

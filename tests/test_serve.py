@@ -186,6 +186,7 @@ def test_cli_edit_openai_editor_against_real_server(tiny_server, tiny, tmp_path,
             assert recs[res.id]["edited"] == res.edited
             assert recs[res.id]["meta"]["editor"] == f"openai:tiny-random@{tiny_server}"
             assert recs[res.id]["meta"]["template"] == EDIT_TEMPLATE_V1.id
+            assert recs[res.id]["meta"]["finish_reason"] == res.finish_reason in ("stop", "length")
         else:
             assert res.id in failed
 

@@ -153,7 +153,10 @@ def test_token_and_sequence_differ_only_in_placement(tmp_path, tiny):
     t = train_ppo(cfg(tmp_path, "tok", steps=1, granularity="token")).last
     s = train_ppo(cfg(tmp_path, "seq", steps=1, granularity="sequence")).last
     assert t["score"] == s["score"] and t["response_length"] == s["response_length"] and t["kl"] == s["kl"]
-    assert t["pg_loss"] != s["pg_loss"]
+    assert t["vf_loss"] != s["vf_loss"]  # same values, different returns: the reward moved
+    wt = torch.load(tmp_path / "tok" / "checkpoint" / "state.pt", weights_only=False)["trainable"]
+    ws = torch.load(tmp_path / "seq" / "checkpoint" / "state.pt", weights_only=False)["trainable"]
+    assert any(not torch.equal(wt[k], ws[k]) for k in wt)
 
 
 def test_no_lora_separate_critic_adaptive_kl(tmp_path):

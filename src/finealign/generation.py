@@ -144,10 +144,10 @@ def decode_rows(
     out for the first ``min_new_tokens`` steps. ``on_step(n)`` is called with the number of rows
     that produced a token in each step.
     """
-    dev = _model_device(model)
-    enc = tokenizer(list(texts), return_tensors="pt", padding=True, add_special_tokens=False)
     if tokenizer.padding_side != "left":
         raise FinealignError("generation needs a tokenizer with padding_side='left'")
+    dev = _model_device(model)
+    enc = tokenizer(list(texts), return_tensors="pt", padding=True, add_special_tokens=False)
     ids = enc["input_ids"].to(dev)  # (B, T)
     mask = enc["attention_mask"].to(dev)  # (B, T)
     B = ids.shape[0]
@@ -211,6 +211,19 @@ def _check_sampling(temperature: float, top_p: float, max_new_tokens: int, do_sa
     return bool(do_sample)
 
 
+def _check_context(model, tokenizer, texts: Sequence[str], pids: Sequence[str], max_new_tokens: int) -> None:
+    """Raise naming the prompt when prompt + ``max_new_tokens`` exceeds the model's context."""
+    config = getattr(model, "config", None)
+    limit = getattr(config, "max_position_embeddings", None)
+    if not isinstance(limit, int):
+        return
+    lengths = [len(x) for x in tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
+    for pid, n in zip(pids, lengths):
+        if n + max_new_tokens > limit:
+            raise FinealignError(f"prompt {pid}: {n} prompt tokens + max_new_tokens {max_new_tokens} exceed the "
+                                 f"model's context of {limit} tokens; shorten the prompt or max_new_tokens")
+
+
 def generate_completions(
     model,
     tokenizer,
@@ -239,6 +252,7 @@ def generate_completions(
         seed = int(torch.randint(0, 2**62, (1,)).item())
     pids = [str(i) for i in range(len(prompts))] if prompt_ids is None else [str(p) for p in prompt_ids]
     texts = [render_prompt(tokenizer, p) for p in prompts]
+    _check_context(model, tokenizer, texts, pids, max_new_tokens)
     rows = [(i, j) for i in range(len(prompts)) for j in range(n)]
     out: list[list[Completion]] = [[None] * n for _ in prompts]  # type: ignore[list-item]
     for start in range(0, len(rows), batch_size):

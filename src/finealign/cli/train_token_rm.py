@@ -13,7 +13,7 @@ from .common import console, out, progress
 
 def train_token_rm_cmd(
     data: Optional[List[str]] = typer.Option(None, "--data", help="Edit pairs (prompt/original/edited): a file or a data set name "
-                                             "(defacto-train, qa-feedback-edits, expertqa-edits), optionally sliced: NAME[a:b]. Repeatable."),
+                                             "(defacto-train, qa-feedback-edits, expertqa-edits), optionally sliced: NAME\\[a:b]. Repeatable."),
     out_dir: Optional[str] = typer.Option(None, "--out", help="Output folder (model, checkpoint/, metrics.jsonl, eval.json)."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Backbone spec (default smollm2-135m-instruct)."),
     loss: Optional[str] = typer.Option(None, "--loss", help="span_bt (default) | seq_bt | token_cls"),
@@ -62,7 +62,7 @@ def train_token_rm_cmd(
 
 def eval_token_rm_cmd(
     token_rm: str = typer.Argument(..., help="A trained token RM folder (finealign train token-rm --out)."),
-    data: List[str] = typer.Option(..., "--data", help="Held-out edit pairs: a file or data set name, optionally NAME[a:b]. Repeatable."),
+    data: List[str] = typer.Option(..., "--data", help="Held-out edit pairs: a file or data set name, optionally NAME\\[a:b]. Repeatable."),
     max_length: int = typer.Option(512, "--max-length"),
     limit: Optional[int] = typer.Option(None, "--limit", help="Evaluate the first N pairs."),
     batch_size: int = typer.Option(8, "--batch-size"),

@@ -25,8 +25,10 @@ tokenizers' ``offset_mapping``. Spans are half-open ``[start, end)``, sorted, no
 Word units: a run of letters/digits/underscore (with combining marks attached), one CJK
 ideograph or kana, one punctuation mark or symbol (an emoji with its modifiers, variation
 selectors and zero-width-joiner sequence is one unit), or a run of whitespace. Whitespace is
-never content: changed spans are trimmed of leading and trailing whitespace, and a change that
-touches only whitespace (``"a b"`` -> ``"a  b"``, a removed blank line) gives no span at all.
+never content: the word diff matches the non-whitespace units only, changed spans carry no
+leading or trailing whitespace, and a change that touches only whitespace (``"a b"`` ->
+``"a  b"``, a removed blank line) gives no span at all. Known limit: a word moved elsewhere
+counts as deleted in one place and inserted in another (difflib finds no moves).
 """
 
 from __future__ import annotations

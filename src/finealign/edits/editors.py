@@ -59,6 +59,7 @@ class EditResult:
     error: str | None = None
     attempts: int = 1
     raw: str | None = None
+    finish_reason: str | None = None  # the editor's: "stop", or "length" when it hit the token limit
 
     @property
     def ok(self) -> bool:
@@ -80,11 +81,11 @@ class Editor(abc.ABC):
     def close(self) -> None:
         pass
 
-    def _result(self, req: EditRequest, raw: str | None, attempts: int = 1) -> EditResult:
+    def _result(self, req: EditRequest, raw: str | None, attempts: int = 1, finish: str | None = None) -> EditResult:
         text = self.template.extract(raw)
         if not text.strip():
-            return EditResult(req.id, None, "empty", "the editor returned an empty reply", attempts, raw)
-        return EditResult(req.id, text, attempts=attempts, raw=raw)
+            return EditResult(req.id, None, "empty", "the editor returned an empty reply", attempts, raw, finish)
+        return EditResult(req.id, text, attempts=attempts, raw=raw, finish_reason=finish)
 
 
 # --------------------------------------------------------------------------------- local model
@@ -150,7 +151,7 @@ class LocalEditor(Editor):
                     yield EditResult(r.id, None, "error", f"{type(e).__name__}: {e}")
                 continue
             for r, row in zip(runnable, comps):
-                yield self._result(r, row[0].text)
+                yield self._result(r, row[0].text, finish=row[0].finish_reason)
 
 
 def context_window(model) -> int | None:
@@ -247,7 +248,7 @@ class OpenAIEditor(Editor):
         self._stop.set()
         self.client.close()
 
-    def _call(self, req: EditRequest) -> str | None:
+    def _call(self, req: EditRequest) -> tuple[str | None, str | None]:
         kw = {}
         if self.max_tokens is not None:
             kw["max_tokens"] = self.max_tokens
@@ -257,8 +258,8 @@ class OpenAIEditor(Editor):
             model=self.model, messages=self.template.render(req.prompt, req.original),
             temperature=self.temperature, timeout=self.timeout, **kw)
         if not resp.choices:
-            return None
-        return resp.choices[0].message.content
+            return None, None
+        return resp.choices[0].message.content, resp.choices[0].finish_reason
 
     def _one(self, req: EditRequest) -> EditResult:
         oa = self._openai
@@ -268,7 +269,8 @@ class OpenAIEditor(Editor):
                 return EditResult(req.id, None, "cancelled", "the job stopped", attempt)
             retry_after = None
             try:
-                return self._result(req, self._call(req), attempt + 1)
+                content, finish = self._call(req)
+                return self._result(req, content, attempt + 1, finish)
             except oa.APITimeoutError:
                 reason, error = "timeout", f"no reply within {self.timeout:g} s"
             except oa.APIConnectionError as e:

@@ -74,6 +74,7 @@ class EditRunStats:
     written: int  # appended to OUT in this run
     dropped: int  # rejected by the guard in this run (on_violation=drop)
     failed: int  # failed in this run (in OUT.failed.jsonl)
+    truncated: int  # edits of this run where the editor hit its token limit (kept; see meta.finish_reason)
     failure_reasons: dict[str, int]
     this_run: MinimalityStats
     total: MinimalityStats  # guard verdicts over every edit in OUT and OUT.dropped.jsonl
@@ -83,14 +84,15 @@ class EditRunStats:
 
     def to_dict(self) -> dict:
         d = {k: getattr(self, k) for k in ("inputs", "selected", "done_before", "skipped_empty", "attempted",
-                                           "retried_failed", "written", "dropped", "failed", "failure_reasons")}
+                                           "retried_failed", "written", "dropped", "failed", "truncated",
+                                           "failure_reasons")}
         d.update(minimality_this_run=self.this_run.to_dict(), minimality_total=self.total.to_dict(),
                  seconds=round(self.seconds, 2), out=self.out, failed_file=self.failed_file)
         return d
 
 
 def _side(out: Path, tag: str) -> Path:
-    stem = out.name[: -len(".jsonl")] if out.name.endswith(".jsonl") else out.name
+    stem = out.name.removesuffix(".jsonl")
     return out.with_name(f"{stem}.{tag}.jsonl")
 
 
@@ -180,7 +182,7 @@ def run_edits(editor: Editor, in_path: str | Path, out_path: str | Path, config:
     t0 = time.perf_counter()
     verdicts, failures = [], []
     resolved: set[str] = set()
-    written = dropped = 0
+    written = dropped = truncated = 0
     out = JsonlAppender(out_path, key=lambda o: str(o["id"]))
     drop = JsonlAppender(dpath, key=lambda o: str(o["id"])) if (dpath.exists() or mcfg.on_violation == "drop") else None
     try:
@@ -205,7 +207,9 @@ def run_edits(editor: Editor, in_path: str | Path, out_path: str | Path, config:
                     verdicts.append(v)
                     rec = {"id": it.id, "prompt": it.prompt, "original": it.original, "edited": res.edited,
                            "meta": {**it.meta, "editor": editor.name, "template": editor.template.id,
-                                    "source": it.source, "edit_ratio": round(v.ratio, 4), "minimality": v.status}}
+                                    "source": it.source, "edit_ratio": round(v.ratio, 4), "minimality": v.status,
+                                    "finish_reason": res.finish_reason}}
+                    truncated += res.finish_reason == "length"
                     resolved.add(it.id)
                     if not v.ok and mcfg.on_violation == "drop":
                         drop.append(rec)
@@ -232,7 +236,7 @@ def run_edits(editor: Editor, in_path: str | Path, out_path: str | Path, config:
     return EditRunStats(
         inputs=n_inputs, selected=len(items), done_before=len(items) - len(todo), skipped_empty=empty,
         attempted=len(todo), retried_failed=sum(it.id in prev_failed for it in todo), written=written,
-        dropped=dropped, failed=len(failures), failure_reasons=reasons,
+        dropped=dropped, failed=len(failures), truncated=truncated, failure_reasons=reasons,
         this_run=MinimalityStats.from_verdicts(verdicts, mcfg.max_ratio),
         total=MinimalityStats.from_verdicts(_verdicts_in([out_path, dpath], mcfg.max_ratio), mcfg.max_ratio),
         seconds=time.perf_counter() - t0, out=str(out_path), failed_file=str(fpath) if fpath.exists() else None)
@@ -252,4 +256,5 @@ def summary_line(stats: EditRunStats) -> str:
             f"{stats.skipped_empty}, already done {stats.done_before}); guard over {t.total} edits in the output: "
             f"ok {t.ok}, unchanged {t.unchanged}, too large (> {t.max_ratio:g}) {t.too_large}"
             + (f", median ratio {t.ratio_median:.3f}" if t.ratio_median is not None else "")
+            + (f"; {stats.truncated} edits hit the token limit" if stats.truncated else "")
             + (f"; failures: {json.dumps(stats.failure_reasons)} -> {stats.failed_file}" if stats.failed else ""))

@@ -240,9 +240,18 @@ def _panel_text(p: Panel, center: float, scale: float):
     return t
 
 
-def render_terminal(items: Sequence[HeatmapItem], console=None, *, center: float | str = 0.0) -> None:
+def _shorten(text: str, n: int) -> str:
+    """``text`` cut to about ``n`` characters: its start and end around " … "."""
+    if n <= 0 or len(text) <= n:
+        return text
+    head = (2 * n) // 3
+    return text[:head].rstrip() + " … " + text[len(text) - (n - head):].lstrip()
+
+
+def render_terminal(items: Sequence[HeatmapItem], console=None, *, center: float | str = 0.0,
+                    prompt_chars: int = 300) -> None:
     """Print the heatmap with rich: one table per item, a column per panel; changed tokens are
-    bold and underlined."""
+    bold and underlined. Prompts longer than ``prompt_chars`` show their start and end."""
     from rich.console import Console
     from rich.table import Table
     from rich.text import Text
@@ -260,11 +269,12 @@ def render_terminal(items: Sequence[HeatmapItem], console=None, *, center: float
         head = it.title or f"#{k + 1}"
         if it.margin and len(it.panels) == 2:
             head += f"  {it.margin}: {it.panels[1].total - it.panels[0].total:+.3f}"
-        table = Table(title=head, title_justify="left", show_lines=False, expand=True)
+        table = Table(show_lines=False, expand=True)
         for p in it.panels:
             table.add_column(f"{p.title}  (sum {p.total:+.3f}, mean {p.mean:+.4f})", ratio=1)
         table.add_row(*[_panel_text(p, c, scale) for p in it.panels])
-        console.print(Text("prompt: ", style="bold") + Text(it.prompt))
+        console.rule(Text(head, style="bold"), align="left")
+        console.print(Text("prompt: ", style="bold") + Text(_shorten(it.prompt, prompt_chars)))
         for note in it.notes:
             console.print(Text(note, style="yellow"))
         console.print(table)

@@ -223,9 +223,9 @@ def _stream_tokens(model, tokenizer, messages, *, seed: int, temperature: float,
                    max_new_tokens: int) -> Iterator[int]:
     """Token ids of one completion, one at a time, decoded like ``generation.decode_rows`` for one row
     (same per-row seed, same sampling), so the stream equals the batch result. Stops before EOS."""
-    from transformers import DynamicCache
-
     import inspect
+
+    from transformers import DynamicCache
 
     from ..generation import inverse_cdf_sample, render_prompt, row_seed, stop_token_ids, top_p_filter
 

@@ -146,12 +146,12 @@ def fit_rows(rows: list[dict], tokenizer, max_length: int) -> tuple[list[dict], 
         while n > max_length and len(msgs) > 2:  # keep the system message and the response turn
             msgs.pop(1)
             n = _n_tokens(tokenizer, msgs + r["completion"])
+        body, keep = msgs[-1]["content"], len(msgs[-1]["content"])
         while n > max_length:
-            text = msgs[-1]["content"]
-            keep = int(len(text) * max(0.0, 1 - (n - max_length) / max(n, 1)) * 0.95)
+            keep = min(keep - 1, int(keep * max(0.0, 1 - (n - max_length) / max(n, 1)) * 0.95))
             if keep < 20:
                 break
-            msgs[-1]["content"] = "..." + text[len(text) - keep:]
+            msgs[-1]["content"] = "..." + body[len(body) - keep:]
             n = _n_tokens(tokenizer, msgs + r["completion"])
         if n > max_length:
             dropped += 1

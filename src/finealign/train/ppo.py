@@ -164,7 +164,7 @@ def _check_resumable(saved: dict, cfg: PPOConfig, out: Path) -> None:
 
 
 def _rewrite_metrics(path: Path, upto: int) -> None:
-    """Drop metric lines of steps after the checkpoint (a run killed between log and checkpoint)."""
+    """Drop log lines of steps after the checkpoint (a run killed between log and checkpoint)."""
     if not path.exists():
         return
     keep = []
@@ -227,6 +227,7 @@ def train_ppo(cfg: PPOConfig, scorer=None, on_step: Callable[[int, int, dict], N
         out.mkdir(parents=True, exist_ok=True)
         write_text_atomic(out / "config.yaml", dump_yaml(cfg))
         _rewrite_metrics(out / "metrics.jsonl", start)
+        _rewrite_metrics(out / "samples.jsonl", start)
     metrics_f = JsonlAppender(out / "metrics.jsonl", key=lambda o: o["step"]) if main else None
     samples_f = JsonlAppender(out / "samples.jsonl", key=lambda o: (o["step"], o["i"])) if main else None
     reporters = _Reporters(cfg, out) if main else None
