@@ -10,7 +10,6 @@ import sys
 import time
 
 import pytest
-
 from conftest import run_cli
 
 
@@ -31,7 +30,7 @@ def mt_bench_prompts(shared_data, tmp_path):
 
 def _cmd(prompts, out, *extra):
     return [sys.executable, "-m", "finealign.cli.main", "generate", "--model", "tiny-random", "--prompts",
-            str(prompts), "--out", str(out), "-k", "2", "--max-new-tokens", "24", "--batch-size", "4",
+            str(prompts), "--out", str(out), "-k", "2", "--max-new-tokens", "16", "--batch-size", "4",
             "--seed", "5", "--quiet", *extra]
 
 

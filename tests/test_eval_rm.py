@@ -149,3 +149,15 @@ def test_bad_input(tmp_path, pairs):
     assert not (out / "results.json").exists()
     with pytest.raises(FinealignError):
         EvalConfig(scorer="length", benchmark="x", out=out, limit=0)
+
+
+@pytest.mark.slow
+def test_default_model_direct_on_three_hh_pairs(tmp_path, shared_data):
+    """The real default model on 3 HH pairs (6 responses, cut at 400 characters): a complete result
+    with the length baseline beside it; a rerun comes entirely from the cache."""
+    cfg = EvalConfig(scorer="direct:smollm2-135m-instruct", benchmark="hh-harmless", out=tmp_path / "o", limit=3,
+                     max_chars=400, n_boot=100)
+    res = run_eval(cfg)
+    assert res.scorer["overall"]["n"] == 3 and res.length["overall"]["n"] == 3
+    assert 0.0 <= res.scorer["overall"]["accuracy"] <= 1.0
+    assert run_eval(cfg).scored_now == 0

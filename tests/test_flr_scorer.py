@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import warnings
 
 import pytest
@@ -109,7 +108,7 @@ def test_long_context_keeps_the_response_end_warns_and_counts(tiny):
         vals = sc.followup_values([long_prompt, PROMPTS[0]], ["The tide is high.", RESPONSES[0]])
     assert sc.stats.truncated == 1 and sc.stats.truncated_tokens > 0
     ctx, plan = sc._plan_for(sc._context(long_prompt, "The tide is high."))
-    fitted = sc._fit(ctx, plan, "x") if False else ctx[-(160 - plan.max_segment):]
+    fitted = ctx[-(160 - plan.max_segment):]  # what _fit keeps
     assert len(fitted) + plan.max_segment <= 160
     assert tok.decode(fitted).endswith("The tide is high.<|im_end|>\n")
     with warnings.catch_warnings():

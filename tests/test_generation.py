@@ -8,8 +8,18 @@ import pytest
 import torch
 
 from finealign.errors import DataError, FinealignError
-from finealign.generation import (GenerateStats, decode_rows, generate_batch, generate_completions, generate_file,
-                                  inverse_cdf_sample, read_prompts, render_prompt, row_seed, top_p_filter)
+from finealign.generation import (
+    GenerateStats,
+    decode_rows,
+    generate_batch,
+    generate_completions,
+    generate_file,
+    inverse_cdf_sample,
+    read_prompts,
+    render_prompt,
+    row_seed,
+    top_p_filter,
+)
 
 PROMPTS = [
     "hi",
@@ -238,7 +248,7 @@ def test_default_model_greedy_capital_of_france(smol):
     assert "<|im_end|>" not in a and b != a
 
 
-def test_prompt_longer_than_context_is_a_clear_error(tiny):
+def test_prompt_longer_than_context_warns(tiny):
     model, tok = tiny  # max_position_embeddings 1024
-    with pytest.raises(FinealignError, match="prompt 0: .* exceed the model's context of 1024"):
-        generate_batch(model, tok, ["word " * 1100], max_new_tokens=4)
+    with pytest.warns(UserWarning, match=r"1 prompt\(s\) .* context of 1024 tokens \(first: prompt 1,"):
+        generate_batch(model, tok, ["hi", "word " * 1100], max_new_tokens=4)

@@ -119,7 +119,7 @@ def test_peft_adapter_directory_spec_loads_base_and_adapter(tiny, tmp_path):
                 p.fill_(0.05)
     ad = tmp_path / "adapter"
     peft_model.save_pretrained(ad)
-    loaded, t2 = load_model(str(ad))
+    loaded, _ = load_model(str(ad))
     ids = tok("The quick brown fox", return_tensors="pt").input_ids
     with torch.no_grad():
         ref = peft_model(ids).logits

@@ -207,7 +207,10 @@ def test_two_processes_ddp_gloo(tmp_path):
         pytest.skip("accelerate launcher not found")
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    cmd = ["accelerate", "launch", "--cpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+    # --multi_gpu starts the processes through torchrun; without CUDA they run on CPU over gloo (MULTI_CPU).
+    # (``--cpu --num_processes 2`` would start ONE process in accelerate 1.x unless mpirun is configured.)
+    env["CUDA_VISIBLE_DEVICES"] = ""
+    cmd = ["accelerate", "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
            "--dynamo_backend", "no", "-m", "finealign.cli.main", "train", "ppo", "--policy", "tiny-random",
            "--reward", "length", "--prompts", str(PROMPTS), "--out", str(out),
            "--steps", "2", "--batch-size", "2", "--minibatch-size", "2", "--micro-batch-size", "1",

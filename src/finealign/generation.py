@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, NamedTuple, Sequence
+from typing import NamedTuple
 
 import torch
 
@@ -212,16 +213,23 @@ def _check_sampling(temperature: float, top_p: float, max_new_tokens: int, do_sa
 
 
 def _check_context(model, tokenizer, texts: Sequence[str], pids: Sequence[str], max_new_tokens: int) -> None:
-    """Raise naming the prompt when prompt + ``max_new_tokens`` exceeds the model's context."""
+    """Warn, naming the prompts, when prompt + ``max_new_tokens`` exceeds the model's context.
+
+    Only a warning: rotary-position models still run past it (with degraded quality).
+    """
+    import warnings
+
     config = getattr(model, "config", None)
     limit = getattr(config, "max_position_embeddings", None)
     if not isinstance(limit, int):
         return
     lengths = [len(x) for x in tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
-    for pid, n in zip(pids, lengths):
-        if n + max_new_tokens > limit:
-            raise FinealignError(f"prompt {pid}: {n} prompt tokens + max_new_tokens {max_new_tokens} exceed the "
-                                 f"model's context of {limit} tokens; shorten the prompt or max_new_tokens")
+    over = [(pid, n) for pid, n in zip(pids, lengths) if n + max_new_tokens > limit]
+    if over:
+        pid, n = over[0]
+        warnings.warn(f"{len(over)} prompt(s) + max_new_tokens {max_new_tokens} exceed the model's context of "
+                      f"{limit} tokens (first: prompt {pid}, {n} prompt tokens); expect degraded output",
+                      stacklevel=3)
 
 
 def generate_completions(
@@ -426,17 +434,13 @@ def generate_file(
                 if not todo:
                     continue
                 t0 = time.perf_counter()
-                counted = [0]
-
-                def on_step(n_rows: int) -> None:
-                    counted[0] += n_rows
-
+                counted: list[int] = []
                 comps = generate_completions(
                     lm, tok, [p.prompt for p in chunk], n=k, temperature=temperature, top_p=top_p,
                     max_new_tokens=max_new_tokens, seed=seed, batch_size=batch_size,
-                    prompt_ids=[p.id for p in chunk], on_step=on_step)
+                    prompt_ids=[p.id for p in chunk], on_step=counted.append)
                 seconds += time.perf_counter() - t0
-                new_tokens += counted[0]
+                new_tokens += sum(counted)
                 by_id = {p.id: row for p, row in zip(chunk, comps)}
                 for p, s in todo:
                     c = by_id[p.id][s]

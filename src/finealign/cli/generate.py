@@ -27,7 +27,8 @@ def register(app, **_):
     ):
         """Sample K completions per prompt (chat template, batched, resumable) into OUT."""
         from ..generation import generate_file
-        from .common import console, out as stdout
+        from .common import console
+        from .common import out as stdout
 
         console.print(f"loading {model} ({dtype}) ...")
         stats = generate_file(model, prompts, out, k=k, temperature=temperature, top_p=top_p,

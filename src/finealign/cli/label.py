@@ -26,7 +26,7 @@ def register(app, **_):
     ):
         """Label sampled responses with a scorer: DPO pairs (best vs worst) or KTO labels."""
         from ..train.labeling import LabelConfig, label_file
-        from .common import console, out as stdout, progress
+        from .common import out as stdout, progress
 
         cfg = LabelConfig(format=fmt, margin=margin, top_frac=top_frac, conversational=conversational,
                           max_chars=max_chars, batch_size=batch_size)

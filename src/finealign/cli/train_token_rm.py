@@ -61,7 +61,8 @@ def train_token_rm_cmd(
 
 
 def eval_token_rm_cmd(
-    token_rm: str = typer.Argument(..., help="A trained token RM folder (finealign train token-rm --out)."),
+    token_rm: str = typer.Argument(..., help="A trained token RM folder (finealign train token-rm --out); a training "
+                                   "folder without a final model is evaluated at its last checkpoint."),
     data: List[str] = typer.Option(..., "--data", help="Held-out edit pairs: a file or data set name, optionally NAME\\[a:b]. Repeatable."),
     max_length: int = typer.Option(512, "--max-length"),
     limit: Optional[int] = typer.Option(None, "--limit", help="Evaluate the first N pairs."),
@@ -76,7 +77,15 @@ def eval_token_rm_cmd(
     from ..models.token_rm import load_token_rm
     from ..train.token_rm_data import build_pair_examples, load_edit_sources
 
-    model, tok = load_token_rm(token_rm)
+    from ..models.token_rm import is_token_rm_dir
+    from ..train.token_rm import load_checkpoint_model
+
+    step = None
+    if is_token_rm_dir(token_rm):
+        model, tok = load_token_rm(token_rm)
+    else:
+        model, tok, step = load_checkpoint_model(token_rm)
+        console.print(f"{token_rm}: no final model; evaluating its checkpoint at step {step}")
     recs = load_edit_sources(data)
     pairs, st = build_pair_examples(recs[:limit] if limit else recs, tok, max_length)
     console.print(st.summary())
@@ -84,7 +93,7 @@ def eval_token_rm_cmd(
         task = bar.add_task("eval-token-rm", total=len(pairs), info="")
         ev = evaluate_token_rm(model, pairs, tok.pad_token_id, batch_size=batch_size, threshold=threshold,
                                on_batch=lambda n: bar.advance(task, n))
-    result = {"token_rm": token_rm, "data": data, "pairs": st._asdict(), **ev.to_dict()}
+    result = {"token_rm": token_rm, "checkpoint_step": step, "data": data, "pairs": st._asdict(), **ev.to_dict()}
     if output is not None:
         write_json(output, result)
     out.print_json(json.dumps(result))

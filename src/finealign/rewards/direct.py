@@ -11,7 +11,7 @@ It is also a token scorer: ``score_tokens`` returns each response token's log-pr
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
@@ -19,7 +19,7 @@ import torch
 from ..core.flr import token_logprobs
 from ..data.records import Message, Prompt, as_messages
 from ..errors import FinealignError
-from .base import Scorer, TokenScorer, TokenScores, register_scorer
+from .base import TokenScorer, TokenScores, register_scorer
 
 
 class EmptyResponseError(FinealignError):

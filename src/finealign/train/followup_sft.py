@@ -172,9 +172,7 @@ def build_trainer(cfg: FollowupSFTConfig, model=None, tokenizer=None, examples: 
         examples = examples[:cfg.limit]
     if model is None:
         model, tokenizer = load_model(cfg.model, dtype=cfg.dtype, device="auto", padding_side="right")
-    args = common_args(cfg)
-    args.update(completion_only_loss=True)
-    args.update(cfg.trl or {})
+    args = {"completion_only_loss": True, **common_args(cfg)}  # a `trl:` block in the recipe wins
     rows, cut, dropped = fit_rows(sft_rows(examples), tokenizer, cfg.max_length)
     if cut:
         import warnings

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ..data.records import KTORecord, PairRecord, as_messages
 from ..errors import DataError, FinealignError
-from .trl_common import TrainResult, check_common, common_args, lora_config, overlay, train_and_save
+from .trl_common import TrainResult, check_common, common_args, lora_config, train_and_save
 
 METHODS = ("dpo", "kto")
 
@@ -106,14 +106,12 @@ def build_trainer(cfg: PrefTrainConfig, model=None, tokenizer=None, dataset=None
     if model is None:
         model, tokenizer = load_model(cfg.model, dtype=cfg.dtype, device="auto", padding_side="left")
     dataset = dataset if dataset is not None else read_pref_dataset(cfg.data, cfg.method)
-    args = common_args(cfg)
-    args["beta"] = cfg.beta
+    args = {"beta": cfg.beta, **common_args(cfg)}  # a `trl:` block in the recipe wins
     peft = lora_config(cfg.lora_r, cfg.lora_alpha) if cfg.lora else None
     if cfg.method == "dpo":
         return DPOTrainer(model=model, args=DPOConfig(**args), train_dataset=dataset, processing_class=tokenizer,
                           peft_config=peft), tokenizer
     args.update(desirable_weight=cfg.desirable_weight, undesirable_weight=cfg.undesirable_weight)
-    args.update(cfg.trl or {})
     return KTOTrainer(model=model, args=KTOConfig(**args), train_dataset=dataset, processing_class=tokenizer,
                       peft_config=peft), tokenizer
 

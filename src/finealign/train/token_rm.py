@@ -400,3 +400,26 @@ def train_token_rm(cfg: TokenRMConfig, *, console=None, show_progress: bool = Tr
     if cfg.report_to:
         acc.end_training()
     return TrainResult(out, step, finished, bstats._asdict(), final_eval, train_tokens, time.perf_counter() - t0)
+
+
+def load_checkpoint_model(out: str | Path):
+    """The model of a run's ``OUT/checkpoint`` (before or without a final save): ``(model, tokenizer, step)``.
+
+    Rebuilds the fresh model from ``OUT/train_config.json`` and loads the checkpoint's trainable
+    weights, so a running or interrupted training can be evaluated at its last checkpoint.
+    """
+    from ..models.loading import LoraOptions
+    from ..models.token_rm import new_token_rm
+
+    out = Path(out)
+    ck = out / "checkpoint"
+    if not (ck / "trainer_state.json").is_file() or not (out / "train_config.json").is_file():
+        raise FinealignError(f"{out}: no checkpoint/ with train_config.json (not a token-rm training folder)")
+    raw = json.loads((out / "train_config.json").read_text())
+    cfg = TokenRMConfig(**{k: v for k, v in raw.items() if k in {f.name for f in dataclasses.fields(TokenRMConfig)}})
+    model, tok = new_token_rm(cfg.model, mode="lora" if cfg.lora else "full", top_layers=cfg.top_layers,
+                              lora=LoraOptions(r=cfg.lora_r, alpha=cfg.lora_alpha), dtype=cfg.dtype, seed=cfg.seed)
+    model.load_trainable_state(torch.load(ck / "trainable.pt", map_location="cpu"))
+    model.eval()
+    step = int(json.loads((ck / "trainer_state.json").read_text())["step"])
+    return model, tok, step
