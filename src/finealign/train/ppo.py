@@ -17,6 +17,8 @@ computes the same numbers as an uninterrupted one.
 
 from __future__ import annotations
 
+from .accel import make_accelerator
+
 import json
 import math
 import os
@@ -180,13 +182,12 @@ def _rewrite_metrics(path: Path, upto: int) -> None:
 def train_ppo(cfg: PPOConfig, scorer=None, on_step: Callable[[int, int, dict], None] | None = None,
               log: Callable[[str], None] = lambda m: None) -> RunResult:
     """Run (or resume) PPO as ``cfg`` says; returns where the outputs are and the last metrics."""
-    from accelerate import Accelerator
 
     from ..generation import read_prompts, render_prompt, stop_token_ids
     from ..rewards.base import TokenScorer, load_scorer
 
     out = Path(cfg.out)
-    acc = Accelerator(cpu=cfg.device == "cpu" or not torch.cuda.is_available())
+    acc = make_accelerator(cpu=cfg.device == "cpu" or not torch.cuda.is_available())
     rank, world, main = acc.process_index, acc.num_processes, acc.is_main_process
     items = read_prompts(cfg.prompts)
     if len(items) < cfg.batch_size * world:

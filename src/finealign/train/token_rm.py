@@ -18,6 +18,8 @@ through accelerate's trackers (``report_to``).
 
 from __future__ import annotations
 
+from .accel import make_accelerator
+
 import dataclasses
 import json
 import math
@@ -274,7 +276,6 @@ def _metrics_log(out: Path, keep_until: int):
 
 def train_token_rm(cfg: TokenRMConfig, *, console=None, show_progress: bool = True) -> TrainResult:
     """Run (or resume) the training described by ``cfg``; see the module docstring."""
-    from accelerate import Accelerator
 
     from ..eval.token_rm_eval import evaluate_token_rm
     from ..models.loading import LoraOptions
@@ -283,7 +284,7 @@ def train_token_rm(cfg: TokenRMConfig, *, console=None, show_progress: bool = Tr
     log = (lambda m: console.print(m)) if console is not None else (lambda m: None)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    acc = Accelerator(log_with=cfg.report_to or None, project_dir=str(out), mixed_precision=cfg.mixed_precision)
+    acc = make_accelerator(log_with=cfg.report_to or None, project_dir=str(out), mixed_precision=cfg.mixed_precision)
     main = acc.is_main_process
 
     # 1. data
