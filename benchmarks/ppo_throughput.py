@@ -58,7 +58,8 @@ cfg = PPOConfig(output_dir=a["out"], per_device_train_batch_size=a["batch"] // 2
                 num_mini_batches=1, num_ppo_epochs=a["epochs"], response_length=a["new_tokens"], stop_token=None,
                 total_episodes=a["batch"] * a["steps"], learning_rate=1e-5, report_to=[], save_strategy="no",
                 num_sample_generations=0, missing_eos_penalty=None, use_cpu=True, seed=0, kl_coef=0.05,
-                local_rollout_forward_batch_size=a["batch"], logging_steps=1000, temperature=1.0)
+                local_rollout_forward_batch_size=a["batch"], logging_steps=1000, temperature=1.0,
+                bf16=a["mixed_precision"] == "bf16")
 tr = PPOTrainer(args=cfg, processing_class=tok, model=policy, ref_model=None, reward_model=reward,
                 train_dataset=ds, value_model=value, callbacks=[T()])
 tr.train()
@@ -123,16 +124,19 @@ def run_ours(a, model_dir: str, reward_dir: str, prompts: Path, work: Path) -> d
     cfg = PPOConfig(policy=model_dir, reward="length", prompts=str(prompts), out=str(work / "ours"), steps=a.steps,
                     batch_size=a.batch, minibatch_size=a.batch, micro_batch_size=a.batch // 2, ppo_epochs=a.epochs,
                     max_new_tokens=a.new_tokens, max_prompt_length=a.max_prompt, ignore_eos=True, lora=False,
-                    value_model="separate", granularity="sequence", learning_rate=1e-5, device="cpu", save_every=10**6, log_samples_every=10**6)
+                    value_model="separate", granularity="sequence", learning_rate=1e-5, device="cpu", save_every=10**6,
+                    log_samples_every=10**6, mixed_precision=a.mixed_precision)
     train_ppo(cfg, scorer=seqcls_scorer(reward_dir, model_dir))
     rows = [json.loads(x) for x in (work / "ours" / "metrics.jsonl").read_text().splitlines()]
-    return {"step_seconds": [r["seconds"] for r in rows], "response_length": [r["response_length"] for r in rows]}
+    phases = ("seconds_generate", "seconds_reward", "seconds_ref_value", "seconds_update")
+    return {"step_seconds": [r["seconds"] for r in rows], "response_length": [r["response_length"] for r in rows],
+            "phase_seconds": {p[8:]: [r[p] for r in rows] for p in phases}}
 
 
 def run_trl(a, model_dir: str, reward_dir: str, prompts: Path, work: Path) -> dict:
     args = {"model": model_dir, "reward": reward_dir, "prompts": str(prompts), "out": str(work / "trl"),
             "batch": a.batch, "steps": a.steps, "epochs": a.epochs, "new_tokens": a.new_tokens,
-            "max_prompt": a.max_prompt, "threads": a.threads}
+            "max_prompt": a.max_prompt, "threads": a.threads, "mixed_precision": a.mixed_precision}
     p = subprocess.run([a.trl_python, "-c", TRL_WORKER, json.dumps(args)], capture_output=True, text=True,
                        env={"TRL_EXPERIMENTAL_SILENCE": "1", "PATH": "/usr/bin:/bin", "HOME": str(Path.home()),
                             "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": str(a.threads)})
@@ -161,6 +165,8 @@ def main():
     ap.add_argument("--threads", type=int, default=2, help="torch threads of each trainer")
     ap.add_argument("--trl-python", default="/tmp/trl110/bin/python")
     ap.add_argument("--only", choices=["ours", "trl"], default=None)
+    ap.add_argument("--mixed-precision", choices=["no", "bf16"], default="no",
+                    help="bf16: autocast in both (ours: mixed_precision=bf16; TRL: bf16=True)")
     a = ap.parse_args()
     from finealign.models import resolve_spec
 
@@ -173,7 +179,8 @@ def main():
     trl_version = subprocess.run([a.trl_python, "-c", "import trl; print(trl.__version__)"], capture_output=True,
                                  text=True).stdout.strip()
     res = {"model": a.model, "batch": a.batch, "new_tokens": a.new_tokens, "max_prompt": a.max_prompt,
-           "steps": a.steps, "ppo_epochs": a.epochs, "threads": a.threads, "trl_version": trl_version}
+           "steps": a.steps, "ppo_epochs": a.epochs, "threads": a.threads, "mixed_precision": a.mixed_precision,
+           "trl_version": trl_version}
     t0 = time.perf_counter()
     if a.only != "trl":
         res["ours"] = summarise(run_ours(a, model_dir, str(reward_dir), prompts, work), a.batch, a.new_tokens)

@@ -105,6 +105,10 @@ def test_char_granularity():
     assert diff_char_spans("cat", "cut", granularity="char") == ([(1, 2)], [(1, 2)])
     # word diff of the same: the whole word
     assert diff_char_spans("cat", "cut") == ([(0, 3)], [(0, 3)])
+    # whitespace changes are no change at char granularity either (spaces doubled, a newline, a trailing space)
+    assert diff_char_spans("a b c", "a  b\nc ", granularity="char") == ([], [])
+    # "a cat" -> "a  cut": 'a'(3,4) -> 'u'(4,5); the extra space shifts the edited offset by one
+    assert diff_char_spans("a cat", "a  cut", granularity="char") == ([(3, 4)], [(4, 5)])
     with pytest.raises(ValueError):
         diff_char_spans("a", "b", granularity="line")
 

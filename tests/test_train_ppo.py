@@ -21,7 +21,7 @@ from finealign.train.ppo_config import PPOConfig
 from conftest import REPO, run_cli
 
 PROMPTS = REPO / "src" / "finealign" / "resources" / "prompts" / "mt_bench_demo.jsonl"
-TIMING = {"seconds", "tokens_per_s"}
+TIMING = {"seconds", "tokens_per_s", "seconds_generate", "seconds_reward", "seconds_ref_value", "seconds_update"}
 
 
 class WordScorer(TokenScorer):
@@ -157,6 +157,62 @@ def test_token_and_sequence_differ_only_in_placement(tmp_path, tiny):
     wt = torch.load(tmp_path / "tok" / "checkpoint" / "state.pt", weights_only=False)["trainable"]
     ws = torch.load(tmp_path / "seq" / "checkpoint" / "state.pt", weights_only=False)["trainable"]
     assert any(not torch.equal(wt[k], ws[k]) for k in wt)
+
+
+def test_sampling_pass_logprobs_equal_a_forward_pass(tiny):
+    """pi_old from generate's raw logits == the actor's forward over the finished rollout (left padding, stops)."""
+    from finealign.train.ppo_rollout import ActorCritic, encode_prompts, sample
+
+    model, tok = tiny
+    torch.manual_seed(3)
+    ids, mask, _ = encode_prompts(tok, ["Paris is", "The quick brown fox jumps over", "Hi"], 32)
+    ro = sample(model, tok, ids, mask, max_new_tokens=10, temperature=0.7, stop_ids=[tok.eos_token_id],
+                with_logprobs=True)
+    ac = ActorCritic(model, model.config.hidden_size).eval()
+    with torch.no_grad():
+        f = ac(ro.input_ids, ro.attention_mask, ro.prompt_len, 0.7)
+    m = ro.response_mask
+    assert ro.logprobs.shape == m.shape and (ro.logprobs[m == 0] == 0).all()
+    assert torch.allclose(ro.logprobs, f.logprobs * m, atol=1e-4), (ro.logprobs - f.logprobs * m).abs().max()
+    assert torch.allclose(ro.entropy, f.entropy * m, atol=1e-4)
+    assert (ro.logprobs[m == 1] < 0).all()  # real log-probabilities, not placeholders
+    # values only: the same values without the vocabulary projection
+    with torch.no_grad():
+        v = ac(ro.input_ids, ro.attention_mask, ro.prompt_len, 0.7, with_logprobs=False)
+    assert torch.allclose(v.values, f.values, atol=1e-5) and (v.logprobs == 0).all()
+
+
+def test_trim_padding_keeps_outputs(tiny):
+    """Dropping all-padding columns (left prompt padding, right response padding) changes no output."""
+    from finealign.train.ppo_rollout import ActorCritic, length_sorted_chunks, pad_right, trim_padding
+
+    model, _ = tiny
+    # P = 5 (two leading columns are padding in every row), T = 4 (the last column is padding in every row)
+    ids = torch.tensor([[0, 0, 0, 7, 8, 9, 10, 11, 0], [0, 0, 5, 6, 7, 12, 13, 0, 0]])
+    mask = torch.tensor([[0, 0, 0, 1, 1, 1, 1, 1, 0], [0, 0, 1, 1, 1, 1, 1, 0, 0]])
+    t_ids, t_mask, p, cut = trim_padding(ids, mask, 5)
+    assert (p, cut) == (3, 1) and t_ids.tolist() == [[0, 7, 8, 9, 10, 11], [5, 6, 7, 12, 13, 0]]
+    assert pad_right(torch.ones(2, 3), cut).tolist() == [[1, 1, 1, 0], [1, 1, 1, 0]]
+    ac = ActorCritic(model, model.config.hidden_size).eval()
+    with torch.no_grad():
+        full = ac._forward(ids, mask, 5, 1.0, True, True)
+        trimmed = ac(ids, mask, 5)
+    m = mask[:, 5:].float()
+    for a, b in zip(full, trimmed):
+        assert a.shape == b.shape == (2, 4)
+        assert torch.allclose(a * m, b * m, atol=1e-5)
+    chunks = length_sorted_chunks([4, 0, 2, 1, 3], torch.tensor([9, 3, 7, 3, 1]), 2)
+    assert chunks == [[4, 1], [3, 2], [0]]  # by length (1, 3, 3, 7, 9), ties by row
+
+
+def test_recompute_and_bf16_options(tmp_path):
+    g = train_ppo(cfg(tmp_path, "gen", steps=1)).last
+    r = train_ppo(cfg(tmp_path, "rec", steps=1, old_logprobs="recompute")).last
+    assert g["score"] == r["score"] and abs(g["kl"] - r["kl"]) < 1e-4  # same rollout, pi_old equal to rounding
+    b = train_ppo(cfg(tmp_path, "bf16", steps=2, mixed_precision="bf16")).last
+    assert math.isfinite(b["kl"]) and math.isfinite(b["vf_loss"])
+    with pytest.raises(FinealignError, match="old_logprobs"):
+        cfg(tmp_path, "bad", old_logprobs="cached")
 
 
 def test_no_lora_separate_critic_adaptive_kl(tmp_path):

@@ -69,10 +69,14 @@ def eval_token_rm_cmd(
     batch_size: int = typer.Option(8, "--batch-size"),
     threshold: float = typer.Option(0.0, "--threshold", help="Flag tokens with reward below this as changed (precision/recall)."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Also write the metrics JSON here (atomically)."),
+    mixed_precision: str = typer.Option("no", "--mixed-precision", help="no | bf16 (autocast; ~2.5x faster on CPUs with AMX)."),
     no_progress: bool = typer.Option(False, "--no-progress"),
 ):
     """Evaluate a token RM on edit pairs: pairwise accuracy (edited > original), token AUROC, precision/recall."""
+    import torch
+
     from ..data.io import write_json
+    from ..errors import FinealignError
     from ..eval.token_rm_eval import evaluate_token_rm
     from ..models.token_rm import load_token_rm
     from ..train.token_rm_data import build_pair_examples, load_edit_sources
@@ -89,7 +93,11 @@ def eval_token_rm_cmd(
     recs = load_edit_sources(data)
     pairs, st = build_pair_examples(recs[:limit] if limit else recs, tok, max_length)
     console.print(st.summary())
-    with progress(disable=no_progress) as bar:
+    if mixed_precision not in ("no", "bf16"):
+        raise FinealignError(f"--mixed-precision: expected no or bf16, got {mixed_precision!r}")
+    dev = next(model.parameters()).device.type
+    amp = torch.autocast(dev, dtype=torch.bfloat16, enabled=mixed_precision == "bf16")
+    with progress(disable=no_progress) as bar, amp:
         task = bar.add_task("eval-token-rm", total=len(pairs), info="")
         ev = evaluate_token_rm(model, pairs, tok.pad_token_id, batch_size=batch_size, threshold=threshold,
                                on_batch=lambda n: bar.advance(task, n))

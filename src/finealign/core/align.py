@@ -194,10 +194,10 @@ def diff_char_spans(original: str, edited: str, *, granularity: str = "word") ->
         raise TypeError("original and edited must be strings")
     if original == edited:
         return [], []
-    if granularity == "char":
-        a_bounds = [(i, i + 1) for i in range(len(original))]
-        b_bounds = [(j, j + 1) for j in range(len(edited))]
-        ops = _opcodes(list(original), list(edited))
+    if granularity == "char":  # the non-whitespace characters: whitespace changes are no change
+        a_bounds = [(i, i + 1) for i, c in enumerate(original) if not c.isspace()]
+        b_bounds = [(j, j + 1) for j, c in enumerate(edited) if not c.isspace()]
+        ops = _opcodes([original[i] for i, _ in a_bounds], [edited[j] for j, _ in b_bounds])
     else:
         ua, ub, ops = diff_units(original, edited)
         a_bounds = [(u.start, u.end) for u in ua]

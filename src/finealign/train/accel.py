@@ -21,3 +21,16 @@ def make_accelerator(**kwargs):
         GradientState._reset_state()
         PartialState._reset_state()
     return Accelerator(**kwargs)
+
+
+def adamw(params, lr: float, weight_decay: float = 0.0):
+    """``torch.optim.AdamW``, fused (one kernel over all tensors) where this torch supports it for these
+    parameters (CPU and CUDA float tensors), else the default implementation. On CPU the fused kernel is
+    several times faster than the per-tensor loop torch otherwise uses there."""
+    import torch
+
+    params = list(params)
+    try:
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=True)
+    except (RuntimeError, TypeError, ValueError):
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)

@@ -17,7 +17,7 @@ computes the same numbers as an uninterrupted one.
 
 from __future__ import annotations
 
-from .accel import make_accelerator
+from .accel import adamw, make_accelerator
 
 import json
 import math
@@ -36,7 +36,7 @@ from ..core.ppo import assemble_rewards, gae, masked_mean, masked_whiten, policy
 from ..data.io import JsonlAppender, write_json, write_text_atomic
 from ..errors import FinealignError
 from .ppo_config import PPOConfig, dump_yaml
-from .ppo_rollout import ActorCritic, encode_prompts, reference_logprobs, sample, score_rewards
+from .ppo_rollout import ActorCritic, encode_prompts, length_sorted_chunks, reference_logprobs, sample, score_rewards
 
 # fields that may change between a run and its resumption
 RESUMABLE_CHANGES = {"out", "steps", "save_every", "log_samples_every", "report_to", "device"}
@@ -159,7 +159,9 @@ def _save_checkpoint(out: Path, ac: ActorCritic, opt, sched, state: dict) -> Non
 
 def _check_resumable(saved: dict, cfg: PPOConfig, out: Path) -> None:
     now = cfg.to_dict()
-    diff = [k for k in now if k not in RESUMABLE_CHANGES and saved.get(k) != now[k]]
+    defaults = PPOConfig.__dataclass_fields__
+    diff = [k for k in now if k not in RESUMABLE_CHANGES
+            and saved.get(k, getattr(defaults[k], "default", None)) != now[k]]
     if diff:
         raise FinealignError(f"{out}: holds a run with another configuration ({', '.join(diff)} differ); "
                              f"use a new --out or the same settings to resume")
@@ -187,7 +189,7 @@ def train_ppo(cfg: PPOConfig, scorer=None, on_step: Callable[[int, int, dict], N
     from ..rewards.base import TokenScorer, load_scorer
 
     out = Path(cfg.out)
-    acc = make_accelerator(cpu=cfg.device == "cpu" or not torch.cuda.is_available())
+    acc = make_accelerator(cpu=cfg.device == "cpu" or not torch.cuda.is_available(), mixed_precision=cfg.mixed_precision)
     rank, world, main = acc.process_index, acc.num_processes, acc.is_main_process
     items = read_prompts(cfg.prompts)
     if len(items) < cfg.batch_size * world:
@@ -203,7 +205,7 @@ def train_ppo(cfg: PPOConfig, scorer=None, on_step: Callable[[int, int, dict], N
     texts = [render_prompt(tok, it.prompt) for it in items]
 
     params = [p for p in ac.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    opt = adamw(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     n_opt = cfg.steps * cfg.ppo_epochs * (cfg.batch_size // cfg.minibatch_size)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg, n_opt))
     start, kl_coef, counters = 0, cfg.kl_coef, Counters()
@@ -246,12 +248,16 @@ def train_ppo(cfg: PPOConfig, scorer=None, on_step: Callable[[int, int, dict], N
             prompts = [items[i].prompt for i in idx]
             q_ids, q_mask, cut = encode_prompts(tok, [texts[i] for i in idx], cfg.max_prompt_length)
             unwrapped.eval()
-            ro = sample(unwrapped.policy, tok, q_ids.to(acc.device), q_mask.to(acc.device),
-                        max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, stop_ids=stops,
-                        min_new_tokens=cfg.max_new_tokens if cfg.ignore_eos else 0)
+            with acc.autocast():
+                ro = sample(unwrapped.policy, tok, q_ids.to(acc.device), q_mask.to(acc.device),
+                            max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, stop_ids=stops,
+                            min_new_tokens=cfg.max_new_tokens if cfg.ignore_eos else 0,
+                            with_logprobs=cfg.old_logprobs == "generation")
             empty = sum(not t.strip() for t in ro.texts)
+            t_gen = time.perf_counter()
             # 2. rewards from the scorer, on the policy's tokens
-            r_score, totals = score_rewards(scorer, prompts, ro, tok, cfg.granularity)
+            with acc.autocast():
+                r_score, totals = score_rewards(scorer, prompts, ro, tok, cfg.granularity)
             mask = ro.response_mask.to(acc.device)
             r_score = r_score.to(acc.device)
             bad = torch.tensor([float(not torch.isfinite(r_score).all())], device=acc.device)
@@ -266,19 +272,22 @@ def train_ppo(cfg: PPOConfig, scorer=None, on_step: Callable[[int, int, dict], N
                     metrics_f.append(m)
                 _maybe_checkpoint(cfg, acc, out, unwrapped, opt, sched, step, kl_coef, counters)
                 continue
+            t_score = time.perf_counter()
             # 3.-4. reference log-probs, old log-probs and values
-            with torch.no_grad():
-                mb = cfg.micro_batch_size
-                ref_lp, old = [], []
-                for s in range(0, len(idx), mb):
-                    sl = slice(s, s + mb)
-                    ref_lp.append(reference_logprobs(unwrapped.policy, ref, ro.input_ids[sl], ro.attention_mask[sl],
-                                                     ro.prompt_len, cfg.temperature))
-                    old.append(unwrapped(ro.input_ids[sl], ro.attention_mask[sl], ro.prompt_len, cfg.temperature))
-                ref_lp = torch.cat(ref_lp)
-                old_lp = torch.cat([o.logprobs for o in old])
-                old_v = torch.cat([o.values for o in old])
-                entropy = masked_mean(torch.cat([o.entropy for o in old]), mask)
+            with torch.no_grad(), acc.autocast():
+                B = len(idx)
+                ref_lp, old_v, old_lp, ent_t = (torch.zeros_like(mask) for _ in range(4))
+                lengths = ro.attention_mask.sum(1)
+                for rows in length_sorted_chunks(range(B), lengths, cfg.micro_batch_size):
+                    r = torch.tensor(rows, device=mask.device)
+                    ref_lp[r] = reference_logprobs(unwrapped.policy, ref, ro.input_ids[r], ro.attention_mask[r],
+                                                   ro.prompt_len, cfg.temperature).float()
+                    o = unwrapped(ro.input_ids[r], ro.attention_mask[r], ro.prompt_len, cfg.temperature,
+                                  with_logprobs=ro.logprobs is None)
+                    old_v[r], old_lp[r], ent_t[r] = o.values.float(), o.logprobs.float(), o.entropy.float()
+                if ro.logprobs is not None:  # from the sampling pass: no second policy pass
+                    old_lp, ent_t = ro.logprobs.to(acc.device), ro.entropy.to(acc.device)
+                entropy = masked_mean(ent_t, mask)
                 # 5. per-token rewards, advantages
                 score_t = r_score
                 if cfg.whiten_rewards:
@@ -287,10 +296,12 @@ def train_ppo(cfg: PPOConfig, scorer=None, on_step: Callable[[int, int, dict], N
                                       estimator=cfg.kl_estimator)
                 adv = gae(tr.rewards, old_v, mask, cfg.gamma, cfg.lam)
                 advantages = masked_whiten(adv.advantages, mask) if cfg.whiten_advantages else adv.advantages
+            t_fwd = time.perf_counter()
             # 6. K epochs of minibatch updates
             unwrapped.train()
             stats = _ppo_epochs(cfg, acc, model, opt, sched, params, ro, mask, old_lp, old_v, advantages,
                                 adv.returns, step, counters)
+            t_upd = time.perf_counter()
             # 7. KL controller, metrics, samples, checkpoint
             seq_kl = (tr.kl.sum(1)).mean()
             kl_for_ctl = acc.reduce(seq_kl.detach().clone(), "mean").item()
@@ -310,7 +321,9 @@ def train_ppo(cfg: PPOConfig, scorer=None, on_step: Callable[[int, int, dict], N
             reduced = acc.reduce(torch.tensor(list(local.values()), device=acc.device), "mean").tolist()
             m = {"step": step + 1, **{k: round(v, 6) for k, v in zip(local, reduced)},
                  "kl_coef": kl_coef, "lr": sched.get_last_lr()[0], "tokens_per_s": round(n_tokens / dt, 2),
-                 "seconds": round(dt, 3), "processes": world, **counters.__dict__}
+                 "seconds": round(dt, 3), "seconds_generate": round(t_gen - t0, 3),
+                 "seconds_reward": round(t_score - t_gen, 3), "seconds_ref_value": round(t_fwd - t_score, 3),
+                 "seconds_update": round(t_upd - t_fwd, 3), "processes": world, **counters.__dict__}
             kl_coef = new_coef
             last = m
             if main:
@@ -349,13 +362,14 @@ def _ppo_epochs(cfg, acc, model, opt, sched, params, ro, mask, old_lp, old_v, ad
     B = mask.shape[0]
     g = torch.Generator().manual_seed(_step_seed(cfg.seed, step, acc.process_index) + 1)
     keys = ("pg_loss", "vf_loss", "clipfrac", "vf_clipfrac", "approx_kl", "grad_norm")
+    lengths = ro.attention_mask.sum(1).tolist()
     acc_stats = {k: [] for k in keys}
     for _ in range(cfg.ppo_epochs):
         perm = torch.randperm(B, generator=g).tolist()
         for s in range(0, B, cfg.minibatch_size):
             mb = perm[s: s + cfg.minibatch_size]
             n_tok = float(mask[mb].sum().item())
-            micro = [mb[i: i + cfg.micro_batch_size] for i in range(0, len(mb), cfg.micro_batch_size)]
+            micro = length_sorted_chunks(mb, lengths, cfg.micro_batch_size)
             finite = True
             for j, rows in enumerate(micro):
                 rows_t = torch.tensor(rows, device=mask.device)

@@ -16,6 +16,7 @@ from ..errors import FinealignError
 
 GRANULARITIES = ("token", "sequence")
 VALUE_MODELS = ("shared", "separate")
+OLD_LOGPROBS = ("generation", "recompute")
 SCHEDULES = ("constant", "linear", "cosine")
 REPORT_TO = ("tensorboard", "wandb")
 
@@ -37,6 +38,7 @@ class PPOConfig:
     lora_alpha: int = 32
     value_model: str = "shared"  # shared: value head on the policy's last hidden state; separate: own critic
     dtype: str = "float32"
+    mixed_precision: str = "no"  # no | bf16: autocast for rollouts and updates (weights stay in dtype)
     device: str = "auto"
     # rollout
     steps: int = 100  # PPO steps (one rollout batch each)
@@ -45,6 +47,7 @@ class PPOConfig:
     max_new_tokens: int = 64
     temperature: float = 1.0
     ignore_eos: bool = False  # always generate max_new_tokens (benchmarks: fixed lengths)
+    old_logprobs: str = "generation"  # generation: pi_old from the sampling pass; recompute: a forward pass after it
     # reward
     alpha: float = 1.0  # scale of the reward model's rewards
     kl_coef: float = 0.05  # beta
@@ -81,6 +84,10 @@ class PPOConfig:
 
         if self.granularity not in GRANULARITIES:
             bad("granularity", f"{self.granularity!r} is not one of {', '.join(GRANULARITIES)}")
+        if self.mixed_precision not in ("no", "bf16"):
+            bad("mixed_precision", f"{self.mixed_precision!r} is not one of no, bf16")
+        if self.old_logprobs not in OLD_LOGPROBS:
+            bad("old_logprobs", f"{self.old_logprobs!r} is not one of {', '.join(OLD_LOGPROBS)}")
         if self.value_model not in VALUE_MODELS:
             bad("value_model", f"{self.value_model!r} is not one of {', '.join(VALUE_MODELS)}")
         if self.lr_schedule not in SCHEDULES:

@@ -25,6 +25,8 @@ class Rollout(NamedTuple):
     prompt_len: int  # P
     texts: list[str]  # decoded responses (stop token and specials removed)
     response_ids: list[list[int]]  # each response's tokens before the stop token
+    logprobs: torch.Tensor | None = None  # (B, T) log pi(token) from the sampling pass (``with_logprobs``)
+    entropy: torch.Tensor | None = None  # (B, T) entropy of pi at each response position (same)
 
 
 class Forward(NamedTuple):
@@ -61,18 +63,23 @@ def encode_prompts(tokenizer, texts: Sequence[str], max_len: int) -> tuple[torch
 
 @torch.no_grad()
 def sample(model, tokenizer, prompt_ids, prompt_mask, *, max_new_tokens: int, temperature: float,
-           stop_ids: Sequence[int], min_new_tokens: int = 0) -> Rollout:
+           stop_ids: Sequence[int], min_new_tokens: int = 0, with_logprobs: bool = False) -> Rollout:
     """Sample one response per prompt with ``model.generate`` (pure sampling at ``temperature``).
 
     ``min_new_tokens`` suppresses the stop tokens until that many tokens were generated.
+    ``with_logprobs``: also return log pi(token) and the entropy at each response position, from the
+    raw logits of the sampling pass (scaled by ``1/temperature``), which saves PPO the policy forward
+    pass over the finished rollout; they equal that pass up to floating-point rounding.
     """
     P = prompt_ids.shape[1]
     gen = model.generate(
         input_ids=prompt_ids, attention_mask=prompt_mask, do_sample=True, temperature=temperature,
         top_k=0, top_p=1.0, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
         eos_token_id=list(stop_ids), min_new_tokens=min_new_tokens or None,
+        output_logits=with_logprobs, return_dict_in_generate=True,
     )
-    resp = gen[:, P:]
+    seq = gen.sequences
+    resp = seq[:, P:]
     B, T = resp.shape
     is_stop = torch.zeros_like(resp, dtype=torch.bool)
     for s in stop_ids:
@@ -86,7 +93,41 @@ def sample(model, tokenizer, prompt_ids, prompt_mask, *, max_new_tokens: int, te
     attention_mask = torch.cat([prompt_mask, response_mask.long()], dim=1)
     response_ids = [resp[i, : int(first_stop[i].clamp(max=T))].tolist() for i in range(B)]
     texts = [tokenizer.decode(r, skip_special_tokens=True) for r in response_ids]
-    return Rollout(input_ids, attention_mask, response_mask, P, texts, response_ids)
+    lp = ent = None
+    if with_logprobs:
+        logits = torch.stack(gen.logits, dim=1).float() / temperature  # (B, T, V), raw: before any processor
+        lp = logprobs_from_logits(logits, resp) * response_mask
+        ent = entropy_from_logits(logits) * response_mask
+    return Rollout(input_ids, attention_mask, response_mask, P, texts, response_ids, lp, ent)
+
+
+def trim_padding(input_ids, attention_mask, prompt_len: int):
+    """Drop the columns that are padding in every row: leading ones (left-padded prompts) and trailing
+    ones (responses that all stopped early). Positions come from the mask, so nothing else changes.
+
+    (B, P + T) -> (ids, mask, P', cut): (B, P' + T - cut) tensors; the response part keeps its first
+    ``T - cut`` positions.
+    """
+    real = attention_mask.bool().any(0)  # (L,)
+    L = real.shape[0]
+    lead = int(real[:prompt_len].long().argmax()) if bool(real[:prompt_len].any()) else max(prompt_len - 1, 0)
+    lead = min(lead, max(prompt_len - 1, 0))  # keep one prompt column: the first response logit comes from it
+    resp_real = real[prompt_len:].nonzero()
+    end = prompt_len + (int(resp_real[-1]) + 1 if len(resp_real) else 1)
+    return input_ids[:, lead:end], attention_mask[:, lead:end], prompt_len - lead, L - end
+
+
+def pad_right(x: torch.Tensor, cut: int) -> torch.Tensor:
+    """(B, T - cut) -> (B, T) with zeros appended (undo ``trim_padding`` on per-response outputs)."""
+    return torch.nn.functional.pad(x, (0, cut)) if cut else x
+
+
+def length_sorted_chunks(rows: Sequence[int], lengths: torch.Tensor, size: int) -> list[list[int]]:
+    """Split ``rows`` into chunks of ``size`` after sorting them by ``lengths[row]`` (real tokens), so each
+    chunk pads to similar lengths. The union of the chunks is ``rows``; accumulated sums do not depend on
+    the grouping."""
+    order = sorted(rows, key=lambda r: (int(lengths[r]), r))
+    return [order[i: i + size] for i in range(0, len(order), size)]
 
 
 class ActorCritic(nn.Module):
@@ -105,12 +146,24 @@ class ActorCritic(nn.Module):
         nn.init.zeros_(self.value_head.bias)
 
     def forward(self, input_ids, attention_mask, prompt_len: int, temperature: float = 1.0,
-                with_entropy: bool = True) -> Forward:
+                with_entropy: bool = True, with_logprobs: bool = True) -> Forward:
+        """Log-probs, values and entropy at the response positions.
+
+        ``with_logprobs=False``: values only (log-probs and entropy are zeros); the separate critic then
+        runs alone, and the shared backbone skips its vocabulary projection.
+        """
+        input_ids, attention_mask, prompt_len, cut = trim_padding(input_ids, attention_mask, prompt_len)
+        f = self._forward(input_ids, attention_mask, prompt_len, temperature, with_entropy, with_logprobs)
+        return Forward(*(pad_right(x, cut) for x in f))
+
+    def _forward(self, input_ids, attention_mask, prompt_len, temperature, with_entropy, with_logprobs) -> Forward:
         pos = position_ids(attention_mask)
         T = input_ids.shape[1] - prompt_len
-        out = self.policy(input_ids=input_ids, attention_mask=attention_mask, position_ids=pos,
-                          output_hidden_states=self.critic is None, use_cache=False, logits_to_keep=T + 1)
-        logits = out.logits[:, -(T + 1):-1].float() / temperature  # (B, T, V): the LM head skips the prompt
+        out = None
+        if with_logprobs or self.critic is None:
+            out = self.policy(input_ids=input_ids, attention_mask=attention_mask, position_ids=pos,
+                              output_hidden_states=self.critic is None, use_cache=False,
+                              logits_to_keep=T + 1 if with_logprobs else 1)
         if self.critic is None:
             h = out.hidden_states[-1][:, prompt_len - 1:-1]
         else:  # the critic's decoder only: no vocabulary projection
@@ -118,6 +171,9 @@ class ActorCritic(nn.Module):
             h = dec(input_ids=input_ids, attention_mask=attention_mask, position_ids=pos,
                     use_cache=False).last_hidden_state[:, prompt_len - 1:-1]
         values = self.value_head(h.to(self.value_head.weight.dtype)).squeeze(-1).float()
+        if not with_logprobs:
+            return Forward(torch.zeros_like(values), values, torch.zeros_like(values))
+        logits = out.logits[:, -(T + 1):-1].float() / temperature  # (B, T, V): the LM head skips the prompt
         tokens = input_ids[:, prompt_len:]
         lp = logprobs_from_logits(logits, tokens)
         ent = entropy_from_logits(logits) if with_entropy else torch.zeros_like(lp)
@@ -127,8 +183,8 @@ class ActorCritic(nn.Module):
 @torch.no_grad()
 def reference_logprobs(policy, ref_model, input_ids, attention_mask, prompt_len: int, temperature: float) -> torch.Tensor:
     """log pi_ref of the response tokens (B, T): ``ref_model``, or ``policy`` with its LoRA adapters off."""
+    input_ids, attention_mask, prompt_len, cut = trim_padding(input_ids, attention_mask, prompt_len)
     pos = position_ids(attention_mask)
-
     T = input_ids.shape[1] - prompt_len
 
     def run(m):
@@ -137,9 +193,9 @@ def reference_logprobs(policy, ref_model, input_ids, attention_mask, prompt_len:
         return logprobs_from_logits(out.logits[:, -(T + 1):-1].float() / temperature, input_ids[:, prompt_len:])
 
     if ref_model is not None:
-        return run(ref_model)
+        return pad_right(run(ref_model), cut)
     with policy.disable_adapter():
-        return run(policy)
+        return pad_right(run(policy), cut)
 
 
 def score_rewards(scorer: Scorer, prompts: list, rollout: Rollout, tokenizer, granularity: str) -> tuple[torch.Tensor, list[float]]:

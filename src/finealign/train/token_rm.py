@@ -18,7 +18,7 @@ through accelerate's trackers (``report_to``).
 
 from __future__ import annotations
 
-from .accel import make_accelerator
+from .accel import adamw, make_accelerator
 
 import dataclasses
 import json
@@ -50,7 +50,7 @@ class TokenRMConfig:
     model: str = "smollm2-135m-instruct"  # backbone spec
     loss: str = "span_bt"  # span_bt | seq_bt | token_cls
     eval_data: list[str] = field(default_factory=list)  # held-out edit pairs
-    limit: int | None = None  # train on the first N pairs of a seeded shuffle (nested subsets)
+    limit: int | None = None  # train on N usable pairs: the first N of a seeded shuffle (nested subsets)
     eval_limit: int | None = None  # evaluate on the first N held-out pairs
     # model
     lora: bool = True  # LoRA adapters (False: full fine-tuning)
@@ -292,8 +292,11 @@ def train_token_rm(cfg: TokenRMConfig, *, console=None, show_progress: bool = Tr
     model, tok = new_token_rm(cfg.model, mode="lora" if cfg.lora else "full", top_layers=cfg.top_layers,
                               lora=LoraOptions(r=cfg.lora_r, alpha=cfg.lora_alpha), dtype=cfg.dtype,
                               device=str(acc.device), seed=cfg.seed)
-    train_pairs, bstats = build_pair_examples(_subset(load_edit_sources(cfg.data), cfg.limit, cfg.seed), tok, cfg.max_length)
+    train_pairs, bstats = build_pair_examples(load_edit_sources(cfg.data), tok, cfg.max_length)
     log(f"train: {bstats.summary()}")
+    if cfg.limit is not None and cfg.limit < len(train_pairs):
+        train_pairs = _subset(train_pairs, cfg.limit, cfg.seed)
+        log(f"train: --limit {cfg.limit}: training on a seeded subset of {len(train_pairs)} usable pairs")
     if len(train_pairs) < cfg.batch_size * acc.num_processes:
         raise FinealignError(f"{', '.join(cfg.data)}: only {len(train_pairs)} usable pairs, fewer than one batch "
                              f"({cfg.batch_size} x {acc.num_processes} processes)")
@@ -305,7 +308,7 @@ def train_token_rm(cfg: TokenRMConfig, *, console=None, show_progress: bool = Tr
 
     # 2. optimizer, scheduler, accelerate
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    opt = adamw(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     sched = _scheduler(opt, cfg)
 
     # 3. resume
