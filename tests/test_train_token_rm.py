@@ -48,6 +48,7 @@ def test_train_changes_parameters_and_counts_skips(tmp_path, capsys):
     b = summary["train_pairs"]
     assert (b["records"], b["kept"], b["identical"], b["empty_side"], b["no_change"], b["too_long"]) == (10, 6, 1, 1, 1, 1)
     assert 0.0 <= summary["eval"]["pairwise_acc"] <= 1.0 and summary["eval"]["n_pairs"] == 6
+    assert summary["trained_on_pairs"] == 6
     trained, _ = load_token_rm(tmp_path / "rm")
     fresh, _ = new_token_rm("tiny-random", mode="full", top_layers=1, seed=0)
     t, f = dict(trained.named_parameters()), dict(fresh.named_parameters())
@@ -87,6 +88,31 @@ def test_eval_cli_and_token_cls(tmp_path, capsys):
     res = json.loads((tmp_path / "ev.json").read_text())
     assert res["n_pairs"] == 4 and res["pairs"]["records"] == 4
     assert res["n_changed"] > 0 and 0.0 <= res["token_auroc"] <= 1.0
+
+
+def test_limit_counts_usable_pairs(tmp_path, capsys):
+    """--limit N trains on N usable pairs: unusable records do not eat into the N."""
+    bad = [{"prompt": "Same?", "original": "Identical.", "edited": "Identical."},
+           {"prompt": "Spaces?", "original": "a b", "edited": "a  b"}]
+    data = _data(tmp_path, bad)
+    assert run_cli(_args(data, tmp_path / "rm", "--limit", "5", "--max-steps", "1")) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["train_pairs"]["kept"] == 6 and summary["trained_on_pairs"] == 5
+
+
+def test_eval_bf16_close_to_fp32(tmp_path, capsys):
+    data = _data(tmp_path)
+    assert run_cli(_args(data, tmp_path / "rm", "--max-steps", "2")) == 0
+    capsys.readouterr()
+    res = {}
+    for mp in ("no", "bf16"):
+        assert run_cli(["eval-token-rm", tmp_path / "rm", "--data", data, "--max-length", "64", "--no-progress",
+                        "--mixed-precision", mp, "--output", tmp_path / f"{mp}.json"]) == 0
+        res[mp] = json.loads((tmp_path / f"{mp}.json").read_text())
+    assert res["bf16"]["n_pairs"] == res["no"]["n_pairs"] == 6
+    assert abs(res["bf16"]["mean_margin"] - res["no"]["mean_margin"]) < 0.1 * max(1.0, abs(res["no"]["mean_margin"]))
+    assert run_cli(["eval-token-rm", tmp_path / "rm", "--data", data, "--mixed-precision", "fp8"]) == 1
+    assert "mixed-precision" in capsys.readouterr().err
 
 
 def test_bad_input_fails_cleanly(tmp_path, capsys):

@@ -54,6 +54,7 @@ def train_token_rm_cmd(
         cfg = TokenRMConfig(**{k: v for k, v in given.items() if v is not None})
     res = train_token_rm(cfg, console=console, show_progress=not no_progress)
     summary = {"out": str(res.out), "step": res.step, "finished": res.finished, "train_pairs": res.build,
+               "trained_on_pairs": res.trained_pairs,
                "train_tokens": res.train_tokens, "seconds": round(res.seconds, 1), "eval": res.final_eval}
     out.print_json(json.dumps(summary))
     if not res.finished:

@@ -148,6 +148,7 @@ class TrainResult:
     final_eval: dict | None
     train_tokens: int
     seconds: float
+    trained_pairs: int = 0  # pairs trained on (after --limit)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -403,7 +404,8 @@ def train_token_rm(cfg: TokenRMConfig, *, console=None, show_progress: bool = Tr
         mlog.close()
     if cfg.report_to:
         acc.end_training()
-    return TrainResult(out, step, finished, bstats._asdict(), final_eval, train_tokens, time.perf_counter() - t0)
+    return TrainResult(out, step, finished, bstats._asdict(), final_eval, train_tokens, time.perf_counter() - t0,
+                       len(train_pairs))
 
 
 def load_checkpoint_model(out: str | Path):
