@@ -88,6 +88,7 @@ def test_cli_end_to_end_changes_parameters(tmp_path):
     code = run_cli(["train", "ppo", "--policy", "tiny-random", "--reward", "test-words", "--prompts", PROMPTS,
                     "--out", out, "--steps", 2, "--batch-size", 4, "--minibatch-size", 2, "--micro-batch-size", 1,
                     "--ppo-epochs", 2, "--max-new-tokens", 8, "--lr", 1e-3, "--device", "cpu", "--quiet",
+                    "--mixed-precision", "bf16", "--old-logprobs", "recompute",
                     "--report-to", "tensorboard"])
     assert code == 0
     rows = metrics(out)
@@ -240,6 +241,9 @@ def test_broken_scorer_and_bad_config(tmp_path, capsys):
                     "--micro-batch-size", 2, "--max-new-tokens", 4, "--device", "cpu", "--quiet"])
     assert code == 1
     assert "reward server unreachable" in capsys.readouterr().err
+    code = run_cli(["train", "ppo", "--policy", "tiny-random", "--reward", "length", "--prompts", PROMPTS,
+                    "--out", tmp_path / "m", "--mixed-precision", "fp8", "--quiet"])
+    assert code == 1 and "mixed_precision" in capsys.readouterr().err and not (tmp_path / "m").exists()
     with pytest.raises(FinealignError, match="granularity"):
         PPOConfig(granularity="word")
     with pytest.raises(FinealignError, match="does not divide"):
