@@ -58,8 +58,18 @@ def main():
         fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.2), dpi=80)
         colors = {"token": "tab:blue", "sequence": "tab:orange"}
         for name, gran, steps, score, kl in curves:
-            ax1.plot(steps, moving(score, a.window), color=colors[gran], alpha=0.8, label=f"{gran} ({name})")
-            ax2.plot(steps, kl, color=colors[gran], alpha=0.8, label=f"{gran} ({name})")
+            ax1.plot(steps, moving(score, a.window), color=colors[gran], alpha=0.35, lw=0.8)
+            ax2.plot(steps, kl, color=colors[gran], alpha=0.35, lw=0.8)
+        for gran in colors:  # group mean over runs (seeds), thick
+            group = [c for c in curves if c[1] == gran]
+            if not group:
+                continue
+            n = min(len(c[2]) for c in group)
+            steps = group[0][2][:n]
+            mean_score = [sum(c[3][i] for c in group) / len(group) for i in range(n)]
+            mean_kl = [sum(c[4][i] for c in group) / len(group) for i in range(n)]
+            ax1.plot(steps, moving(mean_score, a.window), color=colors[gran], lw=2.2, label=f"{gran} (mean of {len(group)})")
+            ax2.plot(steps, mean_kl, color=colors[gran], lw=2.2, label=f"{gran} (mean of {len(group)})")
         ax1.axhline(a.target, color="gray", ls=":", lw=1)
         ax1.set(title=f"reward-model score (moving avg {a.window})", xlabel="PPO step")
         ax2.set(title="KL to reference (per sequence)", xlabel="PPO step")
