@@ -87,6 +87,16 @@ def _scores(path: Path) -> dict[str, float]:
     return out
 
 
+def answer_stats(path: Path) -> dict:
+    """Judge mean score, mean answer length in tokens, and distinct-2 (unique word bigrams / bigrams: low
+    values mean repetition) of one policy's held-out answers."""
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    bigrams = [tuple(w[i:i + 2]) for r in rows for w in [r["completion"].split()] for i in range(len(w) - 1)]
+    return {"judge_mean": round(sum(float(r["score"]) for r in rows) / len(rows), 4),
+            "answer_tokens_mean": round(sum(r.get("meta", {}).get("n_tokens", 0) for r in rows) / len(rows), 1),
+            "distinct_2": round(len(set(bigrams)) / max(1, len(bigrams)), 3)}
+
+
 def win_rate(final: dict[str, float], init: dict[str, float], n_boot: int = 2000, seed: int = 0) -> dict:
     keys = sorted(set(final) & set(init))
     wins = [1.0 if final[k] > init[k] else 0.5 if final[k] == init[k] else 0.0 for k in keys]
@@ -145,17 +155,20 @@ def main() -> None:
             "kl_last_mean": round(sum(curve["runs"][str(r)]["kl_last"] for r in runs
                                       if curve["runs"][str(r)]["granularity"] == g) / len(a.seeds), 4)}
     if not a.skip_judge:
-        init = _scores(answers(a, a.policy, ev, "initial"))
+        init_path = answers(a, a.policy, ev, "initial")
+        init = _scores(init_path)
+        result["initial_answers"] = answer_stats(init_path)
         pooled: dict[str, dict[str, float]] = {g: {} for g in a.granularities}
         for r in runs:
-            sc = _scores(answers(a, str(r / "policy"), ev, r.name))
+            path = answers(a, str(r / "policy"), ev, r.name)
+            sc = _scores(path)
             result["runs"][str(r)]["win_rate_vs_initial"] = win_rate(sc, init)
+            result["runs"][str(r)]["answers"] = answer_stats(path)
             g = curve["runs"][str(r)]["granularity"]
             pooled[g].update({f"{r.name}/{k}": v for k, v in sc.items()})
         for g in a.granularities:
             init_rep = {k: init[k.split("/", 1)[1]] for k in pooled[g]}
             result["by_granularity"][g]["win_rate_vs_initial"] = win_rate(pooled[g], init_rep)
-        result["judge_mean_score"] = {"initial": round(sum(init.values()) / len(init), 4)}
     (a.out / "study.json").write_text(json.dumps(result, indent=1))
     print(json.dumps(result, indent=1))
 
