@@ -17,6 +17,7 @@ from ..errors import FinealignError
 GRANULARITIES = ("token", "sequence")
 VALUE_MODELS = ("shared", "separate")
 OLD_LOGPROBS = ("generation", "recompute")
+MIXED_PRECISIONS = ("no", "bf16")
 SCHEDULES = ("constant", "linear", "cosine")
 REPORT_TO = ("tensorboard", "wandb")
 
@@ -84,8 +85,8 @@ class PPOConfig:
 
         if self.granularity not in GRANULARITIES:
             bad("granularity", f"{self.granularity!r} is not one of {', '.join(GRANULARITIES)}")
-        if self.mixed_precision not in ("no", "bf16"):
-            bad("mixed_precision", f"{self.mixed_precision!r} is not one of no, bf16")
+        if self.mixed_precision not in MIXED_PRECISIONS:
+            bad("mixed_precision", f"{self.mixed_precision!r} is not one of {', '.join(MIXED_PRECISIONS)}")
         if self.old_logprobs not in OLD_LOGPROBS:
             bad("old_logprobs", f"{self.old_logprobs!r} is not one of {', '.join(OLD_LOGPROBS)}")
         if self.value_model not in VALUE_MODELS:
