@@ -250,9 +250,9 @@ def test_broken_scorer_and_bad_config(tmp_path, capsys):
         PPOConfig(batch_size=8, minibatch_size=3)
     y = tmp_path / "c.yaml"
     y.write_text("kl_coeff: 0.1\n")
-    with pytest.raises(FinealignError, match="kl_coeff: not a PPOConfig field"):
+    with pytest.raises(FinealignError, match="kl_coeff: not a setting of PPOConfig"):
         PPOConfig.from_overrides(y)
-    y.write_text("kl_coef: 0.2\nsteps: 7\n")
+    y.write_text("kl_coef: 0.2\nsteps: 7\nprompts: p.jsonl\nout: o\n")
     assert PPOConfig.from_overrides(y, steps=3).kl_coef == 0.2 and PPOConfig.from_overrides(y, steps=3).steps == 3
     # resuming into a folder holding another configuration is refused
     train_ppo(cfg(tmp_path, "r", steps=1))

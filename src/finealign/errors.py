@@ -27,3 +27,13 @@ class DataError(FinealignError):
 
 class ModelError(FinealignError):
     """A model spec that cannot be resolved or loaded."""
+
+
+class ConfigError(FinealignError):
+    """A bad setting: ``where: field: problem`` (``where`` is a YAML file and line, or the flag)."""
+
+    def __init__(self, field: str, problem: str, where: str | None = None):
+        self.field = field
+        self.problem = problem
+        self.where = where
+        super().__init__(f"{where}: {field}: {problem}" if where else f"{field}: {problem}")

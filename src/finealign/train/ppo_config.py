@@ -1,18 +1,20 @@
-"""Configuration of fine-grained PPO: one dataclass, validated in ``__post_init__``, with a YAML overlay.
+"""Configuration of fine-grained PPO: one dataclass on :mod:`finealign.config`, with a YAML overlay.
 
 Defaults follow FineGrainedRLHF (gamma 1, lambda 0.95, clip 0.2, 4 PPO epochs, whitened advantages)
 with a LoRA policy whose reference is the same model with the adapters off; the KL coefficient is
 smaller than FineGrainedRLHF's 0.3 and closer to AlpacaFarm's (0.0067-0.02 with a sequence reward
-on another scale), because our per-token KL is summed over the response.
+on another scale), because our per-token KL is summed over the response. Every field is a flag of
+``finealign train ppo`` (generated from this class) and a key of its ``--config`` YAML.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import FinealignError
+from ..config import Settings, build_config, dump_yaml as _dump_yaml, load_yaml_settings, non_negative, \
+    normalize_dtype, positive, setting, unit_interval
+from ..errors import ConfigError
 
 GRANULARITIES = ("token", "sequence")
 VALUE_MODELS = ("shared", "separate")
@@ -20,142 +22,102 @@ OLD_LOGPROBS = ("generation", "recompute")
 MIXED_PRECISIONS = ("no", "bf16")
 SCHEDULES = ("constant", "linear", "cosine")
 REPORT_TO = ("tensorboard", "wandb")
+KL_ESTIMATORS = ("k1", "k3")
 
 
-@dataclass
-class PPOConfig:
+@dataclass(kw_only=True)
+class PPOConfig(Settings):
     """Everything a PPO run needs; saved as ``config.yaml`` in the output folder."""
 
     # what
-    policy: str = "smollm2-135m-instruct"  # model spec (built-in name, .gguf, directory, hub id)
-    reward: str = "length"  # scorer spec; a TokenScorer gives per-token rewards
-    prompts: str = ""  # any prompt-bearing file (JSONL/JSON/CSV/Parquet)
-    out: str = ""  # output folder (checkpoint, metrics.jsonl, samples.jsonl, policy/)
-    granularity: str = "token"  # token: reward on every token; sequence: summed onto the last token
-    reference: str | None = None  # separate reference model spec; None: LoRA adapters off (or a frozen copy)
+    policy: str = setting("smollm2-135m-instruct", help="Policy model spec (built-in name, .gguf, directory, hub id).")
+    reward: str = setting("length", help="Scorer spec, e.g. token-rm:runs/rm, flr:MODEL, length; a token scorer "
+                                         "gives per-token rewards.")
+    prompts: str = setting(None, short="-p", required=True, help="Prompt-bearing file (JSONL/JSON/CSV/Parquet).")
+    out: str = setting(None, short="-o", required=True,
+                       help="Output folder (checkpoint, metrics.jsonl, samples.jsonl, policy/); a rerun resumes.")
+    granularity: str = setting("token", choices=GRANULARITIES,
+                               help="token: reward on every token | sequence: summed onto the last token.")
+    reference: str | None = setting(None, help="Separate reference model spec; unset: LoRA adapters off "
+                                               "(or a frozen copy).")
     # model
-    lora: bool = True
-    lora_r: int = 16
-    lora_alpha: int = 32
-    value_model: str = "shared"  # shared: value head on the policy's last hidden state; separate: own critic
-    dtype: str = "float32"
-    mixed_precision: str = "no"  # no | bf16: autocast for rollouts and updates (weights stay in dtype)
-    device: str = "auto"
+    lora: bool = setting(True, help="LoRA policy (reference = adapters off); --no-lora: full fine-tuning.")
+    lora_r: int = setting(16, help="LoRA rank.", check=positive)
+    lora_alpha: int = setting(32, help="LoRA alpha.", check=positive)
+    value_model: str = setting("shared", choices=VALUE_MODELS,
+                               help="shared: value head on the policy's last hidden state | separate: own critic.")
+    dtype: str = setting("float32", help="Weights' dtype: float32 | bfloat16 | float16.")
+    mixed_precision: str = setting("no", choices=MIXED_PRECISIONS,
+                                   help="no | bf16 (autocast in every phase; 1.6-1.7x faster per step than fp32 on "
+                                        "this project's CPU, docs/ppo.md).")
+    device: str = setting("auto", choices=("auto", "cpu", "cuda"), help="auto | cpu | cuda.")
     # rollout
-    steps: int = 100  # PPO steps (one rollout batch each)
-    batch_size: int = 8  # rollouts per step per process
-    max_prompt_length: int = 256  # longer prompts lose their beginning (counted)
-    max_new_tokens: int = 64
-    temperature: float = 1.0
-    ignore_eos: bool = False  # always generate max_new_tokens (benchmarks: fixed lengths)
-    old_logprobs: str = "generation"  # generation: pi_old from the sampling pass; recompute: a forward pass after it
+    steps: int = setting(100, help="PPO steps (one rollout batch each).", check=positive)
+    batch_size: int = setting(8, help="Rollouts per step per process.", check=positive)
+    max_prompt_length: int = setting(256, help="Prompt tokens at most; longer prompts lose their beginning (counted).",
+                                     check=positive)
+    max_new_tokens: int = setting(64, help="Tokens per rollout at most.", check=positive)
+    temperature: float = setting(1.0, help="Sampling temperature of rollouts.", check=positive)
+    ignore_eos: bool = setting(False, help="Always generate max_new_tokens (benchmarks: fixed lengths).")
+    old_logprobs: str = setting("generation", choices=OLD_LOGPROBS,
+                                help="generation: pi_old from the sampling pass | recompute: a forward pass after it.")
     # reward
-    alpha: float = 1.0  # scale of the reward model's rewards
-    kl_coef: float = 0.05  # beta
-    kl_estimator: str = "k1"
-    kl_target: float | None = None  # adaptive KL when set (Ziegler et al.), per-sequence KL
-    kl_horizon: int = 10000
-    whiten_rewards: bool = False  # AlpacaFarm scales rewards (std only)
+    alpha: float = setting(1.0, help="Scale of the reward model's rewards.", check=non_negative)
+    kl_coef: float = setting(0.05, help="beta, the KL penalty coefficient (initial value when adaptive).",
+                             check=non_negative)
+    kl_estimator: str = setting("k1", choices=KL_ESTIMATORS, help="Per-token KL estimator: k1 | k3.")
+    kl_target: float | None = setting(None, help="Adaptive KL target per sequence (Ziegler et al.); unset: fixed "
+                                                 "coefficient.", check=positive)
+    kl_horizon: int = setting(10000, help="Horizon of the adaptive KL controller.", check=positive)
+    whiten_rewards: bool = setting(False, help="Scale rewards by their std (AlpacaFarm).")
     # advantages and losses
-    gamma: float = 1.0
-    lam: float = 0.95
-    whiten_advantages: bool = True
-    clip: float = 0.2
-    clip_value: float = 0.2
-    vf_coef: float = 0.5
-    ent_coef: float = 0.0
+    gamma: float = setting(1.0, help="Discount.", check=unit_interval)
+    lam: float = setting(0.95, help="GAE lambda.", check=unit_interval)
+    whiten_advantages: bool = setting(True, help="Whiten advantages per batch.")
+    clip: float = setting(0.2, help="Policy ratio clip.", check=positive)
+    clip_value: float = setting(0.2, help="Value clip.", check=positive)
+    vf_coef: float = setting(0.5, help="Value loss coefficient.", check=non_negative)
+    ent_coef: float = setting(0.0, help="Entropy bonus coefficient.", check=non_negative)
     # optimisation
-    ppo_epochs: int = 4
-    minibatch_size: int = 4  # rows per optimizer step
-    micro_batch_size: int = 4  # rows per forward/backward (gradient accumulation within a minibatch)
-    learning_rate: float = 5e-5
-    lr_schedule: str = "constant"
-    warmup_steps: int = 0  # optimizer steps
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
+    ppo_epochs: int = setting(4, help="Epochs over each rollout batch.", check=positive)
+    minibatch_size: int = setting(4, help="Rows per optimizer step.", check=positive)
+    micro_batch_size: int = setting(4, help="Rows per forward/backward (accumulated within a minibatch).",
+                                    check=positive)
+    learning_rate: float = setting(5e-5, flag="--lr", help="Learning rate.", check=positive)
+    lr_schedule: str = setting("constant", choices=SCHEDULES, help="constant | linear | cosine.")
+    warmup_steps: int = setting(0, help="Linear warmup, in optimizer steps.", check=non_negative)
+    weight_decay: float = setting(0.0, help="AdamW weight decay.", check=non_negative)
+    max_grad_norm: float = setting(1.0, help="Gradient clipping norm.", check=positive)
     # run
-    seed: int = 0
-    save_every: int = 10  # steps between checkpoints (and at the end)
-    log_samples_every: int = 10  # steps between logged sample generations
-    report_to: list[str] = field(default_factory=list)
+    seed: int = setting(0, help="Random seed (same seed = same prompts and first rollouts).")
+    save_every: int = setting(10, help="Steps between checkpoints (and at the end).", check=positive)
+    log_samples_every: int = setting(10, help="Steps between logged sample generations.", check=positive)
+    report_to: list[str] = setting(default_factory=list, help="Trackers: tensorboard, wandb (comma separated).")
 
-    def __post_init__(self):
-        def bad(name, problem):
-            raise FinealignError(f"ppo config: {name}: {problem}")
-
-        if self.granularity not in GRANULARITIES:
-            bad("granularity", f"{self.granularity!r} is not one of {', '.join(GRANULARITIES)}")
-        if self.mixed_precision not in MIXED_PRECISIONS:
-            bad("mixed_precision", f"{self.mixed_precision!r} is not one of {', '.join(MIXED_PRECISIONS)}")
-        if self.old_logprobs not in OLD_LOGPROBS:
-            bad("old_logprobs", f"{self.old_logprobs!r} is not one of {', '.join(OLD_LOGPROBS)}")
-        if self.value_model not in VALUE_MODELS:
-            bad("value_model", f"{self.value_model!r} is not one of {', '.join(VALUE_MODELS)}")
-        if self.lr_schedule not in SCHEDULES:
-            bad("lr_schedule", f"{self.lr_schedule!r} is not one of {', '.join(SCHEDULES)}")
-        if self.kl_estimator not in ("k1", "k3"):
-            bad("kl_estimator", f"{self.kl_estimator!r} is not k1 or k3")
-        if isinstance(self.report_to, str):
-            self.report_to = [s for s in self.report_to.split(",") if s.strip() and s.strip() != "none"]
+    def validate(self):
+        self.dtype = normalize_dtype(self.dtype)
+        self.report_to = [r for r in self.report_to if r and r != "none"]
         for r in self.report_to:
             if r not in REPORT_TO:
-                bad("report_to", f"{r!r} is not one of {', '.join(REPORT_TO)}")
-        for name in ("steps", "batch_size", "max_new_tokens", "max_prompt_length", "ppo_epochs", "minibatch_size",
-                     "micro_batch_size", "save_every", "log_samples_every", "lora_r", "kl_horizon"):
-            if int(getattr(self, name)) <= 0:
-                bad(name, f"must be positive, got {getattr(self, name)}")
+                raise ConfigError("report_to", f"{r!r} is not one of {', '.join(REPORT_TO)}")
         if self.batch_size % self.minibatch_size:
-            bad("minibatch_size", f"{self.minibatch_size} does not divide batch_size {self.batch_size}")
+            raise ConfigError("minibatch_size", f"{self.minibatch_size} does not divide batch_size {self.batch_size}")
         if self.minibatch_size % self.micro_batch_size:
-            bad("micro_batch_size", f"{self.micro_batch_size} does not divide minibatch_size {self.minibatch_size}")
-        if self.temperature <= 0:
-            bad("temperature", "must be positive")
-        if not 0 <= self.gamma <= 1 or not 0 <= self.lam <= 1:
-            bad("gamma/lam", "must lie in [0, 1]")
-        for name in ("clip", "clip_value", "learning_rate", "max_grad_norm"):
-            if getattr(self, name) <= 0:
-                bad(name, f"must be positive, got {getattr(self, name)}")
-        for name in ("kl_coef", "vf_coef", "ent_coef", "weight_decay", "alpha"):
-            if getattr(self, name) < 0:
-                bad(name, f"must be >= 0, got {getattr(self, name)}")
-        if self.kl_target is not None and self.kl_target <= 0:
-            bad("kl_target", "must be positive (or unset for a fixed coefficient)")
+            raise ConfigError("micro_batch_size",
+                              f"{self.micro_batch_size} does not divide minibatch_size {self.minibatch_size}")
 
     # ------------------------------------------------------------------ YAML
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
 
     @classmethod
     def from_overrides(cls, yaml_path: str | Path | None = None, **overrides) -> "PPOConfig":
         """Defaults < YAML file < ``overrides`` (keys whose value is None are left out)."""
-        values: dict = {}
-        if yaml_path:
-            values.update(load_yaml(yaml_path))
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)
+        return build_config(cls, yaml_path, **overrides)
 
 
 def load_yaml(path: str | Path) -> dict:
-    import yaml
-
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except OSError as e:
-        raise FinealignError(f"{path}: cannot read config: {e}") from e
-    except yaml.YAMLError as e:
-        raise FinealignError(f"{path}: not valid YAML: {e}") from e
-    if not isinstance(data, dict):
-        raise FinealignError(f"{path}: expected a mapping of PPOConfig fields, got {type(data).__name__}")
-    known = {f.name for f in dataclasses.fields(PPOConfig)}
-    for k in data:
-        if k not in known:
-            raise FinealignError(f"{path}: {k}: not a PPOConfig field (known: {', '.join(sorted(known))})")
-    return data
+    """The PPOConfig fields of a YAML file (unknown fields: ConfigError naming file and line)."""
+    return {k: v for k, (v, _) in load_yaml_settings(path, PPOConfig).items()}
 
 
 def dump_yaml(cfg: PPOConfig) -> str:
-    import yaml
-
-    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+    return _dump_yaml(cfg)

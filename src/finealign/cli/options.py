@@ -1,0 +1,143 @@
+"""CLI commands generated from config dataclasses (see :mod:`finealign.config`).
+
+``command_from_config(app, "ppo", PPOConfig, run)`` registers ``finealign ... ppo`` whose flags are
+the dataclass's fields (``--field-name`` unless the field names another flag), each with the field's
+help text and default, plus ``--config FILE.yaml`` (the YAML overlay; flags override it). Deprecated
+spellings listed in a field's metadata still work and print one deprecation line. The command
+builds the config with :func:`finealign.config.build_config` (so validation and its error style are
+the dataclass's own) and calls ``run(cfg)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import typing
+from pathlib import Path
+from typing import Any, Callable, List, Optional
+
+import typer
+
+from ..config import build_config, flag_of
+
+_DEPRECATED_PREFIX = "deprecated__"
+
+
+def _cli_type(hint) -> Any:
+    """The type typer sees: Optional[...] of a scalar, or List[str] for list fields."""
+    origin = typing.get_origin(hint)
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if origin is typing.Union or type(hint).__name__ == "UnionType":
+        if len(args) == 1:
+            return _cli_type(args[0])
+        return str
+    if origin is list:
+        return Optional[List[str]]
+    if hint in (int, float, bool, str):
+        return Optional[hint]
+    if hint is Path:
+        return Optional[str]
+    return Optional[str]
+
+
+def _help(f: dataclasses.Field) -> str:
+    meta = f.metadata or {}
+    text = meta.get("help", "")
+    if meta.get("choices") and "|" not in text:
+        text += f" One of: {', '.join(map(str, meta['choices']))}."
+    if f.default is not dataclasses.MISSING and f.default not in (None, "", False) and not meta.get("required"):
+        text += f" [default: {f.default}]"
+    if meta.get("required"):
+        text += " [required]"
+    return text
+
+
+def config_parameters(cls: type) -> tuple[list[inspect.Parameter], dict[str, str]]:
+    """typer parameters for every CLI-visible field of ``cls``, and {deprecated param name: field}."""
+    hints = typing.get_type_hints(cls)
+    params: list[inspect.Parameter] = []
+    deprecated: dict[str, str] = {}
+    positional = []
+    for f in dataclasses.fields(cls):
+        meta = f.metadata or {}
+        if not meta.get("cli", True) or not f.init:
+            continue
+        hint = hints.get(f.name, str)
+        ctype = _cli_type(hint)
+        if meta.get("positional"):
+            default = typer.Argument(None, help=_help(f), show_default=False)
+            positional.append(inspect.Parameter(f.name, inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                                default=default, annotation=ctype))
+            continue
+        flag = flag_of(f)
+        decls = [flag]
+        if ctype is Optional[bool]:
+            neg = "--no-" + flag[2:]
+            decls = [f"{flag}/{neg}"]
+        if meta.get("short"):
+            decls.append(meta["short"])
+        opt = typer.Option(None, *decls, help=_help(f), show_default=False)
+        params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=opt, annotation=ctype))
+        for old in meta.get("deprecated", ()):
+            pname = _DEPRECATED_PREFIX + old.lstrip("-").replace("-", "_")
+            deprecated[pname] = f.name
+            oopt = typer.Option(None, old, hidden=True, show_default=False)
+            params.append(inspect.Parameter(pname, inspect.Parameter.KEYWORD_ONLY, default=oopt, annotation=ctype))
+    if "quiet" not in {f.name for f in dataclasses.fields(cls)}:
+        params.append(inspect.Parameter("quiet", inspect.Parameter.KEYWORD_ONLY, annotation=bool, default=typer.Option(
+            False, "--quiet", "-q", help="No progress bars or library progress output.")))
+        params.append(inspect.Parameter(_DEPRECATED_PREFIX + "no_progress", inspect.Parameter.KEYWORD_ONLY,
+                                        annotation=bool, default=typer.Option(False, "--no-progress", hidden=True)))
+    cfg_opt = typer.Option(None, "--config", "-c", help="YAML file of these settings; flags override it.",
+                           show_default=False)
+    params.append(inspect.Parameter("config", inspect.Parameter.KEYWORD_ONLY, default=cfg_opt,
+                                    annotation=Optional[Path]))
+    return positional + params, deprecated
+
+
+def config_from_cli(cls: type, values: dict, deprecated: dict[str, str], warn: Callable[[str], None]):
+    """Build ``cls`` from parsed CLI values (``config`` = the YAML path; None = not given)."""
+    yaml_path = values.pop("config", None)
+    overrides: dict = {}
+    for name, value in values.items():
+        if name in deprecated:
+            if value is None:
+                continue
+            fname = deprecated[name]
+            f = {x.name: x for x in dataclasses.fields(cls)}[fname]
+            warn(f"warning: --{name[len(_DEPRECATED_PREFIX):].replace('_', '-')} is deprecated and will be "
+                 f"removed in the next release; use {flag_of(f)}")
+            overrides.setdefault(fname, value)
+            continue
+        if isinstance(value, list) and not value:
+            value = None
+        if value is not None:
+            overrides[name] = value
+    return build_config(cls, yaml_path, **overrides)
+
+
+def command_from_config(app: typer.Typer, name: str, cls: type, run: Callable[[Any], Any], *,
+                        help: str | None = None, hidden: bool = False) -> Callable:
+    """Register ``name`` on ``app``: flags generated from ``cls``, then ``run(cfg)``."""
+    from .common import console
+
+    params, deprecated = config_parameters(cls)
+
+    def warn(m):
+        console.print(m, style="yellow", highlight=False, soft_wrap=True)
+
+    def command(**kwargs):
+        quiet = kwargs.pop("quiet", None)
+        if kwargs.pop(_DEPRECATED_PREFIX + "no_progress", False):
+            warn("warning: --no-progress is deprecated and will be removed in the next release; use --quiet")
+            quiet = True
+        cfg = config_from_cli(cls, dict(kwargs), deprecated, warn)
+        if quiet is None:
+            return run(cfg)
+        return run(cfg, quiet=bool(quiet))
+
+    command.__signature__ = inspect.Signature(params)
+    command.__name__ = name.replace("-", "_")
+    command.__doc__ = help or (cls.__doc__ or "").strip().split("\n\n")[0]
+    app.command(name, help=command.__doc__, hidden=hidden)(command)
+    return command

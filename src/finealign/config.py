@@ -1,0 +1,304 @@
+"""One config mechanism for every verb: documented dataclasses, a YAML overlay, one validation style.
+
+Every verb's settings are one ``@dataclass(kw_only=True)`` built from :func:`setting` fields (each
+carries its help text, and optionally its CLI flag, short flag, deprecated spellings and choices).
+Shared parts are composed from the common dataclasses below (:class:`ModelArgs`,
+:class:`SamplingArgs`, :class:`RunArgs`) by inheritance. Validation lives in ``validate`` methods:
+:class:`Settings` runs the ``validate`` of every class in the MRO that defines one, so a composed
+config checks each part once, and every problem is a :class:`~finealign.errors.ConfigError`
+``field: problem``.
+
+``--quiet`` is not a setting (it changes no output): the generated CLI adds it to every verb and
+passes it to the verb's function.
+
+Precedence: the dataclass defaults < a YAML file (``--config``) < explicit overrides (CLI flags).
+The CLI (``finealign.cli.options.command_from_config``) is generated from the same dataclass, so
+every setting is reachable from both and the help text is the field's ``help``.
+
+Example::
+
+    @dataclass(kw_only=True)
+    class GenerateConfig(ModelArgs, SamplingArgs, RunArgs):
+        prompts: str = setting(help="Prompt-bearing file.", short="-p", required=True)
+        k: int = setting(4, help="Samples per prompt.", check=positive)
+
+    cfg = build_config(GenerateConfig, "gen.yaml", k=8)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import typing
+from dataclasses import MISSING, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from .errors import ConfigError
+
+# One vocabulary for dtypes and mixed precision, everywhere.
+DTYPES = ("float32", "bfloat16", "float16")
+DTYPE_ALIASES = {"fp32": "float32", "float": "float32", "bf16": "bfloat16", "fp16": "float16", "half": "float16"}
+MIXED_PRECISIONS = ("no", "bf16", "fp16")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def normalize_dtype(value: str) -> str:
+    """``fp32``/``bf16``/``fp16`` and the full names -> the full torch name; ConfigError otherwise."""
+    v = DTYPE_ALIASES.get(str(value).lower(), str(value).lower())
+    if v not in DTYPES:
+        raise ConfigError("dtype", f"{value!r} is not one of {', '.join(DTYPES)} (or fp32, bf16, fp16)")
+    return v
+
+
+def setting(default: Any = MISSING, *, help: str, flag: str | None = None, short: str | None = None,
+            deprecated: tuple[str, ...] = (), choices: tuple | None = None, positional: bool = False,
+            required: bool = False, cli: bool = True, default_factory: Callable | None = None,
+            check: Callable[[Any], str | None] | None = None) -> Any:
+    """A documented dataclass field.
+
+    ``help``: the doc shown by ``--help``; ``flag``: the CLI flag (default ``--field-name``);
+    ``short``: e.g. ``-o``; ``deprecated``: old flag spellings that still work for one release and
+    print a deprecation message; ``choices``: allowed values (checked by :class:`Settings`);
+    ``positional``: a CLI argument instead of an option; ``required``: must be set by YAML or flag
+    (the default is then ``None``); ``cli``: False keeps it YAML-only (internal knobs);
+    ``check``: a function returning a problem string (or None) for the value.
+    """
+    meta = {"help": help, "flag": flag, "short": short, "deprecated": tuple(deprecated), "choices": choices,
+            "positional": positional, "required": required, "cli": cli, "check": check}
+    if required and default is MISSING and default_factory is None:
+        default = None
+    if default_factory is not None:
+        return field(default_factory=default_factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+# ------------------------------------------------------------------ reusable checks
+
+def positive(v) -> str | None:
+    return None if v is None or v > 0 else f"must be positive, got {v}"
+
+
+def non_negative(v) -> str | None:
+    return None if v is None or v >= 0 else f"must be >= 0, got {v}"
+
+
+def unit_interval(v) -> str | None:
+    return None if v is None or 0 <= v <= 1 else f"must lie in [0, 1], got {v}"
+
+
+@dataclass(kw_only=True)
+class Settings:
+    """Base of every config: runs field checks, then each class's ``validate`` in MRO order."""
+
+    def __post_init__(self):
+        hints = _hints(type(self))
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            value = _coerce(f.name, value, hints.get(f.name))
+            setattr(self, f.name, value)
+            meta = f.metadata or {}
+            if meta.get("choices") and value is not None and value not in meta["choices"]:
+                raise ConfigError(f.name, f"{value!r} is not one of {', '.join(map(str, meta['choices']))}")
+            if meta.get("check") and value is not None:
+                problem = meta["check"](value)
+                if problem:
+                    raise ConfigError(f.name, problem)
+        for klass in reversed(type(self).__mro__):
+            v = klass.__dict__.get("validate")
+            if v is not None:
+                v(self)
+        for f in dataclasses.fields(self):
+            if (f.metadata or {}).get("required") and getattr(self, f.name) in (None, "", []):
+                raise ConfigError(f.name, f"required (give {flag_of(f)} or set it in the --config YAML)")
+
+    def to_dict(self) -> dict:
+        """Plain, YAML/JSON-safe values of every field."""
+        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    def fingerprint(self, exclude: tuple[str, ...] = ()) -> str:
+        """sha256 (16 hex) of the settings that make an output (``exclude``: ones that do not)."""
+        d = {k: v for k, v in self.to_dict().items() if k not in exclude}
+        return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+# ------------------------------------------------------------------ common parts
+
+@dataclass(kw_only=True)
+class ModelArgs(Settings):
+    """Which model, in which dtype, on which device, with which autocast."""
+
+    model: str = setting("smollm2-135m-instruct", short="-m",
+                         help="Model spec: built-in name, .gguf file, local directory or hub id.")
+    dtype: str = setting("float32", help="Weights' dtype: float32 | bfloat16 | float16 (fp32/bf16/fp16 accepted).")
+    device: str = setting("auto", choices=DEVICES, help="auto (cuda when available) | cpu | cuda.")
+    mixed_precision: str = setting("no", choices=MIXED_PRECISIONS,
+                                   help="Autocast: no | bf16 | fp16 (bf16 is faster on CPUs with AMX and on GPUs).")
+
+    def validate(self):
+        self.dtype = normalize_dtype(self.dtype)
+
+
+@dataclass(kw_only=True)
+class SamplingArgs(Settings):
+    """How responses are sampled."""
+
+    temperature: float = setting(0.7, help="Sampling temperature (0: greedy).", check=non_negative)
+    top_p: float = setting(0.9, help="Nucleus sampling mass.", check=unit_interval)
+    max_new_tokens: int = setting(256, help="Tokens per response at most.", check=positive)
+
+
+@dataclass(kw_only=True)
+class RunArgs(Settings):
+    """Where the output goes and how the run behaves."""
+
+    out: str = setting(None, short="-o", required=True, help="Output path; a rerun resumes into it.")
+    seed: int = setting(0, help="Random seed.")
+    overwrite: bool = setting(False, help="Start afresh instead of resuming into an existing output.")
+
+
+# ------------------------------------------------------------------ building from YAML + overrides
+
+def flag_of(f: dataclasses.Field) -> str:
+    """The CLI flag of a field: its ``flag`` metadata or ``--field-name``."""
+    return (f.metadata or {}).get("flag") or "--" + f.name.replace("_", "-")
+
+
+def load_yaml_settings(path: str | Path, cls: type) -> dict:
+    """Read a YAML mapping of ``cls`` fields; an unknown field or non-mapping names the file and line.
+
+    Raises ConfigError ``path:line: field: problem``.
+    """
+    import yaml
+
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError("config", f"cannot read: {e.strerror or e}", where=str(path)) from e
+    try:
+        node = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise ConfigError("config", f"not valid YAML: {getattr(e, 'problem', e)}", where=where) from e
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError("config", f"expected a mapping of {cls.__name__} settings, got {type(data).__name__}",
+                          where=f"{path}:1")
+    lines = {}
+    for key_node, _ in getattr(node, "value", []):
+        lines[key_node.value] = key_node.start_mark.line + 1
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    for k in data:
+        if k not in known:
+            near = _closest(str(k), list(known))
+            hint = f"; did you mean {near}?" if near else ""
+            raise ConfigError(str(k), f"not a setting of {cls.__name__}{hint}", where=f"{path}:{lines.get(k, 1)}")
+    return {k: (v, f"{path}:{lines.get(k, 1)}") for k, v in data.items()}
+
+
+def build_config(cls: type, yaml_path: str | Path | None = None, **overrides):
+    """``cls`` from its defaults < the YAML file < ``overrides`` (None values are ignored).
+
+    A validation error raised for a field set in the YAML file names the file and line.
+    """
+    values: dict = {}
+    where: dict = {}
+    if yaml_path:
+        for k, (v, w) in load_yaml_settings(yaml_path, cls).items():
+            values[k], where[k] = v, w
+    for k, v in overrides.items():
+        if v is not None:
+            values[k] = v
+            where.pop(k, None)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(unknown[0], f"not a setting of {cls.__name__}")
+    try:
+        return cls(**values)
+    except ConfigError as e:
+        if e.where is None and e.field in where:
+            raise ConfigError(e.field, e.problem, where=where[e.field]) from None
+        raise
+
+
+def dump_yaml(cfg) -> str:
+    """The config as YAML (the file ``--config`` reads back)."""
+    import yaml
+
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+
+
+# ------------------------------------------------------------------ helpers
+
+def _hints(cls: type) -> dict:
+    try:
+        return typing.get_type_hints(cls)
+    except Exception:  # pragma: no cover - unresolvable annotation: skip coercion
+        return {}
+
+
+def _coerce(name: str, value, hint):
+    """YAML/CLI values to the field's type: '3' -> 3 for int, 'a,b' -> ['a', 'b'] for list[str]."""
+    if value is None or hint is None:
+        return value
+    origin = typing.get_origin(hint)
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)) and len(args) == 1:
+        hint, origin, args = args[0], typing.get_origin(args[0]), list(typing.get_args(args[0]))
+    try:
+        if hint is bool:
+            if isinstance(value, str):
+                low = value.lower()
+                if low in ("true", "yes", "1", "on"):
+                    return True
+                if low in ("false", "no", "0", "off"):
+                    return False
+                raise ValueError(value)
+            if not isinstance(value, bool):
+                raise ValueError(value)
+            return value
+        if hint is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError(value)
+            return int(value)
+        if hint is float:
+            if isinstance(value, bool):
+                raise ValueError(value)
+            return float(value)
+        if hint is str:
+            if isinstance(value, (dict, list)):
+                raise ValueError(value)
+            return str(value)
+        if origin is list:
+            if isinstance(value, str):
+                value = [s.strip() for s in value.split(",") if s.strip()]
+            if not isinstance(value, (list, tuple)):
+                raise ValueError(value)
+            return [str(v) if args and args[0] is str else v for v in value]
+    except (TypeError, ValueError):
+        tname = getattr(hint, "__name__", str(hint))
+        raise ConfigError(name, f"expected {tname}, got {value!r}") from None
+    return value
+
+
+def _plain(v):
+    if isinstance(v, Path):
+        return str(v)
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    if isinstance(v, dict):
+        return {k: _plain(x) for k, x in v.items()}
+    return v
+
+
+def _closest(word: str, names: list[str]) -> str | None:
+    import difflib
+
+    m = difflib.get_close_matches(word, names, n=1, cutoff=0.6)
+    return m[0] if m else None
