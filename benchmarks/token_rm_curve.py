@@ -38,7 +38,7 @@ def _cli(*args: str) -> list[str]:
 def pool_size(a) -> int:
     """Usable pairs in the training pool (what ``--limit`` subsets), counted as the trainer counts them."""
     from finealign.models import load_tokenizer
-    from finealign.train.token_rm_data import build_pair_examples, load_edit_sources
+    from finealign.models.token_rm_data import build_pair_examples, load_edit_sources
 
     pairs, _ = build_pair_examples(load_edit_sources(a.train), load_tokenizer(a.model), a.max_length)
     return len(pairs)
@@ -51,10 +51,10 @@ def run_one(a, loss: str, size: int) -> dict:
     if done.exists():
         return json.loads(done.read_text())
     cmd = _cli("train", "token-rm", "--out", str(out), "--model", a.model, "--loss", loss,
-               "--max-steps", str(a.steps), "--batch-size", str(a.batch), "--max-length", str(a.max_length),
-               "--full", "--top-layers", str(a.top_layers), "--lr", str(a.lr), "--warmup-steps", str(a.warmup),
+               "--steps", str(a.steps), "--batch-size", str(a.batch), "--max-length", str(a.max_length),
+               "--no-lora", "--top-layers", str(a.top_layers), "--lr", str(a.lr), "--warmup-steps", str(a.warmup),
                "--save-every", str(a.steps // 2), "--log-every", "10", "--eval-every", "0",
-               "--seed", str(a.seed), "--mixed-precision", a.mixed_precision, "--no-progress")
+               "--seed", str(a.seed), "--mixed-precision", a.mixed_precision, "--quiet")
     for d in a.train:
         cmd += ["--data", d]
     if size:
@@ -69,7 +69,7 @@ def run_one(a, loss: str, size: int) -> dict:
         path = out / f"eval_{key}.json"
         if not path.exists():
             subprocess.run(_cli("eval-token-rm", str(out), "--data", src, "--max-length", str(a.max_length),
-                                "--mixed-precision", a.mixed_precision, "--no-progress", "--output", str(path)),
+                                "--mixed-precision", a.mixed_precision, "--quiet", "--out", str(path)),
                            check=True, stdout=subprocess.DEVNULL)
         m = json.loads(path.read_text())
         res["eval"][key] = {k: m.get(k) for k in ("n_pairs", "pairwise_acc", "pairwise_acc_mean", "length_acc",

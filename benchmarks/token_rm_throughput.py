@@ -27,7 +27,7 @@ import torch
 
 
 def _pairs(args, tok):
-    from finealign.train.token_rm_data import build_pair_examples, load_edit_source
+    from finealign.models.token_rm_data import build_pair_examples, load_edit_source
 
     recs = load_edit_source(args.data)
     pairs, _ = build_pair_examples(recs[: args.steps * args.batch * 2], tok, args.max_length)
@@ -39,20 +39,20 @@ def run_ours(args, tmp: Path) -> dict:
     from finealign.data.io import write_jsonl
     from finealign.models import load_tokenizer
 
-    from finealign.train.token_rm_data import load_edit_source
+    from finealign.models.token_rm_data import load_edit_source
 
     tok = load_tokenizer(args.model)
     pairs = _pairs(args, tok)
     by_id = {r.id: r for r in load_edit_source(args.data)[: args.steps * args.batch * 2]}
     write_jsonl(tmp / "pairs.jsonl", [by_id[p.id] for p in pairs])  # exactly the pairs TRL gets
     cfg = TokenRMConfig(data=[str(tmp / "pairs.jsonl")], out=str(tmp / "ours"), model=args.model, loss="seq_bt",
-                        lora=False, top_layers=args.top_layers, max_steps=args.steps, batch_size=args.batch,
+                        lora=False, top_layers=args.top_layers, steps=args.steps, batch_size=args.batch,
                         learning_rate=args.lr, lr_schedule="constant", max_length=args.max_length,
                         log_every=args.steps, save_every=0, eval_every=0, seed=args.seed)
-    res = train_token_rm(cfg, show_progress=False)
+    res = train_token_rm(cfg)
     ev = [json.loads(l) for l in (tmp / "ours" / "metrics.jsonl").read_text().splitlines()]
     last = [e for e in ev if e["event"] == "train"][-1]
-    return {"tokens": res.train_tokens, "tokens_per_s": last["tokens_per_s"], "final_loss": last["loss"], "pairs": len(pairs)}
+    return {"tokens": res.details["train_tokens"], "tokens_per_s": last["tokens_per_s"], "final_loss": last["loss"], "pairs": len(pairs)}
 
 
 def run_trl(args, tmp: Path) -> dict:

@@ -111,3 +111,20 @@ def test_every_cli_verb_error_is_one_line(tmp_path, capsys):
     code = run_cli(["train", "ppo", "--prompts", "p.jsonl", "--out", tmp_path / "x", "--granularity", "word"])
     err = capsys.readouterr().err.strip()
     assert code == 1 and err == "error: granularity: 'word' is not one of token, sequence"
+
+
+def test_deprecated_key_in_constructor_yaml_and_overrides(tmp_path):
+    with pytest.warns(FutureWarning, match="max_steps is deprecated .* use steps"):
+        assert Demo(out="o", max_steps=4).steps == 4  # renamed_fields: --max-steps -> max_steps
+    y = tmp_path / "c.yaml"
+    y.write_text("out: o\nmax_steps: 5\n")
+    seen = []
+    assert build_config(Demo, y, warn=seen.append).steps == 5 and f"{y}:2: max_steps is deprecated" in seen[0]
+    y.write_text("out: o\nmax_steps: 5\nsteps: 6\n")
+    with pytest.raises(ConfigError, match="give steps only"):
+        build_config(Demo, y, warn=seen.append)
+
+
+def test_help_shows_defaults_and_brackets():
+    res = CliRunner(env={"COLUMNS": "300", "TERMINAL_WIDTH": "300"}).invoke(_app([]), ["demo", "--help"])
+    assert "[default: 10]" in res.output and "[required]" not in res.output.split("--steps")[1].split("\n")[0]

@@ -157,7 +157,7 @@ def test_run_edits_flag_failures_resume(tmp_path):
     inp = _jsonl(tmp_path / "pairs.jsonl", PAIRS)
     out = tmp_path / "edits.jsonl"
     replies = {"p1": "The capital of France is Paris.", "p2": "", "p4": None}
-    stats = run_edits(ScriptedEditor(replies), inp, out, progress=False)
+    stats = run_edits(ScriptedEditor(replies), inp, out)
     assert (stats.inputs, stats.skipped_empty, stats.attempted, stats.written, stats.failed) == (4, 1, 3, 1, 2)
     assert stats.failure_reasons == {"empty": 1, "error": 1}
     rec = _read(out)[0]
@@ -168,14 +168,14 @@ def test_run_edits_flag_failures_resume(tmp_path):
     assert sorted(f["id"] for f in _read(failed_path(out))) == ["p2", "p4"]
     # rerun: only the failed ones are sent again; now they succeed; the failed file goes away
     ed = ScriptedEditor({"p2": "Red is a primary colour of paint.", "p4": "Two plus two is five."})
-    stats = run_edits(ed, inp, out, progress=False)
+    stats = run_edits(ed, inp, out)
     assert sorted(ed.seen) == ["p2", "p4"] and stats.retried_failed == 2 and stats.done_before == 1
     assert stats.this_run.unchanged == 1 and stats.total.total == 3 and stats.total.ok == 2
     assert not failed_path(out).exists() and stats.failed_file is None
     assert sorted(r["id"] for r in _read(out)) == ["p1", "p2", "p4"]
     # a third run has nothing to do
     ed = ScriptedEditor({})
-    assert run_edits(ed, inp, out, progress=False).attempted == 0 and ed.seen == []
+    assert run_edits(ed, inp, out).attempted == 0 and ed.seen == []
 
 
 def test_run_edits_drop_and_limit(tmp_path):
@@ -183,14 +183,14 @@ def test_run_edits_drop_and_limit(tmp_path):
     out = tmp_path / "edits.jsonl"
     replies = {"p1": "Completely different words here now entirely.", "p2": "Red is a primary colour of paint."}
     cfg = EditJobConfig(MinimalityConfig(0.5, "drop"), limit=2)
-    stats = run_edits(ScriptedEditor(replies), inp, out, cfg, progress=False)
+    stats = run_edits(ScriptedEditor(replies), inp, out, cfg)
     assert (stats.selected, stats.written, stats.dropped) == (2, 1, 1)
     assert [r["id"] for r in _read(out)] == ["p2"]
     dropped = _read(dropped_path(out))
     assert [r["id"] for r in dropped] == ["p1"] and dropped[0]["meta"]["minimality"] == TOO_LARGE
     # dropped edits are done: a rerun without limit sends only p4
     ed = ScriptedEditor({"p4": "Two plus two is four."})
-    stats = run_edits(ed, inp, out, EditJobConfig(MinimalityConfig(0.5, "drop")), progress=False)
+    stats = run_edits(ed, inp, out, EditJobConfig(MinimalityConfig(0.5, "drop")))
     assert ed.seen == ["p4"] and stats.total.total == 3 and stats.total.too_large == 1
 
 
@@ -199,11 +199,11 @@ def test_interrupted_run_keeps_finished_work(tmp_path):
     out = tmp_path / "edits.jsonl"
     replies = {"p1": "The capital of France is Paris.", "p2": None, "p4": "Two plus two is four."}
     with pytest.raises(KeyboardInterrupt):
-        run_edits(ScriptedEditor(replies, stop_after=2), inp, out, progress=False)
+        run_edits(ScriptedEditor(replies, stop_after=2), inp, out)
     assert [r["id"] for r in _read(out)] == ["p1"]  # finished before the interrupt: kept
     assert [f["id"] for f in _read(failed_path(out))] == ["p2"]  # failure recorded too
     ed = ScriptedEditor({**replies, "p2": "Red is a primary colour of paint."})
-    stats = run_edits(ed, inp, out, progress=False)
+    stats = run_edits(ed, inp, out)
     assert sorted(ed.seen) == ["p2", "p4"] and stats.written == 2
     assert sorted(r["id"] for r in _read(out)) == ["p1", "p2", "p4"]
 
@@ -211,9 +211,9 @@ def test_interrupted_run_keeps_finished_work(tmp_path):
 def test_output_must_be_jsonl_and_differ_from_input(tmp_path):
     inp = _jsonl(tmp_path / "pairs.jsonl", PAIRS)
     with pytest.raises(FinealignError, match="must be a .jsonl"):
-        run_edits(ScriptedEditor({}), inp, tmp_path / "x.json", progress=False)
+        run_edits(ScriptedEditor({}), inp, tmp_path / "x.json")
     with pytest.raises(FinealignError, match="must differ"):
-        run_edits(ScriptedEditor({}), inp, inp, progress=False)
+        run_edits(ScriptedEditor({}), inp, inp)
 
 
 # ----------------------------------------------------------------------------------------- local editor
@@ -283,7 +283,7 @@ def test_openai_editor_needs_key_without_base_url(monkeypatch):
 def test_default_model_as_local_editor(smol, tmp_path):
     inp = _jsonl(tmp_path / "pairs.jsonl", [PAIRS[0], PAIRS[3]])
     out = tmp_path / "edits.jsonl"
-    stats = run_edits(LocalEditor(smol, max_new_tokens=24, batch_size=2), inp, out, progress=False)
+    stats = run_edits(LocalEditor(smol, max_new_tokens=24, batch_size=2), inp, out)
     recs = _read(out)
     assert stats.written == len(recs) and stats.written + stats.failed == 2
     for r in recs:

@@ -9,7 +9,6 @@ import torch
 
 from finealign.errors import DataError, FinealignError
 from finealign.rewards import load_scorer
-from finealign.rewards.direct import EmptyResponseError
 from finealign.rewards.followups import DEFAULT_DIMS, default_followups_path, load_followups
 
 PROMPTS = ["What is the capital of France?", [{"role": "system", "content": "Be brief."},
@@ -117,10 +116,15 @@ def test_long_context_keeps_the_response_end_warns_and_counts(tiny):
     assert (vals[:1] - naive).abs().max() < TOL
 
 
-def test_empty_response_is_a_clear_error(tiny):
-    with pytest.raises(EmptyResponseError, match="response 1 is empty") as e:
-        _flr(tiny).score(PROMPTS[:2], ["fine", "  "])
-    assert e.value.index == 1
+def test_empty_response_is_scored_as_it_is(tiny):
+    """An empty response is a real answer (a model that said nothing): FLR scores it, and the
+    follow-ups after it are the pmi prior's (the same empty assistant turn)."""
+    sc = _flr(tiny, ",mode=loglik")
+    got = sc.followup_values(PROMPTS[:1], [""])
+    prior = _flr(tiny, ",mode=pmi")
+    assert torch.isfinite(got).all()
+    # pmi of the empty response = l(f | x, "") - l(f | x, "") = 0 for every follow-up
+    assert prior.followup_values(PROMPTS[:1], [""]).abs().max() < 1e-5
 
 
 def test_default_followup_set_is_the_papers():

@@ -63,8 +63,8 @@ def test_cli_trains_tiny_model(tmp_path):
             for w in ("the sea", "France", "a fox", "poems")]
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "fu"
-    assert run_cli(["train", "followup-sft", "--model", "tiny-random", "--data", data, "--out", out, "--full",
-                    "--max-steps", "2", "--batch-size", "2", "--lr", "1e-2", "--max-length", "256"]) == 0
+    assert run_cli(["train", "followup-sft", "--model", "tiny-random", "--data", data, "--out", out, "--no-lora",
+                    "--steps", "2", "--batch-size", "2", "--lr", "1e-2", "--max-length", "256"]) == 0
     meta = json.loads((out / "finealign_train.json").read_text())
     assert meta["steps"] == 2 and meta["trainer"] == "followup-sft"
     base, _ = load_model("tiny-random")
@@ -91,7 +91,7 @@ def test_followup_sft_default_model_lora_step(tmp_path):
     """One LoRA step on the real default model with 2 Prometheus feedback examples (< 60 s)."""
     from finealign.train.followup_sft import FollowupSFTConfig, train_followup
 
-    cfg = FollowupSFTConfig(data="prometheus-vicuna", out=tmp_path / "fu", limit=2, max_steps=1, batch_size=2,
+    cfg = FollowupSFTConfig(data="prometheus-vicuna", out=tmp_path / "fu", limit=2, steps=1, batch_size=2,
                             max_length=512)
     res = train_followup(cfg)
     assert res.steps == 1 and (tmp_path / "fu" / "adapter_config.json").exists()

@@ -172,7 +172,7 @@ def _write_prompts(path, n):
 
 def test_generate_file_writes_k_per_prompt_and_resumes_identically(tiny, tmp_path):
     prompts = _write_prompts(tmp_path / "p.jsonl", 5)
-    kw = dict(k=3, temperature=1.0, max_new_tokens=6, seed=1, batch_size=4, progress=False)
+    kw = dict(k=3, temperature=1.0, max_new_tokens=6, seed=1, batch_size=4)
     full = tmp_path / "full.jsonl"
     st = generate_file(tiny, prompts, full, **kw)
     rows = _lines(full)
@@ -186,6 +186,7 @@ def test_generate_file_writes_k_per_prompt_and_resumes_identically(tiny, tmp_pat
     part = tmp_path / "part.jsonl"
     lines = full.read_text().splitlines(keepends=True)
     part.write_text("".join(lines[:7]) + lines[7][:20])
+    (tmp_path / "part.jsonl.manifest.json").write_text((tmp_path / "full.jsonl.manifest.json").read_text())
     st2 = generate_file(tiny, prompts, part, **kw)
     assert st2.skipped == 7 and st2.responses_written == 8
     assert part.read_text() == full.read_text()
@@ -199,7 +200,7 @@ def test_generate_file_counts_empty_completions(tiny_fresh, tmp_path):
     prompts = _write_prompts(tmp_path / "p.jsonl", 2)
     hook = model.lm_head.register_forward_hook(_ForceEos(tok.eos_token_id, [0, 1], after=0))
     try:
-        st = generate_file((model, tok), prompts, tmp_path / "o.jsonl", k=1, max_new_tokens=4, progress=False)
+        st = generate_file((model, tok), prompts, tmp_path / "o.jsonl", k=1, max_new_tokens=4)
     finally:
         hook.remove()
     rows = _lines(tmp_path / "o.jsonl")
@@ -233,7 +234,7 @@ def test_bad_prompts_file_names_line_and_field_and_writes_nothing(tiny, tmp_path
     p.write_bytes(content)
     out = tmp_path / "out.jsonl"
     with pytest.raises(DataError) as e:
-        generate_file(tiny, p, out, k=1, max_new_tokens=2, progress=False)
+        generate_file(tiny, p, out, k=1, max_new_tokens=2)
     assert str(e.value).startswith(str(p)) and where in str(e.value)
     assert not out.exists()
 
@@ -248,7 +249,15 @@ def test_default_model_greedy_capital_of_france(smol):
     assert "<|im_end|>" not in a and b != a
 
 
-def test_prompt_longer_than_context_warns(tiny):
+def test_prompt_longer_than_context_loses_its_oldest_context(tiny):
+    """docs/long-inputs.md: the oldest context is cut to leave max_new_tokens of room (it used to only warn)."""
+    from finealign.generation import generate_completions, render_prompt
+
     model, tok = tiny  # max_position_embeddings 1024
-    with pytest.warns(UserWarning, match=r"1 prompt\(s\) .* context of 1024 tokens \(first: prompt 1,"):
-        generate_batch(model, tok, ["hi", "word " * 1100], max_new_tokens=4)
+    cuts = []
+    out = generate_completions(model, tok, ["hi", "word " * 1100], max_new_tokens=4, temperature=0,
+                               on_cut=lambda i, n: cuts.append((i, n)))
+    n_long = len(tok(render_prompt(tok, "word " * 1100), add_special_tokens=False)["input_ids"])
+    assert [i for i, _ in cuts] == [1] and n_long - cuts[0][1] <= 1024 - 4 and len(out) == 2
+    with pytest.raises(FinealignError, match="leaves"):  # no room left for any prompt
+        generate_completions(model, tok, ["hi"], max_new_tokens=1020)

@@ -43,9 +43,11 @@ def test_label_records_dpo_and_kto_counts():
     recs = _responses([["a", "aaa", "aa"], ["xx", "yy"], ["b", "bbbbb"], ["only", ""]])
     score = lambda rs: [float(len(r.completion)) for r in rs]  # noqa: E731 (length)
     rows, st = label_records(recs, score, LabelConfig(format="dpo", margin=1.0))
-    # group 0: 3 - 1 = 2 > 1 kept; group 1: tie; group 2: 5 - 1 = 4 kept; group 3: one non-empty response
-    assert st.prompts == 4 and st.written == 2 and st.dropped == {"tie": 1, "fewer than 2 responses": 1,
-                                                                   "empty response": 1}
+    # group 0: 3 - 1 = 2 > 1 kept; group 1: tie; group 2: 5 - 1 = 4 kept; group 3: "only" (4) vs the
+    # empty response (0, scored as it is): 4 - 0 = 4 > 1 kept
+    assert st.prompts == 4 and st.written == 3 and st.dropped == {"tie": 1} and st.empty == 1
+    assert (rows[2]["chosen"], rows[2]["rejected"]) == ([{"role": "assistant", "content": "only"}],
+                                                        [{"role": "assistant", "content": ""}])
     assert rows[0]["chosen"] == [{"role": "assistant", "content": "aaa"}]
     assert rows[0]["rejected"] == [{"role": "assistant", "content": "a"}]
     assert rows[0]["prompt"] == [{"role": "user", "content": "question 0"}]
@@ -78,6 +80,8 @@ def test_cli_end_to_end_tiny(tmp_path):
     # rerun as KTO from the cached scores: the same per-prompt ranking decides the labels
     kto = tmp_path / "kto.jsonl"
     (tmp_path / "kto.jsonl.scores.jsonl").write_text(cache.read_text())
+    manifest = tmp_path / "pairs.jsonl.scores.jsonl.manifest.json"  # the cache's record of its scorer
+    (tmp_path / "kto.jsonl.scores.jsonl.manifest.json").write_text(manifest.read_text())
     assert run_cli(["label", "--scorer", "flr:tiny-random", src, kto, "--format", "kto", "-q"]) == 0
     labeled = [json.loads(x) for x in kto.read_text().splitlines()]
     best = {p.id: p.chosen for p in pairs}

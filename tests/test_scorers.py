@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -10,7 +11,6 @@ import torch
 from conftest import run_cli
 from finealign.errors import FinealignError
 from finealign.rewards import load_scorer
-from finealign.rewards.direct import EmptyResponseError
 
 PROMPTS = ["What is the capital of France?", [{"role": "user", "content": "hi"}]]
 RESPONSES = ["Paris is the capital.", "Hello there, friend!"]
@@ -40,8 +40,8 @@ def test_direct_token_scores_cover_the_response(tiny):
     assert len(ts.token_ids) == len(ts.rewards) == len(ts.offsets) > 0
     assert "".join(RESPONSES[0][s:e] for s, e in ts.offsets) == RESPONSES[0]
     assert abs(sum(ts.rewards) / len(ts.rewards) - sc.score(PROMPTS[:1], RESPONSES[:1])[0]) < 1e-6
-    with pytest.raises(EmptyResponseError):
-        sc.score(["x"], [""])
+    (empty,) = sc.score(["x"], [""])  # an empty response is scored: log p(ending the turn at once)
+    assert math.isfinite(empty) and empty < 0
 
 
 @pytest.fixture(scope="module")
@@ -108,10 +108,10 @@ def test_cli_score_pairs_and_ratings(tmp_path):
 
 
 def test_cli_score_bad_input_writes_nothing(tmp_path, capsys):
-    inp = _write(tmp_path / "in.jsonl", [{"prompt": "a", "completion": "fine"}, {"prompt": "b", "completion": " "}])
+    inp = _write(tmp_path / "in.jsonl", [{"prompt": "a", "completion": "fine"}, {"prompt": " ", "completion": "x"}])
     out = tmp_path / "out.jsonl"
     assert run_cli(["score", "--scorer", "length", inp, out, "-q"]) == 1
-    assert f"{inp}:2: completion: empty response" in capsys.readouterr().err
+    assert f"{inp}:2: prompt: empty" in capsys.readouterr().err  # an empty prompt stays an error
     assert not out.exists()
     good = _write(tmp_path / "g.jsonl", [{"prompt": "a", "completion": "fine"}])
     assert run_cli(["score", "--scorer", "nosuch:x", good, out, "-q"]) == 1

@@ -258,7 +258,7 @@ def test_retries_backoff_timeouts_failures_and_resume(tmp_path):
     out = tmp_path / "edits.jsonl"
     with serve_in_thread(faults.app()) as url:
         ed = OpenAIEditor("m", base_url=url, api_key="k", concurrency=5, retries=2, timeout=0.4, backoff=0.01)
-        stats = run_edits(ed, inp, out, progress=False)
+        stats = run_edits(ed, inp, out)
         assert (stats.attempted, stats.written, stats.failed) == (5, 2, 3)
         assert stats.failure_reasons == {"http_500": 1, "empty": 1, "timeout": 1}
         # flaky: two 429s then success (3 calls); broken and slow: 1 try + 2 retries; empty: not retried
@@ -272,7 +272,7 @@ def test_retries_backoff_timeouts_failures_and_resume(tmp_path):
         # rerun after the endpoint recovers: only the three failures are sent again
         faults.healed = True
         faults.calls.clear()
-        stats = run_edits(ed, inp, out, progress=False)
+        stats = run_edits(ed, inp, out)
         assert (stats.done_before, stats.attempted, stats.retried_failed, stats.written, stats.failed) == (2, 3, 3, 3, 0)
         assert faults.calls == {"broken": 1, "empty": 1, "slow": 1}
         assert not failed_path(out).exists() and len(_read(out)) == 5
@@ -286,11 +286,11 @@ def test_concurrency_limit_and_connection_refused(tmp_path):
     inp = _jsonl(tmp_path / "pairs.jsonl", rows)
     with serve_in_thread(faults.app()) as url:
         ed = OpenAIEditor("m", base_url=url, api_key="k", concurrency=2, retries=0, timeout=5)
-        stats = run_edits(ed, inp, tmp_path / "a.jsonl", progress=False)
+        stats = run_edits(ed, inp, tmp_path / "a.jsonl")
         assert stats.written == 6 and faults.max_inflight == 2
     # a port nobody listens on (the server above has stopped): connection errors are counted, not raised
     ed = OpenAIEditor("m", base_url=url, api_key="k", retries=1, backoff=0.01, timeout=2)
-    stats = run_edits(ed, inp, tmp_path / "b.jsonl", progress=False)
+    stats = run_edits(ed, inp, tmp_path / "b.jsonl")
     assert stats.failed == 6 and stats.failure_reasons == {"connection": 6}
 
 
@@ -304,7 +304,7 @@ def test_fatal_status_raises_after_keeping_work(tmp_path):
     with serve_in_thread(app) as url:
         ed = OpenAIEditor("m", base_url=url, api_key="k", retries=3, backoff=0.01)
         with pytest.raises(EditorFatal, match="refused the API key"):
-            run_edits(ed, _jsonl(tmp_path / "p.jsonl", PAIRS), tmp_path / "o.jsonl", progress=False)
+            run_edits(ed, _jsonl(tmp_path / "p.jsonl", PAIRS), tmp_path / "o.jsonl")
 
 
 def test_cli_serve_bad_address_fails_before_loading(capsys):

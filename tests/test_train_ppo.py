@@ -130,8 +130,8 @@ def test_resume_equals_uninterrupted(tmp_path):
     train_ppo(part)  # resumes from the step-1 checkpoint
     a, b = strip_timing(metrics(Path(full.out))), strip_timing(metrics(Path(part.out)))
     assert a == b
-    wa = torch.load(Path(full.out) / "checkpoint" / "state.pt", weights_only=False)["trainable"]
-    wb = torch.load(Path(part.out) / "checkpoint" / "state.pt", weights_only=False)["trainable"]
+    wa = torch.load(Path(full.out) / "checkpoint" / "trainable.pt")
+    wb = torch.load(Path(part.out) / "checkpoint" / "trainable.pt")
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
@@ -151,12 +151,12 @@ def test_token_and_sequence_differ_only_in_placement(tmp_path, tiny):
     assert torch.allclose(tok_r.sum(1), seq_r.sum(1))
     assert (tok_r[0] != 0).sum() > 1 and (seq_r != 0).sum(1).tolist() == [1, 1]
     # end to end: same seed -> the same first rollouts and scores; only the update differs
-    t = train_ppo(cfg(tmp_path, "tok", steps=1, granularity="token")).last
-    s = train_ppo(cfg(tmp_path, "seq", steps=1, granularity="sequence")).last
+    t = train_ppo(cfg(tmp_path, "tok", steps=1, granularity="token")).metrics
+    s = train_ppo(cfg(tmp_path, "seq", steps=1, granularity="sequence")).metrics
     assert t["score"] == s["score"] and t["response_length"] == s["response_length"] and t["kl"] == s["kl"]
     assert t["vf_loss"] != s["vf_loss"]  # same values, different returns: the reward moved
-    wt = torch.load(tmp_path / "tok" / "checkpoint" / "state.pt", weights_only=False)["trainable"]
-    ws = torch.load(tmp_path / "seq" / "checkpoint" / "state.pt", weights_only=False)["trainable"]
+    wt = torch.load(tmp_path / "tok" / "checkpoint" / "trainable.pt")
+    ws = torch.load(tmp_path / "seq" / "checkpoint" / "trainable.pt")
     assert any(not torch.equal(wt[k], ws[k]) for k in wt)
 
 
@@ -207,10 +207,10 @@ def test_trim_padding_keeps_outputs(tiny):
 
 
 def test_recompute_and_bf16_options(tmp_path):
-    g = train_ppo(cfg(tmp_path, "gen", steps=1)).last
-    r = train_ppo(cfg(tmp_path, "rec", steps=1, old_logprobs="recompute")).last
+    g = train_ppo(cfg(tmp_path, "gen", steps=1)).metrics
+    r = train_ppo(cfg(tmp_path, "rec", steps=1, old_logprobs="recompute")).metrics
     assert g["score"] == r["score"] and abs(g["kl"] - r["kl"]) < 1e-4  # same rollout, pi_old equal to rounding
-    b = train_ppo(cfg(tmp_path, "bf16", steps=2, mixed_precision="bf16")).last
+    b = train_ppo(cfg(tmp_path, "bf16", steps=2, mixed_precision="bf16")).metrics
     assert math.isfinite(b["kl"]) and math.isfinite(b["vf_loss"])
     with pytest.raises(FinealignError, match="old_logprobs"):
         cfg(tmp_path, "bad", old_logprobs="cached")
@@ -219,7 +219,7 @@ def test_recompute_and_bf16_options(tmp_path):
 def test_no_lora_separate_critic_adaptive_kl(tmp_path):
     c = cfg(tmp_path, "full", steps=2, lora=False, value_model="separate", kl_estimator="k3", kl_target=0.5,
             kl_horizon=10, lr_schedule="cosine", warmup_steps=1, ent_coef=0.01)
-    rows = train_ppo(c).last
+    rows = train_ppo(c).metrics
     assert rows["kl"] >= 0  # k3 is never negative
     first = metrics(Path(c.out))[0]
     assert rows["kl_coef"] != first["kl_coef"]  # the adaptive controller moved beta
@@ -231,8 +231,8 @@ def test_robustness_nan_reward_and_long_prompts(tmp_path):
     res = train_ppo(c, scorer=NaNOnce())
     rows = metrics(Path(c.out))
     assert rows[0].get("skipped") is True and "score" in rows[1]
-    assert res.counters.skipped_batches == 1
-    assert res.counters.truncated_prompts == 4  # every MT-Bench prompt is longer than 8 tokens; 2 steps x 2
+    assert res.details["counters"]["skipped_batches"] == 1
+    assert res.details["counters"]["truncated_prompts"] == 4  # every MT-Bench prompt is longer than 8 tokens; 2 steps x 2
 
 
 def test_broken_scorer_and_bad_config(tmp_path, capsys):

@@ -28,8 +28,8 @@ def _data(tmp_path, extra=()):
 
 def _args(data, out, *more):
     return ["train", "token-rm", "--data", data, "--eval-data", data, "--model", "tiny-random", "--out", out,
-            "--max-steps", "4", "--batch-size", "2", "--lr", "5e-2", "--max-length", "64", "--eval-every", "2",
-            "--save-every", "1", "--log-every", "1", "--no-progress", "--full", "--top-layers", "1", *more]
+            "--steps", "4", "--batch-size", "2", "--lr", "5e-2", "--max-length", "64", "--eval-every", "2",
+            "--save-every", "1", "--log-every", "1", "--quiet", "--no-lora", "--top-layers", "1", *more]
 
 
 def test_train_changes_parameters_and_counts_skips(tmp_path, capsys):
@@ -81,10 +81,10 @@ def test_resume_gives_same_final_metrics(tmp_path, capsys):
 
 def test_eval_cli_and_token_cls(tmp_path, capsys):
     data = _data(tmp_path)
-    assert run_cli(_args(data, tmp_path / "rm", "--loss", "token_cls", "--max-steps", "2")) == 0
+    assert run_cli(_args(data, tmp_path / "rm", "--loss", "token_cls", "--steps", "2")) == 0
     capsys.readouterr()
     assert run_cli(["eval-token-rm", tmp_path / "rm", "--data", f"{data}[:4]", "--max-length", "64",
-                    "--output", tmp_path / "ev.json", "--no-progress"]) == 0
+                    "--out", tmp_path / "ev.json", "--quiet"]) == 0
     res = json.loads((tmp_path / "ev.json").read_text())
     assert res["n_pairs"] == 4 and res["pairs"]["records"] == 4
     assert res["n_changed"] > 0 and 0.0 <= res["token_auroc"] <= 1.0
@@ -95,24 +95,24 @@ def test_limit_counts_usable_pairs(tmp_path, capsys):
     bad = [{"prompt": "Same?", "original": "Identical.", "edited": "Identical."},
            {"prompt": "Spaces?", "original": "a b", "edited": "a  b"}]
     data = _data(tmp_path, bad)
-    assert run_cli(_args(data, tmp_path / "rm", "--limit", "5", "--max-steps", "1")) == 0
+    assert run_cli(_args(data, tmp_path / "rm", "--limit", "5", "--steps", "1")) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["train_pairs"]["kept"] == 6 and summary["trained_on_pairs"] == 5
 
 
 def test_eval_bf16_close_to_fp32(tmp_path, capsys):
     data = _data(tmp_path)
-    assert run_cli(_args(data, tmp_path / "rm", "--max-steps", "2")) == 0
+    assert run_cli(_args(data, tmp_path / "rm", "--steps", "2")) == 0
     capsys.readouterr()
     res = {}
     for mp in ("no", "bf16"):
-        assert run_cli(["eval-token-rm", tmp_path / "rm", "--data", data, "--max-length", "64", "--no-progress",
-                        "--mixed-precision", mp, "--output", tmp_path / f"{mp}.json"]) == 0
+        assert run_cli(["eval-token-rm", tmp_path / "rm", "--data", data, "--max-length", "64", "--quiet",
+                        "--mixed-precision", mp, "--out", tmp_path / f"{mp}.json"]) == 0
         res[mp] = json.loads((tmp_path / f"{mp}.json").read_text())
     assert res["bf16"]["n_pairs"] == res["no"]["n_pairs"] == 6
     assert abs(res["bf16"]["mean_margin"] - res["no"]["mean_margin"]) < 0.1 * max(1.0, abs(res["no"]["mean_margin"]))
     assert run_cli(["eval-token-rm", tmp_path / "rm", "--data", data, "--mixed-precision", "fp8"]) == 1
-    assert "mixed-precision" in capsys.readouterr().err
+    assert "mixed_precision" in capsys.readouterr().err
 
 
 def test_bad_input_fails_cleanly(tmp_path, capsys):
@@ -124,3 +124,28 @@ def test_bad_input_fails_cleanly(tmp_path, capsys):
     bad.write_text('{"prompt": "p", "original": "o", "edited": "e"}\n{"prompt": "p", "edited": "e"}\n')
     assert run_cli(_args(bad, tmp_path / "y")) == 1
     assert "bad.jsonl:2: original" in capsys.readouterr().err
+
+
+def test_old_flag_spellings_still_work_with_a_deprecation_message(tmp_path, capsys):
+    """--max-steps, --no-progress, --full (train) and --output (eval) are the previous release's spellings."""
+    data = _data(tmp_path)
+    assert run_cli(["train", "token-rm", "--data", data, "--model", "tiny-random", "--out", tmp_path / "rm",
+                    "--max-steps", "1", "--batch-size", "2", "--max-length", "64", "--no-progress", "--full",
+                    "--top-layers", "1"]) == 0
+    cap = capsys.readouterr()
+    assert json.loads(cap.out)["step"] == 1
+    cfg = json.loads((tmp_path / "rm" / "train_config.json").read_text())
+    assert cfg["max_steps"] == 1 and cfg["lora"] is False  # the first release's names (old runs resume)
+    for old, new in (("--max-steps", "--steps"), ("--no-progress", "--quiet"), ("--full", "--no-lora")):
+        assert f"{old} is deprecated" in cap.err and f"use {new}" in cap.err
+    assert run_cli(["eval-token-rm", tmp_path / "rm", "--data", data, "--max-length", "64", "--quiet",
+                    "--output", tmp_path / "ev.json"]) == 0
+    assert "--output is deprecated" in capsys.readouterr().err and (tmp_path / "ev.json").exists()
+    y = tmp_path / "old.yaml"
+    y.write_text("max_steps: 2\n")
+    from finealign.config import build_config
+    from finealign.train.token_rm_config import TokenRMConfig
+
+    seen = []
+    cfg = build_config(TokenRMConfig, y, warn=seen.append, data=[str(data)], out="o")
+    assert cfg.steps == 2 and "old.yaml:1: max_steps is deprecated" in seen[0]

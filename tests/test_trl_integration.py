@@ -38,12 +38,14 @@ def test_conversational_format_passes_messages():
     assert sc.calls[0] == ([[{"role": "user", "content": "hi"}]], ["aa"])
 
 
-def test_empty_completion_gets_batch_minimum_without_calling_scorer_on_it():
+def test_empty_completion_is_scored_as_it_is_unless_a_fixed_reward_is_given():
     sc = CountScorer()
     f = as_reward_func(sc)
-    assert f(prompts=["p", "p", "p"], completions=["aaa", "", "a"]) == [3.0, 1.0, 1.0]  # min(3, 1) = 1
-    assert sc.calls[0][1] == ["aaa", "a"]
-    assert as_reward_func(sc, empty_reward=-5.0)(prompts=["p"], completions=[" "]) == [-5.0]
+    assert f(prompts=["p", "p", "p"], completions=["aaa", "", "a"]) == [3.0, 0.0, 1.0]  # "" has 0 a's
+    assert sc.calls[0][1] == ["aaa", "", "a"]
+    g = as_reward_func(sc, empty_reward=-5.0)
+    assert g(prompts=["p", "p"], completions=[" ", "aa"]) == [-5.0, 2.0]
+    assert sc.calls[-1][1] == ["aa"]  # the fixed reward is not asked of the scorer
 
 
 def test_spec_string_and_length():

@@ -2,8 +2,9 @@
 
 Every verb's settings are one ``@dataclass(kw_only=True)`` built from :func:`setting` fields (each
 carries its help text, and optionally its CLI flag, short flag, deprecated spellings and choices).
-Shared parts are composed from the common dataclasses below (:class:`ModelArgs`,
-:class:`SamplingArgs`, :class:`RunArgs`) by inheritance. Validation lives in ``validate`` methods:
+Shared parts are composed from the common dataclasses below (:class:`ModelArgs` = model, dtype,
+device, mixed precision; its parts :class:`ModelLoadArgs` and :class:`DeviceArgs`;
+:class:`SamplingArgs`; :class:`RunArgs`) by inheritance. Validation lives in ``validate`` methods:
 :class:`Settings` runs the ``validate`` of every class in the MRO that defines one, so a composed
 config checks each part once, and every problem is a :class:`~finealign.errors.ConfigError`
 ``field: problem``.
@@ -53,19 +54,23 @@ def normalize_dtype(value: str) -> str:
 
 
 def setting(default: Any = MISSING, *, help: str, flag: str | None = None, short: str | None = None,
-            deprecated: tuple[str, ...] = (), choices: tuple | None = None, positional: bool = False,
-            required: bool = False, cli: bool = True, default_factory: Callable | None = None,
-            check: Callable[[Any], str | None] | None = None) -> Any:
+            deprecated: tuple[str, ...] = (), deprecated_off: tuple[str, ...] = (), choices: tuple | None = None,
+            positional: bool = False, required: bool = False, cli: bool = True, metavar: str | None = None,
+            default_factory: Callable | None = None, check: Callable[[Any], str | None] | None = None) -> Any:
     """A documented dataclass field.
 
     ``help``: the doc shown by ``--help``; ``flag``: the CLI flag (default ``--field-name``);
     ``short``: e.g. ``-o``; ``deprecated``: old flag spellings that still work for one release and
-    print a deprecation message; ``choices``: allowed values (checked by :class:`Settings`);
-    ``positional``: a CLI argument instead of an option; ``required``: must be set by YAML or flag
-    (the default is then ``None``); ``cli``: False keeps it YAML-only (internal knobs);
-    ``check``: a function returning a problem string (or None) for the value.
+    print a deprecation message (an old ``--long-name`` is also accepted as the YAML key
+    ``long_name``, see :func:`renamed_fields`); ``deprecated_off``: old flags that set a boolean
+    field to False (``--full`` for ``--no-lora``); ``choices``: allowed values (checked by
+    :class:`Settings`); ``positional``: a CLI argument instead of an option; ``required``: must be
+    set by YAML or flag (the default is then ``None``); ``cli``: False keeps it YAML-only (internal
+    knobs); ``metavar``: the value's name in ``--help`` (e.g. ``OUT.jsonl``); ``check``: a function
+    returning a problem string (or None) for the value.
     """
-    meta = {"help": help, "flag": flag, "short": short, "deprecated": tuple(deprecated), "choices": choices,
+    meta = {"help": help, "flag": flag, "short": short, "deprecated": tuple(deprecated),
+            "deprecated_off": tuple(deprecated_off), "choices": choices, "metavar": metavar,
             "positional": positional, "required": required, "cli": cli, "check": check}
     if required and default is MISSING and default_factory is None:
         default = None
@@ -88,8 +93,20 @@ def unit_interval(v) -> str | None:
     return None if v is None or 0 <= v <= 1 else f"must lie in [0, 1], got {v}"
 
 
+class _SettingsMeta(type):
+    """Lets a config be constructed with a deprecated field name (:func:`renamed_fields`) for one
+    release: ``TokenRMConfig(max_steps=5)`` is ``TokenRMConfig(steps=5)`` after a ``FutureWarning``."""
+
+    def __call__(cls, *args, **kwargs):
+        renamed = renamed_fields(cls) if dataclasses.is_dataclass(cls) else {}
+        for old in [k for k in kwargs if k in renamed]:
+            new = _rename(old, renamed[old], kwargs, None, _deprecation_warning)
+            kwargs[new] = kwargs.pop(old)
+        return super().__call__(*args, **kwargs)
+
+
 @dataclass(kw_only=True)
-class Settings:
+class Settings(metaclass=_SettingsMeta):
     """Base of every config: runs field checks, then each class's ``validate`` in MRO order."""
 
     def __post_init__(self):
@@ -126,18 +143,31 @@ class Settings:
 # ------------------------------------------------------------------ common parts
 
 @dataclass(kw_only=True)
-class ModelArgs(Settings):
-    """Which model, in which dtype, on which device, with which autocast."""
+class DeviceArgs(Settings):
+    """In which dtype, on which device a model runs (for verbs whose model is named otherwise, e.g. an
+    editor or scorer spec)."""
 
-    model: str = setting("smollm2-135m-instruct", short="-m",
-                         help="Model spec: built-in name, .gguf file, local directory or hub id.")
     dtype: str = setting("float32", help="Weights' dtype: float32 | bfloat16 | float16 (fp32/bf16/fp16 accepted).")
     device: str = setting("auto", choices=DEVICES, help="auto (cuda when available) | cpu | cuda.")
-    mixed_precision: str = setting("no", choices=MIXED_PRECISIONS,
-                                   help="Autocast: no | bf16 | fp16 (bf16 is faster on CPUs with AMX and on GPUs).")
 
     def validate(self):
         self.dtype = normalize_dtype(self.dtype)
+
+
+@dataclass(kw_only=True)
+class ModelLoadArgs(DeviceArgs):
+    """Which model, in which dtype, on which device (inference verbs without autocast)."""
+
+    model: str = setting("smollm2-135m-instruct", short="-m",
+                         help="Model spec: built-in name, .gguf file, local directory or hub id.")
+
+
+@dataclass(kw_only=True)
+class ModelArgs(ModelLoadArgs):
+    """Which model, in which dtype, on which device, with which autocast."""
+
+    mixed_precision: str = setting("no", choices=MIXED_PRECISIONS,
+                                   help="Autocast: no | bf16 | fp16 (bf16 is faster on CPUs with AMX and on GPUs).")
 
 
 @dataclass(kw_only=True)
@@ -165,9 +195,43 @@ def flag_of(f: dataclasses.Field) -> str:
     return (f.metadata or {}).get("flag") or "--" + f.name.replace("_", "-")
 
 
-def load_yaml_settings(path: str | Path, cls: type) -> dict:
+_RENAMED: dict[type, dict[str, str]] = {}
+
+
+def renamed_fields(cls: type) -> dict[str, str]:
+    """{old key: field name}: every deprecated ``--long-flag`` of a field read as a key (``--max-steps``
+    -> ``max_steps``). YAML files, :func:`build_config` and the constructor accept the old key for one
+    release, with a deprecation message."""
+    if cls not in _RENAMED:
+        names = {f.name for f in dataclasses.fields(cls)}
+        out = {}
+        for f in dataclasses.fields(cls):
+            for old in (f.metadata or {}).get("deprecated", ()):
+                key = old[2:].replace("-", "_") if old.startswith("--") else None
+                if key and key not in names:
+                    out[key] = f.name
+        _RENAMED[cls] = out
+    return _RENAMED[cls]
+
+
+def _deprecation_warning(message: str) -> None:
+    import warnings
+
+    warnings.warn(message.removeprefix("warning: "), FutureWarning, stacklevel=4)
+
+
+def _rename(key: str, new: str, values: dict, where: str | None, warn: Callable[[str], None]) -> str:
+    if new in values:
+        raise ConfigError(key, f"give {new} only ({key} is its deprecated name)", where=where)
+    warn(f"warning: {where + ': ' if where else ''}{key} is deprecated and will be removed in the next release; "
+         f"use {new}")
+    return new
+
+
+def load_yaml_settings(path: str | Path, cls: type, warn: Callable[[str], None] | None = None) -> dict:
     """Read a YAML mapping of ``cls`` fields; an unknown field or non-mapping names the file and line.
 
+    A deprecated key (:func:`renamed_fields`) is read as its field after ``warn(message)``.
     Raises ConfigError ``path:line: field: problem``.
     """
     import yaml
@@ -193,26 +257,40 @@ def load_yaml_settings(path: str | Path, cls: type) -> dict:
     for key_node, _ in getattr(node, "value", []):
         lines[key_node.value] = key_node.start_mark.line + 1
     known = {f.name: f for f in dataclasses.fields(cls)}
-    for k in data:
-        if k not in known:
+    renamed = renamed_fields(cls)
+    out: dict = {}
+    for k, v in data.items():
+        where = f"{path}:{lines.get(k, 1)}"
+        if k in renamed:
+            out[_rename(str(k), renamed[k], data, where, warn or _deprecation_warning)] = (v, where)
+        elif k not in known:
             near = _closest(str(k), list(known))
             hint = f"; did you mean {near}?" if near else ""
-            raise ConfigError(str(k), f"not a setting of {cls.__name__}{hint}", where=f"{path}:{lines.get(k, 1)}")
-    return {k: (v, f"{path}:{lines.get(k, 1)}") for k, v in data.items()}
+            raise ConfigError(str(k), f"not a setting of {cls.__name__}{hint}", where=where)
+        else:
+            out[k] = (v, where)
+    return out
 
 
-def build_config(cls: type, yaml_path: str | Path | None = None, **overrides):
+def build_config(cls: type, yaml_path: str | Path | None = None, *, warn: Callable[[str], None] | None = None,
+                 **overrides):
     """``cls`` from its defaults < the YAML file < ``overrides`` (None values are ignored).
 
-    A validation error raised for a field set in the YAML file names the file and line.
+    A validation error raised for a field set in the YAML file names the file and line. Deprecated
+    keys (:func:`renamed_fields`) are read as their field after ``warn(message)`` (default: a
+    ``FutureWarning``).
     """
+    warn = warn or _deprecation_warning
     values: dict = {}
     where: dict = {}
     if yaml_path:
-        for k, (v, w) in load_yaml_settings(yaml_path, cls).items():
+        for k, (v, w) in load_yaml_settings(yaml_path, cls, warn).items():
             values[k], where[k] = v, w
+    renamed = renamed_fields(cls)
     for k, v in overrides.items():
         if v is not None:
+            if k in renamed:
+                k = _rename(k, renamed[k], {n: x for n, x in overrides.items() if x is not None}, None, warn)
             values[k] = v
             where.pop(k, None)
     known = {f.name for f in dataclasses.fields(cls)}
@@ -225,6 +303,12 @@ def build_config(cls: type, yaml_path: str | Path | None = None, **overrides):
         if e.where is None and e.field in where:
             raise ConfigError(e.field, e.problem, where=where[e.field]) from None
         raise
+
+
+def part(cfg, cls: type):
+    """The ``cls`` part of a composed config: a ``cls`` built from ``cfg``'s values of ``cls``'s fields
+    (e.g. the library's ``LabelConfig`` of the ``label`` verb's settings)."""
+    return cls(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(cls) if f.init})
 
 
 def dump_yaml(cfg) -> str:
@@ -275,6 +359,10 @@ def _coerce(name: str, value, hint):
             if isinstance(value, (dict, list)):
                 raise ValueError(value)
             return str(value)
+        if hint is Path:
+            if isinstance(value, (dict, list, bool)):
+                raise ValueError(value)
+            return Path(value)
         if origin is list:
             if isinstance(value, str):
                 value = [s.strip() for s in value.split(",") if s.strip()]

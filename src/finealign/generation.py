@@ -20,61 +20,28 @@ models) with a key/value cache. Notation: B rows, T tokens, V vocabulary.
 
 from __future__ import annotations
 
-import hashlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
 import torch
 
-from .data.records import FieldError, Prompt, as_messages, check_prompt, prompt_text
-from .errors import DataError, FinealignError
+from .core.sampling import inverse_cdf_sample, next_tokens, row_seed, top_p_filter
+from .data.prompts import PromptItem, read_prompts
+from .data import chat
+from .data.records import Prompt
+from .errors import FinealignError
+
+__all__ = ["FINISH_LENGTH", "FINISH_STOP", "Completion", "GenerateStats", "PromptItem", "decode_rows",
+           "decode_steps", "generate_batch", "generate_completions", "generate_file", "inverse_cdf_sample",
+           "read_prompts", "render_prompt", "row_seed", "stop_token_ids", "tie_generate_output", "top_p_filter"]
 
 FINISH_STOP = "stop"
 FINISH_LENGTH = "length"
 
-
-# --------------------------------------------------------------------------- pure sampling math
-
-
-def top_p_filter(probs: torch.Tensor, top_p: float) -> torch.Tensor:
-    """Nucleus filtering: keep the smallest set of most likely tokens whose mass reaches ``top_p``.
-
-    probs: (B, V) rows summing to 1. Returns (B, V) renormalised rows; a token is kept when the
-    mass of the tokens strictly more likely than it is below ``top_p`` (so the top token always is).
-    """
-    if top_p >= 1.0:
-        return probs
-    sorted_p, order = torch.sort(probs, dim=-1, descending=True)
-    mass_before = torch.cumsum(sorted_p, dim=-1) - sorted_p
-    sorted_p = torch.where(mass_before < top_p, sorted_p, torch.zeros_like(sorted_p))
-    kept = torch.zeros_like(probs).scatter(-1, order, sorted_p)
-    return kept / kept.sum(dim=-1, keepdim=True)
-
-
-def inverse_cdf_sample(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    """Draw one token per row: the first index whose cumulative probability reaches ``u * total``.
-
-    probs: (B, V) non-negative; u: (B,) uniform in [0, 1). Returns (B,) long token ids. Tokens of
-    zero probability are never drawn.
-    """
-    cdf = torch.cumsum(probs, dim=-1)
-    target = (u.to(cdf.dtype) * cdf[:, -1]).unsqueeze(-1)
-    idx = torch.searchsorted(cdf, target, right=True).squeeze(-1)
-    idx = idx.clamp(max=probs.shape[-1] - 1)
-    # right=True skips zero-probability tokens whose cdf equals the target; guard the top edge
-    zero = probs.gather(-1, idx.unsqueeze(-1)).squeeze(-1) <= 0
-    if zero.any():
-        idx = torch.where(zero, probs.argmax(dim=-1), idx)
-    return idx
-
-
-def row_seed(seed: int, prompt_id: str, sample: int) -> int:
-    """A stable 63-bit seed for one (prompt, sample) row; independent of Python's hash salt."""
-    digest = hashlib.sha256(f"{seed}\x1f{prompt_id}\x1f{sample}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+ProgressFn = Callable[[int, int, str], None]  # on_progress(done, total, info)
 
 
 # --------------------------------------------------------------------------- decoding loop
@@ -104,10 +71,9 @@ def stop_token_ids(model, tokenizer) -> list[int]:
 
 
 def render_prompt(tokenizer, prompt: Prompt) -> str:
-    """The prompt as model input text: the chat template with the assistant turn opened."""
-    if getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template(as_messages(prompt), tokenize=False, add_generation_prompt=True)
-    return prompt_text(prompt)
+    """The prompt as model input text: ``data.chat.render_prompt`` (the chat template with the
+    assistant turn opened; a prompt that already carries the template is used as it is)."""
+    return chat.render_prompt(tokenizer, prompt)
 
 
 def _model_device(model) -> torch.device:
@@ -124,7 +90,62 @@ def _accepts_logits_to_keep(model) -> bool:
         return False
 
 
-@torch.no_grad()
+@torch.no_grad()  # torch re-enters no_grad on every resume of a generator function
+def decode_steps(
+    model,
+    tokenizer,
+    texts: Sequence[str],
+    seeds: Sequence[int] | None,
+    *,
+    temperature: float,
+    top_p: float,
+    max_new_tokens: int,
+    min_new_tokens: int = 0,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The decoding loop: one left-padded batch of B rendered prompts, decoded with a key/value cache.
+
+    Yields, once per step, ``(next_ids, active)``: (B,) long token ids and (B,) bool, True for the
+    rows that had not produced a stop token before this step. ``seeds`` gives each row its own
+    ``torch.Generator`` (one uniform draw per row and step, see ``core.sampling.next_tokens``);
+    ``seeds=None`` decodes greedily. Stop tokens are masked out for the first ``min_new_tokens``
+    steps. The loop ends after ``max_new_tokens`` steps or once every row has stopped (the caller
+    may also stop iterating early). Raises ``FinealignError`` for a
+    batch of several rows whose tokenizer does not pad on the left.
+    """
+    if len(texts) > 1 and tokenizer.padding_side != "left":
+        raise FinealignError("generation needs a tokenizer with padding_side='left'")
+    from transformers import DynamicCache
+
+    from .models.compat import cache_kwargs
+
+    dev = _model_device(model)
+    enc = tokenizer(list(texts), return_tensors="pt", padding=True, add_special_tokens=False)
+    mask = enc["attention_mask"].to(dev)  # (B, T)
+    B = mask.shape[0]
+    stops = torch.tensor(stop_token_ids(model, tokenizer), device=dev, dtype=torch.long)
+    gens = None if seeds is None else [torch.Generator(device=dev).manual_seed(int(s)) for s in seeds]
+    extra = {"logits_to_keep": 1} if _accepts_logits_to_keep(model) else {}
+    cache = DynamicCache()
+    step_ids = enc["input_ids"].to(dev)  # (B, T)
+    step_pos = (mask.long().cumsum(-1) - 1).clamp(min=0)  # (B, T)
+    stopped = torch.zeros(B, dtype=torch.bool, device=dev)
+    for t in range(max_new_tokens):
+        out = model(input_ids=step_ids, attention_mask=mask, position_ids=step_pos, use_cache=True,
+                    **cache_kwargs(model, cache), **extra)  # the cache is updated in place
+        logits = out.logits[:, -1, :].float()  # (B, V)
+        if t < min_new_tokens and len(stops):
+            logits[:, stops] = float("-inf")
+        u = None if gens is None else torch.stack([torch.rand((), generator=g, device=dev) for g in gens])
+        nxt = next_tokens(logits, u, temperature=temperature, top_p=top_p)  # (B,)
+        yield nxt, ~stopped
+        stopped = stopped | torch.isin(nxt, stops)
+        if bool(stopped.all()):
+            return
+        step_ids = nxt.unsqueeze(-1)
+        step_pos = step_pos[:, -1:] + 1
+        mask = torch.cat([mask, torch.ones((B, 1), dtype=mask.dtype, device=dev)], dim=-1)
+
+
 def decode_rows(
     model,
     tokenizer,
@@ -143,53 +164,25 @@ def decode_rows(
     ``seeds`` gives each row its own generator (ignored under greedy decoding). A row stops at its
     first stop token (not part of the text) or after ``max_new_tokens``; stop tokens are masked
     out for the first ``min_new_tokens`` steps. ``on_step(n)`` is called with the number of rows
-    that produced a token in each step.
+    that produced a token in each step. Raises ``FinealignError`` unless the tokenizer pads on the left.
     """
     if tokenizer.padding_side != "left":
         raise FinealignError("generation needs a tokenizer with padding_side='left'")
-    dev = _model_device(model)
-    enc = tokenizer(list(texts), return_tensors="pt", padding=True, add_special_tokens=False)
-    ids = enc["input_ids"].to(dev)  # (B, T)
-    mask = enc["attention_mask"].to(dev)  # (B, T)
-    B = ids.shape[0]
-    stops = torch.tensor(stop_token_ids(model, tokenizer), device=dev, dtype=torch.long)
-    gens = None
-    if do_sample:
-        gens = [torch.Generator(device=dev).manual_seed(int(s)) for s in seeds]
-    extra = {"logits_to_keep": 1} if _accepts_logits_to_keep(model) else {}
-    from transformers import DynamicCache
-
-    cache = DynamicCache()
-    position = (mask.long().cumsum(-1) - 1).clamp(min=0)  # (B, T)
-    step_ids, step_pos = ids, position
-    out_tokens = torch.zeros((B, max_new_tokens), dtype=torch.long, device=dev)
-    lengths = torch.full((B,), max_new_tokens, dtype=torch.long, device=dev)
-    stopped = torch.zeros(B, dtype=torch.bool, device=dev)
-    for t in range(max_new_tokens):
-        out = model(input_ids=step_ids, attention_mask=mask, position_ids=step_pos, past_key_values=cache,
-                    use_cache=True, **extra)
-        cache = out.past_key_values
-        logits = out.logits[:, -1, :].float()  # (B, V)
-        if t < min_new_tokens and len(stops):
-            logits[:, stops] = float("-inf")
-        if do_sample:
-            probs = top_p_filter(torch.softmax(logits / temperature, dim=-1), top_p)
-            u = torch.stack([torch.rand((), generator=g, device=dev) for g in gens])  # (B,)
-            nxt = inverse_cdf_sample(probs, u)
-        else:
-            nxt = logits.argmax(dim=-1)
-        out_tokens[:, t] = nxt
-        is_stop = torch.isin(nxt, stops) & ~stopped
-        lengths = torch.where(is_stop, torch.full_like(lengths, t), lengths)
+    B = len(texts)
+    stops = torch.tensor(stop_token_ids(model, tokenizer), dtype=torch.long)
+    steps: list[torch.Tensor] = []
+    lengths = [max_new_tokens] * B
+    stopped = [False] * B
+    for t, (nxt, active) in enumerate(decode_steps(
+            model, tokenizer, texts, seeds if do_sample else None, temperature=temperature, top_p=top_p,
+            max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens)):
+        nxt, active = nxt.cpu(), active.cpu()
+        steps.append(nxt)
+        for i in (torch.isin(nxt, stops) & active).nonzero().flatten().tolist():
+            lengths[i], stopped[i] = t, True
         if on_step is not None:
-            on_step(int((~stopped).sum()))
-        stopped |= is_stop
-        if bool(stopped.all()):
-            break
-        step_ids = nxt.unsqueeze(-1)
-        step_pos = step_pos[:, -1:] + 1
-        mask = torch.cat([mask, torch.ones((B, 1), dtype=mask.dtype, device=dev)], dim=-1)
-    out_tokens, lengths, stopped = out_tokens.cpu(), lengths.cpu().tolist(), stopped.cpu().tolist()
+            on_step(int(active.sum()))
+    out_tokens = torch.stack(steps, dim=1) if steps else torch.zeros((B, 0), dtype=torch.long)  # (B, steps)
     result = []
     for i in range(B):
         toks = out_tokens[i, : lengths[i]].tolist()
@@ -212,24 +205,18 @@ def _check_sampling(temperature: float, top_p: float, max_new_tokens: int, do_sa
     return bool(do_sample)
 
 
-def _check_context(model, tokenizer, texts: Sequence[str], pids: Sequence[str], max_new_tokens: int) -> None:
-    """Warn, naming the prompts, when prompt + ``max_new_tokens`` exceeds the model's context.
+def fit_prompts(model, tokenizer, prompts: Sequence[Prompt], max_new_tokens: int) -> list:
+    """Each prompt fitted to the model's window minus ``max_new_tokens``, the oldest context cut first
+    (``models.window.fit_prompt``; docs/long-inputs.md). Returns ``models.window.Fitted`` per prompt.
+    Raises ``FinealignError`` when ``max_new_tokens`` leaves fewer than ``MIN_CONTEXT`` tokens."""
+    from .models.window import MIN_CONTEXT, fit_prompt, model_window
 
-    Only a warning: rotary-position models still run past it (with degraded quality).
-    """
-    import warnings
-
-    config = getattr(model, "config", None)
-    limit = getattr(config, "max_position_embeddings", None)
-    if not isinstance(limit, int):
-        return
-    lengths = [len(x) for x in tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
-    over = [(pid, n) for pid, n in zip(pids, lengths) if n + max_new_tokens > limit]
-    if over:
-        pid, n = over[0]
-        warnings.warn(f"{len(over)} prompt(s) + max_new_tokens {max_new_tokens} exceed the model's context of "
-                      f"{limit} tokens (first: prompt {pid}, {n} prompt tokens); expect degraded output",
-                      stacklevel=3)
+    window = model_window(model)
+    budget = 1 << 62 if window is None else window - max_new_tokens
+    if budget < MIN_CONTEXT:
+        raise FinealignError(f"max_new_tokens {max_new_tokens} leaves {budget} tokens of the model's {window}-token "
+                             f"window for the prompt; at least {MIN_CONTEXT} are needed")
+    return [fit_prompt(tokenizer, p, budget, render=lambda q: render_prompt(tokenizer, q)) for p in prompts]
 
 
 def generate_completions(
@@ -247,11 +234,17 @@ def generate_completions(
     do_sample: bool | None = None,
     prompt_ids: Sequence[str] | None = None,
     on_step: Callable[[int], None] | None = None,
+    on_cut: Callable[[int, int], None] | None = None,
+    batch_tokens: int | None = None,
 ) -> list[list[Completion]]:
     """``n`` completions (with finish reason and token count) per prompt, ``batch_size`` rows at a time.
 
     Row (i, j) is seeded from ``(seed, prompt_ids[i] or i, j)``; ``seed=None`` draws the base
-    seed from torch's global generator (so ``torch.manual_seed`` makes it reproducible).
+    seed from torch's global generator (so ``torch.manual_seed`` makes it reproducible). A prompt
+    longer than the model's window minus ``max_new_tokens`` loses its oldest context
+    (``fit_prompts``); ``on_cut(prompt index, tokens cut)`` reports each one. Rows are batched by
+    prompt length (``core.batching.length_batches``: at most ``batch_size`` rows and ``batch_tokens``
+    padded prompt tokens, default ``DEFAULT_BATCH_TOKENS``), so one long prompt runs alone.
     """
     sample = _check_sampling(temperature, top_p, max_new_tokens, do_sample)
     if n < 1 or batch_size < 1:
@@ -259,12 +252,17 @@ def generate_completions(
     if seed is None:
         seed = int(torch.randint(0, 2**62, (1,)).item())
     pids = [str(i) for i in range(len(prompts))] if prompt_ids is None else [str(p) for p in prompt_ids]
-    texts = [render_prompt(tokenizer, p) for p in prompts]
-    _check_context(model, tokenizer, texts, pids, max_new_tokens)
+    from .core.batching import DEFAULT_BATCH_TOKENS, length_batches
+
+    fitted = fit_prompts(model, tokenizer, prompts, max_new_tokens)
+    for i, f in enumerate(fitted):
+        if f.cut_tokens and on_cut is not None:
+            on_cut(i, f.cut_tokens)
+    texts = [render_prompt(tokenizer, f.prompt) for f in fitted]
     rows = [(i, j) for i in range(len(prompts)) for j in range(n)]
     out: list[list[Completion]] = [[None] * n for _ in prompts]  # type: ignore[list-item]
-    for start in range(0, len(rows), batch_size):
-        chunk = rows[start : start + batch_size]
+    for batch in length_batches([fitted[i].tokens for i, _ in rows], batch_size, batch_tokens or DEFAULT_BATCH_TOKENS):
+        chunk = [rows[b] for b in batch]
         comps = decode_rows(model, tokenizer, [texts[i] for i, _ in chunk],
                             [row_seed(seed, pids[i], j) for i, j in chunk], do_sample=sample,
                             temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
@@ -300,12 +298,6 @@ def generate_batch(
 
 
 @dataclass(frozen=True)
-class PromptItem:
-    id: str
-    prompt: Prompt
-
-
-@dataclass(frozen=True)
 class GenerateStats:
     """What one ``generate_file`` run did."""
 
@@ -316,54 +308,42 @@ class GenerateStats:
     truncated: int  # written completions that hit max_new_tokens (finish_reason "length")
     new_tokens: int  # tokens decoded by this run (a regenerated chunk's done rows included)
     seconds: float  # wall time spent decoding
+    prompts_cut: int = 0  # prompts of this run cut to fit the window (meta.prompt_cut_tokens on their lines)
 
     @property
     def tokens_per_s(self) -> float:
         return self.new_tokens / self.seconds if self.seconds > 0 else 0.0
 
 
-def read_prompts(path: str | Path) -> list[PromptItem]:
-    """Prompts of any prompt-bearing file (prompts, pairs, responses, ...), with stable ids.
-
-    A prompt's id is the record's ``prompt_id`` (response files) or ``id``, else its 1-based line
-    number. Records repeating an id with the same prompt (several responses to one prompt) are
-    read once; the same id with a different prompt is an error. Raises ``DataError`` naming
-    ``path:line: field``.
-    """
-    from .data.io import iter_objects
-
-    items: list[PromptItem] = []
-    seen: dict[str, tuple[int, Prompt]] = {}
-    for line, obj in iter_objects(path):
-        try:
-            prompt = check_prompt(obj.get("prompt"))
-            pid = None
-            for key in ("prompt_id", "id"):
-                v = obj.get(key)
-                if v is None:
-                    continue
-                if isinstance(v, bool) or not isinstance(v, (str, int)) or (isinstance(v, str) and not v.strip()):
-                    raise FieldError(key, f"expected a non-empty string or integer, got {v!r}")
-                pid = str(v)
-                break
-        except FieldError as e:
-            raise DataError(path, line, e.field, e.problem) from None
-        pid = str(line) if pid is None else pid
-        if pid in seen:
-            first_line, first_prompt = seen[pid]
-            if first_prompt != prompt:
-                raise DataError(path, line, "id", f"duplicate id {pid!r} (first at line {first_line}) with a different prompt")
-            continue
-        seen[pid] = (line, prompt)
-        items.append(PromptItem(pid, prompt))
-    if not items:
-        raise DataError(path, None, None, "no prompts in file")
-    return items
-
-
 def _model_name(model) -> str:
     base = getattr(model, "get_base_model", lambda: model)()
     return str(getattr(getattr(base, "config", None), "_name_or_path", "") or type(base).__name__)
+
+
+def tie_generate_output(out_path: str | Path, model, *, temperature: float, top_p: float, max_new_tokens: int,
+                        seed: int, dtype: str, backend: str = "transformers", overwrite: bool = False,
+                        check_only: bool = False) -> None:
+    """Tie a ``generate`` output to what makes its samples (``data.manifest``): the model's
+    fingerprint (a spec or a loaded model), the sampling settings, the dtype and the decoding
+    backend. Raises ``FinealignError`` naming every differing setting when ``out_path`` was made
+    otherwise; ``overwrite`` deletes it first; ``check_only`` refuses but writes nothing (a job that
+    computes first checks early). Every writer of generate outputs calls this."""
+    from .data.manifest import model_fingerprint, prepare_output
+    from .models.loading import DTYPES
+
+    dt = str(dtype).removeprefix("torch.")
+    dt = str(DTYPES.get(dt.lower(), dt)).removeprefix("torch.")  # fp32 and float32 are one setting
+    prepare_output(out_path, "generate", {
+        "model": model_fingerprint(model), "temperature": temperature, "top_p": top_p,
+        "max_new_tokens": max_new_tokens, "seed": seed, "dtype": dt, "backend": backend}, overwrite=overwrite,
+        check_only=check_only)
+
+
+def _response_line(rid: str, p: PromptItem, sample: int, c: Completion, model_name: str, cut: int = 0) -> dict:
+    meta = {"model": model_name, "finish_reason": c.finish_reason, "n_tokens": c.n_tokens}
+    if cut:
+        meta["prompt_cut_tokens"] = cut  # the oldest context tokens dropped to fit the window
+    return {"id": rid, "prompt_id": p.id, "sample": sample, "prompt": p.prompt, "completion": c.text, "meta": meta}
 
 
 def generate_file(
@@ -379,16 +359,24 @@ def generate_file(
     batch_size: int = 8,
     dtype: str = "float32",
     device: str = "auto",
-    progress: bool = True,
+    on_progress: ProgressFn | None = None,
+    overwrite: bool = False,
 ) -> GenerateStats:
     """Sample ``k`` completions for every prompt of ``prompts_path`` into ``out_path`` (JSONL).
 
     ``model`` is a model spec (loaded with ``dtype`` / ``device``) or a ``(model, tokenizer)`` pair.
     Each line: ``{"id": "<prompt_id>:<sample>", "prompt_id", "sample", "prompt", "completion",
-    "meta": {"model", "finish_reason", "n_tokens"}}``. The prompts file is validated in full
+    "meta": {"model", "finish_reason", "n_tokens"[, "prompt_cut_tokens"]}}`` (the last when the prompt
+    lost its oldest context to fit the window, docs/long-inputs.md). The prompts file is validated in full
     before anything is loaded or written. A rerun skips the ids already in ``out_path``; because
     prompts are processed in fixed chunks with per-row seeds, the finished file is the same as
-    that of an uninterrupted run with the same arguments.
+    that of an uninterrupted run with the same arguments. ``on_progress(done, total, info)`` is
+    called with responses done (skipped ones included) out of ``len(prompts) * k`` once before the
+    first chunk and after each chunk (``info``: decoding speed). ``out_path`` is tied to the model's
+    fingerprint and the sampling settings (``data.manifest``): a rerun with another model,
+    temperature, top-p, max-new-tokens, seed or dtype refuses to resume; ``overwrite`` starts afresh
+    (``k`` and the prompts may grow: more samples of the same settings extend the file). Raises
+    ``DataError`` for a bad prompts file and ``FinealignError`` for bad arguments.
     """
     from .data.io import JsonlAppender
 
@@ -403,13 +391,16 @@ def generate_file(
     def rid(pid: str, s: int) -> str:
         return f"{pid}:{s}"
 
+    sampling = dict(temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed)
     if isinstance(model, (tuple, list)):
         lm, tok = model
         name = _model_name(lm)
+        tie_generate_output(out_path, lm, dtype=str(next(lm.parameters()).dtype), overwrite=overwrite, **sampling)
     else:
         from .models import load_model
 
         name = str(model)
+        tie_generate_output(out_path, name, dtype=dtype, overwrite=overwrite, **sampling)
         lm, tok = load_model(name, dtype=dtype, device=device)
     if tok.padding_side != "left":
         tok.padding_side = "left"
@@ -419,42 +410,35 @@ def generate_file(
     total = len(items) * k
     written = empty = truncated = new_tokens = 0
     seconds = 0.0
+    cut_ids: set[str] = set()
     with JsonlAppender(out_path, key=lambda o: o["id"]) as app:
-        skipped = sum(rid(p.id, s) in app for p in items for s in range(k))
-        bar = None
-        if progress:
-            from .cli.common import progress as make_progress
-
-            bar = make_progress()
-            bar.start()
-            task = bar.add_task("generate", total=total, completed=skipped, info="")
-        try:
-            for chunk in chunks:
-                todo = [(p, s) for p in chunk for s in range(k) if rid(p.id, s) not in app]
-                if not todo:
-                    continue
-                t0 = time.perf_counter()
-                counted: list[int] = []
-                comps = generate_completions(
-                    lm, tok, [p.prompt for p in chunk], n=k, temperature=temperature, top_p=top_p,
-                    max_new_tokens=max_new_tokens, seed=seed, batch_size=batch_size,
-                    prompt_ids=[p.id for p in chunk], on_step=counted.append)
-                seconds += time.perf_counter() - t0
-                new_tokens += sum(counted)
-                by_id = {p.id: row for p, row in zip(chunk, comps)}
-                for p, s in todo:
-                    c = by_id[p.id][s]
-                    app.append({"id": rid(p.id, s), "prompt_id": p.id, "sample": s, "prompt": p.prompt,
-                                "completion": c.text,
-                                "meta": {"model": name, "finish_reason": c.finish_reason, "n_tokens": c.n_tokens}})
-                    written += 1
-                    empty += not c.text.strip()
-                    truncated += c.finish_reason == FINISH_LENGTH
-                if bar is not None:
-                    bar.update(task, advance=len(todo),
-                               info=f"{new_tokens / max(seconds, 1e-9):.1f} tok/s")
-        finally:
-            if bar is not None:
-                bar.stop()
+        skipped = done = sum(rid(p.id, s) in app for p in items for s in range(k))
+        if on_progress is not None:
+            on_progress(skipped, total, "")
+        for chunk in chunks:
+            todo = [(p, s) for p in chunk for s in range(k) if rid(p.id, s) not in app]
+            if not todo:
+                continue
+            t0 = time.perf_counter()
+            counted: list[int] = []
+            cuts: dict[str, int] = {}
+            comps = generate_completions(
+                lm, tok, [p.prompt for p in chunk], n=k, temperature=temperature, top_p=top_p,
+                max_new_tokens=max_new_tokens, seed=seed, batch_size=batch_size,
+                prompt_ids=[p.id for p in chunk], on_step=counted.append,
+                on_cut=lambda i, n_cut: cuts.__setitem__(chunk[i].id, n_cut))
+            seconds += time.perf_counter() - t0
+            new_tokens += sum(counted)
+            by_id = {p.id: row for p, row in zip(chunk, comps)}
+            for p, s in todo:
+                c = by_id[p.id][s]
+                app.append(_response_line(rid(p.id, s), p, s, c, name, cuts.get(p.id, 0)))
+                if p.id in cuts:
+                    cut_ids.add(p.id)
+                empty += not c.text.strip()
+                truncated += c.finish_reason == FINISH_LENGTH
+            written, done = written + len(todo), done + len(todo)
+            if on_progress is not None:
+                on_progress(done, total, f"{new_tokens / max(seconds, 1e-9):.1f} tok/s")
     return GenerateStats(prompts=len(items), responses_written=written, skipped=skipped, empty=empty,
-                         truncated=truncated, new_tokens=new_tokens, seconds=seconds)
+                         truncated=truncated, new_tokens=new_tokens, seconds=seconds, prompts_cut=len(cut_ids))

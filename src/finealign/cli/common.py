@@ -1,16 +1,18 @@
-"""Shared CLI helpers: consoles, progress bars, option types."""
+"""Shared CLI helpers: consoles and progress bars (options come from the config dataclasses, ``cli/options.py``)."""
 
 from __future__ import annotations
 
 import sys
+from contextlib import contextmanager
 
-import typer
 from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                            TimeRemainingColumn)
 
-console = Console(stderr=True)  # messages and progress go to stderr; results to stdout
-out = Console()
+# Messages and progress go to stderr, results to stdout. soft_wrap: a long line is one line (a terminal
+# wraps it at its edge; a log file or pipe keeps sentences whole instead of breaking them at 80 columns).
+console = Console(stderr=True, soft_wrap=True)
+out = Console(soft_wrap=True)
 
 
 def progress(disable: bool = False, **kw) -> Progress:
@@ -25,7 +27,22 @@ def progress(disable: bool = False, **kw) -> Progress:
     )
 
 
-ModelOpt = typer.Option("smollm2-135m-instruct", "--model", "-m",
-                        help="Model spec: built-in name, .gguf file, local directory or hub id.")
-DtypeOpt = typer.Option("float32", "--dtype", help="float32 | bfloat16 | float16")
-DeviceOpt = typer.Option("auto", "--device", help="cpu | cuda | auto")
+@contextmanager
+def progress_callback(label: str, *, disable: bool = False):
+    """A rich progress bar driven by a library callback ``on_progress(done, total, info)``.
+
+    Use ``with progress_callback("generate", disable=quiet) as cb: generate_file(..., on_progress=cb)``:
+    the library reports progress without importing the CLI.
+    """
+    with progress(disable=disable) as bar:
+        task = None
+
+        def update(done: int, total: int, info: str = "") -> None:
+            nonlocal task
+            if task is None:
+                task = bar.add_task(label, total=total, completed=done, info=info)
+            else:
+                bar.update(task, completed=done, total=total, info=info)
+
+        yield update
+

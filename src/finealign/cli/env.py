@@ -6,8 +6,9 @@ import importlib.metadata as md
 import json
 import os
 import platform
+from dataclasses import dataclass
 
-import typer
+from ..config import Settings, setting
 
 
 def environment() -> dict:
@@ -46,27 +47,37 @@ def environment() -> dict:
     return info
 
 
+@dataclass(kw_only=True)
+class EnvConfig(Settings):
+    """Print versions, device and dtype support, and cache paths."""
+
+    json: bool = setting(False, help="Print JSON instead of a table.")
+
+
+def run_env(cfg: EnvConfig, quiet: bool = False) -> None:
+    info = environment()
+    if cfg.json:
+        print(json.dumps(info, indent=2))
+        return
+    from rich.table import Table
+
+    from .common import out
+
+    t = Table(show_header=False, box=None)
+    t.add_row("finealign", info["finealign"])
+    t.add_row("python", f"{info['python']} ({info['platform']})")
+    for k, v in info["packages"].items():
+        t.add_row(k, v or "[red]not installed[/red]")
+    d = info["device"]
+    t.add_row("device", ("cuda: " + ", ".join(d["cuda_devices"])) if d["cuda"] else f"cpu ({d['cpu_threads']} threads)")
+    t.add_row("dtypes", "float32" + (", bfloat16" if d["bf16"] else "") + (", float16" if d["fp16"] else ""))
+    t.add_row("FINEALIGN_HOME", info["cache"]["FINEALIGN_HOME"])
+    for n, m in info["cache"]["models"].items():
+        t.add_row(f"model {n}", f"{m['path']} ({'pulled' if m['pulled'] else 'not pulled'})")
+    out.print(t)
+
+
 def register(app, **_):
-    @app.command("env")
-    def env_cmd(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")):
-        """Print versions, device and dtype support, and cache paths."""
-        info = environment()
-        if as_json:
-            print(json.dumps(info, indent=2))
-            return
-        from rich.table import Table
+    from .options import command_from_config
 
-        from .common import out
-
-        t = Table(show_header=False, box=None)
-        t.add_row("finealign", info["finealign"])
-        t.add_row("python", f"{info['python']} ({info['platform']})")
-        for k, v in info["packages"].items():
-            t.add_row(k, v or "[red]not installed[/red]")
-        d = info["device"]
-        t.add_row("device", ("cuda: " + ", ".join(d["cuda_devices"])) if d["cuda"] else f"cpu ({d['cpu_threads']} threads)")
-        t.add_row("dtypes", "float32" + (", bfloat16" if d["bf16"] else "") + (", float16" if d["fp16"] else ""))
-        t.add_row("FINEALIGN_HOME", info["cache"]["FINEALIGN_HOME"])
-        for n, m in info["cache"]["models"].items():
-            t.add_row(f"model {n}", f"{m['path']} ({'pulled' if m['pulled'] else 'not pulled'})")
-        out.print(t)
+    command_from_config(app, "env", EnvConfig, run_env)

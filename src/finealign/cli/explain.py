@@ -8,11 +8,11 @@ side), or a response file (``prompt/completion``, also KTO and rating files: one
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
-import typer
-
-from ..errors import FinealignError
+from ..config import Settings, non_negative, positive, setting
+from ..errors import ConfigError, FinealignError
 
 _SPEC_RE = re.compile(r"^[a-z][a-z0-9_-]*:")
 
@@ -158,19 +158,35 @@ def explain(token_rm: str, inp: Path, out_html: Path, *, limit: int | None = 20,
     return {"path": str(out_html), "records": len(items), "skipped": len(skipped), "tokens": n_tok}
 
 
+@dataclass(kw_only=True)
+class ExplainConfig(Settings):
+    """Render per-token rewards of a token reward model as a colour heatmap (HTML, optionally terminal)."""
+
+    input: str = setting(None, positional=True, required=True, metavar="IN",
+                         help="Edit (prompt/original/edited), pair or response file.")
+    out: str = setting(None, positional=True, required=True, metavar="OUT.html", help="HTML file to write.")
+    token_rm: str = setting(None, required=True, help="Token reward model directory (or a token scorer spec such as "
+                                                      "token-rm:DIR,pool=mean).")
+    limit: int = setting(20, short="-n", check=non_negative, help="Render the first N records (0 = all).")
+    terminal: bool = setting(False, help="Also print the heatmap to the terminal.")
+    diff: bool | None = setting(None, help="Outline changed tokens (default: edits yes, pairs no).")
+    center: str = setting("zero", help="Reward shown white: zero, median or a number.")
+    batch_size: int = setting(8, check=positive, help="Responses per scoring call.")
+
+    def validate(self):
+        if self.center not in ("zero", "median"):
+            try:
+                float(self.center)
+            except ValueError:
+                raise ConfigError("center", f"must be zero, median or a number, got {self.center!r}") from None
+
+
+def run_explain(cfg: ExplainConfig, quiet: bool = False) -> dict:
+    return explain(cfg.token_rm, Path(cfg.input), Path(cfg.out), limit=cfg.limit or None, terminal=cfg.terminal,
+                   diff=cfg.diff, center=cfg.center, batch_size=cfg.batch_size, quiet=quiet)
+
+
 def register(app, **_):
-    @app.command("explain")
-    def explain_cmd(
-        inp: Path = typer.Argument(..., metavar="IN", help="Edit (prompt/original/edited), pair or response file."),
-        out_html: Path = typer.Argument(..., metavar="OUT.html", help="HTML file to write."),
-        token_rm: str = typer.Option(..., "--token-rm", help="Token reward model directory (or a token scorer spec "
-                                                              "such as token-rm:DIR,pool=mean)."),
-        limit: int = typer.Option(20, "--limit", "-n", help="Render the first N records (0 = all)."),
-        terminal: bool = typer.Option(False, "--terminal", help="Also print the heatmap to the terminal."),
-        diff: bool = typer.Option(None, "--diff/--no-diff", help="Outline changed tokens (default: edits yes, pairs no)."),
-        center: str = typer.Option("zero", "--center", help="Reward shown white: zero, median or a number."),
-        batch_size: int = typer.Option(8, "--batch-size", help="Responses per scoring call."),
-    ):
-        """Render per-token rewards of a token reward model as a colour heatmap (HTML, optionally terminal)."""
-        explain(token_rm, inp, out_html, limit=limit or None, terminal=terminal, diff=diff, center=center,
-                batch_size=batch_size)
+    from .options import command_from_config
+
+    command_from_config(app, "explain", ExplainConfig, run_explain)

@@ -1,41 +1,77 @@
-"""``finealign generate``: sample k completions per prompt into a resumable JSONL file."""
+"""``finealign generate``: sample k completions per prompt into a resumable JSONL file.
+
+Flags are generated from :class:`GenerateConfig` (``--config`` reads the same fields from YAML).
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
-import typer
+from ..config import ModelLoadArgs, RunArgs, SamplingArgs, part, positive, setting
+from ..errors import ConfigError
+from ..pipeline.shards import EngineArgs
+from .engine_opts import shard_events
 
-from .common import DeviceOpt, DtypeOpt, ModelOpt
+BACKENDS = ("transformers", "vllm")
+
+
+@dataclass(kw_only=True)
+class GenerateConfig(ModelLoadArgs, SamplingArgs, RunArgs, EngineArgs):
+    """Sample K completions per prompt (chat template, batched, resumable) into OUT."""
+
+    prompts: str = setting(None, short="-p", required=True, help="Prompt-bearing file (.jsonl/.json/.csv/.parquet).")
+    out: str = setting(None, short="-o", required=True, help="Output JSONL of responses; a rerun resumes it.")
+    k: int = setting(4, short="-k", check=positive, help="Completions per prompt.")
+    seed: int = setting(0, help="Base seed; sample j of prompt p is seeded from (seed, p, j).")
+    batch_size: int = setting(8, check=positive, help="Sequences decoded together.")
+    overwrite: bool = setting(False, help="Start afresh instead of resuming into OUT (a rerun with another model or "
+                                          "sampling setting is refused without it).")
+    backend: str = setting("transformers", choices=BACKENDS,
+                           help="transformers | vllm (needs vLLM: Linux with a CUDA GPU; greedy text equal, sampled "
+                                "rows other draws).")
+
+    def validate(self):
+        if self.backend == "vllm" and self.engine == "ray":
+            raise ConfigError("backend", "vllm runs on one machine without --engine ray (vLLM shards over its own "
+                                         "GPUs)")
+
+
+def run_generate(cfg: GenerateConfig, quiet: bool = False) -> None:
+    from ..generation import generate_file
+    from .common import console, out as stdout, progress_callback
+
+    console.print(f"loading {cfg.model} ({cfg.dtype}) ...")
+    prompts, out = Path(cfg.prompts), Path(cfg.out)
+    sampling = dict(k=cfg.k, temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens,
+                    seed=cfg.seed)
+    with progress_callback("generate", disable=quiet) as on_progress:
+        if cfg.backend == "vllm":
+            from ..generation_vllm import vllm_generate_file
+
+            stats = vllm_generate_file(cfg.model, prompts, out, **sampling, dtype=cfg.dtype,
+                                       on_progress=on_progress, overwrite=cfg.overwrite)
+        elif cfg.engine == "ray":
+            from ..pipeline.sharded import generate_file_sharded
+
+            stats = generate_file_sharded(cfg.model, prompts, out, **sampling, batch_size=cfg.batch_size,
+                                          dtype=cfg.dtype, device=cfg.device, engine=part(cfg, EngineArgs),
+                                          on_progress=on_progress, on_event=shard_events(), overwrite=cfg.overwrite)
+        else:
+            stats = generate_file(cfg.model, prompts, out, **sampling, batch_size=cfg.batch_size,
+                                  dtype=cfg.dtype, device=cfg.device, on_progress=on_progress,
+                                  overwrite=cfg.overwrite)
+    stdout.print(
+        f"prompts: {stats.prompts}  responses written: {stats.responses_written}  "
+        f"skipped (already done): {stats.skipped}  empty: {stats.empty}  "
+        f"hit max-new-tokens: {stats.truncated}  tokens/s: {stats.tokens_per_s:.1f}  -> {out}",
+        soft_wrap=True, highlight=False)
+    if getattr(stats, "prompts_cut", 0):  # docs/long-inputs.md: the oldest context went first
+        stdout.print(f"prompts cut to fit the window: {stats.prompts_cut} (their oldest context; "
+                     "meta.prompt_cut_tokens on their lines)", soft_wrap=True, highlight=False)
 
 
 def register(app, **_):
-    @app.command("generate")
-    def generate_cmd(
-        model: str = ModelOpt,
-        prompts: Path = typer.Option(..., "--prompts", "-p", help="Prompt-bearing file (.jsonl/.json/.csv/.parquet)."),
-        out: Path = typer.Option(..., "--out", "-o", help="Output JSONL of responses; a rerun resumes it."),
-        k: int = typer.Option(4, "-k", "--k", help="Completions per prompt."),
-        temperature: float = typer.Option(0.7, "--temperature", help="0 = greedy."),
-        top_p: float = typer.Option(0.9, "--top-p"),
-        max_new_tokens: int = typer.Option(256, "--max-new-tokens"),
-        seed: int = typer.Option(0, "--seed", help="Base seed; sample j of prompt p is seeded from (seed, p, j)."),
-        batch_size: int = typer.Option(8, "--batch-size", help="Sequences decoded together."),
-        dtype: str = DtypeOpt,
-        device: str = DeviceOpt,
-        quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
-    ):
-        """Sample K completions per prompt (chat template, batched, resumable) into OUT."""
-        from ..generation import generate_file
-        from .common import console
-        from .common import out as stdout
+    from .options import command_from_config
 
-        console.print(f"loading {model} ({dtype}) ...")
-        stats = generate_file(model, prompts, out, k=k, temperature=temperature, top_p=top_p,
-                              max_new_tokens=max_new_tokens, seed=seed, batch_size=batch_size, dtype=dtype,
-                              device=device, progress=not quiet)
-        stdout.print(
-            f"prompts: {stats.prompts}  responses written: {stats.responses_written}  "
-            f"skipped (already done): {stats.skipped}  empty: {stats.empty}  "
-            f"hit max-new-tokens: {stats.truncated}  tokens/s: {stats.tokens_per_s:.1f}  -> {out}",
-            soft_wrap=True, highlight=False)
+    command_from_config(app, "generate", GenerateConfig, run_generate)

@@ -14,24 +14,49 @@ app = typer.Typer(name="finealign", no_args_is_help=True, add_completion=False, 
 models_app = typer.Typer(no_args_is_help=True, help="Pull and list built-in models.")
 data_app = typer.Typer(no_args_is_help=True, help="Convert public data sets and inspect data files.")
 train_app = typer.Typer(no_args_is_help=True, help="Trainers: token-rm, ppo, dpo, kto, followup-sft.")
+annotate_app = typer.Typer(no_args_is_help=True, help="Human minimal-edit annotation app: serve, add-annotator, export, stats.")
 app.add_typer(models_app, name="models")
 app.add_typer(data_app, name="data")
 app.add_typer(train_app, name="train")
+app.add_typer(annotate_app, name="annotate")
+eval_app = typer.Typer(no_args_is_help=True, help="Evaluations: winrate (win rate vs a reference, validated judge).")
+app.add_typer(eval_app, name="eval")
 
 # One module per verb; each defines register(app, models_app, data_app, train_app).
 VERB_MODULES = [
     "env", "models", "data", "generate", "quickstart", "score", "eval_rm", "label", "train_followup",
     "train_pref", "edit", "serve", "train_token_rm", "explain", "train_ppo",
+    "annotate", "eval_winrate", "run", "report", "sim",
 ]
 
 for _name in VERB_MODULES:
     importlib.import_module(f"finealign.cli.{_name}").register(app=app, models_app=models_app,
-                                                                data_app=data_app, train_app=train_app)
+                                                                data_app=data_app, train_app=train_app,
+                                                                annotate_app=annotate_app, eval_app=eval_app)
+
+
+def _run(argv: list[str] | None) -> None:
+    """Run the app; under ``-q``/``--quiet`` the libraries' own progress bars are off too. Deprecation
+    warnings that one library raises about another's calls (TRL calling transformers, PEFT calling
+    transformers, ...) are not the user's to act on: the CLI does not print them."""
+    import warnings
+
+    for category in (FutureWarning, DeprecationWarning):
+        warnings.filterwarnings("ignore", category=category,
+                                module=r"(transformers|trl|peft|accelerate|datasets|torch|huggingface_hub)(\.|$)")
+    args = sys.argv[1:] if argv is None else argv
+    if "-q" in args or "--quiet" in args or "--no-progress" in args:  # (--no-progress: deprecated)
+        from ..quiet import no_library_progress
+
+        with no_library_progress():
+            app(args=argv, standalone_mode=True)
+    else:
+        app(args=argv, standalone_mode=True)
 
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        app(args=argv, standalone_mode=True)
+        _run(argv)
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
         if argv is None:

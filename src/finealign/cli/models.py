@@ -1,30 +1,47 @@
-"""``finealign models pull|list``."""
+"""``finealign models pull|list``; flags generated from :class:`PullConfig` / :class:`ListConfig`."""
 
 from __future__ import annotations
 
-import typer
+from dataclasses import dataclass
+
+from ..config import Settings, setting
+
+
+@dataclass(kw_only=True)
+class PullConfig(Settings):
+    """Download, verify (sha256) and cache a built-in model as safetensors."""
+
+    name: str = setting("smollm2-135m-instruct", positional=True, help="Built-in model name.")
+    force: bool = setting(False, help="Download and convert again.")
+
+
+@dataclass(kw_only=True)
+class ListConfig(Settings):
+    """List the built-in models and whether they are cached."""
+
+
+def run_pull(cfg: PullConfig, quiet: bool = False) -> None:
+    from ..models.default import pull
+    from .common import console, out
+
+    path = pull(cfg.name, force=cfg.force, log=(lambda m: None) if quiet else (lambda m: console.print(m)))
+    out.print(str(path))
+
+
+def run_list(cfg: ListConfig, quiet: bool = False) -> None:
+    from rich.table import Table
+
+    from ..models.default import BUILTINS, builtin_path, is_pulled
+    from .common import out
+
+    t = Table("name", "cached", "path", "description")
+    for n, b in BUILTINS.items():
+        t.add_row(n, "yes" if is_pulled(n) else "no", str(builtin_path(n)), b.description)
+    out.print(t)
 
 
 def register(models_app, **_):
-    @models_app.command("pull")
-    def pull_cmd(name: str = typer.Argument("smollm2-135m-instruct", help="Built-in model name."),
-                 force: bool = typer.Option(False, "--force", help="Download and convert again.")):
-        """Download, verify (sha256) and cache a built-in model as safetensors."""
-        from ..models.default import pull
-        from .common import console, out
+    from .options import command_from_config
 
-        path = pull(name, force=force, log=lambda m: console.print(m))
-        out.print(str(path))
-
-    @models_app.command("list")
-    def list_cmd():
-        """List the built-in models and whether they are cached."""
-        from rich.table import Table
-
-        from ..models.default import BUILTINS, builtin_path, is_pulled
-        from .common import out
-
-        t = Table("name", "cached", "path", "description")
-        for n, b in BUILTINS.items():
-            t.add_row(n, "yes" if is_pulled(n) else "no", str(builtin_path(n)), b.description)
-        out.print(t)
+    command_from_config(models_app, "pull", PullConfig, run_pull)
+    command_from_config(models_app, "list", ListConfig, run_list)

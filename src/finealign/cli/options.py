@@ -18,7 +18,8 @@ from typing import Any, Callable, List, Optional
 
 import typer
 
-from ..config import build_config, flag_of
+from ..config import build_config, flag_of, load_yaml_settings
+from ..errors import ConfigError
 
 _DEPRECATED_PREFIX = "deprecated__"
 
@@ -49,15 +50,19 @@ def _help(f: dataclasses.Field) -> str:
         text += f" [default: {f.default}]"
     if meta.get("required"):
         text += " [required]"
-    return text
+    from rich.markup import escape
+
+    return escape(text)  # typer renders help as rich markup: "[default: 16]" and "NAME[a:b]" stay visible
 
 
-def config_parameters(cls: type) -> tuple[list[inspect.Parameter], dict[str, str]]:
-    """typer parameters for every CLI-visible field of ``cls``, and {deprecated param name: field}."""
+def config_parameters(cls: type) -> tuple[list[inspect.Parameter], dict[str, tuple[str, bool]]]:
+    """typer parameters for every CLI-visible field of ``cls``, and {deprecated param name: (field,
+    negate)} (``negate``: the old flag sets a boolean field to False, ``deprecated_off``)."""
     hints = typing.get_type_hints(cls)
     params: list[inspect.Parameter] = []
-    deprecated: dict[str, str] = {}
+    deprecated: dict[str, tuple[str, bool]] = {}
     positional = []
+    shorts = {(f.metadata or {}).get("short") for f in dataclasses.fields(cls)}
     for f in dataclasses.fields(cls):
         meta = f.metadata or {}
         if not meta.get("cli", True) or not f.init:
@@ -65,7 +70,8 @@ def config_parameters(cls: type) -> tuple[list[inspect.Parameter], dict[str, str
         hint = hints.get(f.name, str)
         ctype = _cli_type(hint)
         if meta.get("positional"):
-            default = typer.Argument(None, help=_help(f), show_default=False)
+            default = typer.Argument(None, help=_help(f), show_default=False,
+                                     metavar=meta.get("metavar") or f.name.upper())
             positional.append(inspect.Parameter(f.name, inspect.Parameter.POSITIONAL_OR_KEYWORD,
                                                 default=default, annotation=ctype))
             continue
@@ -76,11 +82,13 @@ def config_parameters(cls: type) -> tuple[list[inspect.Parameter], dict[str, str
             decls = [f"{flag}/{neg}"]
         if meta.get("short"):
             decls.append(meta["short"])
-        opt = typer.Option(None, *decls, help=_help(f), show_default=False)
+        opt = typer.Option(None, *decls, help=_help(f), show_default=False, metavar=meta.get("metavar"))
         params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=opt, annotation=ctype))
-        for old in meta.get("deprecated", ()):
+        olds = [(old, False) for old in meta.get("deprecated", ())]
+        olds += [(old, True) for old in meta.get("deprecated_off", ())]
+        for old, negate in olds:
             pname = _DEPRECATED_PREFIX + old.lstrip("-").replace("-", "_")
-            deprecated[pname] = f.name
+            deprecated[pname] = (f.name, negate)
             oopt = typer.Option(None, old, hidden=True, show_default=False)
             params.append(inspect.Parameter(pname, inspect.Parameter.KEYWORD_ONLY, default=oopt, annotation=ctype))
     if "quiet" not in {f.name for f in dataclasses.fields(cls)}:
@@ -88,37 +96,54 @@ def config_parameters(cls: type) -> tuple[list[inspect.Parameter], dict[str, str
             False, "--quiet", "-q", help="No progress bars or library progress output.")))
         params.append(inspect.Parameter(_DEPRECATED_PREFIX + "no_progress", inspect.Parameter.KEYWORD_ONLY,
                                         annotation=bool, default=typer.Option(False, "--no-progress", hidden=True)))
-    cfg_opt = typer.Option(None, "--config", "-c", help="YAML file of these settings; flags override it.",
+    cfg_decls = ["--config"] + ([] if "-c" in shorts else ["-c"])
+    cfg_opt = typer.Option(None, *cfg_decls, help="YAML file of these settings; flags override it.",
                            show_default=False)
     params.append(inspect.Parameter("config", inspect.Parameter.KEYWORD_ONLY, default=cfg_opt,
                                     annotation=Optional[Path]))
     return positional + params, deprecated
 
 
-def config_from_cli(cls: type, values: dict, deprecated: dict[str, str], warn: Callable[[str], None]):
-    """Build ``cls`` from parsed CLI values (``config`` = the YAML path; None = not given)."""
+def config_from_cli(cls: type, values: dict, deprecated: dict[str, tuple[str, bool]], warn: Callable[[str], None],
+                    fixed: dict | None = None):
+    """Build ``cls`` from parsed CLI values (``config`` = the YAML path; None = not given).
+
+    ``fixed``: {field: value} the command sets (``method: kto`` for ``train kto``); a YAML file may
+    name such a field only with the same value (ConfigError naming its line otherwise).
+    """
     yaml_path = values.pop("config", None)
+    if fixed and yaml_path:
+        for k, (v, where) in load_yaml_settings(yaml_path, cls, lambda m: None).items():
+            if k in fixed and v != fixed[k]:
+                raise ConfigError(k, f"{v!r} given to a command that sets {fixed[k]!r}", where=where)
     overrides: dict = {}
+    old_values: dict = {}
     for name, value in values.items():
         if name in deprecated:
-            if value is None:
+            if value is None or (isinstance(value, list) and not value):
                 continue
-            fname = deprecated[name]
+            fname, negate = deprecated[name]
             f = {x.name: x for x in dataclasses.fields(cls)}[fname]
+            new = f"--no-{flag_of(f)[2:]}" if negate else flag_of(f)
             warn(f"warning: --{name[len(_DEPRECATED_PREFIX):].replace('_', '-')} is deprecated and will be "
-                 f"removed in the next release; use {flag_of(f)}")
-            overrides.setdefault(fname, value)
+                 f"removed in the next release; use {new}")
+            old_values.setdefault(fname, (not value) if negate else value)
             continue
         if isinstance(value, list) and not value:
             value = None
         if value is not None:
             overrides[name] = value
-    return build_config(cls, yaml_path, **overrides)
+    for fname, value in old_values.items():
+        overrides.setdefault(fname, value)
+    overrides.update(fixed or {})
+    return build_config(cls, yaml_path, warn=warn, **overrides)
 
 
 def command_from_config(app: typer.Typer, name: str, cls: type, run: Callable[[Any], Any], *,
-                        help: str | None = None, hidden: bool = False) -> Callable:
-    """Register ``name`` on ``app``: flags generated from ``cls``, then ``run(cfg)``."""
+                        help: str | None = None, hidden: bool = False, fixed: dict | None = None) -> Callable:
+    """Register ``name`` on ``app``: flags generated from ``cls``, then ``run(cfg)`` (or ``run(cfg,
+    quiet=...)``). ``fixed``: fields the command sets (give them ``cli=False``), see
+    :func:`config_from_cli`."""
     from .common import console
 
     params, deprecated = config_parameters(cls)
@@ -131,12 +156,13 @@ def command_from_config(app: typer.Typer, name: str, cls: type, run: Callable[[A
         if kwargs.pop(_DEPRECATED_PREFIX + "no_progress", False):
             warn("warning: --no-progress is deprecated and will be removed in the next release; use --quiet")
             quiet = True
-        cfg = config_from_cli(cls, dict(kwargs), deprecated, warn)
+        cfg = config_from_cli(cls, dict(kwargs), deprecated, warn, fixed)
         if quiet is None:
             return run(cfg)
         return run(cfg, quiet=bool(quiet))
 
     command.__signature__ = inspect.Signature(params)
+    command.config_class = cls  # tests walk the app and check every verb's settings
     command.__name__ = name.replace("-", "_")
     command.__doc__ = help or (cls.__doc__ or "").strip().split("\n\n")[0]
     app.command(name, help=command.__doc__, hidden=hidden)(command)

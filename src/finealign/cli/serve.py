@@ -3,46 +3,78 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
-import typer
-
-from .common import DeviceOpt, DtypeOpt, ModelOpt
+from ..config import ModelLoadArgs, positive, setting
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
+def _port(v) -> str | None:
+    return None if 0 < v < 65536 else f"not a TCP port (--port 1-65535), got {v}"
+
+
+@dataclass(kw_only=True)
+class ServeConfig(ModelLoadArgs):
+    """Serve MODEL at http://HOST:PORT/v1 (/v1/models, /v1/chat/completions with streaming).
+
+    Set $FINEALIGN_SERVE_API_KEY to require `Authorization: Bearer KEY` from clients.
+    """
+
+    host: str = setting("127.0.0.1", help="Address to bind; keep loopback unless you set a key.")
+    port: int = setting(8000, check=_port, help="TCP port.")
+    served_name: str | None = setting(None, help="Model id clients ask for (default: the spec).")
+    max_queue: int = setting(64, check=positive, help="Requests that may wait for the model; one more gets 503 "
+                                                      "(queue_full) with Retry-After.")
+
+
+def run_serve(cfg: ServeConfig, quiet: bool = False) -> None:
+    """Check the address, load the model, serve until SIGTERM / Ctrl-C (uvicorn's access log off with quiet)."""
+    import uvicorn
+
+    from ..serve.openai_server import create_app
+    from .common import console
+
+    _check_free(cfg.host, cfg.port)
+    key = os.environ.get("FINEALIGN_SERVE_API_KEY") or None
+    if cfg.host not in LOOPBACK and not key:
+        console.print(f"[yellow]warning:[/] serving on {cfg.host} without an API key; anyone who can reach it can "
+                      "use the model (set FINEALIGN_SERVE_API_KEY)")
+    console.print(f"loading {cfg.model} ({cfg.dtype}) ...")
+    app_ = create_app(cfg.model, served_name=cfg.served_name, dtype=cfg.dtype, device=cfg.device, api_key=key,
+                      max_queue=cfg.max_queue)
+    name = app_.state.served.name
+    console.print(f"serving {name!r} at http://{cfg.host}:{cfg.port}/v1  (Ctrl-C to stop)", highlight=False)
+    config = uvicorn.Config(app_, host=cfg.host, port=cfg.port, log_level="warning" if quiet else "info",
+                            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S)
+    _server_class()(config).run()
+
+
 def register(app, **_):
-    @app.command("serve")
-    def serve_cmd(
-        model: str = ModelOpt,
-        host: str = typer.Option("127.0.0.1", "--host", help="Address to bind; keep loopback unless you set a key."),
-        port: int = typer.Option(8000, "--port"),
-        served_name: str = typer.Option(None, "--served-name", help="Model id clients ask for (default: the spec)."),
-        dtype: str = DtypeOpt,
-        device: str = DeviceOpt,
-    ):
-        """Serve MODEL at http://HOST:PORT/v1 (/v1/models, /v1/chat/completions with streaming).
+    from .options import command_from_config
 
-        Set $FINEALIGN_SERVE_API_KEY to require `Authorization: Bearer KEY` from clients.
-        """
-        import uvicorn
+    command_from_config(app, "serve", ServeConfig, run_serve,
+                        help="Serve MODEL at http://HOST:PORT/v1 (/v1/models, /v1/chat/completions with streaming). "
+                             "Set $FINEALIGN_SERVE_API_KEY to require `Authorization: Bearer KEY` from clients.")
 
-        from ..errors import FinealignError
-        from ..serve.openai_server import create_app
-        from .common import console
 
-        if not 0 < port < 65536:
-            raise FinealignError(f"--port: expected 1-65535, got {port}")
-        _check_free(host, port)
-        key = os.environ.get("FINEALIGN_SERVE_API_KEY") or None
-        if host not in LOOPBACK and not key:
-            console.print(f"[yellow]warning:[/] serving on {host} without an API key; anyone who can reach it can "
-                          "use the model (set FINEALIGN_SERVE_API_KEY)")
-        console.print(f"loading {model} ({dtype}) ...")
-        app_ = create_app(model, served_name=served_name, dtype=dtype, device=device, api_key=key)
-        name = app_.state.served.name
-        console.print(f"serving {name!r} at http://{host}:{port}/v1  (Ctrl-C to stop)", highlight=False)
-        uvicorn.run(app_, host=host, port=port, log_level="info")
+GRACEFUL_SHUTDOWN_S = 3  # after SIGTERM/Ctrl-C, responses still open this long are cut
+
+
+def _server_class():
+    import uvicorn
+
+    from ..serve.openai_server import close_app
+
+    class Server(uvicorn.Server):
+        """uvicorn's server; on SIGTERM/Ctrl-C it first cancels the model's queued and running requests,
+        so open responses end at their next token instead of holding the shutdown."""
+
+        def handle_exit(self, sig, frame):
+            close_app(self.config.app)
+            super().handle_exit(sig, frame)
+
+    return Server
 
 
 def _check_free(host: str, port: int) -> None:

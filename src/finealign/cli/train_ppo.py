@@ -24,12 +24,12 @@ def run_ppo_cli(cfg, quiet: bool = False):
             bar.update(task, completed=step, info=info)
 
         result = train_ppo(cfg, on_step=on_step, log=lambda msg: console.print(msg, highlight=False, soft_wrap=True))
-    c = result.counters
-    if c.skipped_batches or c.skipped_updates or c.truncated_prompts or c.empty_responses:
-        console.print(f"warnings: {c.skipped_batches} batches skipped (non-finite reward), {c.skipped_updates} "
-                      f"updates skipped (non-finite loss), {c.truncated_prompts} prompts truncated, "
-                      f"{c.empty_responses} empty responses", soft_wrap=True)
-    stdout.print(json.dumps({"out": str(result.out), "steps": result.steps_done, "last": result.last}),
+    c = result.details["counters"]
+    if c["skipped_batches"] or c["skipped_updates"] or c["truncated_prompts"] or c["empty_responses"]:
+        console.print(f"warnings: {c['skipped_batches']} batches skipped (non-finite reward), {c['skipped_updates']} "
+                      f"updates skipped (non-finite loss), {c['truncated_prompts']} prompts truncated, "
+                      f"{c['empty_responses']} empty responses", soft_wrap=True)
+    stdout.print(json.dumps({"out": str(result.out), "steps": result.steps, "last": result.metrics}),
                  soft_wrap=True, highlight=False)
 
 

@@ -22,6 +22,10 @@ Pipeline (all pure functions, no model calls)::
 Character offsets are Python ``str`` indices (code points), the convention of Hugging Face fast
 tokenizers' ``offset_mapping``. Spans are half-open ``[start, end)``, sorted, non-overlapping.
 
+Unicode normal forms are no edit: units are compared in NFC (``"café"`` written with a combining
+accent equals the precomposed one), while every offset and span indexes the *original* strings
+as given, so token offsets of either text map onto them unchanged.
+
 Word units: a run of letters/digits/underscore (with combining marks attached), one CJK
 ideograph or kana, one punctuation mark or symbol (an emoji with its modifiers, variation
 selectors and zero-width-joiner sequence is one unit), or a run of whitespace. Whitespace is
@@ -42,7 +46,7 @@ from typing import Any, NamedTuple, Sequence
 Span = tuple[int, int]
 
 __all__ = [
-    "EditAlignment", "Unit", "align_edit", "diff_char_spans", "diff_units", "edit_ratio",
+    "EditAlignment", "Unit", "align_edit", "diff_char_spans", "diff_units", "edit_ratio", "nfc", "same_text",
     "spans_to_token_labels", "split_units", "token_offsets",
 ]
 
@@ -132,6 +136,28 @@ def split_units(text: str) -> list[Unit]:
 # Diffing
 
 
+def nfc(text: str) -> str:
+    """``text`` in Unicode normal form C (the form units are compared in)."""
+    return unicodedata.normalize("NFC", text)
+
+
+def same_text(a: str, b: str) -> bool:
+    """True when ``a`` and ``b`` are the same text: equal in NFC once leading/trailing whitespace is
+    stripped (an edit, a preference pair, ... that changes nothing)."""
+    return a == b or nfc(a).strip() == nfc(b).strip()
+
+
+def _clusters(text: str) -> list[Unit]:
+    """Non-whitespace characters with their combining marks (``e`` + U+0301 is one cluster)."""
+    out: list[Unit] = []
+    for i, ch in enumerate(text):
+        if out and out[-1].end == i and _is_attachment(ch) and not ch.isspace():
+            out[-1] = Unit(out[-1].text + ch, out[-1].start, i + 1)
+        elif not ch.isspace():
+            out.append(Unit(ch, i, i + 1))
+    return out
+
+
 def _opcodes(a: Sequence[str], b: Sequence[str]) -> list[tuple[str, int, int, int, int]]:
     """difflib opcodes of ``a`` -> ``b``, computed in a canonical order so that swapping the two
     inputs swaps the result exactly (difflib's tie-breaking is otherwise order-dependent)."""
@@ -150,7 +176,7 @@ def diff_units(original: str, edited: str) -> tuple[list[Unit], list[Unit], list
     """
     ua = [u for u in split_units(original) if not u.text.isspace()]
     ub = [u for u in split_units(edited) if not u.text.isspace()]
-    return ua, ub, _opcodes([u.text for u in ua], [u.text for u in ub])
+    return ua, ub, _opcodes([nfc(u.text) for u in ua], [nfc(u.text) for u in ub])
 
 
 def _trim(text: str, start: int, end: int) -> Span | None:
@@ -192,12 +218,13 @@ def diff_char_spans(original: str, edited: str, *, granularity: str = "word") ->
         raise ValueError(f"granularity must be one of {', '.join(GRANULARITIES)}, got {granularity!r}")
     if not isinstance(original, str) or not isinstance(edited, str):
         raise TypeError("original and edited must be strings")
-    if original == edited:
+    if original == edited or nfc(original) == nfc(edited):
         return [], []
-    if granularity == "char":  # the non-whitespace characters: whitespace changes are no change
-        a_bounds = [(i, i + 1) for i, c in enumerate(original) if not c.isspace()]
-        b_bounds = [(j, j + 1) for j, c in enumerate(edited) if not c.isspace()]
-        ops = _opcodes([original[i] for i, _ in a_bounds], [edited[j] for j, _ in b_bounds])
+    if granularity == "char":  # non-whitespace characters (with their marks): whitespace changes are no change
+        ca, cb = _clusters(original), _clusters(edited)
+        a_bounds = [(u.start, u.end) for u in ca]
+        b_bounds = [(u.start, u.end) for u in cb]
+        ops = _opcodes([nfc(u.text) for u in ca], [nfc(u.text) for u in cb])
     else:
         ua, ub, ops = diff_units(original, edited)
         a_bounds = [(u.start, u.end) for u in ua]
@@ -351,7 +378,7 @@ def edit_ratio(original: str, edited: str, *, include_inserted: bool = False) ->
 
     Example: ``"the cat sat on the mat"`` -> ``"the dog sat on the mat"``: 1 of 6 words, 0.1667.
     """
-    if original == edited:
+    if original == edited or nfc(original) == nfc(edited):
         return 0.0
     ua, ub, ops = diff_units(original, edited)
     n_words = len(ua)

@@ -144,8 +144,9 @@ def load_dataset(name: str, src: str | Path | None = None) -> list[Record]:
     return convert_dataset(name, src).records
 
 
-def alpaca_eval_leaderboard(src: str | Path | None = None) -> dict[str, float]:
-    """AlpacaEval 2 leaderboard (weighted GPT-4-turbo annotator): system name -> win rate in percent."""
+def alpaca_eval_leaderboard(src: str | Path | None = None, column: str = "win_rate") -> dict[str, float]:
+    """AlpacaEval 2 leaderboard (weighted GPT-4-turbo annotator): system name -> win rate in percent
+    (``column="length_controlled_winrate"``: the length-controlled win rate)."""
     if src is None:
         from .shared import data_root
 
@@ -156,4 +157,4 @@ def alpaca_eval_leaderboard(src: str | Path | None = None) -> dict[str, float]:
             path = path / Path(LEADERBOARD_PATH).name
         elif path.is_dir() and (path / LEADERBOARD_PATH).is_file():
             path = path / LEADERBOARD_PATH
-    return read_leaderboard(path)
+    return read_leaderboard(path, column)

@@ -192,8 +192,9 @@ def load_alpaca_outputs(path: Path) -> Loaded:
     return Loaded(out, Counter())
 
 
-def read_leaderboard(path: Path) -> dict[str, float]:
-    """The AlpacaEval leaderboard CSV: system name -> ``win_rate`` (percent)."""
+def read_leaderboard(path: Path, column: str = "win_rate") -> dict[str, float]:
+    """The AlpacaEval leaderboard CSV: system name -> ``column`` (``win_rate`` or
+    ``length_controlled_winrate``, percent); systems with an empty cell are left out."""
     path = need_file(path, "leaderboard_weighted_alpaca_eval_gpt4_turbo.csv")
     text = _decode(path, path.read_bytes(), None)
     reader = csv.reader(io.StringIO(text, newline=""))
@@ -201,22 +202,24 @@ def read_leaderboard(path: Path) -> dict[str, float]:
         header = next(reader)
     except StopIteration:
         raise DataError(path, None, None, "empty file") from None
-    if "win_rate" not in header:
-        raise DataError(path, 1, "win_rate", "column missing")
+    if column not in header:
+        raise DataError(path, 1, column, "column missing")
     name_col = header.index("name") if "name" in header else 0
-    wr_col = header.index("win_rate")
+    wr_col = header.index(column)
     out = {}
     for row in reader:
         line = reader.line_num
         if not row:
             continue
         if len(row) <= max(name_col, wr_col):
-            raise DataError(path, line, "win_rate", "missing")
+            raise DataError(path, line, column, "missing")
         name = row[name_col].strip()
         if not name:
             raise DataError(path, line, header[name_col] or "name", "empty")
+        if column != "win_rate" and not row[wr_col].strip():
+            continue
         try:
             out[name] = float(row[wr_col])
         except ValueError:
-            raise DataError(path, line, "win_rate", f"expected a number, got {row[wr_col]!r}") from None
+            raise DataError(path, line, column, f"expected a number, got {row[wr_col]!r}") from None
     return out

@@ -1,7 +1,8 @@
 """Readers and writers.
 
 Readers take JSONL, JSON (an array of objects, or an object with a list under ``data``), CSV
-and Parquet, and report every bad record as ``path:line: field: problem`` (``line`` is the line
+and Parquet (a CSV cell is text unless its column's schema asks for structure: ``csv_cell``),
+and report every bad record as ``path:line: field: problem`` (``line`` is the line
 in JSONL, the row's line in CSV counting the header as line 1, and the 1-based record number in
 JSON and Parquet). Writers are atomic (temporary file in the same folder, then rename), so an
 interrupted job never leaves a half-written file. ``JsonlAppender`` is for long jobs: it appends
@@ -91,7 +92,7 @@ def iter_objects(path: str | Path) -> Iterator[tuple[int, dict]]:
                 if None in row:
                     raise DataError(path, start, None, f"{len(reader.fieldnames) + len(row[None])} cells "
                                     f"but the header has {len(reader.fieldnames)} columns")
-                yield start, {k: _maybe_json(v) for k, v in row.items()}
+                yield start, _csv_row(path, start, row)
         except csv.Error as e:
             raise DataError(path, reader.line_num, None, f"malformed CSV: {e}") from None
     else:
@@ -105,16 +106,54 @@ def iter_objects(path: str | Path) -> Iterator[tuple[int, dict]]:
             yield n, obj
 
 
-def _maybe_json(v: str | None) -> Any:
-    """CSV cells holding JSON lists/objects (chat prompts, meta) are parsed; others stay strings."""
+def _csv_row(path: Path, line: int, row: dict) -> dict:
+    """One CSV row as a record object: every cell is text unless its column's schema asks for
+    structure (see ``csv_cell``); a header ``NAME:json`` names the field ``NAME``."""
+    out = {}
+    for k, v in row.items():
+        name, _, tag = k.partition(":") if k.endswith(":json") else (k, "", "")
+        try:
+            out[name] = csv_cell(name, v, as_json=tag == "json")
+        except ValueError as e:
+            raise DataError(path, line, name, str(e)) from None
+    return out
+
+
+def csv_cell(column: str, v: str | None, *, as_json: bool = False) -> Any:
+    """A CSV cell by its column's schema: text, except
+
+    * ``as_json`` (a ``NAME:json`` header): the cell is JSON (an empty cell is absent);
+    * ``meta``: a JSON object (an object's text that does not parse stays text, and the record
+      reports it);
+    * ``prompt``: chat messages when the cell is a JSON list of message objects (each with a
+      ``role``), the one structure a prompt's schema admits; any other text, ``[1, 2, 3]`` too,
+      is the prompt's text.
+
+    Response fields (``chosen``, ``completion``, ...) are always text: ``{"answer": 42}`` is a
+    response that happens to look like JSON. Raises ``ValueError`` for malformed JSON under ``:json``.
+    """
     if v is None:
         return None
     s = v.strip()
-    if s[:1] in ("[", "{"):
+    if as_json:
+        if not s:
+            return None
+        try:
+            return json.loads(s)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"not valid JSON: {e.msg} at column {e.colno}") from None
+    if column == "meta" and s.startswith("{"):
         try:
             return json.loads(s)
         except json.JSONDecodeError:
             return v
+    if column == "prompt" and s.startswith("["):
+        try:
+            parsed = json.loads(s)
+        except json.JSONDecodeError:
+            return v
+        if isinstance(parsed, list) and parsed and all(isinstance(m, dict) and "role" in m for m in parsed):
+            return parsed
     return v
 
 

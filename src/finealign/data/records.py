@@ -18,9 +18,11 @@ type                      fields on disk
 ``p_chosen`` is the probability that ``chosen`` is the better response (1.0 for a hard label;
 AlpacaEval's soft judgments give values in [0.5, 1]).
 
-Empty text is an error (a blank prompt, message content, chosen, rejected, original, response or KTO
-completion), except ``EditRecord.edited`` (deleting a whole response is an edit) and a generated
-``ResponseRecord.completion``. In CSV input an empty cell of an optional field means "absent".
+A prompt must not be empty (a blank string, an empty message list, or a user/system message with no
+text). A *response* may be empty (``completion``, ``chosen``, ``rejected``, ``response``,
+``original``, ``edited``): a model that said nothing is real data. Consumers count empty responses,
+score them as they are, and skip them only where a loss cannot use them. Messages may come in every
+shape TRL passes (``data.chat``). In CSV input an empty cell of an optional field means "absent".
 """
 
 from __future__ import annotations
@@ -28,54 +30,23 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Union
+from typing import Any, ClassVar
 
-Message = dict[str, str]
-Prompt = Union[str, list[Message]]
-
-ROLES = ("system", "user", "assistant")
-
-
-class FieldError(ValueError):
-    """A problem with one field of one record."""
-
-    def __init__(self, field: str, problem: str):
-        self.field = field
-        self.problem = problem
-        super().__init__(f"{field}: {problem}")
+# message shapes live in ``data.chat`` (one module for messages and their rendering); re-exported here
+from .chat import (ROLES, FieldError, Message, Prompt, as_messages, completion_text, message_text,  # noqa: F401
+                   normalize_prompt)
 
 
 def check_prompt(value: Any, name: str = "prompt") -> Prompt:
-    if isinstance(value, str):
-        if not value.strip():
-            raise FieldError(name, "empty")
-        return value
-    if isinstance(value, list):
-        if not value:
-            raise FieldError(name, "empty message list")
-        for i, m in enumerate(value):
-            if not isinstance(m, dict):
-                raise FieldError(f"{name}[{i}]", f"expected a message object, got {type(m).__name__}")
-            role, content = m.get("role"), m.get("content")
-            if role not in ROLES:
-                raise FieldError(f"{name}[{i}].role", f"expected one of {', '.join(ROLES)}, got {role!r}")
-            if not isinstance(content, str):
-                raise FieldError(f"{name}[{i}].content", f"expected a string, got {type(content).__name__}")
-            if not content.strip():
-                raise FieldError(f"{name}[{i}].content", "empty")
-        return [{"role": m["role"], "content": m["content"]} for m in value]
-    if value is None:
-        raise FieldError(name, "missing")
-    raise FieldError(name, f"expected a string or a list of messages, got {type(value).__name__}")
+    """A prompt: a non-empty string, or a non-empty list of messages in any shape ``data.chat`` reads
+    (string content, typed text blocks, tool calls, tool turns), normalised. Raises ``FieldError``."""
+    return normalize_prompt(value, name)
 
 
 def check_text(value: Any, name: str, *, allow_empty: bool = False) -> str:
-    if value is None:
-        raise FieldError(name, "missing")
-    if isinstance(value, list) and len(value) == 1 and isinstance(value[0], dict) and "content" in value[0]:
-        value = value[0]["content"]  # TRL conversational completion: [{"role": "assistant", ...}]
-    if not isinstance(value, str):
-        raise FieldError(name, f"expected a string, got {type(value).__name__}")
+    """A response: a string, text blocks, or messages (TRL's conversational completion, read as the
+    text of its assistant turns, see ``data.chat.completion_text``). Raises ``FieldError``."""
+    value = completion_text(value, name)
     if not allow_empty and not value.strip():
         raise FieldError(name, "empty")
     return value
@@ -194,8 +165,8 @@ class PairRecord(Record):
             p = check_float(p, "p_chosen")
             if not 0.0 <= p <= 1.0:
                 raise FieldError("p_chosen", f"expected a probability in [0, 1], got {p}")
-        return cls(prompt=check_prompt(o.get("prompt")), chosen=check_text(o.get("chosen"), "chosen"),
-                   rejected=check_text(o.get("rejected"), "rejected"), id=_opt_str(o.get("id"), "id"),
+        return cls(prompt=check_prompt(o.get("prompt")), chosen=check_text(o.get("chosen"), "chosen", allow_empty=True),
+                   rejected=check_text(o.get("rejected"), "rejected", allow_empty=True), id=_opt_str(o.get("id"), "id"),
                    subset=_opt_str(o.get("subset"), "subset"), p_chosen=p if p != "" else None,
                    meta=_meta(o.get("meta")))
 
@@ -211,7 +182,7 @@ class KTORecord(Record):
 
     @classmethod
     def from_obj(cls, o: dict) -> "KTORecord":
-        return cls(prompt=check_prompt(o.get("prompt")), completion=check_text(o.get("completion"), "completion"),
+        return cls(prompt=check_prompt(o.get("prompt")), completion=check_text(o.get("completion"), "completion", allow_empty=True),
                    label=check_bool(o.get("label"), "label"), id=_opt_str(o.get("id"), "id"), meta=_meta(o.get("meta")))
 
 
@@ -226,9 +197,9 @@ class EditRecord(Record):
 
     @classmethod
     def from_obj(cls, o: dict) -> "EditRecord":
-        # an empty ``edited`` is allowed: deleting the whole response is a minimal edit too (QA-Feedback
-        # has 13 such corrections); ``original`` must not be empty.
-        return cls(prompt=check_prompt(o.get("prompt")), original=check_text(o.get("original"), "original"),
+        # an empty ``edited`` is a minimal edit too (QA-Feedback has 13 deletions of a whole response);
+        # an empty ``original`` is read and counted by the consumers (the edit job, the token RM).
+        return cls(prompt=check_prompt(o.get("prompt")), original=check_text(o.get("original"), "original", allow_empty=True),
                    edited=check_text(o.get("edited"), "edited", allow_empty=True), id=_opt_str(o.get("id"), "id"), meta=_meta(o.get("meta")))
 
 
@@ -244,7 +215,7 @@ class RatingRecord(Record):
 
     @classmethod
     def from_obj(cls, o: dict) -> "RatingRecord":
-        return cls(prompt=check_prompt(o.get("prompt")), response=check_text(o.get("response"), "response"),
+        return cls(prompt=check_prompt(o.get("prompt")), response=check_text(o.get("response"), "response", allow_empty=True),
                    score=check_float(o.get("score"), "score"), id=_opt_str(o.get("id"), "id"),
                    subset=_opt_str(o.get("subset"), "subset"), meta=_meta(o.get("meta")))
 
@@ -265,22 +236,15 @@ def detect_kind(obj: dict) -> str:
         return "rating"
     if {"completion", "label"} <= keys:
         return "kto"
-    if "completion" in keys:
+    if "completion" in keys or "response" in keys:  # ``response`` without ``score``: a response to score
         return "response"
     if "prompt" in keys:
         return "prompt"
     raise FieldError("prompt", f"cannot tell the record type from the fields {sorted(keys)}")
 
 
-def as_messages(prompt: Prompt) -> list[Message]:
-    """A prompt as a list of chat messages (a string becomes one user turn)."""
-    if isinstance(prompt, str):
-        return [{"role": "user", "content": prompt}]
-    return list(prompt)
-
-
 def prompt_text(prompt: Prompt) -> str:
     """A prompt flattened to text (for stats and display)."""
     if isinstance(prompt, str):
         return prompt
-    return "\n\n".join(f"{m['role']}: {m['content']}" for m in prompt)
+    return "\n\n".join(f"{m['role']}: {message_text(m)}" for m in prompt)

@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
+from ..core.align import same_text
+from .chat import render_prompt
 from .records import (
     EditRecord,
     KTORecord,
@@ -22,7 +24,6 @@ from .records import (
     RatingRecord,
     Record,
     ResponseRecord,
-    as_messages,
     prompt_text,
 )
 
@@ -55,7 +56,8 @@ class DataStats:
 
     ``lengths`` maps a text field to the summary of its length in tokens of ``tokenizer``;
     ``values`` summarises numeric fields (``score``, ``p_chosen``); ``counts`` holds named counts
-    (``records``, ``unique_prompts``, ``multi_turn_prompts``, ``changed``, ``label=true``,
+    (``records``, ``unique_prompts``, ``multi_turn_prompts``, ``changed``, ``identical_pairs``,
+    ``empty_chosen`` / ``empty_rejected`` / ``empty_completions`` / ``empty_responses``, ``label=true``,
     ``subset=NAME``, ...).
     """
 
@@ -85,10 +87,7 @@ def summarize(values: Sequence[float]) -> Summary:
 
 
 def _prompt_strings(prompts: list, tokenizer) -> list[str]:
-    if getattr(tokenizer, "chat_template", None):
-        return [tokenizer.apply_chat_template(as_messages(p), tokenize=False, add_generation_prompt=True)
-                for p in prompts]
-    return [prompt_text(p) for p in prompts]
+    return [render_prompt(tokenizer, p) for p in prompts]  # data.chat: as generation renders them
 
 
 def token_lengths(texts: list[str], tokenizer, batch: int = 512, on_batch=None) -> list[int]:
@@ -128,14 +127,21 @@ def compute_stats(records: Sequence[Record], tokenizer, *, path: str | Path = ""
         ps = [r.p_chosen for r in records if isinstance(r, PairRecord) and r.p_chosen is not None]
         if ps:
             values["p_chosen"] = summarize(ps)
+        pairs = [r for r in records if isinstance(r, PairRecord)]
+        counts["identical_pairs"] = sum(same_text(r.chosen, r.rejected) for r in pairs)  # ties: skipped by trainers
+        counts["empty_chosen"] = sum(not r.chosen.strip() for r in pairs)
+        counts["empty_rejected"] = sum(not r.rejected.strip() for r in pairs)
     elif kind == "kto":
         counts["label=true"] = sum(bool(r.label) for r in records if isinstance(r, KTORecord))
         counts["label=false"] = len(records) - counts["label=true"]
+        counts["empty_completions"] = sum(not r.completion.strip() for r in records if isinstance(r, KTORecord))
     elif kind == "edit":
-        counts["changed"] = sum(r.original != r.edited for r in records if isinstance(r, EditRecord))
+        counts["changed"] = sum(not same_text(r.original, r.edited) for r in records if isinstance(r, EditRecord))
+        counts["empty_original"] = sum(not r.original.strip() for r in records if isinstance(r, EditRecord))
         counts["empty_edited"] = sum(not r.edited.strip() for r in records if isinstance(r, EditRecord))
     elif kind == "rating":
         values["score"] = summarize([r.score for r in records if isinstance(r, RatingRecord)])
+        counts["empty_responses"] = sum(not r.response.strip() for r in records if isinstance(r, RatingRecord))
     elif kind == "response":
         counts["empty_completions"] = sum(not r.completion.strip() for r in records if isinstance(r, ResponseRecord))
         systems = Counter(r.meta.get("system") for r in records if isinstance(r, ResponseRecord))

@@ -11,11 +11,15 @@ Targets (TRL's names for the columns):
   pair; the edited side of an edit; KTO rows labelled true; ratings with ``score >= threshold``.
 - ``prompt``: ``prompt`` only (for online methods such as GRPO / online DPO), duplicates removed.
 
-Formats: ``conversational`` writes prompts as lists of chat messages and completions as
-``[{"role": "assistant", "content": ...}]``; ``standard`` writes plain strings. A multi-turn prompt
-has no plain-string form of its own: in ``standard`` format it is rendered with ``tokenizer``'s
-chat template (generation prompt added), and without a tokenizer it is an error. ``auto`` picks
-conversational when any prompt is a message list.
+Formats (one per file): ``conversational`` writes prompts as lists of chat messages and completions
+as ``[{"role": "assistant", "content": ...}]``; ``standard`` writes plain strings. In ``standard``
+format with a ``tokenizer``, *every* prompt is rendered with its chat template (assistant turn
+opened; ``data.chat.render_prompt``), single-turn ones too; without a tokenizer every prompt is its
+plain text, and a prompt with more than one message (no plain form of its own) is an error. A
+prompt that already carries a chat template is kept as it is in ``standard`` format and is an
+error in ``conversational`` format. ``auto`` picks conversational when any prompt is a message
+list. Pairs whose chosen and rejected texts are the same (``core.align.same_text``) are left out
+and counted (a tie teaches no preference).
 """
 
 from __future__ import annotations
@@ -23,8 +27,10 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any, NamedTuple, Sequence
 
+from ..core.align import same_text
 from ..errors import FinealignError
-from .records import EditRecord, KTORecord, PairRecord, Prompt, RatingRecord, Record, ResponseRecord, as_messages
+from .chat import trl_completion, trl_prompt
+from .records import EditRecord, KTORecord, PairRecord, Prompt, RatingRecord, Record, ResponseRecord
 
 TARGETS = ("dpo", "kto", "sft", "prompt")
 FORMATS = ("auto", "standard", "conversational")
@@ -39,20 +45,11 @@ class Exported(NamedTuple):
 
 
 def _prompt(p: Prompt, fmt: str, tokenizer, where: str) -> Any:
-    if fmt == "conversational":
-        return as_messages(p)
-    if isinstance(p, str):
-        return p
-    if len(p) == 1 and p[0]["role"] == "user":
-        return p[0]["content"]
-    if tokenizer is None:
-        raise FinealignError(f"{where}: prompt has {len(p)} messages; standard format needs a tokenizer to render "
-                             "it with the chat template (--tokenizer), or use --format conversational")
-    return tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True)
+    return trl_prompt(p, conversational=fmt == "conversational", tokenizer=tokenizer, where=where)
 
 
 def _completion(text: str, fmt: str) -> Any:
-    return [{"role": "assistant", "content": text}] if fmt == "conversational" else text
+    return trl_completion(text, conversational=fmt == "conversational")
 
 
 def _triples(r: Record, target: str, threshold: float | None, skipped: Counter) -> list[tuple]:
@@ -61,11 +58,14 @@ def _triples(r: Record, target: str, threshold: float | None, skipped: Counter) 
     Returns tuples: ``("dpo", chosen, rejected)``, ``("kto", completion, label)``, ``("sft", completion)``.
     """
     kind = r.kind
+    if isinstance(r, PairRecord) and target in ("dpo", "kto") and same_text(r.chosen, r.rejected):
+        skipped["identical chosen and rejected"] += 1  # a tie: no preference to learn
+        return []
     if target == "dpo":
         if isinstance(r, PairRecord):
             return [("dpo", r.chosen, r.rejected)]
         if isinstance(r, EditRecord):
-            if r.original == r.edited:
+            if same_text(r.original, r.edited):
                 skipped["unchanged edit"] += 1
                 return []
             if not r.edited.strip():
@@ -78,7 +78,7 @@ def _triples(r: Record, target: str, threshold: float | None, skipped: Counter) 
         if isinstance(r, PairRecord):
             return [("kto", r.chosen, True), ("kto", r.rejected, False)]
         if isinstance(r, EditRecord):
-            if r.original == r.edited:
+            if same_text(r.original, r.edited):
                 skipped["unchanged edit"] += 1
                 return []
             rows = [("kto", r.original, False)]

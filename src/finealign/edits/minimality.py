@@ -2,7 +2,8 @@
 
 An edit violates minimality when
 
-* it changes nothing (``unchanged``): the texts are equal up to whitespace, or the word diff of
+* it changes nothing (``unchanged``): the texts are equal up to whitespace and Unicode normal form
+  (NFC: ``"café"`` with a combining accent is the same word), or the word diff of
   the token alignment (``core.align.diff_char_spans``) finds no changed span, so the edit would
   give no token labels at all; or
 * it changes too much (``too_large``): its edit ratio is above ``max_ratio`` (default 0.5).
@@ -24,7 +25,7 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Iterable, NamedTuple
 
-from ..core.align import diff_char_spans, edit_ratio
+from ..core.align import diff_char_spans, edit_ratio, nfc
 
 __all__ = ["MinimalityConfig", "MinimalityStats", "Verdict", "check_edit", "guard", "OK", "UNCHANGED", "TOO_LARGE"]
 
@@ -57,7 +58,7 @@ class Verdict(NamedTuple):
 
 def check_edit(original: str, edited: str, max_ratio: float = 0.5) -> Verdict:
     """The guard's verdict on one edit (see the module docstring)."""
-    if original.split() == edited.split():  # identical up to whitespace
+    if nfc(original).split() == nfc(edited).split():  # identical up to whitespace and Unicode normal form
         return Verdict(UNCHANGED, 0.0)
     spans_o, spans_e = diff_char_spans(original, edited)
     if not spans_o and not spans_e:

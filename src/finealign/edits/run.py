@@ -18,6 +18,10 @@ rerun continues where it stopped. Beside ``OUT.jsonl``:
   (not retried: the editor answered; rerun with ``flag`` after deleting the file to keep them).
 
 Inputs with an empty response to edit are skipped and counted; they are never sent.
+
+``OUT`` is tied to the editor (name, local model fingerprint, template, decoding settings) and the
+guard's settings (``data.manifest``): a rerun with other ones refuses to resume;
+``EditJobConfig.overwrite`` starts afresh.
 """
 
 from __future__ import annotations
@@ -25,16 +29,18 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..data.io import JsonlAppender, iter_objects, write_jsonl
+from ..data.manifest import model_fingerprint, prepare_output
 from ..data.records import FieldError, Prompt, check_prompt, check_text, detect_kind
 from ..errors import DataError, FinealignError
 from .editors import EditRequest, Editor
 from .minimality import MinimalityConfig, MinimalityStats, check_edit
 
-__all__ = ["EditItem", "EditJobConfig", "EditRunStats", "dropped_path", "failed_path", "read_edit_inputs",
+__all__ = ["EditItem", "EditJobConfig", "EditRunStats", "dropped_path", "editor_settings", "failed_path", "read_edit_inputs",
            "run_edits"]
 
 SOURCES = {"pair": ("rejected", "rejected"), "response": ("completion", "completion"), "edit": ("original", "original")}
@@ -51,10 +57,12 @@ class EditItem:
 
 @dataclass(frozen=True)
 class EditJobConfig:
-    """``limit``: edit only the first N input records (a rerun with the same limit resumes them)."""
+    """``limit``: edit only the first N input records (a rerun with the same limit resumes them).
+    ``overwrite``: start afresh (delete ``OUT`` and its side files) instead of resuming."""
 
     minimality: MinimalityConfig = MinimalityConfig()
     limit: int | None = None
+    overwrite: bool = False
 
     def __post_init__(self):
         if self.limit is not None and self.limit < 1:
@@ -158,9 +166,30 @@ def _verdicts_in(paths: list[Path], max_ratio: float):
                 yield check_edit(o["original"], o["edited"], max_ratio)
 
 
+def editor_settings(editor: Editor) -> dict:
+    """What makes an editor's edits (for the output's manifest, ``data.manifest``): its name, a local
+    model's fingerprint, the editing template (id and text digest) and its decoding settings."""
+    import hashlib
+
+    tpl = editor.template
+    d: dict = {"editor": editor.name, "template": tpl.id,
+               "template_digest": hashlib.sha256(f"{tpl.system}\0{tpl.user}".encode()).hexdigest()[:16]}
+    for key in ("temperature", "top_p", "max_new_tokens", "max_tokens", "seed"):
+        if hasattr(editor, key):
+            d[key] = getattr(editor, key)
+    if getattr(editor, "tokenizer", None) is not None and not isinstance(getattr(editor, "model", None), str):
+        d["model"] = model_fingerprint(editor.model)  # a local editor's weights
+    return d
+
+
 def run_edits(editor: Editor, in_path: str | Path, out_path: str | Path, config: EditJobConfig = EditJobConfig(),
-              *, progress: bool = True) -> EditRunStats:
-    """Edit every selected input not yet in ``out_path``; see the module docstring. Returns the counts."""
+              *, on_progress: Callable[[int, int, str], None] | None = None) -> EditRunStats:
+    """Edit every selected input not yet in ``out_path``; see the module docstring. Returns the counts.
+
+    ``on_progress(done, total, info)`` is called with inputs done out of those selected, once before
+    the first edit and after each one (``info``: failures so far). Raises ``FinealignError`` for a bad
+    output path and ``DataError`` for a bad input file.
+    """
     in_path, out_path = Path(in_path), Path(out_path)
     if not out_path.name.endswith(".jsonl"):
         raise FinealignError(f"{out_path}: the output must be a .jsonl file")
@@ -171,6 +200,10 @@ def run_edits(editor: Editor, in_path: str | Path, out_path: str | Path, config:
     items = all_items[: config.limit] if config.limit else all_items
     mcfg = config.minimality
     fpath, dpath = failed_path(out_path), dropped_path(out_path)
+    prepare_output(out_path, "edit", {**editor_settings(editor), "max_ratio": mcfg.max_ratio,
+                                      "on_violation": mcfg.on_violation},
+                   overwrite=config.overwrite, side_files=[fpath, dpath],
+                   has_content=any(p.exists() and p.stat().st_size > 0 for p in (out_path, dpath)))
     prev_failures: list[dict] = []
     if fpath.exists():
         try:
@@ -189,39 +222,32 @@ def run_edits(editor: Editor, in_path: str | Path, out_path: str | Path, config:
         done = out.done | (drop.done if drop else set())
         todo = [it for it in items if it.id not in done]
         by_id = {it.id: it for it in todo}
-        bar = task = None
-        if progress:
-            from ..cli.common import progress as make_progress
-
-            bar = make_progress()
-            bar.start()
-            task = bar.add_task("edit", total=len(items), completed=len(items) - len(todo), info="")
-        try:
-            for res in editor.edit([EditRequest(it.id, it.prompt, it.original) for it in todo]):
-                it = by_id[res.id]
-                if not res.ok:
-                    failures.append({"id": it.id, "reason": res.reason, "error": res.error, "attempts": res.attempts,
-                                     "editor": editor.name})
+        n_done = len(items) - len(todo)
+        if on_progress is not None:
+            on_progress(n_done, len(items), "")
+        for res in editor.edit([EditRequest(it.id, it.prompt, it.original) for it in todo]):
+            it = by_id[res.id]
+            if not res.ok:
+                failures.append({"id": it.id, "reason": res.reason, "error": res.error, "attempts": res.attempts,
+                                 "editor": editor.name})
+            else:
+                v = check_edit(it.original, res.edited, mcfg.max_ratio)
+                verdicts.append(v)
+                rec = {"id": it.id, "prompt": it.prompt, "original": it.original, "edited": res.edited,
+                       "meta": {**it.meta, "editor": editor.name, "template": editor.template.id,
+                                "source": it.source, "edit_ratio": round(v.ratio, 4), "minimality": v.status,
+                                "finish_reason": res.finish_reason}}
+                truncated += res.finish_reason == "length"
+                resolved.add(it.id)
+                if not v.ok and mcfg.on_violation == "drop":
+                    drop.append(rec)
+                    dropped += 1
                 else:
-                    v = check_edit(it.original, res.edited, mcfg.max_ratio)
-                    verdicts.append(v)
-                    rec = {"id": it.id, "prompt": it.prompt, "original": it.original, "edited": res.edited,
-                           "meta": {**it.meta, "editor": editor.name, "template": editor.template.id,
-                                    "source": it.source, "edit_ratio": round(v.ratio, 4), "minimality": v.status,
-                                    "finish_reason": res.finish_reason}}
-                    truncated += res.finish_reason == "length"
-                    resolved.add(it.id)
-                    if not v.ok and mcfg.on_violation == "drop":
-                        drop.append(rec)
-                        dropped += 1
-                    else:
-                        out.append(rec)
-                        written += 1
-                if bar is not None:
-                    bar.update(task, advance=1, info=f"failed {len(failures)}")
-        finally:
-            if bar is not None:
-                bar.stop()
+                    out.append(rec)
+                    written += 1
+            n_done += 1
+            if on_progress is not None:
+                on_progress(n_done, len(items), f"failed {len(failures)}")
     finally:
         out.close()
         if drop is not None:

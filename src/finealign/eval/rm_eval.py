@@ -7,74 +7,65 @@ several items (AlpacaEval's reference outputs) is scored once, and scores are ca
 where it stopped. The length baseline ("longer response wins", characters of the full response) is
 always computed on the same items and reported beside the scorer.
 
+Pairs whose chosen and rejected are the same text are ties no scorer can order: they are left out
+and counted (``skipped`` in ``results.json``). Empty responses are scored as they are (every scorer
+handles them) and counted (``empty_responses``). The score cache is tied to each scorer's
+fingerprint (``data.manifest``): a token RM retrained at the same path does not reuse the old
+model's scores; ``overwrite`` empties it.
+
 Outputs (written atomically): ``OUT/results.json`` and ``OUT/results.md``.
 """
 
 from __future__ import annotations
 
-import hashlib
+import dataclasses
 import json
 import math
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import Callable
 
 import numpy as np
 
+from ..config import Settings, positive, setting
 from ..core import stats
-from ..data.io import JsonlAppender, write_json, write_text_atomic
-from ..data.records import PairRecord, Prompt, RatingRecord
+from ..core.align import same_text
+from ..data.io import write_json, write_text_atomic
+from ..data.records import PairRecord, RatingRecord
 from ..errors import FinealignError
+from ..rewards.cache import Unit, score_units, unit  # noqa: F401 (Unit, score_units: re-exported)
 from .benchmarks import Benchmark, load_benchmark
 
 
-@dataclass(frozen=True)
-class EvalConfig:
-    """One reward evaluation.
-
-    scorer: scorer spec (``flr:smollm2-135m-instruct,mode=pmi``, ``direct:...``, ``length``).
-    benchmark: built-in name or a pair / rating file. out: output folder (also holds the score cache).
-    limit / sample_seed: first N items, or N drawn with the seed. max_chars: cut each response to
-    its first ``max_chars`` characters before scoring (CPU budgets; the length baseline always sees
-    the full response). batch_size: responses per scorer call. n_boot / seed: bootstrap intervals.
-    """
-
-    scorer: str
-    benchmark: str
-    out: Path
-    limit: int | None = None
-    sample_seed: int | None = None
-    max_chars: int | None = None
-    batch_size: int = 8
-    n_boot: int = 1000
-    seed: int = 0
-    data_dir: Path | None = None
-
-    def __post_init__(self):
-        if self.limit is not None and self.limit < 1:
-            raise FinealignError(f"limit must be at least 1, got {self.limit}")
-        if self.max_chars is not None and self.max_chars < 1:
-            raise FinealignError(f"max_chars must be at least 1, got {self.max_chars}")
-        if self.batch_size < 1:
-            raise FinealignError(f"batch_size must be at least 1, got {self.batch_size}")
-        if self.n_boot < 10:
-            raise FinealignError(f"n_boot must be at least 10, got {self.n_boot}")
+def _n_boot(v) -> str | None:
+    return None if v >= 10 else f"must be at least 10, got {v}"
 
 
-class Unit(NamedTuple):
-    """One (prompt, response) to score; ``key`` hashes the prompt and the (cut) response."""
+@dataclass(kw_only=True)
+class EvalConfig(Settings):
+    """One reward evaluation (the fields are flags of ``finealign eval-rm``): a scorer on a benchmark, next
+    to the length baseline. The length baseline always sees the full responses."""
 
-    key: str
-    prompt: Prompt
-    response: str
-
-
-def unit(prompt: Prompt, response: str, max_chars: int | None = None) -> Unit:
-    text = response if max_chars is None else response[:max_chars]
-    h = hashlib.sha1(json.dumps([prompt, text], ensure_ascii=False).encode("utf-8")).hexdigest()[:20]
-    return Unit(h, prompt, text)
+    scorer: str = setting(None, short="-s", required=True,
+                          help="Scorer spec, e.g. flr:smollm2-135m-instruct,mode=pmi | direct:MODEL | length.")
+    benchmark: str = setting(None, short="-b", required=True,
+                             help="hh-harmless | alpaca-eval | prometheus-mt-bench | prometheus-vicuna | "
+                                  "alpaca-eval-systems | a pair/rating FILE.")
+    out: Path = setting(None, short="-o", required=True, help="Output folder: results.json, results.md, "
+                                                              "scores.jsonl (the score cache; a rerun resumes).")
+    limit: int | None = setting(None, short="-n", check=positive,
+                                help="Evaluate N items (alpaca-eval-systems: N instructions x every system).")
+    sample_seed: int | None = setting(None, help="Draw the N items with this seed instead of taking the first N.")
+    max_chars: int | None = setting(None, check=positive, help="Cut responses to this many characters before "
+                                                               "scoring (CPU budgets).")
+    batch_size: int = setting(8, check=positive, help="Responses per scorer call.")
+    n_boot: int = setting(1000, check=_n_boot, help="Bootstrap resamples for the 95% intervals.")
+    seed: int = setting(0, help="Bootstrap seed.")
+    data_dir: Path | None = setting(None, help="Shared data folder (built-in benchmarks).")
+    overwrite: bool = setting(False, help="Empty the score cache (and the results) first (a scorer whose model "
+                                          "changed since its scores were cached is refused without it).")
 
 
 def item_units(bench: Benchmark, max_chars: int | None = None) -> list[list[Unit]]:
@@ -88,51 +79,6 @@ def item_units(bench: Benchmark, max_chars: int | None = None) -> list[list[Unit
         else:
             out.append([unit(r.prompt, r.completion, max_chars)])
     return out
-
-
-def score_units(scorer, spec: str, units: list[Unit], cache: Path | None, *, batch_size: int = 8,
-                on_progress: Callable[[int], None] | None = None) -> dict[str, float]:
-    """Scores of the distinct ``units`` by key, reading and extending the cache file ``cache``.
-
-    ``on_progress(n)`` is called after every batch with the number of units newly scored.
-    """
-    todo: dict[str, Unit] = {}
-    for u in units:
-        todo.setdefault(u.key, u)
-    scores: dict[str, float] = {}
-    app = None
-    if cache is not None:
-        app = JsonlAppender(cache, key=lambda o: (o["scorer"], o["key"]))
-        for line in cache.read_text(encoding="utf-8").splitlines():
-            if line.strip():
-                o = json.loads(line)
-                if o.get("scorer") == spec and o.get("key") in todo:
-                    scores[o["key"]] = float(o["score"])
-    pending = [u for k, u in todo.items() if k not in scores]
-    if on_progress:
-        on_progress(0)
-    try:
-        for i in range(0, len(pending), batch_size):
-            batch = pending[i:i + batch_size]
-            vals = scorer.score([u.prompt for u in batch], [u.response for u in batch])
-            if len(vals) != len(batch):
-                raise FinealignError(f"scorer {spec!r} returned {len(vals)} scores for {len(batch)} responses")
-            for u, v in zip(batch, vals):
-                v = float(v)
-                if not math.isfinite(v):
-                    raise FinealignError(f"scorer {spec!r} returned a non-finite score ({v}) for unit {u.key}")
-                scores[u.key] = v
-                if app is not None:
-                    app.append({"scorer": spec, "key": u.key, "score": v})
-            if on_progress:
-                on_progress(len(batch))
-    finally:
-        if app is not None:
-            app.close()
-    return scores
-
-
-# ----------------------------------------------------------------------------------------- metrics
 
 
 def _pair_metrics(c: list[float], r: list[float], p: list[float | None], cfg_seed: int, n_boot: int) -> dict:
@@ -215,7 +161,8 @@ class EvalResult:
                 "items": len(self.bench.items), "items_available": self.bench.total, "limit": c.limit,
                 "sample_seed": c.sample_seed, "max_chars": c.max_chars, "distinct_responses": self.units,
                 "scored_this_run": self.scored_now, "seconds_this_run": round(self.seconds, 2),
-                "skipped": self.bench.skipped, "bootstrap": {"n_boot": c.n_boot, "seed": c.seed, "level": 0.95},
+                "skipped": self.bench.skipped, "empty_responses": empty_responses(self.bench),
+                "bootstrap": {"n_boot": c.n_boot, "seed": c.seed, "level": 0.95},
                 "metrics": {"scorer": self.scorer, "length": self.length}}
 
 
@@ -226,7 +173,11 @@ def run_eval(cfg: EvalConfig, *, scorer=None, bench: Benchmark | None = None,
     from ..rewards import load_scorer
     from ..rewards.base import LengthScorer
 
+    from ..data.manifest import prepare_output
+    from ..rewards.base import scorer_fingerprint
+
     bench = bench or load_benchmark(cfg.benchmark, limit=cfg.limit, sample_seed=cfg.sample_seed, data_dir=cfg.data_dir)
+    bench = drop_identical_pairs(bench)
     if not bench.items:
         raise FinealignError(f"benchmark {bench.name}: no items")
     per_item = item_units(bench, cfg.max_chars)
@@ -235,8 +186,11 @@ def run_eval(cfg: EvalConfig, *, scorer=None, bench: Benchmark | None = None,
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     cache = out / "scores.jsonl"
-    scorer_obj = load_scorer(scorer if scorer is not None else cfg.scorer)
     spec = cfg.scorer
+    # the cache is tied to each scorer's fingerprint: checked before the scorer is loaded
+    prepare_output(cache, "score-cache", {spec: scorer_fingerprint(spec)}, merge=True, overwrite=cfg.overwrite,
+                   side_files=[out / "results.json", out / "results.md"])
+    scorer_obj = load_scorer(scorer if scorer is not None else cfg.scorer)
     done_before = _cached_count(cache, spec, {u.key for u in flat})
     if on_total:
         on_total(distinct - done_before)
@@ -253,6 +207,31 @@ def run_eval(cfg: EvalConfig, *, scorer=None, bench: Benchmark | None = None,
     write_json(out / "results.json", res.to_json())
     write_text_atomic(out / "results.md", markdown(res.to_json()))
     return res
+
+
+def drop_identical_pairs(bench: Benchmark) -> Benchmark:
+    """``bench`` without the pairs whose chosen and rejected are the same text (``core.align.same_text``):
+    ties that no scorer can order, counted under ``skipped``."""
+    if bench.kind != "pairs":
+        return bench
+    keep = [r for r in bench.items if not same_text(r.chosen, r.rejected)]
+    n = len(bench.items) - len(keep)
+    if not n:
+        return bench
+    return dataclasses.replace(bench, items=keep, skipped={**bench.skipped, IDENTICAL: n})
+
+
+IDENTICAL = "identical chosen and rejected (ties)"
+
+
+def empty_responses(bench: Benchmark) -> int:
+    """Responses of ``bench`` that are empty (scored as they are)."""
+    n = 0
+    for r in bench.items:
+        texts = [r.chosen, r.rejected] if isinstance(r, PairRecord) else [
+            r.response if isinstance(r, RatingRecord) else r.completion]
+        n += sum(not t.strip() for t in texts)
+    return n
 
 
 def _cached_count(cache: Path, spec: str, keys: set[str]) -> int:
@@ -312,4 +291,7 @@ def markdown(res: dict) -> str:
         lens = {d["system"]: d["mean_score"] for d in ln.get("systems", [])}
         lines += [f"| {d['system']} | {d['n']} | {_f(d['mean_score'], 4)} | {_f(lens.get(d['system']), 0)} | "
                   f"{_f(d['win_rate'], 2)} |" for d in sorted(s["systems"], key=lambda d: -d["win_rate"])]
-    return head + "\n".join(lines) + "\n"
+    notes = [f"left out: {n} {why}" for why, n in sorted((res.get("skipped") or {}).items()) if n]
+    if res.get("empty_responses"):
+        notes.append(f"empty responses scored as they are: {res['empty_responses']}")
+    return head + "\n".join(lines) + "\n" + ("\n" + "\n".join(notes) + "\n" if notes else "")

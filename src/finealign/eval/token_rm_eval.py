@@ -17,7 +17,7 @@ from typing import Sequence
 import torch
 
 from ..core.metrics import pairwise_accuracy, token_metrics
-from ..train.token_rm_data import PairExample, collate_pairs
+from ..models.token_rm_data import PairExample, collate_pairs
 
 
 @dataclass(frozen=True)

@@ -118,7 +118,7 @@ def pull(name: str = DEFAULT_MODEL, *, force: bool = False, log=print) -> Path:
         log("dequantizing the GGUF to fp32 safetensors (once) ...")
         stage = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
         try:
-            from .loading import gguf_to_pretrained
+            from .gguf import gguf_to_pretrained
 
             gguf_to_pretrained(gguf, stage)
             (stage / "FINEALIGN_SOURCE.txt").write_text(

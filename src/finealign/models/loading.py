@@ -12,20 +12,16 @@ A spec is one of:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import shutil
-import struct
-import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from ..errors import ModelError
-from ..paths import models_dir
 from .default import BUILTINS, DEFAULT_MODEL, pull
+from .gguf import cached_gguf_dir
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
           "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
@@ -43,6 +39,21 @@ class LoraOptions:
     def __post_init__(self):
         if self.r <= 0:
             raise ValueError(f"lora r must be positive, got {self.r}")
+
+    def peft_config(self, *, task_type: str | None = "CAUSAL_LM", target_modules=None,
+                    layers_to_transform: list[int] | None = None):
+        """The one ``peft.LoraConfig`` of finealign (policies, TRL wrappers, token RMs).
+
+        ``target_modules`` overrides ``self.target_modules``; ``layers_to_transform`` restricts the
+        adapters to those decoder layers; ``task_type=None`` gives a plain ``PeftModel`` (no LM head use).
+        """
+        from peft import LoraConfig
+
+        target = self.target_modules if target_modules is None else target_modules
+        kw = {"layers_to_transform": layers_to_transform} if layers_to_transform else {}
+        return LoraConfig(r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout,
+                          target_modules=target if isinstance(target, str) else list(target),
+                          task_type=task_type, **kw)
 
 
 def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
@@ -63,60 +74,6 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return dev
 
 
-def check_gguf(path: Path) -> None:
-    """Raise ``ModelError`` naming ``path`` if it is not a complete GGUF file."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(8)
-    except OSError as e:
-        raise ModelError(f"{path}: cannot read GGUF file: {e}") from e
-    if len(head) < 8 or head[:4] != b"GGUF":
-        raise ModelError(f"{path}: not a GGUF file (bad magic bytes {head[:4]!r})")
-    version = struct.unpack("<I", head[4:8])[0]
-    if version not in (2, 3):
-        raise ModelError(f"{path}: unsupported GGUF version {version}")
-    try:
-        from gguf import GGUFReader
-
-        reader = GGUFReader(str(path))
-        size = path.stat().st_size
-        if len(reader.tensors) == 0:
-            raise ModelError(f"{path}: GGUF file holds no tensors (truncated or empty)")
-        for t in reader.tensors:
-            end = int(t.data_offset) + int(t.n_bytes)
-            if end > size:
-                raise ModelError(f"{path}: truncated GGUF: tensor {t.name} ends at byte {end} > file size {size}")
-    except ModelError:
-        raise
-    except Exception as e:  # the reader raises many types on corrupt files
-        raise ModelError(f"{path}: corrupt or truncated GGUF file: {type(e).__name__}: {e}") from e
-
-
-def gguf_to_pretrained(gguf: Path, out: Path) -> None:
-    """Dequantize ``gguf`` to an fp32 Hugging Face directory ``out`` (model + tokenizer)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    gguf = Path(gguf)
-    check_gguf(gguf)
-    try:
-        tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
-    except Exception as e:
-        raise ModelError(f"{gguf}: could not load the GGUF with transformers: {type(e).__name__}: {e}") from e
-    # save_pretrained refuses a GGUF-loaded model while it carries its quantizer.
-    model.hf_quantizer = None
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    model.save_pretrained(out)
-    tok.save_pretrained(out)
-
-
-def _gguf_cache_dir(gguf: Path) -> Path:
-    st = gguf.stat()
-    key = hashlib.sha256(f"{gguf.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:16]
-    return models_dir() / "gguf" / f"{gguf.stem}-{key}"
-
-
 def resolve_spec(spec: str) -> str:
     """Turn a spec into something ``from_pretrained`` takes: a local directory or a hub id."""
     if not spec or not str(spec).strip():
@@ -130,17 +87,7 @@ def resolve_spec(spec: str) -> str:
     if spec.lower().endswith(".gguf"):
         if not path.is_file():
             raise ModelError(f"{spec}: GGUF file not found")
-        cache = _gguf_cache_dir(path)
-        if not (cache / "config.json").exists():
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            stage = Path(tempfile.mkdtemp(prefix=".gguf-", dir=cache.parent))
-            try:
-                gguf_to_pretrained(path, stage)
-                os.rename(stage, cache)
-            finally:
-                if stage.exists():
-                    shutil.rmtree(stage, ignore_errors=True)
-        return str(cache)
+        return str(cached_gguf_dir(path))
     if path.exists():
         if not path.is_dir():
             raise ModelError(f"{spec}: not a model directory or a .gguf file")
@@ -167,18 +114,24 @@ def load_tokenizer(spec: str, *, padding_side: str = "left"):
 
 
 def _from_pretrained(cls, spec: str, src: str, **kw):
+    """``cls.from_pretrained`` from local files; from the hub only when the hub is reachable (decided
+    once per process, see ``hub.hub_reachable``), so a mistyped name fails in about a second."""
+    from ..quiet import quiet_library_output
+    from .hub import cached_hub_ids, hub_reachable, unknown_model_error
+
     try:
-        return cls.from_pretrained(src, local_files_only=True, **kw)
+        with quiet_library_output():
+            return cls.from_pretrained(src, local_files_only=True, **kw)
     except Exception as local_err:
-        if Path(src).exists() or os.environ.get("HF_HUB_OFFLINE") == "1":
+        if Path(src).exists() or src in cached_hub_ids():
             raise ModelError(f"{spec}: could not load: {type(local_err).__name__}: {local_err}") from local_err
+        if not hub_reachable():
+            raise unknown_model_error(spec, "the Hugging Face hub cannot be reached (offline)") from None
         try:
-            return cls.from_pretrained(src, **kw)
+            with quiet_library_output():
+                return cls.from_pretrained(src, **kw)
         except Exception as e:
-            raise ModelError(
-                f"{spec}: not a built-in model ({', '.join(BUILTINS)}), a local directory or a .gguf "
-                f"file, and not in the Hugging Face cache nor reachable on the hub ({type(e).__name__})"
-            ) from e
+            raise unknown_model_error(spec, f"the hub has no such model ({type(e).__name__})") from e
 
 
 def load_model(
@@ -207,18 +160,21 @@ def load_model(
 
         base_spec = json.loads(adapter.read_text())["base_model_name_or_path"]
         base = _from_pretrained(AutoModelForCausalLM, spec, resolve_spec(base_spec), dtype=torch_dtype)
-        model = PeftModel.from_pretrained(base, src, is_trainable=trainable_adapter)
+        from ..quiet import quiet_library_output
+
+        with quiet_library_output():
+            model = PeftModel.from_pretrained(base, src, is_trainable=trainable_adapter)
     else:
         model = _from_pretrained(AutoModelForCausalLM, spec, src, dtype=torch_dtype)
     if model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tok.pad_token_id
     if lora is not None:
-        from peft import LoraConfig, get_peft_model
+        from peft import get_peft_model
 
-        cfg = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                         target_modules=lora.target_modules if isinstance(lora.target_modules, str)
-                         else list(lora.target_modules), task_type="CAUSAL_LM")
-        model = get_peft_model(model, cfg)
+        from ..quiet import quiet_library_output
+
+        with quiet_library_output():  # PEFT calls transformers' deprecated is_gradient_checkpointing
+            model = get_peft_model(model, lora.peft_config())
     model.to(dev)
     model.eval()
     return model, tok

@@ -164,19 +164,20 @@ def new_token_rm(base_model: str, *, mode: str = "lora", top_layers: int = 0, lo
 
 
 def _add_lora(lm, lora: LoraOptions, top_layers: int):
-    from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
 
-    kw = {}
+    layers = None
     if top_layers:
         n = len(_decoder_layers(lm))
-        kw["layers_to_transform"] = list(range(max(0, n - top_layers), n))
+        layers = list(range(max(0, n - top_layers), n))
     target = lora.target_modules
-    if target == "all-linear" or kw:
+    if target == "all-linear" or layers:
         # the LM head is never used by the token RM: adapt the decoder's projections only
         target = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-    cfg = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                     target_modules=list(target) if not isinstance(target, str) else target, **kw)
-    return get_peft_model(lm, cfg)
+    from ..quiet import quiet_library_output
+
+    with quiet_library_output():  # PEFT calls transformers' deprecated is_gradient_checkpointing
+        return get_peft_model(lm, lora.peft_config(task_type=None, target_modules=target, layers_to_transform=layers))
 
 
 def load_token_rm(path: str | Path, *, dtype: str = "float32", device: str | None = "cpu", trainable: bool = False):
@@ -235,11 +236,12 @@ def load_token_rm(path: str | Path, *, dtype: str = "float32", device: str | Non
 
 @dataclass(frozen=True)
 class EncodedResponse:
-    """One chat-templated (prompt, response) sequence.
+    """One chat-templated (prompt, response) sequence (``data.chat.encode_pair``).
 
-    ``input_ids`` (T,); ``response_mask`` (T,) True on response tokens; ``offsets`` (T,) each
-    token's (start, end) in the *response* text (prompt/template tokens have end <= 0);
-    ``truncated`` = prompt tokens dropped from the left to fit ``max_length``.
+    ``input_ids`` (T,), ending with the response's last token; ``response_mask`` (T,) True on
+    response tokens; ``offsets`` (T,) each token's (start, end) in the *response* text
+    (prompt/template tokens have end <= 0); ``truncated`` = prompt tokens dropped from the left to
+    fit ``max_length``.
     """
 
     input_ids: list[int]
@@ -253,26 +255,22 @@ class TooLong(ValueError):
 
 
 def encode_response(tokenizer, prompt, response: str, max_length: int | None = None, *, min_context: int = 8) -> EncodedResponse:
-    """Chat-template ``prompt`` (str or messages) and append ``response`` as the assistant turn.
+    """``prompt`` (str or messages) and ``response`` as the assistant turn (``data.chat.encode_pair``;
+    a prompt that already carries the template is used as it is). The sequence stops at the
+    response's last token: under causal attention the end-of-turn tokens after it would change none
+    of its rewards, so they are not computed.
 
     The oldest context is cut from the left when the sequence exceeds ``max_length`` (the count is
     returned in ``truncated``); ``TooLong`` when the response plus ``min_context`` prompt tokens
     does not fit.
     """
-    from ..data.records import as_messages
+    from ..data.chat import encode_pair
 
-    msgs = as_messages(prompt)
-    if getattr(tokenizer, "chat_template", None):
-        prefix = tokenizer.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
-    else:
-        prefix = "\n\n".join(m["content"] for m in msgs) + "\n\n"
-    text = prefix + response
-    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    ids = list(enc["input_ids"])
-    base = len(prefix)
-    offs = [(int(s) - base, int(e) - base) for s, e in enc["offset_mapping"]]
-    mask = [e > 0 and s < len(response) for s, e in offs]
-    offs = [(max(0, s), e) if m else (s, e) for (s, e), m in zip(offs, mask)]
+    enc = encode_pair(tokenizer, prompt, response)
+    n_prefix = sum(1 for _, e in enc.offsets if e <= 0)  # prompt and template tokens before the response
+    end = n_prefix + sum(enc.response_mask)  # the end-of-turn tokens after the response are left out
+    ids, mask = list(enc.input_ids[:end]), list(enc.response_mask[:end])
+    offs = [(max(0, s), e) if m else (s, e) for (s, e), m in zip(enc.offsets[:end], mask)]
     cut = 0
     if max_length is not None and len(ids) > max_length:
         n_resp = sum(mask)
@@ -284,14 +282,8 @@ def encode_response(tokenizer, prompt, response: str, max_length: int | None = N
 
 
 def pad_batch(seqs: list[list[int]], pad_id: int, *masks: list[list]) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
-    """Right-pad ``seqs`` to (N, T): ``(input_ids, attention_mask, [each extra mask as (N, T) bool])``."""
-    T = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), T), pad_id, dtype=torch.long)
-    att = torch.zeros((len(seqs), T), dtype=torch.long)
-    extra = [torch.zeros((len(seqs), T), dtype=torch.bool) for _ in masks]
-    for i, s in enumerate(seqs):
-        ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
-        att[i, : len(s)] = 1
-        for m, src in zip(extra, masks):
-            m[i, : len(s)] = torch.tensor([bool(v) for v in src[i]], dtype=torch.bool)
-    return ids, att, extra
+    """Right-pad ``seqs`` to (N, T): ``(input_ids, attention_mask, [each extra mask as (N, T) bool])``
+    (``data.chat.pad_right``)."""
+    from ..data.chat import pad_right
+
+    return pad_right(seqs, pad_id, *masks)

@@ -12,7 +12,9 @@ Scorers are named by a spec string ``KIND[:ARG][,key=value...]``, for example
 from __future__ import annotations
 
 import abc
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Sequence
 
 from ..data.records import Prompt
@@ -92,7 +94,7 @@ def _ensure_builtin_kinds() -> None:
     # Importing the modules registers their kinds; a missing optional module is not an error here.
     import importlib
 
-    for mod in ("flr", "direct", "seqcls", "token_rm", "judge"):
+    for mod in ("model_scorers", "seqcls", "token_rm", "judge", "sim", "dpo_implicit"):
         try:
             importlib.import_module(f"finealign.rewards.{mod}")
         except ModuleNotFoundError as e:
@@ -123,3 +125,37 @@ class LengthScorer(Scorer):
 @register_scorer("length")
 def _length(arg=None, **_):
     return LengthScorer()
+
+
+_NOT_IDENTITY = {"batch_size", "device", "strategy"}  # options that do not change a score
+
+
+def scorer_fingerprint(spec: str | Scorer) -> dict:
+    """What a scorer is, for the manifest of an output it scores (``data.manifest``): its spec (less
+    the options that change no score: batch size, device, FLR's strategy) and a fingerprint of every
+    file it reads (the model, a token RM's folder and its base model, an FLR follow-up file). A
+    scorer object without a spec gives its name only."""
+    from ..data.manifest import fingerprint_path, model_fingerprint
+
+    if isinstance(spec, Scorer):
+        return {"spec": getattr(spec, "name", type(spec).__name__)}
+    s = parse_spec(spec)
+    opts = ",".join(f"{k}={v}" for k, v in sorted(s.options.items()) if k not in _NOT_IDENTITY)
+    out: dict = {"spec": s.kind + (f":{s.arg}" if s.arg else "") + (f",{opts}" if opts else "")}
+    if s.kind == "length":
+        return out
+    if s.kind == "token-rm" and s.arg:
+        out["token_rm"] = fingerprint_path(s.arg)
+        cfg = Path(s.arg).expanduser() / "token_rm_config.json"
+        try:
+            base = json.loads(cfg.read_text(encoding="utf-8")).get("base_model")
+        except (OSError, ValueError):
+            base = None
+        if base:
+            out["base_model"] = model_fingerprint(base)
+    elif s.kind in ("flr", "direct", "seqcls") or (s.arg and Path(s.arg).expanduser().exists()):
+        out["model"] = model_fingerprint(s.arg or "smollm2-135m-instruct")
+    for key in ("followups",):
+        if s.options.get(key):
+            out[key] = fingerprint_path(s.options[key])
+    return out

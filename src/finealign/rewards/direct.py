@@ -1,11 +1,14 @@
 """The "direct" baseline scorer: mean log p(response | prompt) under a causal LM (the FLR paper's
-baseline), plus the chat-rendering helpers that every language-model scorer shares.
+baseline), plus helpers every language-model scorer shares (window, truncation warnings, options).
 
-``direct:MODEL[,dtype=bfloat16][,device=cuda][,batch_size=8][,max_length=2048]``. The response is
-rendered as the assistant turn after the prompt with the model's chat template; only the
-response's own text tokens are scored (template tokens are conditioned on). Too-long inputs lose
-their oldest tokens (never the response's end), with a warning; ``stats.truncated`` counts them.
-It is also a token scorer: ``score_tokens`` returns each response token's log-probability.
+``direct:MODEL[,dtype=bfloat16][,device=cuda][,batch_size=8][,max_length=2048]``. The (prompt,
+response) is rendered by ``data.chat.render_pair`` (the closed assistant turn; a prompt that already
+carries the template is used as it is); only the response's own text tokens are scored (template
+tokens are conditioned on). An empty response is scored too: its score is the log-probability of
+ending the turn at once (the template's first end-of-turn token; the EOS token without a template).
+Too-long inputs lose their oldest tokens (never the response's end), with a warning;
+``stats.truncated`` counts them. It is also a token scorer: ``score_tokens`` returns each response
+token's log-probability.
 """
 
 from __future__ import annotations
@@ -16,8 +19,10 @@ from typing import Sequence
 
 import torch
 
+from ..core.batching import length_batches
 from ..core.flr import token_logprobs
-from ..data.records import Message, Prompt, as_messages
+from ..data.chat import TurnText, encode_pair, encode_with_span, pad_right, render_turn  # noqa: F401
+from ..data.records import Prompt
 from ..errors import FinealignError
 from .base import TokenScorer, TokenScores, register_scorer
 
@@ -40,56 +45,8 @@ class ScoreStats:
     truncated_tokens: int = 0
 
 
-# ---------------------------------------------------------------- chat rendering helpers
-
-def render_chat(tokenizer, messages: list[Message]) -> str:
-    """The chat template's text for ``messages`` (no generation prompt)."""
-    if not getattr(tokenizer, "chat_template", None):
-        raise FinealignError(f"tokenizer {getattr(tokenizer, 'name_or_path', '?')!r} has no chat template; "
-                             "this scorer renders conversations with it")
-    return tokenizer.apply_chat_template(messages, tokenize=False)
-
-
-@dataclass(frozen=True)
-class TurnText:
-    """``full = context + segment``; the turn's content is ``segment[start:end]``."""
-
-    context: str
-    segment: str
-    start: int
-    end: int
-
-
-def render_turn(tokenizer, context: list[Message], role: str, content: str) -> TurnText:
-    """Render ``context`` + one more turn and locate the new turn's content in the added text.
-
-    The content is found where the added text minus the content equals the text the template adds
-    for an empty turn, so a content string that also occurs in the template markup is not mistaken.
-    """
-    ctx = render_chat(tokenizer, context)
-    full = render_chat(tokenizer, context + [{"role": role, "content": content}])
-    empty = render_chat(tokenizer, context + [{"role": role, "content": ""}])
-    if not full.startswith(ctx) or not empty.startswith(ctx):
-        raise FinealignError("the chat template renders a conversation differently once a turn is added "
-                             "(the context is not a prefix); this scorer cannot share the context")
-    seg, seg_empty = full[len(ctx):], empty[len(ctx):]
-    for text in (content, content.strip()):
-        i = seg.find(text)
-        while i >= 0 and text:
-            if seg[:i] + seg[i + len(text):] == seg_empty:
-                return TurnText(ctx, seg, i, i + len(text))
-            i = seg.find(text, i + 1)
-    raise FinealignError("cannot locate the turn's text in the chat template's output")
-
-
-def encode_with_span(tokenizer, text: str, start: int, end: int) -> tuple[list[int], list[bool], list[tuple[int, int]]]:
-    """Token ids of ``text`` (no added special tokens), which tokens overlap ``text[start:end]``,
-    and every token's character offsets."""
-    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    offs = [tuple(o) for o in enc["offset_mapping"]]
-    inside = [e > start and s < end for s, e in offs]
-    return list(enc["input_ids"]), inside, offs
-
+# ---------------------------------------------------------------- shared helpers
+# (chat rendering lives in ``data.chat``; ``render_turn``, ``TurnText``, ``encode_with_span`` are re-exported)
 
 def model_max_length(model, override: int | None = None) -> int:
     if override:
@@ -162,12 +119,18 @@ class DirectScorer(TokenScorer):
         self.stats = ScoreStats()
 
     def _encode(self, prompt: Prompt, response: str, index: int) -> _Encoded:
-        if not response or not response.strip():
-            raise EmptyResponseError(index, self.name)
-        turn = render_turn(self.tokenizer, as_messages(prompt), "assistant", response)
-        base = len(turn.context) + turn.start
-        ids, inside, offs = encode_with_span(self.tokenizer, turn.context + turn.segment, base, len(turn.context) + turn.end)
+        enc = encode_pair(self.tokenizer, prompt, response)  # data.chat: the closed assistant turn
+        ids, inside, offs = list(enc.input_ids), list(enc.response_mask), list(enc.offsets)
+        if not any(inside):  # an empty response: its score is log p(ending the turn at once)
+            after = [k for k, (s, _) in enumerate(offs) if s >= 0]
+            if not after and self.tokenizer.eos_token_id is not None:  # no template: the EOS token ends it
+                ids, offs, inside, after = ids + [self.tokenizer.eos_token_id], offs + [(0, 0)], inside + [False], [len(ids)]
+            if after:
+                inside[after[0]] = True
+                offs[after[0]] = (len(response), len(response))
         inside[0] = False  # the first token has no prediction
+        last = max((k for k, m in enumerate(inside) if m), default=len(ids) - 1)
+        ids, inside, offs = ids[: last + 1], inside[: last + 1], offs[: last + 1]  # causal: nothing after is read
         if len(ids) > self.max_length:
             drop = len(ids) - self.max_length
             ids, inside, offs = ids[drop:], inside[drop:], offs[drop:]
@@ -175,22 +138,16 @@ class DirectScorer(TokenScorer):
             warn_truncated(self.stats, f"response {index} with its prompt", drop, self.max_length)
         if not any(inside):
             raise EmptyResponseError(index, self.name)
-        rel = [(max(s - base, 0), max(e - base, 0)) for s, e in offs]
+        rel = [(max(s, 0), max(e, 0)) for s, e in offs]
         return _Encoded(ids, inside, rel)
 
     @torch.no_grad()
     def _token_logprobs(self, encs: list[_Encoded]) -> list[torch.Tensor]:
         """Per-row log-probabilities of the scored tokens (1-D tensors)."""
         dev = self.model.device
-        t = max(len(e.ids) for e in encs)
-        pad = self.tokenizer.pad_token_id or 0
-        ids = torch.full((len(encs), t), pad, dtype=torch.long)
-        attn = torch.zeros(len(encs), t, dtype=torch.long)
-        keep = torch.zeros(len(encs), t, dtype=torch.bool)  # positions whose logits predict a scored token
-        for b, e in enumerate(encs):
-            ids[b, : len(e.ids)] = torch.tensor(e.ids)
-            attn[b, : len(e.ids)] = 1
-            keep[b, : len(e.ids) - 1] = torch.tensor(e.scored[1:])
+        # keep: (B, T) positions whose logits predict a scored token
+        ids, attn, (keep,) = pad_right([e.ids for e in encs], self.tokenizer.pad_token_id or 0,
+                                       [e.scored[1:] + [False] for e in encs])
         out = self.model(input_ids=ids.to(dev), attention_mask=attn.to(dev), logits_to_keep=keep.to(dev), use_cache=False)
         logits = out.logits.reshape(-1, out.logits.shape[-1])  # (K, V), rows in (b, t) order
         targets = ids[:, 1:][keep[:, :-1]].to(dev)
@@ -202,10 +159,12 @@ class DirectScorer(TokenScorer):
         if len(prompts) != len(responses):
             raise FinealignError(f"{len(prompts)} prompts but {len(responses)} responses")
         encs = [self._encode(p, r, i) for i, (p, r) in enumerate(zip(prompts, responses))]
-        bs = self.config.batch_size
-        for i in range(0, len(encs), bs):
-            chunk = encs[i: i + bs]
-            yield chunk, self._token_logprobs(chunk)
+        lps: list = [None] * len(encs)
+        # batches by length (core.batching): a long item runs alone instead of padding the others to it
+        for batch in length_batches([len(e.ids) for e in encs], self.config.batch_size):
+            for i, lp in zip(batch, self._token_logprobs([encs[i] for i in batch])):
+                lps[i] = lp
+        yield encs, lps
         self.stats.scored += len(encs)
 
     def score(self, prompts: Sequence[Prompt], responses: Sequence[str]) -> list[float]:
@@ -221,19 +180,3 @@ class DirectScorer(TokenScorer):
 
     def close(self) -> None:
         self.model = None
-
-
-def _opt_int(options: dict, key: str):
-    return to_int(key, options[key]) if key in options else None
-
-
-@register_scorer("direct")
-def _direct(arg=None, model=None, tokenizer=None, **options):
-    known = {"dtype", "device", "batch_size", "max_length"}
-    bad = sorted(set(options) - known)
-    if bad:
-        raise FinealignError(f"direct scorer: unknown option(s) {', '.join(bad)}; known: {', '.join(sorted(known))}")
-    cfg = DirectConfig(model=arg or "smollm2-135m-instruct", dtype=options.get("dtype", "float32"),
-                       device=options.get("device", "auto"), batch_size=_opt_int(options, "batch_size") or 4,
-                       max_length=_opt_int(options, "max_length"))
-    return DirectScorer(cfg, model=model, tokenizer=tokenizer)

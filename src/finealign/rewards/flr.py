@@ -6,7 +6,8 @@
 For a context x (chat messages), a response y and a follow-up f rendered as the next turn with the
 model's chat template, ``l(f)`` is the mean log-probability of f's own text tokens (template
 tokens are conditioned on, not scored). Per dimension ``s_d = mean_{P_d} l - mean_{N_d} l``, and
-``FLR = mean_d s_d``. Modes:
+``FLR = mean_d s_d``. The conversation is rendered by ``data.chat``: a prompt that already carries
+the template is used as it is, and an empty response is scored as it is. Modes:
 
 * ``loglik`` (default): f is the next *user* turn after x and y.
 * ``pmi``: ``l(f | x, y) - l(f | x, empty response)``; the second term (the follow-up's prior
@@ -33,13 +34,15 @@ from typing import Sequence
 
 import torch
 
+from ..core.batching import length_batches
 from ..core.flr import (ROOT, GatherPlan, PrefixTree, aggregate_followups, ancestor_mask, build_gather_plan,
                         build_prefix_tree, gather_values, packed_attention_mask, segment_mean, tree_position_ids)
+from ..data.chat import encode_with_span, is_rendered, pad_right, render_pair, render_turn
 from ..data.records import Message, Prompt, as_messages
 from ..errors import FinealignError
+from ..models.compat import cache_kwargs, output_cache
 from .base import Scorer, register_scorer
-from .direct import (EmptyResponseError, ScoreStats, _load, encode_with_span, model_max_length, render_turn, to_int,
-                     warn_truncated)
+from .direct import ScoreStats, _load, model_max_length, to_int, warn_truncated
 from .followups import FollowupSet, load_followups
 from .roleswap import roleswap_messages
 
@@ -128,12 +131,20 @@ class FLRScorer(Scorer):
 
     # ------------------------------------------------------------ contexts and plans
 
-    def _context(self, prompt: Prompt, response: str) -> list[Message]:
+    def _context(self, prompt: Prompt, response: str) -> list[Message] | str:
+        """The conversation the follow-ups come after: messages, or the rendered text (``data.chat``)
+        when the prompt already carries the chat template (then used as it is)."""
+        rendered = is_rendered(prompt, self.tokenizer)
         if self.config.mode == "finetuned":
+            if rendered:
+                raise FinealignError("FLR finetuned mode role-swaps the conversation, which needs the prompt as text "
+                                     "or messages; this prompt already carries the chat template")
             return roleswap_messages(prompt, response)
+        if rendered:
+            return render_pair(self.tokenizer, prompt, response).text
         return as_messages(prompt) + [{"role": "assistant", "content": response}]
 
-    def _plan_for(self, context: list[Message]) -> tuple[list[int], _Plan]:
+    def _plan_for(self, context: list[Message] | str) -> tuple[list[int], _Plan]:
         """The context's token ids and the follow-up plan that applies after it."""
         probe = render_turn(self.tokenizer, context, self._role, self.followups.items[0].text)
         plan = self._plans.get(probe.segment)
@@ -149,7 +160,7 @@ class FLRScorer(Scorer):
                               "the two parts separately, which may differ slightly from tokenizing the whole text")
         return list(ctx_ids), plan
 
-    def _build_plan(self, context: list[Message]) -> _Plan:
+    def _build_plan(self, context: list[Message] | str) -> _Plan:
         segments, pairs = [], []
         for f in self.followups.items:
             turn = render_turn(self.tokenizer, context, self._role, f.text)
@@ -193,20 +204,16 @@ class FLRScorer(Scorer):
         dev, dtype = self.model.device, self.model.dtype
         b = len(contexts)
         lens = torch.tensor([len(c) - 1 for c in contexts])  # the last token becomes the tree root
-        lc = int(lens.max())
-        pad = self.tokenizer.pad_token_id or 0
-        ids = torch.full((b, lc), pad, dtype=torch.long)
-        valid = torch.zeros(b, lc, dtype=torch.bool)
-        for i, c in enumerate(contexts):
-            ids[i, : len(c) - 1] = torch.tensor(c[:-1])
-            valid[i, : len(c) - 1] = True
+        ids, valid, _ = pad_right([c[:-1] for c in contexts], self.tokenizer.pad_token_id or 0)  # (B, Lc)
+        valid = valid.bool()
         out = self.model(input_ids=ids.to(dev), attention_mask=valid.long().to(dev), use_cache=True, logits_to_keep=1)
         tree_ids = plan.tree.tokens[None].repeat(b, 1)
         tree_ids[:, 0] = torch.tensor([c[-1] for c in contexts])
         mask = packed_attention_mask(valid, plan.allowed, dtype)
         pos = tree_position_ids(lens, plan.tree.depth)
         out2 = self.model(input_ids=tree_ids.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev),
-                          past_key_values=out.past_key_values, use_cache=True, logits_to_keep=plan.gather.rows.to(dev))
+                          **cache_kwargs(self.model, output_cache(out)), use_cache=True,
+                          logits_to_keep=plan.gather.rows.to(dev))
         g = plan.gather
         vals = gather_values(out2.logits, GatherPlan(g.rows, g.row_of.to(dev), g.targets.to(dev), g.seq),
                              log_probs=self.config.mode != "reference").cpu()
@@ -240,15 +247,14 @@ class FLRScorer(Scorer):
         if len(prompts) != len(responses):
             raise FinealignError(f"{len(prompts)} prompts but {len(responses)} responses")
         rows: list[tuple[list[int], _Plan]] = []
-        for i, (p, r) in enumerate(zip(prompts, responses)):
-            if not isinstance(r, str) or not r.strip():
-                raise EmptyResponseError(i, self.name)
+        for i, (p, r) in enumerate(zip(prompts, responses)):  # an empty response is scored as it is
+            if not isinstance(r, str):
+                raise FinealignError(f"response {i}: expected a string, got {type(r).__name__}")
             ctx, plan = self._plan_for(self._context(p, r))
             rows.append((self._fit(ctx, plan, f"response {i} with its prompt"), plan))
         values = torch.zeros(len(rows), len(self.followups))
-        bs = self.config.batch_size
-        for s in range(0, len(rows), bs):
-            chunk = list(range(s, min(s + bs, len(rows))))
+        # batches by length (core.batching): a long context runs alone instead of padding the others to it
+        for chunk in length_batches([len(r[0]) for r in rows], self.config.batch_size):
             for plan in {id(rows[i][1]): rows[i][1] for i in chunk}.values():  # normally one plan
                 idx = [i for i in chunk if rows[i][1] is plan]
                 values[idx] = self._values([rows[i][0] for i in idx], plan)
@@ -267,11 +273,10 @@ class FLRScorer(Scorer):
             by_key = dict(zip(keys, prompts))
             fit = []
             for k in todo:
-                ctx, plan = self._plan_for(as_messages(by_key[k]) + [{"role": "assistant", "content": ""}])
+                ctx, plan = self._plan_for(self._context(by_key[k], ""))
                 fit.append((k, self._fit(ctx, plan, "prompt (pmi prior)"), plan))
-            bs = self.config.batch_size
-            for s in range(0, len(fit), bs):
-                chunk = fit[s: s + bs]
+            for batch in length_batches([len(c[1]) for c in fit], self.config.batch_size):
+                chunk = [fit[i] for i in batch]
                 for plan in {id(c[2]): c[2] for c in chunk}.values():
                     part = [c for c in chunk if c[2] is plan]
                     for (k, _, _), v in zip(part, self._values([c[1] for c in part], plan)):
@@ -292,22 +297,3 @@ class FLRScorer(Scorer):
 
     def close(self) -> None:
         self.model = None
-
-
-_OPTIONS = {"mode", "followups", "dims", "batch_size", "dtype", "device", "max_length", "strategy"}
-
-
-@register_scorer("flr")
-def _flr(arg=None, model=None, tokenizer=None, followup_set: FollowupSet | None = None, **options):
-    bad = sorted(set(options) - _OPTIONS)
-    if bad:
-        raise FinealignError(f"flr scorer: unknown option(s) {', '.join(bad)}; known: {', '.join(sorted(_OPTIONS))}")
-    dims = options.get("dims")
-    cfg = FLRConfig(
-        model=arg or "smollm2-135m-instruct", mode=options.get("mode", "loglik"), followups=options.get("followups"),
-        dims=tuple(dims.split("+")) if isinstance(dims, str) else (tuple(dims) if dims else None),
-        batch_size=to_int("batch_size", options.get("batch_size", 4)), dtype=options.get("dtype", "float32"),
-        device=options.get("device", "auto"),
-        max_length=to_int("max_length", options["max_length"], 8) if options.get("max_length") else None,
-        strategy=options.get("strategy", "tree"))
-    return FLRScorer(cfg, model=model, tokenizer=tokenizer, followups=followup_set)

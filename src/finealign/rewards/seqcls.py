@@ -1,11 +1,13 @@
 """Any Hugging Face sequence-classification reward model as a scorer.
 
 ``seqcls:PATH_OR_HUB_ID[,label=0][,dtype=float32][,device=auto][,batch_size=8][,max_length=N]``.
-The (prompt, response) pair is rendered with the tokenizer's chat template as a user/assistant
-conversation (reward models such as Skywork-Reward or ArmoRM expect this); a tokenizer without a
-template gets ``"{prompt}\\n\\n{response}"``. The score is the logit of class ``label`` (a
-single-logit reward head: the only one); with two classes and no ``label``, ``logit[1] - logit[0]``.
-Too-long inputs lose their oldest tokens (the response's end is kept), with a warning.
+The (prompt, response) is rendered by ``data.chat.render_pair``: the tokenizer's chat template with
+the assistant turn closed (reward models such as Skywork-Reward or ArmoRM expect this); a prompt
+that already carries the template is used as it is; a tokenizer without a template gets
+``"{prompt}\n\n{response}"``. An empty response is scored as it is. The score is the logit of
+class ``label`` (a single-logit reward head: the only one); with two classes and no ``label``,
+``logit[1] - logit[0]``. Too-long inputs lose their oldest tokens (the response's end is kept),
+with a warning.
 """
 
 from __future__ import annotations
@@ -15,10 +17,12 @@ from typing import Sequence
 
 import torch
 
-from ..data.records import Prompt, as_messages, prompt_text
+from ..core.batching import length_batches
+from ..data.chat import pad_right, render_pair
+from ..data.records import Prompt
 from ..errors import FinealignError, ModelError
 from .base import Scorer, register_scorer
-from .direct import EmptyResponseError, ScoreStats, to_int, warn_truncated
+from .direct import ScoreStats, to_int, warn_truncated
 
 
 @dataclass(frozen=True)
@@ -75,10 +79,7 @@ class SeqClsScorer(Scorer):
         return model, tok
 
     def _text(self, prompt: Prompt, response: str) -> str:
-        if getattr(self.tokenizer, "chat_template", None):
-            return self.tokenizer.apply_chat_template(
-                as_messages(prompt) + [{"role": "assistant", "content": response}], tokenize=False)
-        return f"{prompt_text(prompt)}\n\n{response}"
+        return render_pair(self.tokenizer, prompt, response).text  # data.chat: the closed assistant turn
 
     @torch.no_grad()
     def score(self, prompts: Sequence[Prompt], responses: Sequence[str]) -> list[float]:
@@ -86,24 +87,18 @@ class SeqClsScorer(Scorer):
             raise FinealignError(f"{len(prompts)} prompts but {len(responses)} responses")
         encoded = []
         for i, (p, r) in enumerate(zip(prompts, responses)):
-            if not r or not r.strip():
-                raise EmptyResponseError(i, self.name)
             ids = self.tokenizer(self._text(p, r), add_special_tokens=False)["input_ids"]
             if len(ids) > self.max_length:
                 warn_truncated(self.stats, f"response {i} with its prompt", len(ids) - self.max_length, self.max_length)
                 ids = ids[-self.max_length:]
             encoded.append(ids)
-        out: list[float] = []
+        out: list[float] = [0.0] * len(encoded)
         dev = self.model.device
         pad = self.tokenizer.pad_token_id or 0
-        for s in range(0, len(encoded), self.config.batch_size):
-            chunk = encoded[s: s + self.config.batch_size]
-            t = max(len(x) for x in chunk)
-            ids = torch.full((len(chunk), t), pad, dtype=torch.long)
-            attn = torch.zeros(len(chunk), t, dtype=torch.long)
-            for b, x in enumerate(chunk):  # right padding: the head reads the last non-pad token
-                ids[b, : len(x)] = torch.tensor(x)
-                attn[b, : len(x)] = 1
+        # batches by length (core.batching): a long item runs alone instead of padding the others to it
+        for batch in length_batches([len(e) for e in encoded], self.config.batch_size):
+            chunk = [encoded[i] for i in batch]
+            ids, attn, _ = pad_right(chunk, pad)  # right padding: the head reads the last non-pad token
             logits = self.model(input_ids=ids.to(dev), attention_mask=attn.to(dev)).logits.float().cpu()
             if self.config.label is not None:
                 vals = logits[:, self.config.label]
@@ -111,7 +106,8 @@ class SeqClsScorer(Scorer):
                 vals = logits[:, 1] - logits[:, 0]
             else:
                 vals = logits[:, 0]
-            out.extend(float(v) for v in vals)
+            for i, v in zip(batch, vals):
+                out[i] = float(v)
         self.stats.scored += len(encoded)
         return out
 

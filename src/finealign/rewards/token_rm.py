@@ -1,13 +1,15 @@
 """The token-level reward model as a scorer: ``load_scorer("token-rm:PATH,pool=sum|mean")``.
 
 ``score`` pools the per-token rewards of the response (``sum``, the default, matches the pairwise
-accuracy reported by training; ``mean`` removes the length effect). ``score_tokens`` returns one
+accuracy reported by training; ``mean`` removes the length effect). An empty response has no tokens:
+its score is 0.0 under either pool (the empty sum; the mean of nothing is taken as 0). ``score_tokens`` returns one
 ``TokenScores`` per response, with token offsets relative to the response text, so consumers with
 another tokenizer (a PPO policy) can move the rewards onto their own tokens
 (``core.token_map.map_token_rewards``).
 
 Options: ``pool`` (sum | mean), ``batch_size`` (default 8), ``max_length`` (default 1024; longer
-prompts lose their oldest context), ``device`` (cpu | cuda | auto), ``dtype``.
+inputs lose their oldest tokens, the prompt's first, then the response's beginning, counted in
+``stats``: docs/long-inputs.md), ``device`` (cpu | cuda | auto), ``dtype``.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ import torch
 
 from ..data.records import Prompt
 from ..errors import FinealignError
-from ..models.token_rm import TooLong, encode_response, load_token_rm, pad_batch
+from ..data.chat import pad_right
+from ..core.batching import length_batches
+from ..models.token_rm import EncodedResponse, TooLong, encode_response, load_token_rm
 from .base import TokenScorer, TokenScores, register_scorer
 
 POOLS = ("sum", "mean")
@@ -40,6 +44,9 @@ class TokenRMScorer(TokenScorer):
             model, tokenizer = load_token_rm(path, device=None if device == "auto" else device, dtype=dtype)
         self.model, self.tokenizer = model, tokenizer
         self.name = f"token-rm:{path},pool={pool}"
+        from .direct import ScoreStats
+
+        self.stats = ScoreStats()  # truncated: inputs over max_length that lost their oldest tokens
 
     @torch.no_grad()
     def score_tokens(self, prompts: Sequence[Prompt], responses: Sequence[str]) -> list[TokenScores]:
@@ -48,20 +55,28 @@ class TokenRMScorer(TokenScorer):
         encs = []
         for p, r in zip(prompts, responses):
             try:
-                encs.append(encode_response(self.tokenizer, p, r, self.max_length))
-            except TooLong as e:
-                raise FinealignError(f"token-rm scorer: {e}") from None
+                e = encode_response(self.tokenizer, p, r, self.max_length)
+            except TooLong:  # docs/long-inputs.md: the oldest tokens go first, here the response's beginning
+                full = encode_response(self.tokenizer, p, r, None)
+                drop = len(full.input_ids) - self.max_length
+                e = EncodedResponse(full.input_ids[drop:], full.response_mask[drop:], full.offsets[drop:], drop)
+            if e.truncated:
+                self.stats.truncated += 1
+                self.stats.truncated_tokens += e.truncated
+            encs.append(e)
         dev = next(self.model.parameters()).device
-        out: list[TokenScores] = []
-        for i in range(0, len(encs), self.batch_size):
-            chunk = encs[i:i + self.batch_size]
-            ids, att, (resp,) = pad_batch([e.input_ids for e in chunk], self.tokenizer.pad_token_id,
+        out: list = [None] * len(encs)
+        # batches by length (core.batching): a long item runs alone instead of padding the others to it
+        for batch in length_batches([len(e.input_ids) for e in encs], self.batch_size):
+            chunk = [encs[i] for i in batch]
+            ids, att, (resp,) = pad_right([e.input_ids for e in chunk], self.tokenizer.pad_token_id,
                                           [e.response_mask for e in chunk])
             r = self.model(ids.to(dev), att.to(dev)).float().cpu()
-            for k, e in enumerate(chunk):
+            for k, (i, e) in enumerate(zip(batch, chunk)):
                 pos = [j for j, m in enumerate(e.response_mask) if m]
-                out.append(TokenScores(token_ids=[e.input_ids[j] for j in pos], offsets=[tuple(e.offsets[j]) for j in pos],
-                                       rewards=r[k, pos].tolist()))
+                out[i] = TokenScores(token_ids=[e.input_ids[j] for j in pos], offsets=[tuple(e.offsets[j]) for j in pos],
+                                     rewards=r[k, pos].tolist())
+        self.stats.scored += len(encs)
         return out
 
     def score(self, prompts: Sequence[Prompt], responses: Sequence[str]) -> list[float]:

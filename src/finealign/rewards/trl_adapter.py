@@ -4,8 +4,11 @@ TRL calls a reward function as ``f(prompts=..., completions=..., completion_ids=
 and expects one float (or None) per completion. Both of TRL's data formats are handled:
 
 * standard: ``prompts`` and ``completions`` are strings;
-* conversational: ``prompts`` are lists of chat messages, ``completions`` lists holding one
-  assistant message (``[{"role": "assistant", "content": ...}]``).
+* conversational: ``prompts`` are lists of chat messages, ``completions`` lists of messages
+  (``[{"role": "assistant", "content": ...}]``), in every shape TRL 1.16 passes: ``content`` as a
+  string or as typed text blocks (``[{"type": "text", "text": ...}]``, its multimodal path),
+  assistant turns with ``tool_calls`` and ``content`` None, ``tool`` turns. ``data.chat`` reads
+  them all; a prompt that already carries the chat template is scored as it is.
 
 Example::
 
@@ -21,39 +24,40 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from ..data.records import Prompt
+from ..data import chat
+from ..data.records import FieldError, Prompt
 from ..errors import FinealignError
 from .base import Scorer, load_scorer
 
 
 def completion_text(completion: Any) -> str:
-    """A TRL completion (a string, or a list of messages whose last is the assistant's) as text."""
-    if isinstance(completion, str):
-        return completion
-    if isinstance(completion, dict) and "content" in completion:
-        return str(completion["content"])
-    if isinstance(completion, list) and completion and all(isinstance(m, dict) for m in completion):
-        return "".join(str(m.get("content", "")) for m in completion if m.get("role", "assistant") == "assistant")
-    raise FinealignError(f"cannot read a TRL completion of type {type(completion).__name__}")
+    """A TRL completion as the text to score: a string, or messages (``data.chat.completion_text``:
+    the assistant turns' text, text blocks joined, tool calls as ``<tool_call>`` text, tool answers
+    left out)."""
+    try:
+        return chat.completion_text(completion, "completion")
+    except FieldError as e:
+        raise FinealignError(f"cannot read a TRL completion: {e}") from None
 
 
 def prompt_of(prompt: Any) -> Prompt:
-    """A TRL prompt (a string or a list of chat messages) as a finealign prompt."""
-    if isinstance(prompt, str):
-        return prompt
-    if isinstance(prompt, list) and all(isinstance(m, dict) for m in prompt):
-        return [{"role": m["role"], "content": str(m.get("content", ""))} for m in prompt]
-    raise FinealignError(f"cannot read a TRL prompt of type {type(prompt).__name__}")
+    """A TRL prompt (a string, or messages in any shape TRL passes) as a finealign prompt
+    (``data.chat.normalize_prompt``). A string that already carries the chat template stays as it
+    is: every scorer then uses it as it is."""
+    try:
+        return chat.normalize_prompt(prompt, "prompt")
+    except FieldError as e:
+        raise FinealignError(f"cannot read a TRL prompt: {e}") from None
 
 
 def as_reward_func(scorer: Scorer | str, *, name: str | None = None, empty_reward: float | None = None,
                    scale: float = 1.0) -> Callable[..., list[float]]:
     """Wrap ``scorer`` (or a scorer spec) as ``f(prompts, completions, **kwargs) -> list[float]``.
 
-    ``empty_reward``: the reward of an empty completion (a sampled policy can produce one; most
-    scorers refuse empty text); ``None`` gives the scorer's minimum over the other completions of
-    the batch (0.0 when all are empty). ``scale`` multiplies every reward. The function's
-    ``__name__`` (TRL logs rewards under it) is ``name`` or the scorer's name.
+    ``empty_reward``: a fixed reward for an empty completion (a sampled policy can produce one);
+    ``None`` (the default) scores it as it is, like any other completion (every scorer handles
+    empty text). ``scale`` multiplies every reward. The function's ``__name__`` (TRL logs rewards
+    under it) is ``name`` or the scorer's name.
     """
     sc = load_scorer(scorer) if isinstance(scorer, str) else scorer
 
@@ -66,15 +70,13 @@ def as_reward_func(scorer: Scorer | str, *, name: str | None = None, empty_rewar
         if len(prompts) != len(texts):
             raise FinealignError(f"{len(prompts)} prompts for {len(texts)} completions")
         ps = [prompt_of(p) for p in prompts]
-        idx = [i for i, t in enumerate(texts) if t.strip()]
-        out: list[float | None] = [None] * len(texts)
+        idx = [i for i, t in enumerate(texts) if empty_reward is None or t.strip()]
+        out = [float(empty_reward) if empty_reward is not None else 0.0] * len(texts)
         if idx:
             vals = sc.score([ps[i] for i in idx], [texts[i] for i in idx])
             for i, v in zip(idx, vals):
                 out[i] = float(v) * scale
-        fill = empty_reward if empty_reward is not None else (
-            min(v for v in out if v is not None) if idx else 0.0)
-        return [fill if v is None else v for v in out]
+        return out
 
     reward.__name__ = name or getattr(sc, "name", None) or type(sc).__name__
     reward.__qualname__ = reward.__name__

@@ -9,33 +9,45 @@ loaded) returns an ASGI app with
   (a string or up to 4), ``stream`` (server-sent events, ``n = 1``; with
   ``stream_options.include_usage`` a last chunk carries the usage); the reply has OpenAI's
   ``choices`` (``finish_reason`` ``stop`` or ``length``) and ``usage`` token counts;
-* ``GET /health``.
+* ``GET /health``: the model, how many requests wait, whether one runs, the queue's bound.
 
-One lock serialises the model: requests queue and run one at a time. Decoding is
-``finealign.generation``'s (same seeding): with the same ``seed`` a streamed reply equals the
-non-streamed one. Stop strings cut the text after decoding (``n > 1``) or as it streams. Errors
-come back in OpenAI's shape ``{"error": {"message", "type", "code"}}``: 400 for a bad request or a
-prompt over the context window, 401 for a wrong key (when the server has one), 404 for a model
-name that is not served.
+One worker thread owns the model (``serve.worker``): requests run one at a time in arrival order;
+at most ``max_queue`` wait, and the next gets 503 (``code: queue_full``, ``Retry-After``). A request
+whose client disconnects or times out, while it waits or while it runs, is cancelled: its
+generation stops at the next token and the model goes to the next request. ``close_app(app)``
+(called by ``finealign serve`` on SIGTERM/Ctrl-C and by the app's shutdown) cancels everything, so
+the server exits within a few seconds under load. Decoding is ``finealign.generation``'s (same
+seeding): with the same ``seed`` a streamed reply equals the non-streamed one. Stop strings cut the
+text after decoding (``n > 1``) or as it streams. Errors come back in OpenAI's shape
+``{"error": {"message", "type", "code"}}``: 400 for a bad request or a prompt over the context
+window (the policy of docs/long-inputs.md: the server refuses, it does not cut), 401 for a wrong key
+(when the server has one), 404 for a model name that is not served, 503 when the queue is full or
+the server is shutting down.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
-import threading
 import time
 import uuid
-from typing import Any, Iterator, Union
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator, Iterator, Union
 
 import torch
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
 
-__all__ = ["create_app", "ChatRequest"]
+from .worker import Closed, Job, ModelWorker, QueueFull
+
+__all__ = ["create_app", "close_app", "ChatRequest"]
 
 DEFAULT_MAX_TOKENS = 512
+DEFAULT_MAX_QUEUE = 64
+DISCONNECT_POLL_S = 0.2  # how often a waiting non-streamed request checks that its client is still there
 
 
 class ChatMessage(BaseModel):
@@ -67,9 +79,14 @@ class ChatRequest(BaseModel):
 
 
 class _ApiError(Exception):
-    def __init__(self, status: int, message: str, type_: str = "invalid_request_error", code: str | None = None):
+    def __init__(self, status: int, message: str, type_: str = "invalid_request_error", code: str | None = None,
+                 headers: dict[str, str] | None = None):
         super().__init__(message)
-        self.status, self.message, self.type, self.code = status, message, type_, code
+        self.status, self.message, self.type, self.code, self.headers = status, message, type_, code, headers
+
+
+def _shutting_down() -> _ApiError:
+    return _ApiError(503, "the server is shutting down", "server_error", "shutting_down")
 
 
 def _text(content) -> str:
@@ -110,19 +127,127 @@ def _held_back(text: str, stops: list[str]) -> int:
 
 
 class _Served:
-    def __init__(self, model, tokenizer, name: str):
+    def __init__(self, model, tokenizer, name: str, max_queue: int = DEFAULT_MAX_QUEUE):
         from ..edits.editors import context_window
 
         self.model, self.tokenizer, self.name = model, tokenizer, name
         self.tokenizer.padding_side = "left"
         self.context = context_window(model)
         self.created = int(time.time())
-        self.lock = threading.Lock()
+        self.worker = ModelWorker(max_queue)
+
+    @property
+    def stats(self):
+        """Counts of jobs completed / stopped / dropped / failed / rejected and tokens decoded."""
+        return self.worker.stats
+
+    def submit(self, run) -> Job:
+        """Queue ``run(job)`` on the model's thread; 503 when the queue is full or the server is closing."""
+        job = Job(run)
+        try:
+            self.worker.submit(job)
+        except QueueFull:
+            raise _ApiError(503, f"the server is busy: {self.worker.max_queue} requests are already waiting; "
+                                 "retry later", "server_error", "queue_full", headers={"Retry-After": "1"}) from None
+        except Closed:
+            raise _shutting_down() from None
+        return job
+
+
+async def _outcome(job: Job, request: Request):
+    """The result of a non-streamed job; cancels it when its client disconnects meanwhile."""
+    getter = asyncio.ensure_future(job.events.get())  # a non-streamed job sends one event: its outcome
+    try:
+        while not (await asyncio.wait({getter}, timeout=DISCONNECT_POLL_S))[0]:
+            if await request.is_disconnected():
+                job.cancel()  # the client is gone (closed or timed out): free the model at the next token
+                raise _ApiError(499, "the client closed the request")
+    finally:
+        if not getter.done():
+            getter.cancel()
+            job.cancel()  # this request's task was cancelled (server shutdown): so is its job
+    kind, value = getter.result()
+    if kind == "done":
+        return value
+    if kind == "error":
+        raise value
+    raise _shutting_down()
+
+
+async def _checked(served: _Served, req: ChatRequest) -> tuple[list[dict], list[str], int, int]:
+    """(messages, stop strings, prompt tokens, max new tokens) of a request, or the ``_ApiError`` that
+    refuses it: 404 for another model, 400 for a bad role or stop list, 400 ``context_length_exceeded``
+    for a prompt (+ ``max_tokens``) over the window (the server refuses, it does not cut)."""
+    from ..generation import render_prompt
+
+    if req.model and req.model != served.name:
+        raise _ApiError(404, f"model {req.model!r} not found; this server serves {served.name!r}",
+                        "invalid_request_error", "model_not_found")
+    messages = []
+    for i, m in enumerate(req.messages):
+        if m.role not in ("system", "user", "assistant"):
+            raise _ApiError(400, f"messages[{i}].role: expected system, user or assistant, got {m.role!r}")
+        messages.append({"role": m.role, "content": _text(m.content)})
+    stops = _stops(req.stop)
+    tok = served.tokenizer
+    prompt_tokens = await run_in_threadpool(  # a long prompt is tokenized off the event loop
+        lambda: len(tok(render_prompt(tok, messages), add_special_tokens=False)["input_ids"]))
+    room = (served.context - prompt_tokens) if served.context else None
+    max_new = req.max_completion_tokens or req.max_tokens
+    if room is not None and room < 1:
+        raise _ApiError(400, f"the prompt has {prompt_tokens} tokens; the model's context window is "
+                             f"{served.context}", code="context_length_exceeded")
+    if max_new is None:
+        max_new = DEFAULT_MAX_TOKENS if room is None else min(DEFAULT_MAX_TOKENS, room)
+    elif room is not None and max_new > room:
+        raise _ApiError(400, f"prompt ({prompt_tokens} tokens) + max_tokens ({max_new}) exceeds the model's "
+                             f"context window of {served.context} tokens", code="context_length_exceeded")
+    return messages, stops, prompt_tokens, max_new
+
+
+def _error_handlers(app) -> None:
+    """Errors in OpenAI's shape ``{"error": {"message", "type", "param", "code"}}``."""
+
+    def error_response(status: int, message: str, type_: str, code: str | None = None, headers=None):
+        return JSONResponse(status_code=status, headers=headers,
+                            content={"error": {"message": message, "type": type_, "param": None, "code": code}})
+
+    @app.exception_handler(_ApiError)
+    async def _api_error(_req, e: _ApiError):
+        return error_response(e.status, e.message, e.type, e.code, e.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_req, e: RequestValidationError):
+        msgs = ["{}: {}".format(".".join(str(x) for x in err.get("loc", ())[1:]) or "body", err.get("msg"))
+                for err in e.errors()]
+        return error_response(400, "; ".join(msgs), "invalid_request_error")
+
+
+def _completion(model_name: str, cid: str, rows, stops: list[str], prompt_tokens: int) -> dict:
+    """The ``chat.completion`` body of decoded rows (stop strings cut, usage counted)."""
+    choices, completion_tokens = [], 0
+    for j, c in enumerate(rows):
+        text, stopped = _cut(c.text, stops)
+        completion_tokens += c.n_tokens
+        choices.append({"index": j, "message": {"role": "assistant", "content": text}, "logprobs": None,
+                        "finish_reason": "stop" if stopped or c.finish_reason == "stop" else "length"})
+    return {"id": cid, "object": "chat.completion", "created": int(time.time()), "model": model_name,
+            "choices": choices, "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                                          "total_tokens": prompt_tokens + completion_tokens}}
+
+
+def close_app(app) -> None:
+    """Cancel every queued and running request of ``app`` and take no new ones (shutdown)."""
+    app.state.served.worker.close()
 
 
 def create_app(model_spec: str | None = None, *, model=None, tokenizer=None, served_name: str | None = None,
-               dtype: str = "float32", device: str = "auto", api_key: str | None = None):
-    """The FastAPI app serving ``model_spec`` (or an already loaded ``model`` + ``tokenizer``)."""
+               dtype: str = "float32", device: str = "auto", api_key: str | None = None,
+               max_queue: int = DEFAULT_MAX_QUEUE):
+    """The FastAPI app serving ``model_spec`` (or an already loaded ``model`` + ``tokenizer``).
+
+    ``max_queue``: requests that may wait for the model; one more gets 503 ``queue_full``.
+    """
     if model is None:
         if not model_spec:
             from ..errors import FinealignError
@@ -132,31 +257,27 @@ def create_app(model_spec: str | None = None, *, model=None, tokenizer=None, ser
 
         model, tokenizer = load_model(model_spec, dtype=dtype, device=device)
     name = served_name or model_spec or str(getattr(model.config, "_name_or_path", "") or "local-model")
-    served = _Served(model, tokenizer, name)
-    app = FastAPI(title="finealign OpenAI-compatible server", version="1")
+    served = _Served(model, tokenizer, name, max_queue)
+
+    @asynccontextmanager
+    async def lifespan(_app):
+        yield
+        served.worker.close()
+
+    app = FastAPI(title="finealign OpenAI-compatible server", version="1", lifespan=lifespan)
     app.state.served = served
 
-    def error_response(status: int, message: str, type_: str, code: str | None = None):
-        return JSONResponse(status_code=status, content={"error": {"message": message, "type": type_,
-                                                                   "param": None, "code": code}})
-
-    @app.exception_handler(_ApiError)
-    async def _api_error(_req, e: _ApiError):
-        return error_response(e.status, e.message, e.type, e.code)
-
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(_req, e: RequestValidationError):
-        msgs = ["{}: {}".format(".".join(str(x) for x in err.get("loc", ())[1:]) or "body", err.get("msg"))
-                for err in e.errors()]
-        return error_response(400, "; ".join(msgs), "invalid_request_error")
+    _error_handlers(app)
 
     def check_key(request: Request) -> None:
         if api_key and request.headers.get("authorization", "") != f"Bearer {api_key}":
             raise _ApiError(401, "invalid or missing API key", "authentication_error", "invalid_api_key")
 
     @app.get("/health")
-    def health():
-        return {"status": "ok", "model": served.name}
+    async def health():
+        w = served.worker
+        return {"status": "closing" if w.closed else "ok", "model": served.name, "queued": w.queued,
+                "running": w.running, "max_queue": w.max_queue}
 
     @app.get("/v1/models")
     def list_models(request: Request):
@@ -165,55 +286,34 @@ def create_app(model_spec: str | None = None, *, model=None, tokenizer=None, ser
                                             "owned_by": "finealign"}]}
 
     @app.post("/v1/chat/completions")
-    def chat_completions(req: ChatRequest, request: Request):
+    async def chat_completions(req: ChatRequest, request: Request):
         check_key(request)
-        if req.model and req.model != served.name:
-            raise _ApiError(404, f"model {req.model!r} not found; this server serves {served.name!r}",
-                            "invalid_request_error", "model_not_found")
-        messages = []
-        for i, m in enumerate(req.messages):
-            if m.role not in ("system", "user", "assistant"):
-                raise _ApiError(400, f"messages[{i}].role: expected system, user or assistant, got {m.role!r}")
-            messages.append({"role": m.role, "content": _text(m.content)})
-        stops = _stops(req.stop)
-        from ..generation import render_prompt
-
-        prompt_tokens = len(served.tokenizer(render_prompt(served.tokenizer, messages),
-                                             add_special_tokens=False)["input_ids"])
-        room = (served.context - prompt_tokens) if served.context else None
-        max_new = req.max_completion_tokens or req.max_tokens
-        if room is not None and room < 1:
-            raise _ApiError(400, f"the prompt has {prompt_tokens} tokens; the model's context window is "
-                                 f"{served.context}", code="context_length_exceeded")
-        if max_new is None:
-            max_new = DEFAULT_MAX_TOKENS if room is None else min(DEFAULT_MAX_TOKENS, room)
-        elif room is not None and max_new > room:
-            raise _ApiError(400, f"prompt ({prompt_tokens} tokens) + max_tokens ({max_new}) exceeds the model's "
-                                 f"context window of {served.context} tokens", code="context_length_exceeded")
+        messages, stops, prompt_tokens, max_new = await _checked(served, req)
         seed = req.seed if req.seed is not None else int(torch.randint(0, 2**62, (1,)).item())
         cid = "chatcmpl-" + uuid.uuid4().hex
         if req.stream:
             if req.n != 1:
                 raise _ApiError(400, "stream: only n = 1 is supported")
             include_usage = bool(req.stream_options and req.stream_options.include_usage)
-            return StreamingResponse(
-                _sse(served, cid, messages, req, seed, max_new, stops, prompt_tokens, include_usage),
-                media_type="text/event-stream")
+
+            def stream(job: Job) -> None:
+                for tok in _stream_tokens(served.model, served.tokenizer, messages, seed=seed,
+                                          temperature=req.temperature, top_p=req.top_p, max_new_tokens=max_new):
+                    job.step(1)  # raises Cancelled once the client is gone: stop at this token
+                    job.emit("token", tok)
+
+            job = served.submit(stream)
+            return _JobStream(job, _sse(served, job, cid, req, max_new, stops, prompt_tokens, include_usage),
+                              media_type="text/event-stream")
         from ..generation import generate_completions
 
-        with served.lock:
-            rows = generate_completions(served.model, served.tokenizer, [messages], n=req.n,
+        def complete(job: Job):
+            return generate_completions(served.model, served.tokenizer, [messages], n=req.n,
                                         temperature=req.temperature, top_p=req.top_p, max_new_tokens=max_new,
-                                        seed=seed, batch_size=req.n, prompt_ids=["0"])[0]
-        choices, completion_tokens = [], 0
-        for j, c in enumerate(rows):
-            text, stopped = _cut(c.text, stops)
-            completion_tokens += c.n_tokens
-            choices.append({"index": j, "message": {"role": "assistant", "content": text}, "logprobs": None,
-                            "finish_reason": "stop" if stopped or c.finish_reason == "stop" else "length"})
-        return {"id": cid, "object": "chat.completion", "created": int(time.time()), "model": served.name,
-                "choices": choices, "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                                              "total_tokens": prompt_tokens + completion_tokens}}
+                                        seed=seed, batch_size=req.n, prompt_ids=["0"], on_step=job.step)[0]
+
+        rows = await _outcome(served.submit(complete), request)
+        return _completion(served.name, cid, rows, stops, prompt_tokens)
 
     return app
 
@@ -221,50 +321,37 @@ def create_app(model_spec: str | None = None, *, model=None, tokenizer=None, ser
 @torch.no_grad()
 def _stream_tokens(model, tokenizer, messages, *, seed: int, temperature: float, top_p: float,
                    max_new_tokens: int) -> Iterator[int]:
-    """Token ids of one completion, one at a time, decoded like ``generation.decode_rows`` for one row
-    (same per-row seed, same sampling), so the stream equals the batch result. Stops before EOS."""
-    import inspect
+    """Token ids of one completion, one at a time: ``generation.decode_steps`` for one row (same per-row
+    seed, same sampling), so the stream equals the batch result. Stops before EOS."""
+    from ..generation import decode_steps, render_prompt, row_seed, stop_token_ids
 
-    from transformers import DynamicCache
-
-    from ..generation import inverse_cdf_sample, render_prompt, row_seed, stop_token_ids, top_p_filter
-
-    dev = next(model.parameters()).device
-    ids = tokenizer(render_prompt(tokenizer, messages), return_tensors="pt", add_special_tokens=False)["input_ids"].to(dev)
-    mask = torch.ones_like(ids)
     stops = set(stop_token_ids(model, tokenizer))
-    gen = None
-    if temperature > 0:
-        gen = torch.Generator(device=dev).manual_seed(row_seed(seed, "0", 0))
-    try:
-        fwd = inspect.signature(getattr(model, "get_base_model", lambda: model)().forward).parameters
-    except (TypeError, ValueError):
-        fwd = {}
-    extra = {"logits_to_keep": 1} if "logits_to_keep" in fwd else {}
-    cache = DynamicCache()
-    step_ids, step_pos = ids, torch.arange(ids.shape[1], device=dev).unsqueeze(0)  # (1, T)
-    for _ in range(max_new_tokens):
-        out = model(input_ids=step_ids, attention_mask=mask, position_ids=step_pos, past_key_values=cache,
-                    use_cache=True, **extra)
-        cache = out.past_key_values
-        logits = out.logits[:, -1, :].float()  # (1, V)
-        if gen is not None:
-            probs = top_p_filter(torch.softmax(logits / temperature, dim=-1), top_p)
-            nxt = inverse_cdf_sample(probs, torch.rand((), generator=gen, device=dev).unsqueeze(0))
-        else:
-            nxt = logits.argmax(dim=-1)
+    seeds = [row_seed(seed, "0", 0)] if temperature > 0 else None
+    for nxt, _ in decode_steps(model, tokenizer, [render_prompt(tokenizer, messages)], seeds,
+                               temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens):
         tok = int(nxt.item())
         if tok in stops:
             return
         yield tok
-        step_ids = nxt.unsqueeze(-1)
-        step_pos = step_pos[:, -1:] + 1
-        mask = torch.cat([mask, torch.ones((1, 1), dtype=mask.dtype, device=dev)], dim=-1)
 
 
-def _sse(served: _Served, cid: str, messages, req: ChatRequest, seed: int, max_new: int, stops: list[str],
-         prompt_tokens: int, include_usage: bool) -> Iterator[str]:
-    """Server-sent events of one streamed completion; holds the model lock while decoding."""
+class _JobStream(StreamingResponse):
+    """A streamed response that cancels its job however the response ends (finished, client gone)."""
+
+    def __init__(self, job: Job, content, **kw):
+        super().__init__(content, **kw)
+        self.job = job
+
+    async def __call__(self, scope, receive, send):
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.job.cancel()
+
+
+async def _sse(served: _Served, job: Job, cid: str, req: ChatRequest, max_new: int, stops: list[str],
+               prompt_tokens: int, include_usage: bool) -> AsyncIterator[str]:
+    """Server-sent events of one streamed completion, from the tokens its job emits."""
     created = int(time.time())
 
     def chunk(delta: dict, finish: str | None) -> str:
@@ -272,19 +359,33 @@ def _sse(served: _Served, cid: str, messages, req: ChatRequest, seed: int, max_n
                 "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
         return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
 
-    yield chunk({"role": "assistant", "content": ""}, None)
-    toks: list[int] = []
-    sent = 0  # characters of the text already sent
-    finish = "length"
-    with served.lock:
-        for tok in _stream_tokens(served.model, served.tokenizer, messages, seed=seed, temperature=req.temperature,
-                                  top_p=req.top_p, max_new_tokens=max_new):
-            toks.append(tok)
+    try:
+        yield chunk({"role": "assistant", "content": ""}, None)
+        toks: list[int] = []
+        sent = 0  # characters of the text already sent
+        finish = "length"
+        while True:
+            kind, value = await job.events.get()
+            if kind == "cancelled":  # only the server cancels a stream whose client is still there
+                err = {"message": "the server is shutting down", "type": "server_error", "code": "shutting_down"}
+                yield f"data: {json.dumps({'error': err})}\n\n"
+                return
+            if kind == "error":
+                raise value
+            if kind == "done":
+                if len(toks) < max_new:
+                    finish = "stop"
+                text = _cut(served.tokenizer.decode(toks, skip_special_tokens=True), stops)[0]
+                if len(text) > sent:
+                    yield chunk({"content": text[sent:]}, None)
+                break
+            toks.append(value)
             text = served.tokenizer.decode(toks, skip_special_tokens=True)
             if text.endswith("\ufffd"):
                 continue  # an incomplete UTF-8 character: wait for the next token
             cut, stopped = _cut(text, stops)
             if stopped:
+                job.cancel()  # the rest of the completion is not wanted: free the model
                 if len(cut) > sent:
                     yield chunk({"content": cut[sent:]}, None)
                 finish = "stop"
@@ -293,16 +394,12 @@ def _sse(served: _Served, cid: str, messages, req: ChatRequest, seed: int, max_n
             if safe > sent:
                 yield chunk({"content": text[sent:safe]}, None)
                 sent = safe
-        else:
-            if len(toks) < max_new:
-                finish = "stop"
-            text = _cut(served.tokenizer.decode(toks, skip_special_tokens=True), stops)[0]
-            if len(text) > sent:
-                yield chunk({"content": text[sent:]}, None)
-    yield chunk({}, finish)
-    if include_usage:
-        body = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": served.name, "choices": [],
-                "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": len(toks),
-                          "total_tokens": prompt_tokens + len(toks)}}
-        yield f"data: {json.dumps(body)}\n\n"
-    yield "data: [DONE]\n\n"
+        yield chunk({}, finish)
+        if include_usage:
+            body = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": served.name,
+                    "choices": [], "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": len(toks),
+                                             "total_tokens": prompt_tokens + len(toks)}}
+            yield f"data: {json.dumps(body)}\n\n"
+        yield "data: [DONE]\n\n"
+    finally:
+        job.cancel()  # client gone (the response task was cancelled) or finished: either way, stop decoding

@@ -16,50 +16,34 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..config import non_negative, positive, setting
+from ..data.chat import is_rendered, trl_completion
 from ..data.records import FieldError, Prompt, check_prompt, check_text
 from ..errors import DataError, FinealignError
 from ..rewards.roleswap import roleswap_messages
-from .trl_common import TrainResult, check_common, common_args, lora_config, train_and_save
+from .trl_common import TrainResult, TRLTrainArgs, common_args, lora_config, train_and_save
 
 PROMETHEUS = {"prometheus-vicuna": "vicuna_eval.json", "prometheus-mt-bench": "mt_bench_eval.json"}
 
 
-@dataclass(frozen=True)
-class FollowupSFTConfig:
-    """Follow-up SFT.
+@dataclass(kw_only=True)
+class FollowupSFTConfig(TRLTrainArgs):
+    """Follow-up SFT with TRL (every field is a flag of ``finealign train followup-sft`` and a YAML key).
 
-    model: model to fine-tune (finealign model spec). data: a feedback file or a built-in source
-    (``prometheus-vicuna``, ``prometheus-mt-bench``). out: output folder. feedback_per_item: keep the
-    first N feedback texts per (prompt, response) of a built-in source (0 = all). limit: use the first
-    N examples (0 = all). learning_rate, epochs, max_steps (-1: by epochs), batch_size, grad_accum,
-    max_length (tokens; longer examples lose their oldest context in TRL's truncation), logging_steps,
-    save_steps, seed, dtype, lora / lora_r / lora_alpha. trl: extra TRL SFTConfig arguments.
+    ``max_length``: longer examples lose their oldest context in TRL's truncation.
     """
 
-    model: str = "smollm2-135m-instruct"
-    data: Path | None = None
-    out: Path | None = None
-    feedback_per_item: int = 1
-    limit: int = 0
-    learning_rate: float = 1e-4
-    epochs: float = 1.0
-    max_steps: int = -1
-    batch_size: int = 4
-    grad_accum: int = 1
-    max_length: int = 1024
-    logging_steps: int = 10
-    save_steps: int = 200
-    seed: int = 0
-    dtype: str = "float32"
-    lora: bool = True
-    lora_r: int = 16
-    lora_alpha: int = 32
-    trl: dict | None = None
-
-    def __post_init__(self):
-        check_common(self)
-        if self.feedback_per_item < 0 or self.limit < 0:
-            raise FinealignError("feedback_per_item and limit must be >= 0")
+    data: str = setting(None, short="-d", required=True,
+                        help="prompt/response/feedback file, or prometheus-vicuna | prometheus-mt-bench (GPT-4 "
+                             "feedback).")
+    model: str = setting("smollm2-135m-instruct", short="-m",
+                         help="Model to fine-tune (built-in name, .gguf file, directory or hub id).")
+    feedback_per_item: int = setting(1, check=non_negative,
+                                     help="Built-in sources: feedback texts kept per item (0 = all 3).")
+    limit: int = setting(0, check=non_negative, help="Use the first N examples (0 = all).")
+    learning_rate: float = setting(1e-4, flag="--lr", deprecated=("--learning-rate",), check=positive,
+                                   help="Learning rate.")
+    lora: bool = setting(True, deprecated_off=("--full",), help="Train LoRA adapters instead of all weights.")
 
 
 def prometheus_feedback(path: str | Path, feedback_per_item: int = 1) -> list[dict]:
@@ -108,7 +92,8 @@ def read_feedback(src: str | Path, feedback_per_item: int = 1, data_dir: str | P
     for line, o in iter_objects(src):
         try:
             prompt: Prompt = check_prompt(o.get("prompt"))
-            out.append({"prompt": prompt, "response": check_text(o.get("response", o.get("completion")), "response"),
+            out.append({"prompt": prompt, "response": check_text(o.get("response", o.get("completion")), "response",
+                                                                 allow_empty=True),  # feedback on saying nothing
                         "feedback": check_text(o.get("feedback"), "feedback"), "id": o.get("id")})
         except FieldError as e:
             raise DataError(src, line, e.field, e.problem) from None
@@ -117,10 +102,18 @@ def read_feedback(src: str | Path, feedback_per_item: int = 1, data_dir: str | P
     return out
 
 
-def sft_rows(examples: list[dict]) -> list[dict]:
-    """TRL conversational prompt-completion rows: role-swapped context, feedback as the assistant turn."""
+def sft_rows(examples: list[dict], tokenizer=None) -> list[dict]:
+    """TRL conversational prompt-completion rows: role-swapped context, feedback as the assistant turn.
+
+    Raises ``FinealignError`` for a prompt that already carries ``tokenizer``'s chat template
+    (``data.chat.is_rendered``): it cannot be role-swapped.
+    """
+    for i, e in enumerate(examples):
+        if tokenizer is not None and is_rendered(e["prompt"], tokenizer):
+            raise FinealignError(f"example {e.get('id') or i + 1}: the prompt already carries the chat template, so it "
+                                 "cannot be role-swapped for the follow-up model; give the plain prompt or messages")
     return [{"prompt": roleswap_messages(e["prompt"], e["response"]),
-             "completion": [{"role": "assistant", "content": e["feedback"]}]} for e in examples]
+             "completion": trl_completion(e["feedback"], conversational=True)} for e in examples]
 
 
 def _n_tokens(tokenizer, messages: list[dict]) -> int:
@@ -171,9 +164,9 @@ def build_trainer(cfg: FollowupSFTConfig, model=None, tokenizer=None, examples: 
     if cfg.limit:
         examples = examples[:cfg.limit]
     if model is None:
-        model, tokenizer = load_model(cfg.model, dtype=cfg.dtype, device="auto", padding_side="right")
+        model, tokenizer = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device, padding_side="right")
     args = {"completion_only_loss": True, **common_args(cfg)}  # a `trl:` block in the recipe wins
-    rows, cut, dropped = fit_rows(sft_rows(examples), tokenizer, cfg.max_length)
+    rows, cut, dropped = fit_rows(sft_rows(examples, tokenizer), tokenizer, cfg.max_length)
     if cut:
         import warnings
 

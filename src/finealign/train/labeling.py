@@ -8,9 +8,14 @@
   scored equal to one on the other side is a tie and left out (both). The same margin applies to the
   group's spread.
 
+Empty responses are scored as they are (a model that said nothing is usually the worse one) and
+counted (``LabelStats.empty``); a DPO group whose best and worst responses are the same text is
+dropped as ``identical responses``.
+
 Output records are TRL's: ``prompt/chosen/rejected`` and ``prompt/completion/label``; with
 ``conversational`` (the default) prompts are chat messages and completions assistant messages, so
-TRL applies the model's chat template as ``finealign generate`` did when sampling.
+TRL applies the model's chat template as ``finealign generate`` did when sampling. The standard
+format writes plain strings (one format per file: a prompt of several messages is then an error).
 """
 
 from __future__ import annotations
@@ -21,35 +26,38 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, NamedTuple, Sequence
 
-from ..data.records import Prompt, ResponseRecord, as_messages
+from ..config import Settings, positive, setting
+from ..core.align import same_text
+from ..data.chat import trl_completion, trl_prompt
+from ..data.records import Prompt, ResponseRecord
 from ..errors import DataError, FinealignError
 
 FORMATS = ("dpo", "kto")
 
 
-@dataclass(frozen=True)
-class LabelConfig:
-    """``format``: dpo | kto. ``margin``: minimal best - worst score gap (0 drops only ties).
-    ``top_frac``: KTO share of desirable responses per prompt. ``conversational``: write chat
-    messages (TRL conversational format) rather than plain strings. ``max_chars``: cut responses
-    before scoring (the written text is the full response). ``batch_size``: responses per scorer call."""
+def _margin(v) -> str | None:
+    return None if math.isfinite(v) and v >= 0 else f"must be a finite number >= 0, got {v}"
 
-    format: str = "dpo"
-    margin: float = 0.0
-    top_frac: float = 0.5
-    conversational: bool = True
-    max_chars: int | None = None
-    batch_size: int = 8
 
-    def __post_init__(self):
-        if self.format not in FORMATS:
-            raise FinealignError(f"--format must be one of {', '.join(FORMATS)}, got {self.format!r}")
-        if not math.isfinite(self.margin) or self.margin < 0:
-            raise FinealignError(f"--margin must be a finite number >= 0, got {self.margin}")
-        if not 0.0 < self.top_frac < 1.0:
-            raise FinealignError(f"--top-frac must be in (0, 1), got {self.top_frac}")
-        if self.batch_size < 1:
-            raise FinealignError(f"--batch-size must be at least 1, got {self.batch_size}")
+def _open_unit(v) -> str | None:
+    return None if 0.0 < v < 1.0 else f"must be in (0, 1), got {v}"
+
+
+@dataclass(kw_only=True)
+class LabelConfig(Settings):
+    """How scored responses become DPO pairs or KTO labels (``label_records``, ``label_file``; the
+    fields are flags of ``finealign label``)."""
+
+    format: str = setting("dpo", choices=FORMATS, short="-f", help="dpo | kto.")
+    margin: float = setting(0.0, check=_margin, help="Keep a prompt only when best - worst > MARGIN (0: drop only "
+                                                     "ties).")
+    top_frac: float = setting(0.5, check=_open_unit, help="KTO: share of each prompt's responses labeled desirable.")
+    conversational: bool = setting(True, deprecated_off=("--standard",),
+                                   help="Write chat messages (TRL conversational format); --no-conversational: "
+                                        "plain strings (standard format).")
+    max_chars: int | None = setting(None, check=positive, help="Cut responses to N characters before scoring (the "
+                                                               "written text is the full response).")
+    batch_size: int = setting(8, check=positive, help="Responses per scorer call.")
 
 
 class PairChoice(NamedTuple):
@@ -113,6 +121,7 @@ class LabelStats:
     responses: int = 0
     written: int = 0
     dropped: Counter = field(default_factory=Counter)  # groups (dpo) / responses (kto) left out, by reason
+    empty: int = 0  # empty responses among ``responses`` (scored as they are)
 
 
 def group_responses(records: Sequence[ResponseRecord]) -> list[list[ResponseRecord]]:
@@ -127,23 +136,19 @@ def group_responses(records: Sequence[ResponseRecord]) -> list[list[ResponseReco
 
 
 def _prompt_out(prompt: Prompt, conversational: bool):
-    return as_messages(prompt) if conversational else prompt
+    return trl_prompt(prompt, conversational=conversational, where="label")  # data.chat: one format per file
 
 
 def _completion_out(text: str, conversational: bool):
-    return [{"role": "assistant", "content": text}] if conversational else text
+    return trl_completion(text, conversational=conversational)
 
 
 def label_records(records: Sequence[ResponseRecord], score: Callable[[list[ResponseRecord]], list[float]],
                   cfg: LabelConfig, scorer_name: str = "") -> tuple[list[dict], LabelStats]:
     """TRL records and counts. ``score(responses)`` gives one score per ``ResponseRecord``."""
     st = LabelStats()
-    keep: list[ResponseRecord] = []
-    for r in records:
-        if r.completion.strip():
-            keep.append(r)
-        else:
-            st.dropped["empty response"] += 1
+    keep = list(records)  # an empty response is scored as it is (a model that said nothing), and counted
+    st.empty = sum(not r.completion.strip() for r in keep)
     groups = group_responses(keep)
     st.prompts, st.responses = len(groups), len(keep)
     flat_scores = score(keep) if keep else []
@@ -155,6 +160,8 @@ def label_records(records: Sequence[ResponseRecord], score: Callable[[list[Respo
         conv = cfg.conversational
         if cfg.format == "dpo":
             ch = choose_pair(sc, cfg.margin)
+            if not ch.reason and same_text(g[ch.best].completion, g[ch.worst].completion):
+                ch = ch._replace(reason="identical responses")  # a tie in text, whatever the scores
             if ch.reason:
                 st.dropped[ch.reason] += 1
                 continue
@@ -183,11 +190,14 @@ def label_records(records: Sequence[ResponseRecord], score: Callable[[list[Respo
 
 
 def label_file(scorer_spec: str, src: str | Path, dst: str | Path, cfg: LabelConfig, *, scorer=None,
-               on_total=None, on_progress=None) -> LabelStats:
+               on_total=None, on_progress=None, overwrite: bool = False) -> LabelStats:
     """Read a ``generate`` output file, score every response (cached in ``DST.scores.jsonl``, so a
-    rerun, e.g. with another margin, does not rescore), write DPO pairs / KTO labels to ``dst`` atomically."""
+    rerun, e.g. with another margin, does not rescore), write DPO pairs / KTO labels to ``dst`` atomically.
+
+    The cache is tied to the scorer's fingerprint (``data.manifest``): a changed model behind the
+    same spec refuses to reuse it; ``overwrite`` empties it first."""
     from ..data.io import read_records, write_jsonl
-    from ..eval.rm_eval import score_units, unit
+    from ..rewards.cache import score_units, unit
     from ..rewards import load_scorer
 
     src, dst = Path(src), Path(dst)
@@ -199,8 +209,13 @@ def label_file(scorer_spec: str, src: str | Path, dst: str | Path, cfg: LabelCon
                                       f"got {records[0].kind} records")
     if src.resolve() == dst.resolve():
         raise FinealignError(f"{dst}: the output must differ from the input")
-    scorer_obj = load_scorer(scorer if scorer is not None else scorer_spec)
     cache = dst.with_name(dst.name + ".scores.jsonl")
+    from ..data.manifest import prepare_output
+    from ..rewards.base import scorer_fingerprint
+
+    prepare_output(cache, "score-cache", {scorer_spec: scorer_fingerprint(scorer_spec)}, merge=True,
+                   overwrite=overwrite)  # checked before the scorer is loaded
+    scorer_obj = load_scorer(scorer if scorer is not None else scorer_spec)
 
     def score(rs: list[ResponseRecord]) -> list[float]:
         units = [unit(r.prompt, r.completion, cfg.max_chars) for r in rs]

@@ -1,121 +1,161 @@
 """Fine-grained PPO: a thin trainer over ``core.ppo``; runs alone or under ``accelerate launch`` (DDP).
 
-One step, in order:
-  1. rollout: sample one response per prompt with the policy
-  2. rewards: the scorer's r_t on the policy's tokens (per token, or the sum on the last token)
-  3. reference log-probs: LoRA adapters off (or a separate reference model)
-  4. old log-probs and values: the actor-critic before the update
-  5. advantages: R_t = alpha * r_t - beta * kl_t, GAE, whitening
-  6. K epochs over shuffled minibatches, gradient accumulation over micro-batches, clipped
-     policy and value losses, max grad norm, LR schedule
-  7. KL controller update, metrics, samples, checkpoint
+``train_ppo`` sets the run up, then every step is ``ppo_step``, numbered calls over typed containers:
 
-Every step reseeds from (seed, step, rank), and the checkpoint holds the trainable weights, the
-optimizer, the scheduler, the KL coefficient, the counters and the RNG states, so a resumed run
-computes the same numbers as an uninterrupted one.
+  1. prompts: the step's slice of a seeded shuffle (``PromptBatch``)
+  2. rollout: sample one response per prompt with the policy (``ppo_rollout.Rollout``)
+  3. rewards: the scorer's r_t on the policy's tokens (per token, or the sum on the last token)
+  4. reference log-probs (LoRA adapters off, or a separate reference model), old log-probs and
+     values (the actor-critic before the update), per-token rewards R_t = alpha * r_t - beta * kl_t,
+     GAE and whitening (``RolloutBatch``)
+  5. K epochs over shuffled minibatches, gradient accumulation over micro-batches, clipped policy
+     and value losses, max grad norm, LR schedule (``UpdateStats``)
+  6. the step's statistics and the KL controller's next coefficient (``StepStats``)
+
+and the I/O of a step (metrics, trackers, samples, progress, checkpoint) happens at its end, in
+``_record_step``. Every step reseeds from (seed, step, rank), and the checkpoint (``run_state``) holds
+the trainable weights, the optimizer, the scheduler, the KL coefficient, the counters and the RNG
+states, so a resumed run computes the same numbers as an uninterrupted one.
+
+Notation: B rollouts per process, P prompt tokens, T response tokens.
 """
 
 from __future__ import annotations
 
-from .accel import adamw, make_accelerator
-
-import json
-import math
+import dataclasses
 import os
-import random
 import shutil
 import time
 import warnings
-from dataclasses import dataclass, field
+from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import torch
 
-from ..core.ppo import assemble_rewards, gae, masked_mean, masked_whiten, policy_loss, update_kl_coef, value_loss
-from ..data.io import JsonlAppender, write_json, write_text_atomic
+from ..core.ppo import (TokenRewards, assemble_rewards, gae, masked_mean, masked_whiten, policy_loss, update_kl_coef,
+                        value_loss)
 from ..errors import FinealignError
+from . import run_state
+from .accel import adamw, make_accelerator
 from .ppo_config import PPOConfig, dump_yaml
-from .ppo_rollout import ActorCritic, encode_prompts, length_sorted_chunks, reference_logprobs, sample, score_rewards
+from .ppo_rollout import (ActorCritic, Rollout, encode_prompts, length_sorted_chunks, reference_logprobs, sample,
+                          score_rewards)
+from .run_state import MetricsLog, TrainResult
 
-# fields that may change between a run and its resumption
-RESUMABLE_CHANGES = {"out", "steps", "save_every", "log_samples_every", "report_to", "device"}
+# settings that may change between a run and its resumption
+RESUMABLE_CHANGES = frozenset({"out", "steps", "save_every", "log_samples_every", "report_to", "device",
+                               "gradient_checkpointing"})
+UPDATE_KEYS = ("pg_loss", "vf_loss", "clipfrac", "vf_clipfrac", "approx_kl", "grad_norm")
 
 
-@dataclass
+@dataclass(frozen=True)
 class Counters:
-    """Robustness counters, saved in checkpoints and reported in metrics."""
+    """Robustness counters, saved in checkpoints and reported in metrics (cumulative over the run)."""
 
     skipped_batches: int = 0  # non-finite rewards
     skipped_updates: int = 0  # non-finite loss or gradient
     empty_responses: int = 0
     truncated_prompts: int = 0
 
+    def add(self, **deltas: int) -> "Counters":
+        return dataclasses.replace(self, **{k: getattr(self, k) + v for k, v in deltas.items()})
+
+
+class PromptBatch(NamedTuple):
+    """This process's prompts of one step: left-padded ids and mask (B, P), and truncation count."""
+
+    prompts: list
+    ids: torch.Tensor
+    mask: torch.Tensor
+    truncated: int
+
+
+class RolloutBatch(NamedTuple):
+    """A scored rollout with everything the update needs; (B, T) tensors on the device."""
+
+    rollout: Rollout
+    mask: torch.Tensor  # response tokens (float)
+    scores: torch.Tensor  # the reward model's r_t
+    totals: list[float]  # each response's total score
+    old_logprobs: torch.Tensor
+    old_values: torch.Tensor
+    entropy: torch.Tensor  # scalar: mean entropy of pi over response tokens
+    rewards: TokenRewards  # R_t and kl_t
+    advantages: torch.Tensor
+    returns: torch.Tensor
+
+
+class UpdateStats(NamedTuple):
+    """Token-weighted means over the step's micro-batches (``grad_norm`` over its optimizer steps)."""
+
+    pg_loss: float
+    vf_loss: float
+    clipfrac: float
+    vf_clipfrac: float
+    approx_kl: float
+    grad_norm: float
+    skipped_updates: int
+
+
+@dataclass(frozen=True)
+class StepStats:
+    """One step's metrics line (means over processes; ``seconds*`` from this process)."""
+
+    step: int
+    values: dict  # score, reward, kl, entropy, response_length and the UPDATE_KEYS, rounded
+    kl_coef: float  # the coefficient used in this step
+    lr: float
+    tokens_per_s: float
+    seconds: dict  # total, generate, reward, ref_value, update
+    processes: int
+    counters: Counters  # after this step
+    next_kl_coef: float  # the KL controller's coefficient for the next step
+    skipped_updates: int = 0  # minibatch updates skipped in this step (non-finite loss or gradient)
+    skipped: bool = False  # a batch with non-finite rewards: no update
+
+    def row(self) -> dict:
+        """The ``metrics.jsonl`` line."""
+        if self.skipped:
+            return {"step": self.step, "skipped": True, "kl_coef": self.kl_coef, **dataclasses.asdict(self.counters)}
+        s = self.seconds
+        return {"step": self.step, **self.values, "kl_coef": self.kl_coef, "lr": self.lr,
+                "tokens_per_s": self.tokens_per_s, "seconds": s["total"], "seconds_generate": s["generate"],
+                "seconds_reward": s["reward"], "seconds_ref_value": s["ref_value"], "seconds_update": s["update"],
+                "processes": self.processes, **dataclasses.asdict(self.counters)}
+
+
+class StepOutput(NamedTuple):
+    """What ``ppo_step`` computed and ``_record_step`` writes."""
+
+    stats: StepStats
+    batch: PromptBatch
+    rollout: Rollout
+    totals: list[float]  # each response's total score
+
 
 @dataclass
-class RunResult:
-    out: Path
-    steps_done: int
-    last: dict = field(default_factory=dict)
-    counters: Counters = field(default_factory=Counters)
+class Run:
+    """The objects of one run, set up once by ``train_ppo``."""
+
+    cfg: PPOConfig
+    acc: object  # accelerate.Accelerator
+    model: torch.nn.Module  # the prepared (possibly DDP-wrapped) ActorCritic
+    unwrapped: ActorCritic
+    ref: torch.nn.Module | None
+    tok: object
+    scorer: object
+    opt: torch.optim.Optimizer
+    sched: object
+    params: list
+    items: list  # PromptItem
+    texts: list[str]  # rendered prompts
+    stops: list[int]
 
 
 def _step_seed(seed: int, step: int, rank: int) -> int:
     return (seed * 1_000_003 + step * 9_176 + rank * 101) % (2**31 - 1)
-
-
-def _seed_all(s: int) -> None:
-    random.seed(s)
-    torch.manual_seed(s)
-    try:
-        import numpy as np
-
-        np.random.seed(s % (2**32))
-    except ImportError:  # pragma: no cover
-        pass
-
-
-def _lr_lambda(cfg: PPOConfig, total: int) -> Callable[[int], float]:
-    def f(i: int) -> float:
-        if i < cfg.warmup_steps:
-            return (i + 1) / (cfg.warmup_steps + 1)
-        if cfg.lr_schedule == "constant":
-            return 1.0
-        frac = min(1.0, (i - cfg.warmup_steps) / max(1, total - cfg.warmup_steps))
-        return 1.0 - frac if cfg.lr_schedule == "linear" else 0.5 * (1.0 + math.cos(math.pi * frac))
-
-    return f
-
-
-class _Reporters:
-    """TensorBoard / W&B sinks for scalar metrics (main process only)."""
-
-    def __init__(self, cfg: PPOConfig, out: Path):
-        self.sinks = []
-        for r in cfg.report_to:
-            if r == "tensorboard":
-                try:
-                    from torch.utils.tensorboard import SummaryWriter
-                except ImportError as e:
-                    raise FinealignError("report_to tensorboard needs the tensorboard package (pip install tensorboard)") from e
-                w = SummaryWriter(str(out / "tb"))
-                self.sinks.append((lambda m, s, w=w: [w.add_scalar(f"ppo/{k}", v, s) for k, v in m.items()
-                                                       if isinstance(v, (int, float))], w.close))
-            elif r == "wandb":
-                try:
-                    import wandb
-                except ImportError as e:
-                    raise FinealignError("report_to wandb needs the wandb package (pip install wandb)") from e
-                run = wandb.init(project="finealign-ppo", config=cfg.to_dict(), dir=str(out), resume="allow")
-                self.sinks.append((lambda m, s, run=run: run.log(m, step=s), run.finish))
-
-    def log(self, metrics: dict, step: int) -> None:
-        for fn, _ in self.sinks:
-            fn(metrics, step)
-
-    def close(self) -> None:
-        for _, close in self.sinks:
-            close()
 
 
 def _load_models(cfg: PPOConfig, device: str):
@@ -133,285 +173,293 @@ def _load_models(cfg: PPOConfig, device: str):
         head, emb = critic.get_output_embeddings(), critic.get_input_embeddings()
         if head is not None and head.weight is not emb.weight:
             head.requires_grad_(False)  # the critic reads hidden states only (and DDP wants no unused weights)
+    if cfg.gradient_checkpointing:  # active in the updates (train mode) only; rollouts run in eval mode
+        from ..models.compat import enable_activation_checkpointing
+        from .memory import release_freed_memory
+
+        release_freed_memory()  # freed per-layer activations go back to the OS (train/memory.py)
+        for m in (policy, critic):
+            if m is not None:
+                enable_activation_checkpointing(m)
     hidden = policy.config.hidden_size
     return ActorCritic(policy, hidden, critic).to(device), tok, ref
 
 
-def _checkpoint_dir(out: Path) -> Path:
-    return out / "checkpoint"
-
-
-def _save_checkpoint(out: Path, ac: ActorCritic, opt, sched, state: dict) -> None:
-    ck = _checkpoint_dir(out)
-    tmp = out / ".checkpoint.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    trainable = {n: p.detach().cpu().clone() for n, p in ac.named_parameters() if p.requires_grad}
-    torch.save({"trainable": trainable, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                "rng": {"torch": torch.get_rng_state(), "python": random.getstate()}, **state}, tmp / "state.pt")
-    old = out / ".checkpoint.old"
-    shutil.rmtree(old, ignore_errors=True)
-    if ck.exists():
-        os.replace(ck, old)
-    os.replace(tmp, ck)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def _check_resumable(saved: dict, cfg: PPOConfig, out: Path) -> None:
-    now = cfg.to_dict()
-    defaults = PPOConfig.__dataclass_fields__
-    diff = [k for k in now if k not in RESUMABLE_CHANGES
-            and saved.get(k, getattr(defaults[k], "default", None)) != now[k]]
-    if diff:
-        raise FinealignError(f"{out}: holds a run with another configuration ({', '.join(diff)} differ); "
-                             f"use a new --out or the same settings to resume")
-
-
-def _rewrite_metrics(path: Path, upto: int) -> None:
-    """Drop log lines of steps after the checkpoint (a run killed between log and checkpoint)."""
-    if not path.exists():
-        return
-    keep = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            if json.loads(line)["step"] <= upto:
-                keep.append(line)
-        except (json.JSONDecodeError, KeyError, TypeError):
-            break
-    write_text_atomic(path, "".join(k + "\n" for k in keep))
+def _fingerprint(cfg: PPOConfig) -> tuple[dict, dict]:
+    """The run's fingerprint and the defaults of its fields (for checkpoints of older versions)."""
+    defaults = {f.name: f.default for f in dataclasses.fields(PPOConfig) if f.default is not dataclasses.MISSING}
+    return run_state.fingerprint(cfg.to_dict(), RESUMABLE_CHANGES), run_state.fingerprint(defaults, RESUMABLE_CHANGES)
 
 
 def train_ppo(cfg: PPOConfig, scorer=None, on_step: Callable[[int, int, dict], None] | None = None,
-              log: Callable[[str], None] = lambda m: None) -> RunResult:
-    """Run (or resume) PPO as ``cfg`` says; returns where the outputs are and the last metrics."""
+              log: Callable[[str], None] = lambda m: None) -> TrainResult:
+    """Run (or resume) PPO as ``cfg`` says.
 
-    from ..generation import read_prompts, render_prompt, stop_token_ids
+    ``scorer``: a ``Scorer`` instead of ``cfg.reward``; ``on_step(step, total, metrics_row)`` after every
+    step; ``log`` gets messages. Returns a ``TrainResult`` whose ``metrics`` is the last metrics line and
+    whose ``details["counters"]`` holds the robustness counters. Raises ``FinealignError`` for too few
+    prompts, a failing scorer, or an output folder holding a run with another configuration.
+    """
+    from ..data.prompts import read_prompts
+    from ..generation import render_prompt, stop_token_ids
     from ..rewards.base import TokenScorer, load_scorer
 
     out = Path(cfg.out)
-    acc = make_accelerator(cpu=cfg.device == "cpu" or not torch.cuda.is_available(), mixed_precision=cfg.mixed_precision)
-    rank, world, main = acc.process_index, acc.num_processes, acc.is_main_process
+    acc = make_accelerator(cpu=cfg.device == "cpu" or not torch.cuda.is_available(),
+                           mixed_precision=cfg.mixed_precision, **run_state.tracker_kwargs(cfg.report_to, out))
+    main = acc.is_main_process
     items = read_prompts(cfg.prompts)
-    if len(items) < cfg.batch_size * world:
+    if len(items) < cfg.batch_size * acc.num_processes:
         raise FinealignError(f"{cfg.prompts}: {len(items)} prompts, fewer than batch_size x processes "
-                             f"= {cfg.batch_size * world}")
-    _seed_all(cfg.seed)
+                             f"= {cfg.batch_size * acc.num_processes}")
+    run_state.seed_all(cfg.seed)
     ac, tok, ref = _load_models(cfg, str(acc.device))
     scorer = load_scorer(scorer or cfg.reward)
     if cfg.granularity == "token" and not isinstance(scorer, TokenScorer) and main:
-        warnings.warn(f"reward {getattr(scorer, 'name', cfg.reward)!r} is not a token scorer: its score lands on the last token "
-                      "(same as --granularity sequence)", stacklevel=2)
-    stops = stop_token_ids(ac.policy, tok)
-    texts = [render_prompt(tok, it.prompt) for it in items]
-
+        warnings.warn(f"reward {getattr(scorer, 'name', cfg.reward)!r} is not a token scorer: its score lands on the "
+                      "last token (same as --granularity sequence)", stacklevel=2)
     params = [p for p in ac.parameters() if p.requires_grad]
     opt = adamw(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     n_opt = cfg.steps * cfg.ppo_epochs * (cfg.batch_size // cfg.minibatch_size)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg, n_opt))
-    start, kl_coef, counters = 0, cfg.kl_coef, Counters()
-
-    ck = _checkpoint_dir(out) / "state.pt"
-    if ck.exists():
-        state = torch.load(ck, map_location="cpu", weights_only=False)
-        _check_resumable(state["config"], cfg, out)
-        missing = set(n for n, p in ac.named_parameters() if p.requires_grad) - set(state["trainable"])
-        if missing:
-            raise FinealignError(f"{ck}: checkpoint lacks {len(missing)} trainable tensors (e.g. {sorted(missing)[0]})")
-        ac.load_state_dict(state["trainable"], strict=False)
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        start, kl_coef, counters = state["step"], state["kl_coef"], Counters(**state["counters"])
-        torch.set_rng_state(state["rng"]["torch"])
-        random.setstate(state["rng"]["python"])
-        log(f"resuming {out} from step {start}")
+    sched = run_state.make_scheduler(opt, schedule=cfg.lr_schedule, warmup_steps=cfg.warmup_steps, total_steps=n_opt)
+    start, kl_coef, counters = _resume(cfg, acc, ac, opt, sched, log)
     model, opt = acc.prepare(ac, opt)
-    unwrapped = acc.unwrap_model(model)
+    run = Run(cfg, acc, model, acc.unwrap_model(model), ref, tok, scorer, opt, sched, params, items,
+              [render_prompt(tok, it.prompt) for it in items], stop_token_ids(ac.policy, tok))
     if main:
+        from ..data.io import write_text_atomic
+
         out.mkdir(parents=True, exist_ok=True)
         write_text_atomic(out / "config.yaml", dump_yaml(cfg))
-        _rewrite_metrics(out / "metrics.jsonl", start)
-        _rewrite_metrics(out / "samples.jsonl", start)
-    metrics_f = JsonlAppender(out / "metrics.jsonl", key=lambda o: o["step"]) if main else None
-    samples_f = JsonlAppender(out / "samples.jsonl", key=lambda o: (o["step"], o["i"])) if main else None
-    reporters = _Reporters(cfg, out) if main else None
-    last: dict = {}
-    per_epoch = len(items) // (cfg.batch_size * world)
+    metrics = MetricsLog(out, start, acc=acc, project="finealign-ppo", config=cfg.to_dict(), main=main)
+    samples = MetricsLog(out, start, name="samples.jsonl", main=main)
+    last = metrics.last  # a rerun of a finished run reports its last line
     try:
         for step in range(start, cfg.steps):
-            t0 = time.perf_counter()
-            _seed_all(_step_seed(cfg.seed, step, rank))
-            # 1. rollout
-            epoch, slot = divmod(step, per_epoch)
-            order = torch.randperm(len(items), generator=torch.Generator().manual_seed(cfg.seed * 7919 + epoch)).tolist()
-            first = slot * cfg.batch_size * world + rank * cfg.batch_size
-            idx = order[first: first + cfg.batch_size]
-            prompts = [items[i].prompt for i in idx]
-            q_ids, q_mask, cut = encode_prompts(tok, [texts[i] for i in idx], cfg.max_prompt_length)
-            unwrapped.eval()
-            with acc.autocast():
-                ro = sample(unwrapped.policy, tok, q_ids.to(acc.device), q_mask.to(acc.device),
-                            max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, stop_ids=stops,
-                            min_new_tokens=cfg.max_new_tokens if cfg.ignore_eos else 0,
-                            with_logprobs=cfg.old_logprobs == "generation")
-            empty = sum(not t.strip() for t in ro.texts)
-            t_gen = time.perf_counter()
-            # 2. rewards from the scorer, on the policy's tokens
-            with acc.autocast():
-                r_score, totals = score_rewards(scorer, prompts, ro, tok, cfg.granularity)
-            mask = ro.response_mask.to(acc.device)
-            r_score = r_score.to(acc.device)
-            bad = torch.tensor([float(not torch.isfinite(r_score).all())], device=acc.device)
-            if acc.reduce(bad, "sum").item() > 0:
-                counters.skipped_batches += 1
-                counters.truncated_prompts += cut
-                if main:
-                    warnings.warn(f"step {step + 1}: non-finite reward; batch skipped "
-                                  f"({counters.skipped_batches} so far)", stacklevel=2)
-                m = {"step": step + 1, "skipped": True, "kl_coef": kl_coef, **counters.__dict__}
-                if main:
-                    metrics_f.append(m)
-                _maybe_checkpoint(cfg, acc, out, unwrapped, opt, sched, step, kl_coef, counters)
-                continue
-            t_score = time.perf_counter()
-            # 3.-4. reference log-probs, old log-probs and values
-            with torch.no_grad(), acc.autocast():
-                B = len(idx)
-                ref_lp, old_v, old_lp, ent_t = (torch.zeros_like(mask) for _ in range(4))
-                lengths = ro.attention_mask.sum(1)
-                for rows in length_sorted_chunks(range(B), lengths, cfg.micro_batch_size):
-                    r = torch.tensor(rows, device=mask.device)
-                    ref_lp[r] = reference_logprobs(unwrapped.policy, ref, ro.input_ids[r], ro.attention_mask[r],
-                                                   ro.prompt_len, cfg.temperature).float()
-                    o = unwrapped(ro.input_ids[r], ro.attention_mask[r], ro.prompt_len, cfg.temperature,
-                                  with_logprobs=ro.logprobs is None)
-                    old_v[r], old_lp[r], ent_t[r] = o.values.float(), o.logprobs.float(), o.entropy.float()
-                if ro.logprobs is not None:  # from the sampling pass: no second policy pass
-                    old_lp, ent_t = ro.logprobs.to(acc.device), ro.entropy.to(acc.device)
-                entropy = masked_mean(ent_t, mask)
-                # 5. per-token rewards, advantages
-                score_t = r_score
-                if cfg.whiten_rewards:
-                    score_t = masked_whiten(r_score, mask, shift_mean=False)
-                tr = assemble_rewards(score_t, old_lp, ref_lp, mask, alpha=cfg.alpha, beta=kl_coef,
-                                      estimator=cfg.kl_estimator)
-                adv = gae(tr.rewards, old_v, mask, cfg.gamma, cfg.lam)
-                advantages = masked_whiten(adv.advantages, mask) if cfg.whiten_advantages else adv.advantages
-            t_fwd = time.perf_counter()
-            # 6. K epochs of minibatch updates
-            unwrapped.train()
-            stats = _ppo_epochs(cfg, acc, model, opt, sched, params, ro, mask, old_lp, old_v, advantages,
-                                adv.returns, step, counters)
-            t_upd = time.perf_counter()
-            # 7. KL controller, metrics, samples, checkpoint
-            seq_kl = (tr.kl.sum(1)).mean()
-            kl_for_ctl = acc.reduce(seq_kl.detach().clone(), "mean").item()
-            new_coef = update_kl_coef(kl_coef, kl_for_ctl, cfg.kl_target, cfg.kl_horizon, cfg.batch_size * world)
-            counters.empty_responses += empty
-            counters.truncated_prompts += cut
-            n_tokens = acc.reduce(mask.sum().detach().clone(), "sum").item()
-            dt = time.perf_counter() - t0
-            local = {
-                "score": float(sum(totals) / len(totals)),
-                "reward": tr.rewards.sum(1).mean().item(),
-                "kl": seq_kl.item(),
-                "entropy": entropy.item(),
-                "response_length": mask.sum(1).mean().item(),
-                **stats,
-            }
-            reduced = acc.reduce(torch.tensor(list(local.values()), device=acc.device), "mean").tolist()
-            m = {"step": step + 1, **{k: round(v, 6) for k, v in zip(local, reduced)},
-                 "kl_coef": kl_coef, "lr": sched.get_last_lr()[0], "tokens_per_s": round(n_tokens / dt, 2),
-                 "seconds": round(dt, 3), "seconds_generate": round(t_gen - t0, 3),
-                 "seconds_reward": round(t_score - t_gen, 3), "seconds_ref_value": round(t_fwd - t_score, 3),
-                 "seconds_update": round(t_upd - t_fwd, 3), "processes": world, **counters.__dict__}
-            kl_coef = new_coef
-            last = m
-            if main:
-                metrics_f.append(m)
-                reporters.log(m, step + 1)
-                if (step + 1) % cfg.log_samples_every == 0 or step == 0:
-                    for i in range(min(2, len(ro.texts))):
-                        samples_f.append({"step": step + 1, "i": i, "prompt": prompts[i], "response": ro.texts[i],
-                                          "score": totals[i]})
-                    log(f"step {step + 1} sample: {ro.texts[0][:200]!r} (score {totals[0]:.3f})")
-            if on_step:
-                on_step(step + 1, cfg.steps, m)
-            _maybe_checkpoint(cfg, acc, out, unwrapped, opt, sched, step, kl_coef, counters)
+            kl_coef, counters, last = _record_step(run, ppo_step(run, step, kl_coef, counters), metrics, samples,
+                                                   on_step, log)
         if main:
-            _save_final(out, unwrapped, tok)
-            write_json(out / "summary.json", {"steps": cfg.steps, "last": last, "counters": counters.__dict__})
+            _save_final(out, run.unwrapped, tok)
+            from ..data.io import write_json
+
+            write_json(out / "summary.json", {"steps": cfg.steps, "last": last,
+                                              "counters": dataclasses.asdict(counters)})
     finally:
-        if main:
-            metrics_f.close()
-            samples_f.close()
-            reporters.close()
-    return RunResult(out, cfg.steps, last, counters)
+        metrics.close()
+        samples.close()
+    return TrainResult(out, cfg.steps, True, last, details={"counters": dataclasses.asdict(counters)})
 
 
-def _maybe_checkpoint(cfg, acc, out, ac, opt, sched, step, kl_coef, counters) -> None:
-    if (step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps:
-        acc.wait_for_everyone()
-        if acc.is_main_process:
-            _save_checkpoint(out, ac, opt, sched, {"step": step + 1, "kl_coef": kl_coef,
-                                                   "counters": dict(counters.__dict__), "config": cfg.to_dict()})
-        acc.wait_for_everyone()
+def _resume(cfg: PPOConfig, acc, ac: ActorCritic, opt, sched, log) -> tuple[int, float, Counters]:
+    """(first step, KL coefficient, counters): from ``OUT/checkpoint`` when there is one."""
+    out = Path(cfg.out)
+    fp, defaults = _fingerprint(cfg)
+    if acc.is_main_process:
+        run_state.recover_checkpoint(out)
+    acc.wait_for_everyone()
+    ck = run_state.load_checkpoint(out, fp, defaults=defaults)
+    if ck is None:
+        return 0, cfg.kl_coef, Counters()
+    run_state.restore(ck, ac, opt, sched, out / run_state.CHECKPOINT)
+    log(f"resuming {out} from step {ck.step}")
+    return ck.step, ck.extra["kl_coef"], Counters(**ck.extra["counters"])
 
 
-def _ppo_epochs(cfg, acc, model, opt, sched, params, ro, mask, old_lp, old_v, advantages, returns, step, counters) -> dict:
-    """K epochs over shuffled minibatches with gradient accumulation; returns mean statistics."""
-    B = mask.shape[0]
+def ppo_step(run: Run, step: int, kl_coef: float, counters: Counters) -> StepOutput:
+    """One PPO step (0-based ``step``) with KL coefficient ``kl_coef``: steps 1-6 of the module docstring.
+
+    ``counters`` are the run's before the step. Writes nothing.
+    """
+    cfg, acc = run.cfg, run.acc
+    t = [time.perf_counter()]
+    run_state.seed_all(_step_seed(cfg.seed, step, acc.process_index))
+    batch = prompt_batch(run, step)  # 1.
+    ro = rollout(run, batch)  # 2.
+    t.append(time.perf_counter())
+    scores, totals = rewards(run, batch, ro)  # 3.
+    if _any_process(acc, not bool(torch.isfinite(scores).all())):
+        counters = counters.add(skipped_batches=1, truncated_prompts=batch.truncated)
+        stats = StepStats(step + 1, {}, kl_coef, 0.0, 0.0, {}, acc.num_processes, counters, kl_coef, skipped=True)
+        return StepOutput(stats, batch, ro, totals)
+    t.append(time.perf_counter())
+    rb = score_rollout(run, ro, scores, totals, kl_coef)  # 4.
+    t.append(time.perf_counter())
+    upd = ppo_epochs(run, rb, step)  # 5.
+    t.append(time.perf_counter())
+    return StepOutput(step_stats(run, step, rb, upd, kl_coef, counters, batch, t), batch, ro, totals)  # 6.
+
+
+def prompt_batch(run: Run, step: int) -> PromptBatch:
+    """This process's prompts of ``step``: epoch-wise seeded shuffles, each process its own slice."""
+    cfg, world, rank = run.cfg, run.acc.num_processes, run.acc.process_index
+    per_epoch = len(run.items) // (cfg.batch_size * world)
+    epoch, slot = divmod(step, per_epoch)
+    order = torch.randperm(len(run.items), generator=torch.Generator().manual_seed(cfg.seed * 7919 + epoch)).tolist()
+    first = slot * cfg.batch_size * world + rank * cfg.batch_size
+    idx = order[first: first + cfg.batch_size]
+    ids, mask, cut = encode_prompts(run.tok, [run.texts[i] for i in idx], cfg.max_prompt_length)
+    return PromptBatch([run.items[i].prompt for i in idx], ids, mask, cut)
+
+
+def rollout(run: Run, batch: PromptBatch) -> Rollout:
+    """One sampled response per prompt, with log pi_old from the sampling pass unless ``recompute``."""
+    cfg, acc = run.cfg, run.acc
+    run.unwrapped.eval()
+    with acc.autocast():
+        return sample(run.unwrapped.policy, run.tok, batch.ids.to(acc.device), batch.mask.to(acc.device),
+                      max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, stop_ids=run.stops,
+                      min_new_tokens=cfg.max_new_tokens if cfg.ignore_eos else 0,
+                      with_logprobs=cfg.old_logprobs == "generation")
+
+
+def rewards(run: Run, batch: PromptBatch, ro: Rollout) -> tuple[torch.Tensor, list[float]]:
+    """The reward model's r_t (B, T) on the device, and each response's total."""
+    with run.acc.autocast():
+        scores, totals = score_rewards(run.scorer, batch.prompts, ro, run.tok, run.cfg.granularity)
+    return scores.to(run.acc.device), totals
+
+
+def _any_process(acc, flag: bool) -> bool:
+    return acc.reduce(torch.tensor([float(flag)], device=acc.device), "sum").item() > 0
+
+
+@torch.no_grad()
+def score_rollout(run: Run, ro: Rollout, scores: torch.Tensor, totals: list[float], kl_coef: float) -> RolloutBatch:
+    """Reference log-probs, old log-probs and values (micro-batches of similar length), then per-token
+    rewards, GAE and whitening."""
+    cfg, acc, ac = run.cfg, run.acc, run.unwrapped
+    mask = ro.response_mask.to(acc.device)
+    with acc.autocast():
+        ref_lp, old_v, old_lp, ent_t = (torch.zeros_like(mask) for _ in range(4))
+        for rows in length_sorted_chunks(range(mask.shape[0]), ro.attention_mask.sum(1), cfg.micro_batch_size):
+            r = torch.tensor(rows, device=mask.device)
+            ref_lp[r] = reference_logprobs(ac.policy, run.ref, ro.input_ids[r], ro.attention_mask[r],
+                                           ro.prompt_len, cfg.temperature).float()
+            o = ac(ro.input_ids[r], ro.attention_mask[r], ro.prompt_len, cfg.temperature,
+                   with_logprobs=ro.logprobs is None)
+            old_v[r], old_lp[r], ent_t[r] = o.values.float(), o.logprobs.float(), o.entropy.float()
+        if ro.logprobs is not None:  # from the sampling pass: no second policy pass
+            old_lp, ent_t = ro.logprobs.to(acc.device), ro.entropy.to(acc.device)
+        entropy = masked_mean(ent_t, mask)
+        score_t = masked_whiten(scores, mask, shift_mean=False) if cfg.whiten_rewards else scores
+        tr = assemble_rewards(score_t, old_lp, ref_lp, mask, alpha=cfg.alpha, beta=kl_coef, estimator=cfg.kl_estimator)
+        adv = gae(tr.rewards, old_v, mask, cfg.gamma, cfg.lam)
+        advantages = masked_whiten(adv.advantages, mask) if cfg.whiten_advantages else adv.advantages
+    return RolloutBatch(ro, mask, scores, totals, old_lp, old_v, entropy, tr, advantages, adv.returns)
+
+
+def ppo_epochs(run: Run, rb: RolloutBatch, step: int) -> UpdateStats:
+    """K epochs over shuffled minibatches; each minibatch is one optimizer step over micro-batches of
+    similar length whose losses are normalised by the minibatch's token count (exact accumulation).
+    A minibatch with a non-finite loss or gradient is skipped (counted)."""
+    cfg, acc = run.cfg, run.acc
+    run.unwrapped.train()
+    B = rb.mask.shape[0]
     g = torch.Generator().manual_seed(_step_seed(cfg.seed, step, acc.process_index) + 1)
-    keys = ("pg_loss", "vf_loss", "clipfrac", "vf_clipfrac", "approx_kl", "grad_norm")
-    lengths = ro.attention_mask.sum(1).tolist()
-    acc_stats = {k: [] for k in keys}
+    lengths = rb.rollout.attention_mask.sum(1).tolist()
+    acc_stats: dict[str, list[tuple[float, float]]] = {k: [] for k in UPDATE_KEYS}
+    skipped = 0
     for _ in range(cfg.ppo_epochs):
         perm = torch.randperm(B, generator=g).tolist()
         for s in range(0, B, cfg.minibatch_size):
             mb = perm[s: s + cfg.minibatch_size]
-            n_tok = float(mask[mb].sum().item())
             micro = length_sorted_chunks(mb, lengths, cfg.micro_batch_size)
-            finite = True
-            for j, rows in enumerate(micro):
-                rows_t = torch.tensor(rows, device=mask.device)
-                sync = j == len(micro) - 1
-                ctx = acc.no_sync(model) if not sync else _nullcontext()
-                with ctx:
-                    f = model(ro.input_ids[rows_t], ro.attention_mask[rows_t], ro.prompt_len, cfg.temperature,
-                              with_entropy=cfg.ent_coef > 0)
-                    m = mask[rows_t]
-                    pl = policy_loss(f.logprobs, old_lp[rows_t], advantages[rows_t], m, cfg.clip, n_tok)
-                    vl = value_loss(f.values, old_v[rows_t], returns[rows_t], m, cfg.clip_value, n_tok)
-                    loss = pl.loss + cfg.vf_coef * vl.loss
-                    if cfg.ent_coef > 0:
-                        loss = loss - cfg.ent_coef * (f.entropy * m).sum() / max(n_tok, 1.0)
-                    finite = finite and bool(torch.isfinite(loss))
-                    acc.backward(loss)
-                w = m.sum().item() / max(n_tok, 1.0)
-                for k, v in (("pg_loss", pl.loss * max(n_tok, 1.0) / max(m.sum().item(), 1.0)),
-                             ("vf_loss", vl.loss * max(n_tok, 1.0) / max(m.sum().item(), 1.0)),
-                             ("clipfrac", pl.clipfrac), ("vf_clipfrac", vl.clipfrac), ("approx_kl", pl.approx_kl)):
-                    acc_stats[k].append((float(v.detach()) if torch.is_tensor(v) else float(v), w))
-            norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+            finite = _minibatch_backward(run, rb, micro, float(rb.mask[mb].sum().item()), acc_stats)
+            norm = torch.nn.utils.clip_grad_norm_(run.params, cfg.max_grad_norm)
             if not finite or not torch.isfinite(norm):
-                opt.zero_grad(set_to_none=True)
-                counters.skipped_updates += 1
-                warnings.warn(f"step {step + 1}: non-finite loss or gradient; update skipped "
-                              f"({counters.skipped_updates} so far)", stacklevel=2)
+                run.opt.zero_grad(set_to_none=True)
+                skipped += 1
                 continue
             acc_stats["grad_norm"].append((float(norm), 1.0))
-            opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
-    return {k: (sum(v * w for v, w in xs) / sum(w for _, w in xs) if xs and sum(w for _, w in xs) > 0 else 0.0)
-            for k, xs in acc_stats.items()}
+            run.opt.step()
+            run.sched.step()
+            run.opt.zero_grad(set_to_none=True)
+    means = {k: (sum(v * w for v, w in xs) / sum(w for _, w in xs) if xs and sum(w for _, w in xs) > 0 else 0.0)
+             for k, xs in acc_stats.items()}
+    return UpdateStats(**means, skipped_updates=skipped)
 
 
-class _nullcontext:
-    def __enter__(self):
-        return self
+def _minibatch_backward(run: Run, rb: RolloutBatch, micro: list[list[int]], n_tok: float, acc_stats: dict) -> bool:
+    """Backward passes of one minibatch's micro-batches (gradients synced on the last); adds each
+    micro-batch's statistics, weighted by its token share, to ``acc_stats``. Returns whether every loss
+    was finite."""
+    cfg, acc, ro, mask = run.cfg, run.acc, rb.rollout, rb.mask
+    finite = True
+    for j, rows in enumerate(micro):
+        rows_t = torch.tensor(rows, device=mask.device)
+        with acc.no_sync(run.model) if j < len(micro) - 1 else nullcontext():
+            f = run.model(ro.input_ids[rows_t], ro.attention_mask[rows_t], ro.prompt_len, cfg.temperature,
+                          with_entropy=cfg.ent_coef > 0)
+            m = mask[rows_t]
+            pl = policy_loss(f.logprobs, rb.old_logprobs[rows_t], rb.advantages[rows_t], m, cfg.clip, n_tok)
+            vl = value_loss(f.values, rb.old_values[rows_t], rb.returns[rows_t], m, cfg.clip_value, n_tok)
+            loss = pl.loss + cfg.vf_coef * vl.loss
+            if cfg.ent_coef > 0:
+                loss = loss - cfg.ent_coef * (f.entropy * m).sum() / max(n_tok, 1.0)
+            finite = finite and bool(torch.isfinite(loss))
+            acc.backward(loss)
+        w = m.sum().item() / max(n_tok, 1.0)
+        rescale = max(n_tok, 1.0) / max(m.sum().item(), 1.0)  # the micro-batch's own per-token loss
+        for k, v in (("pg_loss", pl.loss * rescale), ("vf_loss", vl.loss * rescale), ("clipfrac", pl.clipfrac),
+                     ("vf_clipfrac", vl.clipfrac), ("approx_kl", pl.approx_kl)):
+            acc_stats[k].append((float(v.detach()) if torch.is_tensor(v) else float(v), w))
+    return finite
 
-    def __exit__(self, *exc):
-        return False
+
+def step_stats(run: Run, step: int, rb: RolloutBatch, upd: UpdateStats, kl_coef: float, counters: Counters,
+               batch: PromptBatch, t: list[float]) -> StepStats:
+    """The step's metrics, averaged over processes (timings ``t``: start, generated, scored, evaluated, updated),
+    and the KL controller's next coefficient (Ziegler et al.; unchanged without ``kl_target``)."""
+    cfg, acc = run.cfg, run.acc
+    seq_kl = acc.reduce(rb.rewards.kl.sum(1).mean().detach().clone(), "mean").item()
+    next_coef = update_kl_coef(kl_coef, seq_kl, cfg.kl_target, cfg.kl_horizon, cfg.batch_size * acc.num_processes)
+    empty = sum(not x.strip() for x in rb.rollout.texts)
+    counters = counters.add(skipped_updates=upd.skipped_updates, empty_responses=empty, truncated_prompts=batch.truncated)
+    n_tokens = acc.reduce(rb.mask.sum().detach().clone(), "sum").item()
+    dt = time.perf_counter() - t[0]
+    local = {"score": float(sum(rb.totals) / len(rb.totals)), "reward": rb.rewards.rewards.sum(1).mean().item(),
+             "kl": rb.rewards.kl.sum(1).mean().item(), "entropy": rb.entropy.item(),
+             "response_length": rb.mask.sum(1).mean().item(), **{k: getattr(upd, k) for k in UPDATE_KEYS}}
+    reduced = acc.reduce(torch.tensor(list(local.values()), device=acc.device), "mean").tolist()
+    seconds = {"total": round(dt, 3), "generate": round(t[1] - t[0], 3), "reward": round(t[2] - t[1], 3),
+               "ref_value": round(t[3] - t[2], 3), "update": round(t[4] - t[3], 3)}
+    return StepStats(step + 1, {k: round(v, 6) for k, v in zip(local, reduced)}, kl_coef, run.sched.get_last_lr()[0],
+                     round(n_tokens / dt, 2), seconds, acc.num_processes, counters, next_coef, upd.skipped_updates)
+
+
+def _record_step(run: Run, done: StepOutput, metrics: MetricsLog, samples: MetricsLog, on_step,
+                 log) -> tuple[float, Counters, dict]:
+    """The step's I/O: metrics line (and trackers), samples, warnings, progress, checkpoint.
+
+    Returns the KL coefficient of the next step, the counters after the step and its metrics line.
+    """
+    cfg, acc, main = run.cfg, run.acc, run.acc.is_main_process
+    stats, batch, ro, totals = done
+    row = stats.row()
+    if stats.skipped_updates:
+        warnings.warn(f"step {stats.step}: non-finite loss or gradient; {stats.skipped_updates} update(s) skipped "
+                      f"({stats.counters.skipped_updates} so far)", stacklevel=3)
+    if main:
+        metrics.append(row)
+        if stats.skipped:
+            warnings.warn(f"step {stats.step}: non-finite reward; batch skipped "
+                          f"({stats.counters.skipped_batches} so far)", stacklevel=3)
+        elif stats.step % cfg.log_samples_every == 0 or stats.step == 1:
+            for i in range(min(2, len(ro.texts))):
+                samples.append({"step": stats.step, "i": i, "prompt": batch.prompts[i], "response": ro.texts[i],
+                                "score": totals[i]})
+            log(f"step {stats.step} sample: {ro.texts[0][:200]!r} (score {totals[0]:.3f})")
+    if on_step and not stats.skipped:
+        on_step(stats.step, cfg.steps, row)
+    if stats.step % cfg.save_every == 0 or stats.step == cfg.steps:
+        acc.wait_for_everyone()
+        if main:
+            run_state.save_checkpoint(cfg.out, step=stats.step, trainable=run_state.trainable_tensors(run.unwrapped),
+                                      optimizer=run.opt, scheduler=run.sched, fingerprint=_fingerprint(cfg)[0],
+                                      extra={"kl_coef": stats.next_kl_coef,
+                                             "counters": dataclasses.asdict(stats.counters)})
+        acc.wait_for_everyone()
+    return stats.next_kl_coef, stats.counters, row
 
 
 def _save_final(out: Path, ac: ActorCritic, tok) -> None:

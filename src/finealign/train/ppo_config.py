@@ -83,6 +83,9 @@ class PPOConfig(Settings):
     minibatch_size: int = setting(4, help="Rows per optimizer step.", check=positive)
     micro_batch_size: int = setting(4, help="Rows per forward/backward (accumulated within a minibatch).",
                                     check=positive)
+    gradient_checkpointing: bool = setting(True, help="Activation checkpointing of the policy (and critic) in the "
+                                                      "PPO updates: recompute each decoder layer in the backward "
+                                                      "pass (far less memory, some more compute; rollouts unaffected).")
     learning_rate: float = setting(5e-5, flag="--lr", help="Learning rate.", check=positive)
     lr_schedule: str = setting("constant", choices=SCHEDULES, help="constant | linear | cosine.")
     warmup_steps: int = setting(0, help="Linear warmup, in optimizer steps.", check=non_negative)

@@ -12,6 +12,7 @@ from torch import nn
 
 from ..core.ppo import entropy_from_logits, logprobs_from_logits, place_at_last
 from ..core.token_map import decode_offsets, map_token_rewards
+from ..data.chat import pad_left
 from ..errors import FinealignError
 from ..rewards.base import Scorer, TokenScorer
 
@@ -50,14 +51,9 @@ def encode_prompts(tokenizer, texts: Sequence[str], max_len: int) -> tuple[torch
     rows = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
     cut = sum(len(r) > max_len for r in rows)
     rows = [r[-max_len:] if len(r) > max_len else r for r in rows]
-    P = max(1, max(len(r) for r in rows))
-    pad = tokenizer.pad_token_id
-    ids = torch.full((len(rows), P), pad, dtype=torch.long)
-    mask = torch.zeros((len(rows), P), dtype=torch.long)
-    for i, r in enumerate(rows):
-        if r:
-            ids[i, P - len(r):] = torch.tensor(r)
-            mask[i, P - len(r):] = 1
+    ids, mask, _ = pad_left(rows, tokenizer.pad_token_id)  # data.chat
+    if ids.shape[1] == 0:  # every prompt empty: one column of padding (P >= 1)
+        ids, mask = torch.full((len(rows), 1), tokenizer.pad_token_id, dtype=torch.long), torch.zeros((len(rows), 1), dtype=torch.long)
     return ids, mask, cut
 
 

@@ -1,7 +1,8 @@
-"""Shared plumbing of the thin TRL wrappers (DPO, KTO, follow-up SFT): YAML overlay, LoRA, saving.
+"""Shared plumbing of the thin TRL wrappers (DPO, KTO, follow-up SFT): common settings, LoRA, saving.
 
-Precedence of settings: the dataclass defaults < the YAML file (``--config``) < flags given on the
-command line. A YAML key ``trl:`` holds any further TRL config arguments, passed through as is.
+Settings are :class:`TRLTrainArgs` dataclasses on :mod:`finealign.config` (defaults < the YAML file
+``--config`` < flags, via ``config.build_config``). A YAML key ``trl:`` holds any further TRL
+config arguments, passed through as is.
 """
 
 from __future__ import annotations
@@ -9,55 +10,63 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
 
-from ..errors import FinealignError
-
-
-class TrainResult(NamedTuple):
-    """Where the model went, how many optimizer steps ran, the final logged metrics and the log history."""
-
-    out: Path
-    steps: int
-    metrics: dict
-    history: list
+from ..config import ModelArgs, RunArgs, positive, setting
+from ..errors import ConfigError
+from .run_state import TrainResult  # the wrappers' result: out, optimizer steps, final metrics, log history
 
 
-def overlay(cls, yaml_path: str | Path | None = None, **flags):
-    """``cls`` built from its defaults, then ``yaml_path``'s keys, then the non-None ``flags``."""
-    values: dict[str, Any] = {}
-    names = {f.name for f in dataclasses.fields(cls)}
-    if yaml_path is not None:
-        import yaml
+# ------------------------------------------------------------------ the settings every wrapper shares
 
-        p = Path(yaml_path)
-        if not p.is_file():
-            raise FinealignError(f"{p}: config file not found")
-        try:
-            data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as e:
-            raise FinealignError(f"{p}: malformed YAML: {e}") from None
-        if not isinstance(data, dict):
-            raise FinealignError(f"{p}: expected a mapping of settings")
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise FinealignError(f"{p}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
-        values.update(data)
-    values.update({k: v for k, v in flags.items() if v is not None})
-    for k in ("data", "out", "eval_data"):
-        if k in values and values[k] is not None and k in names:
-            values[k] = Path(values[k])
-    try:
-        return cls(**values)
-    except TypeError as e:
-        raise FinealignError(f"bad settings: {e}") from None
+def _steps(v) -> str | None:
+    return None if v == -1 or v > 0 else f"must be positive, or -1 to run by epochs; got {v}"
+
+
+@dataclass(kw_only=True)
+class TRLTrainArgs(ModelArgs, RunArgs):
+    """Settings every thin TRL wrapper shares (model, data, output, optimisation, LoRA, ``trl:``).
+
+    ``trl`` (YAML only) holds further TRL config arguments, passed through as is; they win over
+    the fields here. ``mixed_precision bf16`` (or ``dtype bfloat16``) sets TRL's ``bf16``.
+    """
+
+    data: str = setting(None, short="-d", required=True, help="Training data file.")
+    out: str = setting(None, short="-o", required=True,
+                       help="Output folder (checkpoints, then the model or LoRA adapter); a rerun resumes its last "
+                            "checkpoint.")
+    model: str = setting("smollm2-135m-instruct", short="-m", help="Model to start from (built-in name, .gguf file, "
+                                                                   "directory or hub id).")
+    mixed_precision: str = setting("no", choices=("no", "bf16"), help="Autocast: no | bf16 (TRL's bf16).")
+    learning_rate: float = setting(5e-6, flag="--lr", deprecated=("--learning-rate",), check=positive,
+                                   help="Learning rate.")
+    epochs: float = setting(1.0, check=positive, help="Epochs over the data (when --steps is -1).")
+    steps: int = setting(-1, deprecated=("--max-steps",), check=_steps,
+                         help="Optimizer steps (-1: run by --epochs).")
+    batch_size: int = setting(4, check=positive, help="Examples per device per step.")
+    grad_accum: int = setting(1, check=positive, help="Gradient accumulation steps.")
+    max_length: int = setting(1024, check=positive, help="Tokens per example (prompt + completion) at most.")
+    logging_steps: int = setting(10, check=positive, help="Steps between logged metrics.")
+    save_steps: int = setting(200, check=positive, help="Steps between checkpoints.")
+    lora: bool = setting(False, deprecated_off=("--full",), help="Train LoRA adapters instead of all weights.")
+    lora_r: int = setting(16, check=positive, help="LoRA rank.")
+    lora_alpha: int = setting(32, check=positive, help="LoRA alpha.")
+    trl: dict | None = setting(None, cli=False, help="Further TRL config arguments (YAML only), passed through as "
+                                                     "is; they win over the fields above.")
+
+    def validate(self):
+        if self.dtype not in ("float32", "bfloat16"):
+            raise ConfigError("dtype", f"{self.dtype!r}: train in float32 or bfloat16")
+        if self.trl is not None and not isinstance(self.trl, dict):
+            raise ConfigError("trl", "must be a mapping of TRL config arguments")
 
 
 def lora_config(r: int, alpha: int, dropout: float = 0.0):
-    from peft import LoraConfig
+    """The ``peft.LoraConfig`` TRL's trainers get (``LoraOptions.peft_config``, all linear layers)."""
+    from ..models.loading import LoraOptions
 
-    return LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules="all-linear", task_type="CAUSAL_LM")
+    return LoraOptions(r=r, alpha=alpha, dropout=dropout).peft_config()
 
 
 def common_args(cfg) -> dict:
@@ -65,22 +74,40 @@ def common_args(cfg) -> dict:
     import torch
 
     args = dict(output_dir=str(cfg.out), learning_rate=cfg.learning_rate, num_train_epochs=cfg.epochs,
-                max_steps=cfg.max_steps, per_device_train_batch_size=cfg.batch_size,
+                max_steps=cfg.steps, per_device_train_batch_size=cfg.batch_size,
                 gradient_accumulation_steps=cfg.grad_accum, logging_steps=cfg.logging_steps, seed=cfg.seed,
                 report_to="none", save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=1,
-                max_length=cfg.max_length, bf16=cfg.dtype in ("bfloat16", "bf16"),
-                use_cpu=not torch.cuda.is_available(), disable_tqdm=True)
+                max_length=cfg.max_length, bf16=cfg.dtype == "bfloat16" or cfg.mixed_precision == "bf16",
+                use_cpu=cfg.device == "cpu" or not torch.cuda.is_available(), disable_tqdm=True)
     args.update(cfg.trl or {})
     return args
 
 
-def train_and_save(trainer, cfg, tokenizer, kind: str) -> TrainResult:
+def route_logs(trainer, on_log=None) -> None:
+    """Take the trainer's log lines off stdout: transformers' printer / progress callbacks print each
+    raw metrics dict there; ``on_log(step, logs)`` (optional) gets them instead."""
+    from transformers import TrainerCallback
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+    if on_log is not None:
+        class _OnLog(TrainerCallback):
+            def on_log(self, args, state, control, logs=None, **kw):
+                on_log(state.global_step, dict(logs or {}))
+
+        trainer.add_callback(_OnLog())
+
+
+def train_and_save(trainer, cfg, tokenizer, kind: str, on_log=None) -> TrainResult:
     """Train (resuming from the last checkpoint in ``cfg.out`` if there is one), save the model (or
     LoRA adapter) and tokenizer to ``cfg.out``, then ``finealign_train.json`` last, as the marker of a
-    finished run."""
+    finished run. Nothing is printed on stdout; ``on_log(step, logs)`` receives the logged metrics."""
     from transformers.trainer_utils import get_last_checkpoint
 
+    route_logs(trainer, on_log)
     out = Path(cfg.out)
+    tie_output(cfg, kind)
     last = get_last_checkpoint(str(out)) if out.is_dir() else None
     t0 = time.perf_counter()
     trainer.train(resume_from_checkpoint=last)
@@ -94,25 +121,29 @@ def train_and_save(trainer, cfg, tokenizer, kind: str) -> TrainResult:
     write_json(out / "finealign_train.json", {"trainer": kind, "config": cfg_obj, "steps": trainer.state.global_step,
                                               "resumed_from": last, "seconds": round(time.perf_counter() - t0, 1),
                                               "log_history": hist})
-    return TrainResult(out, trainer.state.global_step, metrics, hist)
+    return TrainResult(out, trainer.state.global_step, metrics=metrics, history=hist)
 
 
-def check_common(cfg) -> None:
-    """Validate the fields every wrapper config has."""
-    if cfg.data is None:
-        raise FinealignError("no training data given (--data or `data:` in the config)")
-    if cfg.out is None:
-        raise FinealignError("no output folder given (--out or `out:` in the config)")
-    for name in ("learning_rate", "epochs"):
-        if not getattr(cfg, name) > 0:
-            raise FinealignError(f"{name} must be positive, got {getattr(cfg, name)}")
-    for name in ("batch_size", "grad_accum", "max_length", "logging_steps", "save_steps", "lora_r", "lora_alpha"):
-        if int(getattr(cfg, name)) < 1:
-            raise FinealignError(f"{name} must be at least 1, got {getattr(cfg, name)}")
-    if cfg.dtype not in ("float32", "fp32", "bfloat16", "bf16"):
-        raise FinealignError(f"dtype must be float32 or bfloat16, got {cfg.dtype!r}")
-    if cfg.trl is not None and not isinstance(cfg.trl, dict):
-        raise FinealignError("`trl:` must be a mapping of TRL config arguments")
+# settings that change no trained weight
+_NOT_MADE_BY = {"out", "logging_steps", "save_steps", "overwrite", "device"}
+
+
+def tie_output(cfg, kind: str) -> None:
+    """Tie ``cfg.out`` to the run's settings, the model's and the data's fingerprints
+    (``data.manifest``) before training: resuming checkpoints made by another run is refused, naming
+    the differing setting; ``cfg.overwrite`` (when the config has it) deletes the checkpoints and
+    the finished-run marker first."""
+    from ..data.manifest import fingerprint_path, model_fingerprint, prepare_output
+
+    out = Path(cfg.out)
+    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(cfg).items()
+                if k not in _NOT_MADE_BY}
+    settings["model"] = model_fingerprint(cfg.model)
+    data = Path(str(cfg.data)).expanduser()
+    settings["data"] = {"source": str(cfg.data), **(fingerprint_path(data) if data.exists() else {})}
+    done = [p for p in out.glob("checkpoint-*") if p.is_dir()] + [p for p in [out / "finealign_train.json"] if p.exists()]
+    prepare_output(out, kind, settings, overwrite=bool(getattr(cfg, "overwrite", False)), folder=True,
+                   side_files=done, has_content=bool(done))
 
 
 def dump(obj) -> str:

@@ -1,4 +1,5 @@
-"""Minimal-edit pairs -> token RM training examples (chat-templated, aligned, counted).
+"""The token RM's example encoder: minimal-edit pairs -> training/evaluation examples (chat-templated,
+aligned, counted), beside the model in ``models.token_rm``.
 
 A data source is a JSONL/JSON/CSV/Parquet file of edit records (``prompt/original/edited``) or the
 name of a public edit data set (``defacto-train``, ``qa-feedback-edits``, ...), optionally sliced
@@ -22,10 +23,10 @@ from typing import NamedTuple, Sequence
 
 import torch
 
-from ..core.align import diff_char_spans, spans_to_token_labels
+from ..core.align import diff_char_spans, same_text, spans_to_token_labels
 from ..data.records import EditRecord
 from ..errors import FinealignError
-from ..models.token_rm import EncodedResponse, TooLong, encode_response, pad_batch
+from .token_rm import EncodedResponse, TooLong, encode_response, pad_batch
 
 _SLICE = re.compile(r"^(?P<src>.+?)\[(?P<a>-?\d*):(?P<b>-?\d*)\]$")
 
@@ -104,7 +105,7 @@ def build_pair_examples(records: Sequence[EditRecord], tokenizer, max_length: in
     out: list[PairExample] = []
     identical = empty = no_change = too_long = truncated = 0
     for r in records:
-        if r.edited == r.original:
+        if same_text(r.edited, r.original):  # equal up to Unicode normal form and outer whitespace
             identical += 1
             continue
         if not r.original.strip() or not r.edited.strip():

@@ -1,0 +1,379 @@
+"""Token-level vs sequence-level supervision, measured against a gold reward on the simulated tasks.
+
+Stages (each resumable: finished pieces are skipped on rerun, interrupted trainings resume):
+
+1. data: ``finealign sim make`` per task (prompts, k policy samples, held-out sets) under OUT/data/TASK;
+2. reward models: for each task, annotator noise setting, seed and size N, the same seeded, nested
+   subset of N annotated edit pairs trains every source: token RMs with the ``span_bt``, ``seq_bt``
+   and ``token_cls`` losses (``train.token_rm``), and a DPO policy (``train.preference``, LoRA) read as
+   the token scorer ``dpo-implicit``; each is measured on the held-out sets (``sim.evaluate``):
+   pairwise accuracy against the gold preference (sample pairs, and oracle edits) and token AUROC
+   against the gold wrong spans;
+3. PPO (``train.ppo``): token vs sequence granularity with the gold reward ``sim:TASK`` and with each
+   learned reward (trained on the largest size, noise ``--ppo-noise``, seed 0), ``--ppo-seeds`` seeds;
+   the gold score of every rollout batch is logged beside the proxy score and KL. Reported: gold
+   curves; steps to reach ``--target-frac`` of the gap between the initial policy (step 1) and the best
+   gold-reward run's final value (mean of the last 3 steps; 3-step moving average); the final KL; an
+   over-optimisation flag (proxy up, gold down between the first and last third of the run).
+
+Writes OUT/study.json (and ``--json``), plots with ``--png-prefix`` (``PREFIX_rm.png``, ``PREFIX_ppo.png``).
+
+    python benchmarks/sim_study.py --out runs/sim_study --json docs/sim_study.json --png-prefix docs/sim_study
+    python benchmarks/sim_study.py --quick --out runs/sim_quick          # < 15 min on 2 cores (135M)
+    python benchmarks/sim_study.py --quick --model tiny-random --out /tmp/q --n 10 ...   # CI smoke
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from finealign.data.io import JsonlAppender, iter_objects, write_json, write_jsonl
+from finealign.errors import FinealignError
+from finealign.rewards.base import TokenScorer, load_scorer
+from finealign.sim import make_task
+from finealign.sim.annotator import REALISTIC, Noise
+from finealign.sim.evaluate import evaluate_reward
+from finealign.sim.make import SimMakeConfig, derive, edits_as_pairs, make_sim, read_samples
+
+NOISE = {"zero": Noise(), "realistic": REALISTIC}
+SOURCES = ("span_bt", "seq_bt", "token_cls", "dpo")
+DEFAULTS = dict(tasks=["facts", "constraints", "arithmetic"], sizes=[25, 50, 100, 200, 400], seeds=[0, 1, 2],
+                sources=list(SOURCES), noise=["zero", "realistic"], n=240, heldout=60, k=4, max_new_tokens=48,
+                rm_steps=60, ppo_steps=30, ppo_batch=8, ppo_rewards=["gold", *SOURCES], ppo_seeds=[0, 1, 2])
+QUICK = dict(tasks=["facts"], sizes=[25, 50], seeds=[0], sources=list(SOURCES), noise=["zero"], n=40, heldout=16,
+             k=2, max_new_tokens=32, rm_steps=12, ppo_steps=6, ppo_batch=4, ppo_rewards=["gold", "span_bt"],
+             ppo_seeds=[0])
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--quick", action="store_true", help="the small preset (flags given explicitly still win)")
+    p.add_argument("--model", default="smollm2-135m-instruct", help="backbone of the reward models and the policy")
+    p.add_argument("--tasks", nargs="+")
+    p.add_argument("--task-options", nargs="*", default=[], metavar="TASK:K=V,...",
+                   help="difficulty knobs per task, e.g. facts:slots=1")
+    p.add_argument("--sizes", nargs="+", type=int)
+    p.add_argument("--seeds", nargs="+", type=int)
+    p.add_argument("--sources", nargs="+", choices=SOURCES)
+    p.add_argument("--noise", nargs="+", choices=list(NOISE))
+    p.add_argument("--n", type=int, help="training prompts per task")
+    p.add_argument("--heldout", type=int, help="held-out prompts per task")
+    p.add_argument("--k", type=int, help="policy samples per prompt")
+    p.add_argument("--max-new-tokens", type=int)
+    p.add_argument("--rm-steps", type=int, help="optimizer steps of every reward model (and DPO)")
+    p.add_argument("--rm-batch", type=int, default=8)
+    p.add_argument("--rm-lr", type=float, default=2e-4)
+    p.add_argument("--top-layers", type=int, default=2, help="token RMs train the top N layers (full weights)")
+    p.add_argument("--dpo-beta", type=float, default=0.1)
+    p.add_argument("--dpo-lr", type=float, default=1e-4)
+    p.add_argument("--eval-limit", type=int, default=200, help="cap on each held-out set")
+    p.add_argument("--ppo-rewards", nargs="+", choices=["gold", *SOURCES])
+    p.add_argument("--ppo-seeds", nargs="+", type=int)
+    p.add_argument("--ppo-steps", type=int)
+    p.add_argument("--ppo-batch", type=int)
+    p.add_argument("--ppo-noise", default="zero", choices=list(NOISE))
+    p.add_argument("--granularities", nargs="+", default=["token", "sequence"], choices=["token", "sequence"])
+    p.add_argument("--lr", type=float, default=5e-5, help="PPO learning rate")
+    p.add_argument("--kl-coef", type=float, default=0.05)
+    p.add_argument("--target-frac", type=float, default=0.5)
+    p.add_argument("--mixed-precision", default="bf16", choices=["no", "bf16"])
+    p.add_argument("--data-seed", type=int, default=0)
+    p.add_argument("--stages", nargs="+", default=["data", "rm", "ppo"], choices=["data", "rm", "ppo"],
+                   help="run only these stages (rm needs data, ppo with a learned reward needs rm)")
+    p.add_argument("--json", type=Path, help="also write the study JSON here")
+    p.add_argument("--png-prefix", help="write PREFIX_rm.png and PREFIX_ppo.png")
+    a = p.parse_args(argv)
+    for k, v in (QUICK if a.quick else DEFAULTS).items():
+        if getattr(a, k) is None:
+            setattr(a, k, v)
+    a.opts = dict(x.split(":", 1) for x in a.task_options)
+    return a
+
+
+# ------------------------------------------------------------------------------------------ 1. data
+
+def stage_data(a, task: str, policy) -> Path:
+    cfg = SimMakeConfig(task=task, n=a.n, heldout=a.heldout, policy=a.model, k=a.k, max_new_tokens=a.max_new_tokens,
+                        task_options=a.opts.get(task, ""), seed=a.data_seed, out=str(a.out / "data" / task))
+    summary = make_sim(cfg, model=policy())
+    print(f"data {task}: train {summary['train']}", file=sys.stderr)
+    return Path(cfg.out)
+
+
+def nested_subset(records: list, n: int, seed: int, what: str) -> list:
+    """The first ``n`` of a seeded shuffle, in file order (so the 25 pairs are inside the 50, ...)."""
+    if n > len(records):
+        raise FinealignError(f"asked for {n} annotated pairs, but the pool of {what} holds only {len(records)} "
+                             "edits; raise --n or --k, or lower --sizes")
+    order = list(range(len(records)))
+    random.Random(seed).shuffle(order)
+    return [records[i] for i in sorted(order[:n])]
+
+
+# ------------------------------------------------------------------------------------------ 2. reward models
+
+def train_source(a, source: str, edits: list[dict], out: Path, seed: int) -> str:
+    """Train one reward source on ``edits`` (skipped when finished); returns its scorer spec."""
+    out.mkdir(parents=True, exist_ok=True)
+    if source == "dpo":
+        from finealign.train.preference import PrefTrainConfig, train_preference
+
+        if not (out / "finealign_train.json").exists():
+            write_jsonl(out / "pairs.jsonl", edits_as_pairs(edits))
+            train_preference(PrefTrainConfig(method="dpo", model=a.model, data=out / "pairs.jsonl", out=out,
+                                             beta=a.dpo_beta, learning_rate=a.dpo_lr, max_steps=a.rm_steps,
+                                             batch_size=a.rm_batch, max_length=256, lora=True, seed=seed,
+                                             save_steps=a.rm_steps, logging_steps=max(1, a.rm_steps // 4)))
+        return f"dpo-implicit:{out},beta={a.dpo_beta},device=cpu"
+    from finealign.train.token_rm import train_token_rm
+    from finealign.train.token_rm_config import TokenRMConfig
+
+    if not (out / "eval.json").exists():
+        write_jsonl(out / "edits.jsonl", edits)
+        train_token_rm(TokenRMConfig(data=[str(out / "edits.jsonl")], out=str(out), model=a.model, loss=source,
+                                     lora=False, top_layers=a.top_layers, steps=a.rm_steps,
+                                     gradient_checkpointing=False,
+                                     batch_size=a.rm_batch, learning_rate=a.rm_lr, warmup_steps=max(1, a.rm_steps // 8),
+                                     max_length=256, mixed_precision=a.mixed_precision, seed=seed, eval_every=0,
+                                     save_every=a.rm_steps, log_every=max(1, a.rm_steps // 4)))
+    return f"token-rm:{out},device=cpu"
+
+
+def stage_rm(a, task: str, data: Path) -> list[dict]:
+    t = make_task(task, a.opts.get(task))
+    rows = []
+    samples = read_samples(data / "samples.jsonl")
+    for noise in a.noise:
+        for seed in a.seeds:
+            _, pool, _, _ = derive(t, samples, NOISE[noise], seed)
+            for size in a.sizes:
+                edits = nested_subset(pool, size, seed, f"{task} (noise {noise})")
+                for source in a.sources:
+                    out = a.out / "rm" / task / noise / f"s{seed}" / f"{source}_n{size}"
+                    done = out / "sim_eval.json"
+                    if not done.exists():
+                        t0 = time.perf_counter()
+                        spec = train_source(a, source, edits, out, seed)
+                        scorer = load_scorer(spec)
+                        ev = evaluate_reward(scorer, t, data / "heldout", limit=a.eval_limit)
+                        scorer.close()
+                        write_json(done, {"task": task, "noise": noise, "seed": seed, "size": size, "source": source,
+                                          "spec": spec, "seconds": round(time.perf_counter() - t0, 1), **ev})
+                    rows.append(json.loads(done.read_text()))
+                    r = rows[-1]
+                    print(f"rm {task} {noise} s{seed} n{size} {source}: pair {r['pair_acc']} edit {r['edit_acc']} "
+                          f"auroc {r['token_auroc']}", file=sys.stderr)
+    return rows
+
+
+# ------------------------------------------------------------------------------------------ 3. PPO
+
+class GoldTracking(TokenScorer):
+    """A reward scorer that also records the gold score of every batch it scores (``last``)."""
+
+    def __init__(self, inner, gold):
+        self.inner, self.gold, self.last = inner, gold, []
+        self.name = getattr(inner, "name", "reward")
+
+    def score(self, prompts, responses):
+        self.last = self.gold.score(prompts, responses)
+        return self.inner.score(prompts, responses)
+
+    def score_tokens(self, prompts, responses):
+        self.last = self.gold.score(prompts, responses)
+        return self.inner.score_tokens(prompts, responses)
+
+
+def ppo_run(a, task: str, data: Path, reward: str, gran: str, seed: int) -> dict:
+    from finealign.train.ppo import train_ppo
+    from finealign.train.ppo_config import PPOConfig
+
+    out = a.out / "ppo" / task / f"{reward}_{gran}_s{seed}"
+    gold = load_scorer(f"sim:{task}")
+    if reward == "gold":
+        spec = f"sim:{task}"
+    else:
+        size = max(a.sizes)
+        spec = json.loads((a.out / "rm" / task / a.ppo_noise / "s0" / f"{reward}_n{size}" / "sim_eval.json")
+                          .read_text())["spec"]
+    log_path = out / "gold.jsonl"
+    have = {o["step"] for _, o in iter_objects(log_path)} if log_path.exists() else set()
+    if len(have) < a.ppo_steps:
+        scorer = GoldTracking(load_scorer(spec), gold)
+        mb = min(4, a.ppo_batch)
+        cfg = PPOConfig(policy=a.model, reward=spec, prompts=str(data / "prompts.jsonl"), out=str(out),
+                        granularity=gran, steps=a.ppo_steps, batch_size=a.ppo_batch, minibatch_size=a.ppo_batch,
+                        micro_batch_size=mb if a.ppo_batch % mb == 0 else 1, ppo_epochs=2,
+                        max_new_tokens=a.max_new_tokens, learning_rate=a.lr, kl_coef=a.kl_coef,
+                        mixed_precision=a.mixed_precision, seed=seed, save_every=max(1, a.ppo_steps // 3))
+        with JsonlAppender(log_path, key=lambda o: o["step"]) as app:
+            def on_step(step, total, m):
+                if step not in app:
+                    app.append({"step": step, "gold": statistics.fmean(scorer.last), "proxy": m["score"],
+                                "kl": m["kl"], "response_length": m.get("response_length")})
+
+            train_ppo(cfg, scorer=scorer, on_step=on_step)
+        scorer.inner.close()
+    curve = sorted((o for _, o in iter_objects(log_path)), key=lambda o: o["step"])
+    return {"task": task, "reward": reward, "granularity": gran, "seed": seed, "spec": spec, "curve": curve}
+
+
+def moving(xs: list[float], w: int = 3) -> list[float]:
+    return [statistics.fmean(xs[max(0, i - w + 1): i + 1]) for i in range(len(xs))]
+
+
+def summarize_ppo(runs: list[dict], frac: float) -> dict:
+    """Per task: initial gold, target, and per (reward, granularity) the finals, steps to target, KL, flags."""
+    out = {}
+    for task in sorted({r["task"] for r in runs}):
+        rs = [r for r in runs if r["task"] == task and r["curve"]]
+        init = statistics.fmean(r["curve"][0]["gold"] for r in rs)
+        final = lambda r: statistics.fmean(o["gold"] for o in r["curve"][-3:])  # noqa: E731
+        golds = [statistics.fmean(final(r) for r in rs if r["reward"] == "gold" and r["granularity"] == g)
+                 for g in {r["granularity"] for r in rs if r["reward"] == "gold"}]
+        best = max(golds) if golds else None
+        target = None if best is None else init + frac * (best - init)
+        groups: dict = {}
+        for r in rs:
+            g = r["curve"]
+            third = max(1, len(g) // 3)
+            gold_ma = moving([o["gold"] for o in g])
+            ok = target is not None and best > init
+            reach = next((o["step"] for o, m in zip(g, gold_ma) if ok and m >= target), None)
+            first, last = g[:third], g[-third:]
+            over = (statistics.fmean(o["proxy"] for o in last) > statistics.fmean(o["proxy"] for o in first)
+                    and statistics.fmean(o["gold"] for o in last) < statistics.fmean(o["gold"] for o in first))
+            groups.setdefault(f"{r['reward']}/{r['granularity']}", []).append(
+                {"seed": r["seed"], "final_gold": final(r), "gain": final(r) - init, "steps_to_target": reach,
+                 "final_kl": statistics.fmean(o["kl"] for o in g[-3:]), "over_optimised": over})
+        summary = {}
+        for key, xs in groups.items():
+            steps = [x["steps_to_target"] for x in xs if x["steps_to_target"] is not None]
+            summary[key] = {"runs": xs, "final_gold": statistics.fmean(x["final_gold"] for x in xs),
+                            "gain": statistics.fmean(x["gain"] for x in xs),
+                            "reached": f"{len(steps)} of {len(xs)}",
+                            "mean_steps_to_target": statistics.fmean(steps) if steps else None,
+                            "steps_range": [min(steps), max(steps)] if steps else None,
+                            "final_kl": statistics.fmean(x["final_kl"] for x in xs),
+                            "over_optimised": sum(x["over_optimised"] for x in xs)}
+        ratios = {}
+        for key in {k.split("/")[0] for k in summary}:
+            tok, seq = summary.get(f"{key}/token"), summary.get(f"{key}/sequence")
+            if tok and seq and tok["mean_steps_to_target"] and seq["mean_steps_to_target"]:
+                (tl, th), (sl, sh) = tok["steps_range"], seq["steps_range"]
+                # ratio of the seed means, and its range over the seeds' extremes (3 seeds: no bootstrap)
+                ratios[key] = {"ratio": seq["mean_steps_to_target"] / tok["mean_steps_to_target"],
+                               "range": [sl / th, sh / tl], "reached": [tok["reached"], seq["reached"]]}
+        out[task] = {"initial_gold": init, "gold_run_final": best, "target": target, "by_run": summary,
+                     "speedup_token_over_sequence": ratios}
+    return out
+
+
+# ------------------------------------------------------------------------------------------ report
+
+def summarize_rm(rows: list[dict]) -> list[dict]:
+    """Mean and min/max over seeds per (task, noise, source, size)."""
+    keys = sorted({(r["task"], r["noise"], r["source"], r["size"]) for r in rows})
+    out = []
+    for k in keys:
+        rs = [r for r in rows if (r["task"], r["noise"], r["source"], r["size"]) == k]
+        row = dict(zip(("task", "noise", "source", "size"), k), seeds=len(rs))
+        for m in ("pair_acc", "edit_acc", "token_auroc"):
+            v = [r[m] for r in rs if r[m] is not None and not math.isnan(r[m])]
+            row[m] = statistics.fmean(v) if v else None
+            row[m + "_range"] = [min(v), max(v)] if v else None
+        out.append(row)
+    return out
+
+
+def plot(a, rm: list[dict], runs: list[dict]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = a.tasks
+    fig, axes = plt.subplots(2, len(tasks), figsize=(4.5 * len(tasks), 7), squeeze=False)
+    for j, task in enumerate(tasks):
+        for i, m in enumerate(("pair_acc", "token_auroc")):
+            ax = axes[i][j]
+            for noise in a.noise:
+                for src in a.sources:
+                    pts = [(r["size"], r[m]) for r in rm if r["task"] == task and r["noise"] == noise
+                           and r["source"] == src and r[m] is not None]
+                    if pts:
+                        ax.plot(*zip(*pts), marker="o", ls="-" if noise == "zero" else "--", label=f"{src} ({noise})")
+            ax.set_xscale("log")
+            ax.set_title(f"{task}: {'pairwise accuracy vs gold' if i == 0 else 'token AUROC vs gold spans'}")
+            ax.set_xlabel("annotated pairs")
+            ax.axhline(0.5, color="grey", lw=0.5)
+        for ax in axes[:, j] if hasattr(axes, 'shape') else [row[j] for row in axes]:
+            if ax.lines:
+                ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(f"{a.png_prefix}_rm.png", dpi=110)
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.5 * len(tasks), 3.6), squeeze=False)
+    for j, task in enumerate(tasks):
+        ax = axes[0][j]
+        for i, rew in enumerate(a.ppo_rewards):
+            for gran in a.granularities:
+                cs = [r["curve"] for r in runs if r["task"] == task and r["reward"] == rew and r["granularity"] == gran]
+                cs = [c for c in cs if c]
+                if cs:
+                    n = min(len(c) for c in cs)
+                    ys = [statistics.fmean(c[s]["gold"] for c in cs) for s in range(n)]
+                    ax.plot(range(1, n + 1), ys, color=f"C{i}", ls="-" if gran == "token" else "--",
+                            label=f"{rew} {gran}")
+        ax.set_title(f"{task}: gold score of PPO rollouts")
+        ax.set_xlabel("PPO step")
+        if ax.lines:
+            ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(f"{a.png_prefix}_ppo.png", dpi=110)
+
+
+def main(argv=None) -> dict:
+    a = parse_args(argv)
+    a.out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    loaded = {}
+
+    def policy():
+        if "m" not in loaded:
+            from finealign.models import load_model
+
+            loaded["m"] = load_model(a.model, device="cpu")
+        return loaded["m"]
+
+    data = {t: stage_data(a, t, policy) for t in a.tasks}
+    loaded.clear()
+    t_data = time.perf_counter()
+    rm_rows = [r for t in a.tasks for r in stage_rm(a, t, data[t])] if "rm" in a.stages else []
+    t_rm = time.perf_counter()
+    runs = [ppo_run(a, t, data[t], rew, g, s) for t in a.tasks for rew in a.ppo_rewards
+            for g in a.granularities for s in a.ppo_seeds] if "ppo" in a.stages else []
+    result = {"settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items()},
+              "initial_policy": {t: json.loads((data[t] / "summary.json").read_text())["train"] for t in a.tasks},
+              "reward_models": summarize_rm(rm_rows), "ppo": summarize_ppo(runs, a.target_frac),
+              "ppo_curves": runs, "seconds": {"data": round(t_data - t0, 1), "reward_models": round(t_rm - t_data, 1),
+                                              "ppo": round(time.perf_counter() - t_rm, 1),
+                                              "total": round(time.perf_counter() - t0, 1)}}
+    write_json(a.out / "study.json", result)
+    if a.json:
+        write_json(a.json, result)
+    if a.png_prefix:
+        plot(a, result["reward_models"], runs)
+    print(json.dumps({k: result[k] for k in ("initial_policy", "reward_models", "seconds")}))
+    return result
+
+
+if __name__ == "__main__":
+    main()

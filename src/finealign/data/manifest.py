@@ -1,0 +1,235 @@
+"""What made an output: one sidecar manifest beside every resumable output and cache.
+
+A resumable output (``generate``'s responses, ``score``'s scored records, the score caches of
+``eval-rm`` and ``label``, ``edit``'s edits, a trainer's output folder) is tied to the settings
+that made it. Before anything is appended, ``prepare_output`` compares this run's settings with
+the ones recorded beside the output and refuses, naming every differing setting, to resume under
+different ones; ``overwrite=True`` starts afresh (the output, its manifest and the listed side
+files are deleted). The manifest is written (atomically) before the first record::
+
+    OUT.jsonl                 ->  OUT.jsonl.manifest.json
+    OUT/ (a folder)           ->  OUT/finealign_manifest.json
+    {"format": "finealign-manifest", "version": 1, "verb": "generate", "settings": {...}}
+
+Settings hold plain values and *fingerprints*: ``model_fingerprint`` (a model spec or a loaded
+model) and ``fingerprint_path`` (a file or folder: weights, a token RM, a follow-up file, a data
+file). A fingerprint digests every file's relative name and content: files up to 64 MiB are
+hashed (sha256), larger ones are stamped by size and modification time (a retrained model gets a
+new stamp; a copy that keeps mtimes keeps its fingerprint), and a file in the Hugging Face cache
+is named by its blob's sha256 already. So a token RM retrained at the same path, another model
+behind the same name, or another temperature cannot resume an output made before.
+
+A cache holding the scores of several scorers (``merge=True``) records one fingerprint per scorer
+spec; a new spec is added, a known spec must match.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any, Sequence
+
+from ..errors import FinealignError
+
+FORMAT = "finealign-manifest"
+VERSION = 1
+HASH_LIMIT = 64 * 1024 * 1024  # bytes: larger files are stamped (size + mtime), smaller ones hashed
+_SKIP_DIRS = re.compile(r"^(\..*|__pycache__|checkpoint-\d+|checkpoints?|runs)$")
+_BLOB = re.compile(r"^[0-9a-f]{40,64}$")
+
+__all__ = ["FOLDER_MANIFEST", "HASH_LIMIT", "fingerprint_path", "manifest_path", "model_fingerprint", "prepare_output",
+           "read_manifest"]
+
+
+FOLDER_MANIFEST = "finealign_manifest.json"
+
+
+def manifest_path(out: str | Path) -> Path:
+    """Where the manifest of ``out`` lives: ``OUT.manifest.json`` beside a file,
+    ``OUT/finealign_manifest.json`` in a folder."""
+    out = Path(out)
+    if out.is_dir():
+        return out / FOLDER_MANIFEST
+    return out.with_name(out.name + ".manifest.json")
+
+
+def _file_digest(p: Path) -> str:
+    target = p.resolve()
+    if p.is_symlink() and _BLOB.match(target.name):  # the Hugging Face cache names blobs by content hash
+        return "blob:" + target.name
+    st = target.stat()
+    if st.st_size > HASH_LIMIT:
+        return f"stamp:{st.st_size}:{st.st_mtime_ns}"
+    h = hashlib.sha256()
+    with open(target, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return "sha256:" + h.hexdigest()
+
+
+def fingerprint_path(path: str | Path) -> dict:
+    """``{"digest", "files", "bytes"}`` of a file or a folder (recursively; hidden entries,
+    ``checkpoint-N``/``checkpoints``/``runs`` folders and manifests left out); ``{"missing": path}``
+    when it does not exist. See the module docstring for how files are digested."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        return {"missing": str(path)}
+    if path.is_file():
+        files = [(path.name, path)]
+    else:
+        files = []
+        for root, dirs, names in os.walk(path, followlinks=True):
+            dirs[:] = sorted(d for d in dirs if not _SKIP_DIRS.match(d))
+            for n in sorted(names):
+                if n.startswith(".") or n.endswith(".manifest.json") or n == FOLDER_MANIFEST:
+                    continue
+                p = Path(root) / n
+                files.append((p.relative_to(path).as_posix(), p))
+    h = hashlib.sha256()
+    total = 0
+    for rel, p in files:
+        total += p.stat().st_size
+        h.update(f"{rel}\0{_file_digest(p)}\n".encode())
+    return {"digest": h.hexdigest()[:16], "files": len(files), "bytes": total}
+
+
+def model_fingerprint(model: Any) -> dict:
+    """The fingerprint of a model spec (built-in name, ``.gguf`` file, local folder, PEFT adapter
+    folder with its base, hub id from the local cache) or of a loaded model (its ``name_or_path``).
+
+    A hub id with no local copy gives ``{"spec": id}`` only (its revision cannot be read offline).
+    """
+    if not isinstance(model, (str, Path)):
+        base = getattr(model, "get_base_model", lambda: model)()
+        name = str(getattr(getattr(base, "config", None), "_name_or_path", "") or type(base).__name__)
+        out = {"spec": name}
+        if name and Path(name).is_dir():
+            out.update(fingerprint_path(name))
+        return out
+    spec = str(model)
+    if spec.lower().endswith(".gguf") and Path(spec).expanduser().is_file():
+        return {"spec": spec, **fingerprint_path(spec)}
+    from ..models.loading import resolve_spec  # same layer: the one resolver of model specs
+
+    out = {"spec": spec}
+    try:
+        src = resolve_spec(spec)
+    except FinealignError:  # not resolvable here: loading it will say why
+        return out
+    if Path(src).is_dir():
+        out.update(fingerprint_path(src))
+        adapter = Path(src) / "adapter_config.json"
+        if adapter.is_file():
+            try:
+                base = json.loads(adapter.read_text(encoding="utf-8")).get("base_model_name_or_path")
+            except ValueError:
+                base = None
+            if base and base != spec:
+                out["base"] = model_fingerprint(base)
+        return out
+    try:
+        from huggingface_hub import snapshot_download
+
+        out.update(fingerprint_path(snapshot_download(spec, local_files_only=True)))
+    except Exception:  # not in the local cache: the spec is all we know
+        pass
+    return out
+
+
+def read_manifest(out: str | Path) -> dict | None:
+    """The manifest of ``out`` (``None`` when there is none). Raises ``FinealignError`` when damaged."""
+    p = manifest_path(out)
+    if not p.is_file():
+        return None
+    try:
+        m = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise FinealignError(f"{p}: damaged manifest ({e}); rerun with --overwrite to start afresh") from None
+    if not isinstance(m, dict) or m.get("format") != FORMAT or not isinstance(m.get("settings"), dict):
+        raise FinealignError(f"{p}: not a finealign manifest; rerun with --overwrite to start afresh")
+    return m
+
+
+def _has_content(out: Path) -> bool:
+    if out.is_file():
+        return out.stat().st_size > 0
+    if out.is_dir():
+        return any(not p.name.startswith(".") and p.name != FOLDER_MANIFEST for p in out.iterdir())
+    return False
+
+
+def _short(v: Any) -> str:
+    if isinstance(v, dict) and "digest" in v:
+        return f"{v.get('spec', '')} (fingerprint {v['digest']})".strip()
+    text = json.dumps(v, sort_keys=True, ensure_ascii=False, default=str)
+    return text if len(text) <= 100 else text[:97] + "..."
+
+
+def _differences(old: dict, new: dict, keys: Sequence[str]) -> list[str]:
+    return [f"{k}: made with {_short(old.get(k))}, this run has {_short(new.get(k))}"
+            for k in keys if _canon(old.get(k)) != _canon(new.get(k))]
+
+
+def _canon(v: Any) -> str:
+    return json.dumps(v, sort_keys=True, ensure_ascii=False, default=str)
+
+
+def _write(path: Path, manifest: dict) -> None:
+    from .io import write_json
+
+    write_json(path, manifest)
+
+
+def prepare_output(out: str | Path, verb: str, settings: dict, *, overwrite: bool = False, merge: bool = False,
+                   side_files: Sequence[str | Path] = (), has_content: bool | None = None,
+                   folder: bool = False, check_only: bool = False) -> None:
+    """Tie ``out`` to ``settings`` before a run appends to it (see the module docstring).
+
+    ``overwrite``: delete ``out`` (a file; for a folder only the manifest), its manifest and every
+    path in ``side_files`` (files, or folders inside a folder ``out``), then record ``settings``.
+    ``merge``: ``settings`` maps names (scorer specs) to fingerprints; names already recorded must
+    match, new ones are added. ``has_content``: whether ``out`` holds something to resume (default:
+    a non-empty file, or a folder with entries). ``folder``: ``out`` is a folder (created here). An
+    output with nothing to resume simply gets this run's manifest. ``check_only``: refuse as above
+    but change nothing on disk (a job that computes first and writes later checks early). Raises ``FinealignError`` naming every differing
+    setting, or when ``out`` has content but no manifest (made by an older finealign or by hand).
+    """
+    out = Path(out)
+    if check_only and overwrite:
+        return
+    if folder and not check_only:
+        out.mkdir(parents=True, exist_ok=True)
+    mpath = manifest_path(out)
+    settings = json.loads(_canon(settings))  # plain JSON values, as they will read back
+    if overwrite:
+        for p in [out, mpath, *map(Path, side_files)]:
+            if p.is_dir() and p != out:
+                shutil.rmtree(p)
+            elif p.is_file() or p.is_symlink():
+                p.unlink()
+    content = False if overwrite else _has_content(out) if has_content is None else has_content
+    old = read_manifest(out) if content else None
+    if old is None:
+        if content:
+            raise FinealignError(f"{out}: exists with no record of the settings that made it ({mpath.name} is "
+                                 "missing: written by an older finealign or by hand); rerun with --overwrite to "
+                                 "start afresh, or choose another output")
+        if not check_only:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            _write(mpath, {"format": FORMAT, "version": VERSION, "verb": verb, "settings": settings})
+        return
+    recorded = old["settings"]
+    if old.get("verb") != verb:
+        raise FinealignError(f"{out}: made by `finealign {old.get('verb')}`, not `{verb}`; rerun with --overwrite "
+                             "to start afresh, or choose another output")
+    keys = [k for k in settings if k in recorded] if merge else sorted(set(recorded) | set(settings))
+    diff = _differences(recorded, settings, keys)
+    if diff:
+        raise FinealignError(f"{out}: cannot resume, the settings differ from the run that made it: "
+                             + "; ".join(diff) + ". Rerun with --overwrite to start afresh, or choose another output")
+    if merge and not check_only and any(k not in recorded for k in settings):
+        _write(mpath, {**old, "settings": {**recorded, **settings}})

@@ -1,0 +1,479 @@
+"""Judges: which of two responses to one prompt is better, behind one interface.
+
+A ``Judge`` answers ``compare(prompts, first, second) -> P(first is better)``, one float in [0, 1]
+per pair. Three kinds, named by a spec string (``load_judge``):
+
+* any scorer spec (``length``, ``direct:MODEL``, ``flr:MODEL``, ``token-rm:DIR``, ...): the higher score
+  wins (1, 0, or 1/2 on equal scores). The verdict does not depend on the order (``symmetric``).
+* ``pairwise:MODEL[,batch_size=4][,dtype=..][,device=..]``: a local causal LM reads the pairwise prompt
+  below (its chat template, assistant turn opened) and the judge's probability is
+  ``P(A) / (P(A) + P(B))`` over its next token (``A`` / `` A`` against ``B`` / `` B``).
+* ``openai:URL,model=NAME[,timeout=60][,retries=4][,concurrency=4][,logprobs=auto][,max_tokens=4]``:
+  any OpenAI-compatible chat endpoint with the same prompt. With ``logprobs`` (``auto``: when the
+  server returns them) the probability comes from the first answer token's top log-probabilities;
+  otherwise from the parsed answer (``A`` -> 1, ``B`` -> 0). 429, 5xx, timeouts, connection errors and
+  unparsable answers are retried with exponential backoff; after ``retries`` more attempts the judge
+  raises ``JudgeError`` naming the pair and the last answer. The key comes from
+  ``FINEALIGN_JUDGE_API_KEY``, else ``OPENAI_API_KEY`` (none needed for a custom URL).
+
+``judge_both_orders`` shows every pair in both orders (``first, second`` and ``second, first``), caches
+each verdict in a ``JsonlAppender`` file keyed by (judge, prompt, both texts), so a rerun resumes and a
+failure loses nothing done; ``finealign.core.winrate.combine_orders`` averages the two.
+
+The pairwise prompt (``PAIRWISE_TEMPLATE``, version ``pairwise-v1``), as the user turn::
+
+    Which of the two answers below is the better reply to the user's request? Judge helpfulness,
+    correctness and clarity; ignore the order in which they are shown and do not favour length.
+    Reply with one letter: A or B.
+
+    [User request]
+    {prompt}
+
+    [Answer A]
+    {first}
+
+    [Answer B]
+    {second}
+
+    Which answer is better, A or B?
+
+A multi-turn prompt is written as ``User: ... / Assistant: ...`` lines.
+"""
+
+from __future__ import annotations
+
+import abc
+import hashlib
+import json
+import math
+import os
+import re
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from typing import Callable, Iterator, Sequence
+
+from ..data.records import Message, Prompt, as_messages
+from ..errors import FinealignError
+
+__all__ = ["PAIRWISE_TEMPLATE", "TEMPLATE_VERSION", "Judge", "JudgeError", "LocalPairwiseJudge", "OpenAIJudge",
+           "ScorerJudge", "VerdictCache", "judge_both_orders", "load_judge", "pairwise_messages", "parse_answer"]
+
+TEMPLATE_VERSION = "pairwise-v1"
+PAIRWISE_TEMPLATE = (
+    "Which of the two answers below is the better reply to the user's request? Judge helpfulness, "
+    "correctness and clarity; ignore the order in which they are shown and do not favour length. "
+    "Reply with one letter: A or B.\n\n"
+    "[User request]\n{prompt}\n\n[Answer A]\n{first}\n\n[Answer B]\n{second}\n\n"
+    "Which answer is better, A or B?"
+)
+SYSTEM_MESSAGE = "You are a fair and careful judge of AI assistant answers."
+API_KEY_ENV = ("FINEALIGN_JUDGE_API_KEY", "OPENAI_API_KEY")
+
+
+class JudgeError(FinealignError):
+    """A judge that failed (an endpoint that keeps failing or answering garbage, a bad spec)."""
+
+
+def _prompt_text(prompt: Prompt) -> str:
+    if isinstance(prompt, str):
+        return prompt
+    msgs = as_messages(prompt)
+    if len(msgs) == 1 and msgs[0]["role"] == "user":
+        return msgs[0]["content"]
+    return "\n".join(f"{m['role'].capitalize()}: {m['content']}" for m in msgs)
+
+
+def _label(prompt: Prompt, n: int = 50) -> str:
+    text = " ".join(_prompt_text(prompt).split())
+    return "prompt " + repr(text if len(text) <= n else text[:n] + "...")
+
+
+def pairwise_messages(prompt: Prompt, first: str, second: str) -> list[Message]:
+    """The chat messages a pairwise judge reads: system message + ``PAIRWISE_TEMPLATE`` as the user turn."""
+    return [{"role": "system", "content": SYSTEM_MESSAGE},
+            {"role": "user", "content": PAIRWISE_TEMPLATE.format(prompt=_prompt_text(prompt), first=first,
+                                                                 second=second)}]
+
+
+_ANSWER = re.compile(r"^\W*(?:(?:answer|output|response)\s*)?\(?\s*([AB])\b", re.I)
+
+
+def parse_answer(text: str | None) -> float | None:
+    """1.0 for an answer that starts with ``A``, 0.0 for ``B`` (``Answer B``, ``(B)``, ``**A**`` too);
+    None otherwise."""
+    if not text:
+        return None
+    m = _ANSWER.match(text.strip())
+    if m is None:
+        return None
+    return 1.0 if m.group(1).upper() == "A" else 0.0
+
+
+class Judge(abc.ABC):
+    """``compare(prompts, first, second)``: P(``first[i]`` is the better reply to ``prompts[i]``), each in [0, 1]."""
+
+    name: str = "judge"
+    #: True when the verdict cannot depend on the order (then one order is asked)
+    symmetric: bool = False
+    #: pairs per ``compare`` call that the caller should hand over
+    batch_size: int = 8
+
+    @abc.abstractmethod
+    def compare(self, prompts: Sequence[Prompt], first: Sequence[str], second: Sequence[str]) -> list[float]:
+        """One probability per pair."""
+
+    def compare_iter(self, prompts: Sequence[Prompt], first: Sequence[str],
+                     second: Sequence[str]) -> Iterator[tuple[int, float]]:
+        """``(index, probability)`` as verdicts finish, in any order; a judge whose requests fail one by one
+        yields every verdict it got before it raises, so the caller can keep them."""
+        ps = self.compare(prompts, first, second)
+        if len(ps) != len(prompts):
+            raise JudgeError(f"judge {self.name!r} returned {len(ps)} verdicts for {len(prompts)} pairs")
+        yield from enumerate(ps)
+
+    def close(self) -> None:
+        pass
+
+
+class ScorerJudge(Judge):
+    """Any scorer as a judge: the higher score wins (1 / 0), equal scores tie (1/2).
+
+    An empty (or whitespace) response loses to a non-empty one and ties with another empty one; it is
+    never shown to the scorer (likelihood scorers cannot score no text).
+    """
+
+    symmetric = True
+
+    def __init__(self, scorer, name: str, batch_size: int = 8):
+        self.scorer, self.name, self.batch_size = scorer, name, batch_size
+
+    def compare(self, prompts, first, second):
+        texts = list(first) + list(second)
+        ctx = list(prompts) + list(prompts)
+        live = [i for i, t in enumerate(texts) if t.strip()]
+        s = self.scorer.score([ctx[i] for i in live], [texts[i] for i in live]) if live else []
+        if len(s) != len(live):
+            raise JudgeError(f"scorer {self.name!r} returned {len(s)} scores for {len(live)} responses")
+        score = [-math.inf] * len(texts)  # empty responses lose
+        for i, v in zip(live, s):
+            if not math.isfinite(v):
+                raise JudgeError(f"scorer {self.name!r} returned a non-finite score ({v})")
+            score[i] = float(v)
+        n = len(prompts)
+        return [1.0 if a > b else 0.0 if a < b else 0.5 for a, b in zip(score[:n], score[n:])]
+
+    def close(self):
+        self.scorer.close()
+
+
+def _letter_ids(tokenizer, letter: str) -> list[int]:
+    ids = set()
+    for text in (letter, " " + letter):
+        enc = tokenizer(text, add_special_tokens=False)["input_ids"]
+        if len(enc) == 1:
+            ids.add(int(enc[0]))
+    if not ids:
+        raise JudgeError(f"the judge's tokenizer has no single token for {letter!r}")
+    return sorted(ids)
+
+
+class LocalPairwiseJudge(Judge):
+    """A local causal LM reading ``pairwise_messages``; P(first better) = P(A) / (P(A) + P(B)) at the next token.
+
+    ``model``: a model spec or a loaded ``(model, tokenizer)``. Inputs are left-padded, ``batch_size`` per
+    forward pass; the logits of the last position only are computed where the model allows it.
+    """
+
+    def __init__(self, model, *, batch_size: int = 4, dtype: str = "float32", device: str = "auto", name=None):
+        if isinstance(model, (tuple, list)):
+            self.model, self.tokenizer = model
+        else:
+            from ..models import load_model
+
+            self.model, self.tokenizer = load_model(str(model), dtype=dtype, device=device)
+        self.name = name or f"pairwise:{model if isinstance(model, str) else type(self.model).__name__}"
+        self.batch_size = int(batch_size)
+        self.a_ids, self.b_ids = _letter_ids(self.tokenizer, "A"), _letter_ids(self.tokenizer, "B")
+        if set(self.a_ids) & set(self.b_ids):
+            raise JudgeError("the judge's tokenizer maps 'A' and 'B' to a shared token")
+
+    def _texts(self, prompts, first, second) -> list[str]:
+        from ..generation import render_prompt
+
+        return [render_prompt(self.tokenizer, pairwise_messages(p, a, b)) for p, a, b in zip(prompts, first, second)]
+
+    def compare(self, prompts, first, second):
+        import torch
+
+        from ..rewards.direct import model_max_length
+
+        texts = self._texts(prompts, first, second)
+        tok = self.tokenizer
+        limit = model_max_length(self.model)
+        for t, p in zip(texts, prompts):
+            n = len(tok(t, add_special_tokens=False)["input_ids"])
+            if n > limit:
+                raise JudgeError(f"the pairwise prompt on {_label(p)} has {n} tokens, over the judge's window of "
+                                 f"{limit}; cut the answers with --max-chars")
+        tok.padding_side = "left"
+        if tok.pad_token_id is None:
+            tok.pad_token = tok.eos_token
+        dev = next(self.model.parameters()).device
+        out: list[float] = []
+        for i in range(0, len(texts), self.batch_size):
+            enc = tok(texts[i:i + self.batch_size], return_tensors="pt", padding=True, add_special_tokens=False)
+            enc = {k: v.to(dev) for k, v in enc.items()}
+            with torch.no_grad():
+                try:
+                    logits = self.model(**enc, logits_to_keep=1).logits[:, -1, :]
+                except TypeError:
+                    logits = self.model(**enc).logits[:, -1, :]
+            lp = torch.log_softmax(logits.float(), dim=-1)  # (B, V)
+            la = torch.logsumexp(lp[:, self.a_ids], dim=-1)
+            lb = torch.logsumexp(lp[:, self.b_ids], dim=-1)
+            out.extend(torch.sigmoid(la - lb).tolist())  # P(A) / (P(A) + P(B))
+        return out
+
+
+def _resolve_key(base_url: str) -> str:
+    for env in API_KEY_ENV:
+        v = os.environ.get(env, "").strip()
+        if v:
+            return v
+    return "no-key"
+
+
+def _first_token_probability(logprobs) -> float | None:
+    """P(A) / (P(A) + P(B)) from the top log-probabilities of the reply's first token, if A or B is among them."""
+    content = getattr(logprobs, "content", None)
+    if not content:
+        return None
+    tops = getattr(content[0], "top_logprobs", None) or []
+    mass = {"A": 0.0, "B": 0.0}
+    for t in tops:
+        key = (getattr(t, "token", "") or "").strip().strip("*(").upper()
+        if key in mass and getattr(t, "logprob", None) is not None:
+            mass[key] += math.exp(float(t.logprob))
+    if mass["A"] + mass["B"] <= 0:
+        return None
+    return mass["A"] / (mass["A"] + mass["B"])
+
+
+class OpenAIJudge(Judge):
+    """An OpenAI-compatible chat endpoint as judge; see the module docstring for the options."""
+
+    def __init__(self, base_url: str, *, model: str | None = None, timeout: float = 60.0, retries: int = 4,
+                 backoff: float = 1.0, max_backoff: float = 30.0, concurrency: int = 4, logprobs: str = "auto",
+                 max_tokens: int = 4, api_key: str | None = None):
+        import openai
+
+        from ..edits.editors import check_base_url
+
+        if not model:
+            raise JudgeError("the openai judge needs a model name: --judge openai:URL,model=NAME")
+        if logprobs not in ("auto", "yes", "no"):
+            raise JudgeError(f"judge option logprobs={logprobs!r}: expected auto, yes or no")
+        if retries < 0 or timeout <= 0 or concurrency < 1 or backoff < 0 or max_tokens < 1:
+            raise JudgeError("judge options: need retries >= 0, timeout > 0, concurrency >= 1, backoff >= 0, "
+                             "max_tokens >= 1")
+        self.base_url = check_base_url(base_url)
+        self.model = model
+        self.name = f"openai:{self.base_url},model={model}"
+        self.timeout, self.retries, self.backoff, self.max_backoff = timeout, retries, backoff, max_backoff
+        self.concurrency, self.logprobs, self.max_tokens = concurrency, logprobs, max_tokens
+        self.batch_size = concurrency * 4
+        self._openai = openai
+        self.client = openai.OpenAI(api_key=api_key or _resolve_key(self.base_url), base_url=self.base_url,
+                                    max_retries=0, timeout=timeout)
+
+    def close(self):
+        self.client.close()
+
+    def _ask(self, messages) -> tuple[float | None, str]:
+        kw = {"logprobs": True, "top_logprobs": 10} if self.logprobs != "no" else {}
+        resp = self.client.chat.completions.create(model=self.model, messages=messages, temperature=0.0,
+                                                   max_tokens=self.max_tokens, timeout=self.timeout, **kw)
+        if not getattr(resp, "choices", None):
+            return None, "<no choices>"
+        choice = resp.choices[0]
+        text = (choice.message.content if choice.message is not None else None) or ""
+        if self.logprobs != "no":
+            p = _first_token_probability(getattr(choice, "logprobs", None))
+            if p is not None:
+                return p, text
+            if self.logprobs == "yes":
+                return None, text + " <no A/B log-probabilities>"
+        return parse_answer(text), text
+
+    def _one(self, label: str, messages) -> float:
+        from ..edits.editors import _error_message, _retry_after, backoff_delay
+
+        oa = self._openai
+        last = ""
+        for attempt in range(self.retries + 1):
+            retry_after = None
+            try:
+                p, text = self._ask(messages)
+                if p is not None:
+                    return float(p)
+                last = f"unparsable answer {text[:80]!r}"
+            except oa.APITimeoutError:
+                last = f"no reply within {self.timeout:g} s"
+            except oa.APIConnectionError as e:
+                last = f"cannot reach {self.base_url}: {e}"
+            except oa.APIStatusError as e:
+                msg = f"HTTP {e.status_code}: {_error_message(e)}"
+                if e.status_code in (400, 422) and self.logprobs == "auto" and "logprob" in msg.lower():
+                    self.logprobs = "no"  # a server without log-probabilities: parse the answer instead
+                    last = msg
+                    continue
+                if e.status_code in (401, 403, 404) or (e.status_code < 500 and e.status_code != 429):
+                    raise JudgeError(f"judge endpoint {self.base_url} (model {self.model!r}) refused the pair on "
+                                     f"{label}: {msg}") from None
+                last, retry_after = msg, _retry_after(e)
+            except oa.OpenAIError as e:
+                last = f"{type(e).__name__}: {e}"
+            if attempt < self.retries:
+                time.sleep(backoff_delay(attempt, self.backoff, self.max_backoff, retry_after))
+        raise JudgeError(f"judge endpoint {self.base_url} (model {self.model!r}) failed on the pair on {label} after "
+                         f"{self.retries + 1} attempts: {last}")
+
+    def compare(self, prompts, first, second):
+        out = dict(self.compare_iter(prompts, first, second))
+        return [out[i] for i in range(len(prompts))]
+
+    def compare_iter(self, prompts, first, second):
+        msgs = [pairwise_messages(p, a, b) for p, a, b in zip(prompts, first, second)]
+        error = None
+        with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="finealign-judge") as pool:
+            futures = {pool.submit(self._one, _label(p), m): i for i, (p, m) in enumerate(zip(prompts, msgs))}
+            for f in as_completed(futures):
+                try:
+                    yield futures[f], f.result()
+                except JudgeError as e:  # keep the verdicts that still arrive; raise the first failure after
+                    if error is None:
+                        error = e
+                        for g in futures:
+                            g.cancel()
+        if error is not None:
+            raise error
+
+
+def _opt(spec: str, options: dict, name: str, cast, default):
+    if name not in options:
+        return default
+    try:
+        return cast(options.pop(name))
+    except (TypeError, ValueError):
+        raise JudgeError(f"judge {spec!r}: option {name} expects a {cast.__name__}") from None
+
+
+def load_judge(spec: str, *, dtype: str = "float32", device: str = "auto", batch_size: int = 8) -> Judge:
+    """A judge from its spec (``pairwise:MODEL``, ``openai:URL,model=NAME``, or any scorer spec).
+
+    Raises ``JudgeError`` / ``FinealignError`` for an unknown kind or a bad option.
+    """
+    from ..rewards.base import load_scorer, parse_spec
+
+    s = parse_spec(spec)
+    opts = dict(s.options)
+    if s.kind == "pairwise":
+        if not s.arg:
+            raise JudgeError("pairwise judge: expected pairwise:MODEL")
+        j = LocalPairwiseJudge(s.arg, batch_size=_opt(spec, opts, "batch_size", int, min(batch_size, 4)),
+                               dtype=opts.pop("dtype", dtype), device=opts.pop("device", device), name=spec)
+    elif s.kind == "openai":
+        if not s.arg:
+            raise JudgeError("openai judge: expected openai:URL,model=NAME")
+        j = OpenAIJudge(s.arg, model=opts.pop("model", None), timeout=_opt(spec, opts, "timeout", float, 60.0),
+                        retries=_opt(spec, opts, "retries", int, 4), backoff=_opt(spec, opts, "backoff", float, 1.0),
+                        concurrency=_opt(spec, opts, "concurrency", int, 4),
+                        logprobs=opts.pop("logprobs", "auto"), max_tokens=_opt(spec, opts, "max_tokens", int, 4))
+    else:
+        return ScorerJudge(load_scorer(spec), spec, batch_size=batch_size)
+    if opts:
+        raise JudgeError(f"judge {spec!r}: unknown option(s) {', '.join(sorted(opts))}")
+    return j
+
+
+# ----------------------------------------------------------------------------------- both orders
+
+
+def verdict_key(judge_id: str, prompt: Prompt, first: str, second: str) -> str:
+    """Cache key of one ordered comparison: a hash of the judge id, the template version and the texts."""
+    raw = json.dumps([judge_id, TEMPLATE_VERSION, prompt, first, second], ensure_ascii=False)
+    return hashlib.sha1(raw.encode("utf-8")).hexdigest()[:24]
+
+
+class VerdictCache:
+    """The per-comparison verdict cache: a ``JsonlAppender`` file of ``{"key", "judge", "p"}`` lines.
+
+    Opening it reads the verdicts written so far (a torn last line left by a killed run is dropped);
+    ``append`` writes and flushes one line, so a failure never loses a finished verdict.
+    """
+
+    def __init__(self, path):
+        from pathlib import Path
+
+        from ..data.io import JsonlAppender
+
+        self.path = Path(path)
+        self._app = JsonlAppender(self.path, key=lambda o: o["key"])
+        self.values: dict[str, float] = {}
+        for line in self.path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                o = json.loads(line)
+                self.values[o["key"]] = float(o["p"])
+
+    def append(self, obj: dict) -> None:
+        self._app.append(obj)
+        self.values[obj["key"]] = float(obj["p"])
+
+    def close(self) -> None:
+        self._app.close()
+
+
+def judge_both_orders(judge: Judge, prompts: Sequence[Prompt], a: Sequence[str], b: Sequence[str], *,
+                      cache: VerdictCache | None = None, judge_id: str | None = None,
+                      on_progress: Callable[[int, int], None] | None = None) -> tuple[list[float], list[float]]:
+    """P(``a[i]`` better) with ``a`` shown first, and with ``a`` shown second: two (N,) lists.
+
+    Each ordered comparison is looked up in, and appended to, ``cache`` as ``{"key", "judge", "p"}``
+    (``p`` = P(the text shown first is better)). Symmetric judges are asked once per pair (then the
+    second list equals the first). ``on_progress(done, total)`` counts comparisons, cached ones included.
+    Raises ``JudgeError`` when the judge returns something that is not one probability per pair.
+    """
+    jid = judge_id or judge.name
+    n = len(prompts)
+    if not (len(a) == len(b) == n):
+        raise ValueError(f"prompts, a and b differ in length: {n}, {len(a)}, {len(b)}")
+    done: dict[str, float] = dict(cache.values) if cache is not None else {}
+    asks = [(i, 0) for i in range(n)] + ([] if judge.symmetric else [(i, 1) for i in range(n)])
+
+    def key(i, order):
+        return verdict_key(jid, prompts[i], a[i], b[i]) if order == 0 else verdict_key(jid, prompts[i], b[i], a[i])
+
+    todo = [(i, o) for i, o in asks if key(i, o) not in done]
+    count = len(asks) - len(todo)
+    if on_progress:
+        on_progress(count, len(asks))
+    step = max(1, judge.batch_size)
+    for s in range(0, len(todo), step):
+        chunk = todo[s:s + step]
+        verdicts = judge.compare_iter([prompts[i] for i, _ in chunk], [a[i] if o == 0 else b[i] for i, o in chunk],
+                                      [b[i] if o == 0 else a[i] for i, o in chunk])
+        for j, p in verdicts:  # each verdict is cached as it arrives
+            i, o = chunk[j]
+            p = float(p)
+            if not (math.isfinite(p) and 0.0 <= p <= 1.0):
+                raise JudgeError(f"judge {judge.name!r} returned {p!r}, not a probability")
+            k = key(i, o)
+            done[k] = p
+            if cache is not None:
+                cache.append({"key": k, "judge": jid, "p": p})
+        count += len(chunk)
+        if on_progress:
+            on_progress(count, len(asks))
+    first = [done[key(i, 0)] for i in range(n)]
+    second = first if judge.symmetric else [1.0 - done[key(i, 1)] for i in range(n)]
+    return first, second

@@ -1,0 +1,379 @@
+"""The body of ``run_winrate`` (see ``finealign.eval.winrate`` for the API, files and settings)."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ..core import winrate as wr
+from ..data.io import JsonlAppender, iter_objects, write_json, write_jsonl, write_text_atomic
+from ..data.records import FieldError, Prompt, check_prompt, check_text
+from ..errors import ConfigError, DataError, FinealignError
+from .judges import Judge, VerdictCache, judge_both_orders, load_judge
+from .winrate_config import JudgeCheck, WinrateConfig, WinrateResult
+
+FILES = ("results.json", "results.md", "pairs.jsonl", "judgments.jsonl", "outputs.jsonl", "reference_outputs.jsonl",
+         "settings.json")
+# settings that change the outputs or the verdicts: a rerun into the same folder must keep them
+GUARDED = ("model", "outputs", "reference", "reference_outputs", "prompts", "judge", "preference", "max_chars",
+           "max_new_tokens", "temperature", "top_p", "seed", "dtype")
+
+
+@dataclass(frozen=True)
+class Output:
+    """One side's response to one prompt; ``where`` names its source (``file:line``)."""
+
+    prompt: Prompt
+    text: str
+    where: str
+
+
+def prompt_key(prompt: Prompt) -> str:
+    """A canonical key: a single user message counts as its text (AlpacaEval instructions match TRL prompts)."""
+    if isinstance(prompt, list) and len(prompt) == 1 and prompt[0].get("role") == "user":
+        prompt = prompt[0].get("content")
+    return json.dumps(prompt, sort_keys=True, ensure_ascii=False)
+
+
+def read_outputs(path: Path) -> list[Output]:
+    """Outputs from TRL ``prompt/completion`` JSONL/JSON or AlpacaEval's JSON list of ``instruction/output``.
+
+    One output per prompt: a repeated prompt raises ``DataError`` naming both lines.
+    """
+    out: list[Output] = []
+    first: dict[str, int] = {}
+    for line, obj in iter_objects(path):
+        try:
+            if "prompt" in obj:
+                prompt, text = check_prompt(obj.get("prompt")), check_text(obj.get("completion"), "completion",
+                                                                           allow_empty=True)
+            elif "instruction" in obj:
+                prompt = check_prompt(obj.get("instruction"), "instruction")
+                text = check_text(obj.get("output"), "output", allow_empty=True)
+            else:
+                raise FieldError("prompt", "missing (expected TRL prompt/completion or AlpacaEval instruction/output)")
+        except FieldError as e:
+            raise DataError(path, line, e.field, e.problem) from None
+        k = prompt_key(prompt)
+        if k in first:
+            raise DataError(path, line, "prompt", f"the same prompt as line {first[k]}: give one output per prompt")
+        first[k] = line
+        out.append(Output(prompt, text, f"{path}:{line}"))
+    if not out:
+        raise DataError(path, None, None, "no outputs in file")
+    return out
+
+
+def _short(prompt: Prompt, n: int = 60) -> str:
+    text = prompt if isinstance(prompt, str) else " / ".join(m.get("content", "") for m in prompt)
+    text = " ".join(text.split())
+    return repr(text if len(text) <= n else text[:n] + "...")
+
+
+def match_sides(outputs: list[Output], reference: list[Output], names: tuple[str, str]) -> list[tuple[Output, Output]]:
+    """Pair both sides by prompt, in the order of ``outputs``; the prompt sets must be equal.
+
+    Raises ``FinealignError`` with the counts and the first mismatch on each side.
+    """
+    ref = {prompt_key(o.prompt): o for o in reference}
+    keys = {prompt_key(o.prompt) for o in outputs}
+    missing = [o for o in outputs if prompt_key(o.prompt) not in ref]
+    extra = [o for o in reference if prompt_key(o.prompt) not in keys]
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} of {len(outputs)} prompts of {names[0]} have no {names[1]} output "
+                         f"(first: {missing[0].where} {_short(missing[0].prompt)})")
+        if extra:
+            parts.append(f"{len(extra)} of {len(reference)} prompts of {names[1]} have no {names[0]} output "
+                         f"(first: {extra[0].where} {_short(extra[0].prompt)})")
+        raise FinealignError("the prompts of the two sides do not match: " + "; ".join(parts))
+    return [(o, ref[prompt_key(o.prompt)]) for o in outputs]
+
+
+# ------------------------------------------------------------------------------------------ setup
+
+
+def _settings(cfg: WinrateConfig) -> dict:
+    out = {}
+    for k in GUARDED:
+        v = getattr(cfg, k)
+        out[k] = str(Path(v).expanduser().resolve()) if isinstance(v, Path) else v
+    return out
+
+
+def prepare_out(cfg: WinrateConfig) -> Path:
+    """Create ``cfg.out``; with ``overwrite`` delete this command's files; refuse a folder made with other settings.
+
+    The settings are recorded (``settings.json``) by ``claim_out`` just before the first resumable write.
+    """
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if cfg.overwrite:
+        for name in FILES:
+            (out / name).unlink(missing_ok=True)
+    new = _settings(cfg)
+    sfile = out / "settings.json"
+    if sfile.exists():
+        try:
+            old = json.loads(sfile.read_text(encoding="utf-8"))
+        except ValueError:
+            raise DataError(sfile, None, None, "not valid JSON; delete it or pass --overwrite") from None
+        for k, v in new.items():
+            if old.get(k) != v:
+                raise ConfigError(k.replace("_", "-"), f"{out} holds a win rate made with {old.get(k)!r}, not {v!r}; "
+                                  "use another --out, or --overwrite to start over")
+    return out
+
+
+def claim_out(cfg: WinrateConfig) -> None:
+    """Record the settings in ``out/settings.json`` (once), before anything resumable is written there."""
+    sfile = Path(cfg.out) / "settings.json"
+    if not sfile.exists():
+        write_json(sfile, _settings(cfg))
+
+
+def _generate(cfg: WinrateConfig, spec: str, path: Path, stage: str, report) -> list[Output]:
+    """Greedy (or sampled) outputs of ``spec`` on ``cfg.prompts`` into ``path``, resumable; one per prompt."""
+    from ..data.prompts import read_prompts
+    from ..generation import generate_completions
+
+    items = read_prompts(cfg.prompts)
+    claim_out(cfg)
+    with JsonlAppender(path, key=lambda o: o["id"]) as app:
+        todo = [p for p in items if p.id not in app]
+        report(stage, len(items) - len(todo), len(items))
+        if todo:
+            from ..models import load_model
+
+            lm, tok = load_model(spec, dtype=cfg.dtype, device=cfg.device)
+            for s in range(0, len(todo), cfg.batch_size):
+                chunk = todo[s:s + cfg.batch_size]
+                comps = generate_completions(lm, tok, [p.prompt for p in chunk], n=1, temperature=cfg.temperature,
+                                             top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed,
+                                             batch_size=cfg.batch_size, prompt_ids=[p.id for p in chunk])
+                for p, row in zip(chunk, comps):
+                    c = row[0]
+                    app.append({"id": p.id, "prompt_id": p.id, "prompt": p.prompt, "completion": c.text,
+                                "meta": {"model": spec, "finish_reason": c.finish_reason, "n_tokens": c.n_tokens}})
+                report(stage, len(items) - len(todo) + s + len(chunk), len(items))
+            del lm, tok
+    by_id = {}
+    for line, o in iter_objects(path):
+        by_id[str(o["id"])] = Output(o["prompt"], o["completion"], f"{path}:{line}")
+    return [by_id[p.id] for p in items]
+
+
+def _side(cfg: WinrateConfig, out: Path, which: str, report) -> list[Output]:
+    if which == "model":
+        if cfg.outputs is not None:
+            return read_outputs(Path(cfg.outputs))
+        return _generate(cfg, cfg.model, out / "outputs.jsonl", "generate-model", report)
+    if cfg.reference_outputs is not None:
+        return read_outputs(Path(cfg.reference_outputs))
+    return _generate(cfg, cfg.reference, out / "reference_outputs.jsonl", "generate-reference", report)
+
+
+def _cut(text: str, n: int | None) -> str:
+    return text if n is None else text[:n]
+
+
+# ------------------------------------------------------------------------------------------ judging
+
+
+def check_judge(judge: Judge, benchmark: str, *, judge_id: str, limit: int | None = 100,
+                data_dir: Path | None = None, max_chars: int | None = None, preference: str = "hard", seed: int = 0,
+                n_boot: int = 1000, cache: VerdictCache | None = None,
+                on_progress: Callable[[int, int], None] | None = None) -> tuple[JudgeCheck, dict]:
+    """The judge's pairwise accuracy on ``benchmark`` (first ``limit`` labelled pairs) beside the length baseline.
+
+    Every pair is judged in both orders (``preference`` combines them, as for the win rate); accuracy and
+    its bootstrap 95% interval come from ``rm_eval.compute_metrics`` (soft labels by majority side; ties
+    1/2). Returns the check and the per-subset metrics. Raises ``FinealignError`` for a benchmark
+    without labelled pairs.
+    """
+    from .benchmarks import load_benchmark
+    from .rm_eval import compute_metrics
+
+    bench = load_benchmark(benchmark, limit=limit, data_dir=data_dir)
+    if bench.kind != "pairs" or not bench.items:
+        raise FinealignError(f"--judge-check {benchmark}: needs labelled pairs (prompt/chosen/rejected), "
+                             f"got {bench.kind}")
+    items = bench.items
+    p1, p2 = judge_both_orders(judge, [r.prompt for r in items], [_cut(r.chosen, max_chars) for r in items],
+                               [_cut(r.rejected, max_chars) for r in items], cache=cache, judge_id=judge_id,
+                               on_progress=on_progress)
+    pref, disagree = wr.combine_orders(p1, p2, preference)
+    m = compute_metrics(bench, lambda i, j: float(pref[i] if j == 0 else 1.0 - pref[i]), seed=seed, n_boot=n_boot)
+    ln = compute_metrics(bench, lambda i, j: float(len(items[i].chosen if j == 0 else items[i].rejected)),
+                         seed=seed, n_boot=n_boot)
+    o, lo = m["overall"], ln["overall"]
+    chk = JudgeCheck(bench.name, o["n"], o["accuracy"], o["ci_low"], o["ci_high"], lo["accuracy"], lo["ci_low"],
+                     lo["ci_high"], None if judge.symmetric else float(np.mean(disagree)))
+    by_subset = {k: {"judge": v, "length": ln["by_subset"][k]} for k, v in m["by_subset"].items()}
+    return chk, by_subset
+
+
+def judge_check(judge: Judge, cfg: WinrateConfig, cache: VerdictCache, report) -> tuple[JudgeCheck | None, dict]:
+    """``check_judge`` with ``cfg``'s settings (None when ``--judge-check none``)."""
+    if cfg.judge_check.strip().lower() == "none":
+        return None, {}
+    return check_judge(judge, cfg.judge_check, judge_id=cfg.judge, limit=cfg.judge_check_limit,
+                       data_dir=cfg.data_dir, max_chars=cfg.max_chars, preference=cfg.preference, seed=cfg.seed,
+                       n_boot=cfg.n_boot, cache=cache, on_progress=lambda d, t: report("judge-check", d, t))
+
+
+def _warning(cfg: WinrateConfig, chk: JudgeCheck | None) -> str | None:
+    if chk is None:
+        return (f"judge {cfg.judge} was not validated (--judge-check none): its win rates are not evidence "
+                "until its own accuracy is measured")
+    if not chk.evidence:
+        where = ("has no interval (too few pairs)" if not math.isfinite(chk.ci_high) else "includes 0.5 (chance)"
+                 if chk.ci_high >= 0.5 else "lies below 0.5 (it prefers the worse answer)")
+        return (f"judge {cfg.judge} does not beat chance on {chk.benchmark}: its accuracy {chk.accuracy:.3f} "
+                f"[{chk.ci_low:.3f}, {chk.ci_high:.3f}] {where}, so its win rates are not evidence")
+    return None
+
+
+def run(cfg: WinrateConfig, on_progress: Callable[[str, int, int], None] | None = None, *,
+        judge: Judge | None = None) -> WinrateResult:
+    report = on_progress or (lambda *_: None)
+    out = prepare_out(cfg)
+    ours = _side(cfg, out, "model", report)
+    theirs = _side(cfg, out, "reference", report)
+    if cfg.prompts is not None and (cfg.outputs is not None or cfg.reference_outputs is not None):
+        from ..data.prompts import read_prompts
+
+        listed = [Output(p.prompt, "", f"{cfg.prompts}:{p.id}") for p in read_prompts(cfg.prompts)]
+        match_sides(listed, ours, (str(cfg.prompts), str(cfg.outputs or cfg.model)))
+        match_sides(listed, theirs, (str(cfg.prompts), str(cfg.reference_outputs or cfg.reference)))
+    pairs = match_sides(ours, theirs, (str(cfg.outputs or cfg.model), str(cfg.reference_outputs or cfg.reference)))
+    claim_out(cfg)
+    own_judge = judge is None
+    if own_judge:
+        judge = load_judge(cfg.judge, dtype=cfg.dtype, device=cfg.device, batch_size=cfg.batch_size)
+    cache = VerdictCache(out / "judgments.jsonl")
+    try:
+        chk, by_subset = judge_check(judge, cfg, cache, report)
+        p1, p2 = judge_both_orders(judge, [o.prompt for o, _ in pairs], [_cut(o.text, cfg.max_chars) for o, _ in pairs],
+                                   [_cut(r.text, cfg.max_chars) for _, r in pairs], cache=cache, judge_id=cfg.judge,
+                                   on_progress=lambda d, t: report("judge", d, t))
+    finally:
+        cache.close()
+        if own_judge:
+            judge.close()
+    pref, disagree = wr.combine_orders(p1, p2, cfg.preference)
+    len_out = np.array([len(o.text) for o, _ in pairs], dtype=float)
+    len_ref = np.array([len(r.text) for _, r in pairs], dtype=float)
+    stats = wr.win_rate_stats(pref, n_boot=cfg.n_boot, seed=cfg.seed)
+    lc = wr.lc_win_rate(pref, len_out, len_ref)
+    warning = _warning(cfg, chk)
+    paths = {"json": str(out / "results.json"), "markdown": str(out / "results.md"), "pairs": str(out / "pairs.jsonl"),
+             "judgments": str(out / "judgments.jsonl")}
+    res = WinrateResult(stats.win_rate, stats.se, (stats.ci_low, stats.ci_high), lc.lc_win_rate, lc.se, stats.n,
+                        stats.wins, stats.losses, stats.ties,
+                        None if judge.symmetric else float(np.mean(disagree)), cfg.judge, chk, warning, paths)
+    write_jsonl(out / "pairs.jsonl", [
+        {"prompt_id": i, "prompt": o.prompt, "output": o.text, "reference": r.text, "preference": float(pref[i]),
+         "p_output_first": float(p1[i]), "p_reference_first": float(p2[i]), "disagree": bool(disagree[i]),
+         "len_output": len(o.text), "len_reference": len(r.text)} for i, (o, r) in enumerate(pairs)])
+    doc = to_json(res, cfg, lc, len_out, len_ref, by_subset)
+    write_json(out / "results.json", doc)
+    write_text_atomic(out / "results.md", markdown(doc))
+    return res
+
+
+# ------------------------------------------------------------------------------------------ reports
+
+
+def _num(x):
+    return None if x is None or (isinstance(x, float) and not math.isfinite(x)) else x
+
+
+def to_json(res: WinrateResult, cfg: WinrateConfig, lc: wr.LCWinRate, len_out, len_ref, by_subset: dict) -> dict:
+    chk = res.judge_check
+    check = None if chk is None else {
+        "benchmark": chk.benchmark, "n": chk.n, "accuracy": _num(chk.accuracy), "ci_low": _num(chk.ci_low),
+        "ci_high": _num(chk.ci_high), "length_accuracy": _num(chk.length_accuracy),
+        "length_ci_low": _num(chk.length_ci_low), "length_ci_high": _num(chk.length_ci_high),
+        "position_disagreement": chk.position_disagreement, "evidence": chk.evidence,
+        "beats_length": bool(chk.accuracy > chk.length_accuracy), "limit": cfg.judge_check_limit,
+        "by_subset": by_subset}
+    return {
+        "model": cfg.model or str(cfg.outputs), "reference": cfg.reference or str(cfg.reference_outputs),
+        "judge": cfg.judge, "preference": cfg.preference, "n": res.n, "wins": res.wins, "losses": res.losses,
+        "ties": res.ties, "win_rate": _num(res.win_rate), "win_rate_se": _num(res.win_rate_se),
+        "win_rate_ci": [_num(res.win_rate_ci[0]), _num(res.win_rate_ci[1])], "lc_win_rate": _num(res.lc_win_rate),
+        "lc_win_rate_se": _num(res.lc_win_rate_se), "lc_coefficients": lc.coef,
+        "position_disagreement": res.position_disagreement,
+        "mean_length": {"output": float(np.mean(len_out)), "reference": float(np.mean(len_ref))},
+        "judge_check": check, "warning": res.warning,
+        "settings": {"max_chars": cfg.max_chars, "judge_check": cfg.judge_check,
+                     "judge_check_limit": cfg.judge_check_limit, "max_new_tokens": cfg.max_new_tokens,
+                     "temperature": cfg.temperature, "top_p": cfg.top_p, "seed": cfg.seed,
+                     "bootstrap": {"n_boot": cfg.n_boot, "level": 0.95}},
+    }
+
+
+def _pct(x, nd: int = 1) -> str:
+    return "n/a" if x is None else f"{100 * x:.{nd}f}"
+
+
+def markdown(doc: dict) -> str:
+    """``results.md``: win rate and LC win rate (percent) with errors, counts, and the judge's own check."""
+    lo, hi = doc["win_rate_ci"]
+    lines = [f"### Win rate: `{doc['model']}` vs `{doc['reference']}`", "",
+             f"judge: `{doc['judge']}` ({doc['preference']} preferences, both orders averaged"
+             + ("" if doc["position_disagreement"] is None else
+                f"; the two orders disagree on {_pct(doc['position_disagreement'])}% of pairs") + ")", "",
+             "| measure | value (%) | SE | 95% interval |", "|---|---:|---:|---|",
+             f"| win rate (ties 1/2) | {_pct(doc['win_rate'])} | {_pct(doc['win_rate_se'])} | "
+             f"[{_pct(lo)}, {_pct(hi)}] (bootstrap) |",
+             f"| length-controlled win rate | {_pct(doc['lc_win_rate'])} | {_pct(doc['lc_win_rate_se'])} | "
+             "(AlpacaEval 2 GLM, delta-method SE) |", "",
+             f"{doc['n']} prompts: {doc['wins']} wins, {doc['losses']} losses, {doc['ties']} ties; mean length "
+             f"{doc['mean_length']['output']:.0f} vs {doc['mean_length']['reference']:.0f} characters.", ""]
+    chk = doc["judge_check"]
+    if chk is not None:
+        lines += ["#### The judge's own accuracy", "",
+                  "| benchmark | pairs | judge accuracy [95% CI] | length baseline (longer wins) [95% CI] | "
+                  "order disagreement |", "|---|---:|---|---|---:|",
+                  f"| {chk['benchmark']} | {chk['n']} | {chk['accuracy']:.3f} "
+                  f"[{chk['ci_low']:.3f}, {chk['ci_high']:.3f}] "
+                  f"| {chk['length_accuracy']:.3f} [{chk['length_ci_low']:.3f}, {chk['length_ci_high']:.3f}] | "
+                  + ("n/a" if chk["position_disagreement"] is None else f"{_pct(chk['position_disagreement'])}%")
+                  + " |", ""]
+    if doc["warning"]:
+        lines += [f"> **Warning:** {doc['warning']}.", ""]
+    if chk is not None and chk["evidence"] and not chk["beats_length"]:
+        lines += [f"> Note: on these pairs the judge does not beat \"the longer response wins\" "
+                  f"({chk['length_accuracy']:.3f}); its verdicts may follow length, so read the length-controlled "
+                  "win rate.", ""]
+    return "\n".join(lines)
+
+
+def joint_lc_win_rates(out_dirs: list[str | Path]) -> list[wr.LCWinRate]:
+    """Length-controlled win rates of several ``eval winrate`` runs with the difficulty term (AlpacaEval 2's way).
+
+    The runs (their ``pairs.jsonl``) must share the prompts and the reference outputs, e.g. several
+    policies judged against one initial policy; the per-prompt difficulty is estimated from all of them
+    (``core.winrate.lc_win_rates``). Raises ``FinealignError`` when they do not share them.
+    """
+    runs = []
+    for d in out_dirs:
+        rows = [o for _, o in iter_objects(Path(d) / "pairs.jsonl")]
+        runs.append({prompt_key(o["prompt"]): o for o in rows})
+    keys = sorted(runs[0])
+    for d, r in zip(out_dirs, runs):
+        if sorted(r) != keys or any(r[k]["reference"] != runs[0][k]["reference"] for k in keys):
+            raise FinealignError(f"{d}: other prompts or reference outputs than {out_dirs[0]}; a joint "
+                                 "length-controlled win rate needs runs against the same reference outputs")
+    P = np.array([[r[k]["preference"] for k in keys] for r in runs])
+    L = np.array([[r[k]["len_output"] for k in keys] for r in runs], dtype=float)
+    ref = np.array([runs[0][k]["len_reference"] for k in keys], dtype=float)
+    return wr.lc_win_rates(P, L, ref)

@@ -1,0 +1,93 @@
+"""Settings of the stages whose verb has no config dataclass of its own (generate, score, edit, report),
+and the few settings a verb takes beside its config (label's input and scorer, winrate's prompt limit).
+
+Each field mirrors the verb's flag of the same name (``--max-new-tokens`` = ``max_new_tokens``). The
+stages whose verb has a config dataclass (``PPOConfig``, ``TokenRMConfig``, ``PrefTrainConfig``, ...)
+take that dataclass's fields directly; see :mod:`finealign.pipeline.stages`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..config import DEVICES, Settings, non_negative, normalize_dtype, positive, setting, unit_interval
+
+
+@dataclass(kw_only=True)
+class GenerateStage(Settings):
+    """``finealign generate``: k sampled responses per prompt (``generation.generate_file``)."""
+
+    model: str = setting("smollm2-135m-instruct", help="Model spec: built-in name, .gguf file, directory or hub id.")
+    prompts: str = setting(None, required=True, help="Prompt-bearing file (.jsonl/.json/.csv/.parquet).")
+    limit: int | None = setting(None, check=positive, help="Use the first N prompts of the file (unset: all).")
+    k: int = setting(4, check=positive, help="Completions per prompt.")
+    temperature: float = setting(0.7, check=non_negative, help="Sampling temperature (0: greedy).")
+    top_p: float = setting(0.9, check=unit_interval, help="Nucleus sampling mass.")
+    max_new_tokens: int = setting(256, check=positive, help="Tokens per response at most.")
+    seed: int = setting(0, help="Base seed; sample j of prompt p is seeded from (seed, p, j).")
+    batch_size: int = setting(8, check=positive, help="Sequences decoded together.")
+    dtype: str = setting("float32", help="float32 | bfloat16 | float16.")
+    device: str = setting("auto", choices=DEVICES, help="auto | cpu | cuda.")
+
+    def validate(self):
+        self.dtype = normalize_dtype(self.dtype)
+
+
+@dataclass(kw_only=True)
+class ScoreStage(Settings):
+    """``finealign score``: add a scorer's score to every record (``rewards.score_file.score_file``)."""
+
+    input: str = setting(None, required=True, help="Response, pair or rating records.")
+    scorer: str = setting(None, required=True, help="Scorer spec, e.g. flr:MODEL, direct:MODEL, token-rm:DIR, length.")
+    chunk: int = setting(8, check=positive, help="Records scored (and appended) per step.")
+
+
+@dataclass(kw_only=True)
+class LabelInputs(Settings):
+    """``finealign label``'s arguments beside its ``LabelConfig``: what to label and with which scorer."""
+
+    input: str = setting(None, required=True, help="Responses from a generate stage (prompt_id, sample, prompt, "
+                                                   "completion).")
+    scorer: str = setting(None, required=True, help="Scorer spec, e.g. flr:smollm2-135m-instruct.")
+
+
+@dataclass(kw_only=True)
+class EditStage(Settings):
+    """``finealign edit``: minimal edits of rejected responses (``edits.run.run_edits``)."""
+
+    input: str = setting(None, required=True, help="Pairs (the rejected response is edited), responses or edits.")
+    editor: str = setting("local:smollm2-135m-instruct", help="local:MODEL_SPEC or openai:MODEL.")
+    base_url: str | None = setting(None, help="Endpoint of an openai:MODEL editor (default: $OPENAI_BASE_URL).")
+    concurrency: int = setting(4, check=positive, help="Requests in flight at once (openai editor).")
+    retries: int = setting(4, check=non_negative, help="Retries per request on 429, 5xx, timeouts.")
+    timeout: float = setting(60.0, check=positive, help="Seconds per request (openai editor).")
+    backoff: float = setting(1.0, check=non_negative, help="First backoff in seconds; doubles per retry.")
+    max_ratio: float = setting(0.5, check=unit_interval, help="Minimality guard: largest allowed edit ratio.")
+    on_violation: str = setting("flag", choices=("flag", "drop"), help="flag (keep, marked) | drop.")
+    limit: int | None = setting(None, check=positive, help="Edit only the first N input records.")
+    template: str = setting("v1", help="Editing prompt version.")
+    temperature: float = setting(0.0, check=non_negative, help="0 = greedy.")
+    max_new_tokens: int = setting(1024, check=positive, help="Longest edit, in tokens.")
+    batch_size: int = setting(4, check=positive, help="Sequences decoded together (local editor).")
+    dtype: str = setting("float32", help="float32 | bfloat16 | float16.")
+    device: str = setting("auto", choices=DEVICES, help="auto | cpu | cuda.")
+
+    def validate(self):
+        self.dtype = normalize_dtype(self.dtype)
+
+
+@dataclass(kw_only=True)
+class WinrateInputs(Settings):
+    """A pipeline-only setting of the winrate stage: evaluate on the first N prompts."""
+
+    limit: int | None = setting(None, check=positive, help="Use the first N prompts of `prompts` (unset: all).")
+
+
+@dataclass(kw_only=True)
+class ReportStage(Settings):
+    """``finealign report``: one self-contained HTML page of the run (``report.build_report``)."""
+
+    title: str | None = setting(None, help="Page title (default: the recipe's name).")
+    samples: int = setting(3, check=non_negative, help="Sample outputs shown per win-rate evaluation.")
+    heatmap: int = setting(3, check=non_negative, help="Responses shown in the token-reward heatmap (0: none).")
+    max_chars: int = setting(1200, check=positive, help="Cut shown texts to this many characters.")

@@ -1,0 +1,76 @@
+"""benchmarks/sim_study.py --quick on the tiny model (CI smoke test): every stage runs, resumes, reports."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+FLAGS = ["--quick", "--model", "tiny-random", "--n", "10", "--heldout", "4", "--k", "2", "--max-new-tokens", "8",
+         "--sizes", "4", "8", "--rm-steps", "2", "--rm-batch", "2", "--ppo-steps", "2", "--ppo-batch", "2",
+         "--eval-limit", "10", "--mixed-precision", "no"]
+
+
+def _study():
+    spec = importlib.util.spec_from_file_location("sim_study", REPO / "benchmarks" / "sim_study.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_quick_study_on_tiny(tmp_path):
+    study = _study()
+    out = tmp_path / "q"
+    res = study.main(FLAGS + ["--out", str(out), "--png-prefix", str(tmp_path / "plot"), "--json", str(tmp_path / "s.json")])
+    rows = res["reward_models"]
+    # every source (span_bt, seq_bt, token_cls, dpo) at every size, each measured against the gold edits
+    assert {(r["source"], r["size"]) for r in rows} == {(s, n) for s in study.SOURCES for n in (4, 8)}
+    assert all(0.0 <= r["edit_acc"] <= 1.0 for r in rows)
+    # PPO: gold and span_bt rewards x token / sequence, each with a gold curve of 2 steps
+    curves = res["ppo_curves"]
+    assert {(c["reward"], c["granularity"]) for c in curves} == {(r, g) for r in ("gold", "span_bt")
+                                                                 for g in ("token", "sequence")}
+    assert all([o["step"] for o in c["curve"]] == [1, 2] for c in curves)
+    facts = res["ppo"]["facts"]
+    assert set(facts["by_run"]) == {"gold/token", "gold/sequence", "span_bt/token", "span_bt/sequence"}
+    assert (tmp_path / "plot_rm.png").stat().st_size > 0 and (tmp_path / "plot_ppo.png").stat().st_size > 0
+    assert json.loads((tmp_path / "s.json").read_text())["ppo"] == json.loads(json.dumps(res["ppo"]))
+    # resume: a rerun trains nothing and reports the same numbers
+    again = study.main(FLAGS + ["--out", str(out)])
+    assert again["reward_models"] == rows
+    assert json.loads(json.dumps(again["ppo"])) == json.loads(json.dumps(res["ppo"]))
+
+
+def test_sizes_larger_than_pool_are_refused(tmp_path):
+    study = _study()
+    from finealign.errors import FinealignError
+
+    with pytest.raises(FinealignError, match="asked for 500 annotated pairs, but the pool"):
+        study.nested_subset(list(range(30)), 500, 0, "facts (noise zero)")
+    sub = study.nested_subset(list(range(30)), 10, 0, "x")
+    assert set(study.nested_subset(list(range(30)), 5, 0, "x")) <= set(sub)  # nested
+
+
+def test_summarize_ppo_hand_worked():
+    study = _study()
+
+    def run(rew, gran, golds, proxy):
+        return {"task": "facts", "reward": rew, "granularity": gran, "seed": 0,
+                "curve": [{"step": i + 1, "gold": g, "proxy": p, "kl": 0.1} for i, (g, p) in enumerate(zip(golds, proxy))]}
+
+    runs = [run("gold", "token", [0, .2, .4, .6, .8, .8], [0] * 6), run("gold", "sequence", [0, 0, .1, .2, .4, .6], [0] * 6),
+            run("span_bt", "token", [0, .3, .2, .1, 0, -.1], [0, 1, 2, 3, 4, 5])]
+    s = study.summarize_ppo(runs, 0.5)["facts"]
+    # initial = mean of step-1 gold = 0; gold finals (last 3 steps): token (.6+.8+.8)/3 = .7333, sequence
+    # (.2+.4+.6)/3 = .4; target = 0 + 0.5 * .7333 = .3667. 3-step moving averages: token 0 .1 .2 .4 -> step 4;
+    # sequence 0 0 .033 .1 .233 .4 -> step 6; speed-up 6 / 4 = 1.5.
+    assert s["target"] == pytest.approx(0.36667, abs=1e-4)
+    assert s["by_run"]["gold/token"]["mean_steps_to_target"] == 4
+    assert s["by_run"]["gold/sequence"]["mean_steps_to_target"] == 6
+    assert s["speedup_token_over_sequence"]["gold"]["ratio"] == pytest.approx(1.5)
+    # span_bt: proxy 0,1 -> 4,5 rises while gold (0+.3)/2 = .15 -> (0-.1)/2 = -.05 falls: over-optimised
+    assert s["by_run"]["span_bt/token"]["over_optimised"] == 1
+    assert s["by_run"]["span_bt/token"]["reached"] == "0 of 1"

@@ -1,0 +1,141 @@
+"""Win rate and length-controlled win rate math (finealign.core.winrate), and the AlpacaEval 2 check."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from finealign.core import winrate as wr
+
+
+def test_win_rate_hand_worked():
+    # prefs 1, 0, 1/2, 1: mean = 2.5 / 4 = 0.625
+    # deviations .375, -.625, -.125, .375 -> squares .140625 + .390625 + .015625 + .140625 = .6875
+    # var (ddof 1) = .6875 / 3 = .229167; std = .478714; SE = .478714 / sqrt(4) = .239357
+    r = wr.win_rate_stats([1, 0, 0.5, 1], n_boot=200)
+    assert r.win_rate == pytest.approx(0.625)
+    assert r.se == pytest.approx(0.239357, abs=1e-6)
+    assert (r.n, r.wins, r.losses, r.ties) == (4, 2, 1, 1)
+    assert 0.0 <= r.ci_low <= r.win_rate <= r.ci_high <= 1.0
+
+
+def test_win_rate_edge_cases():
+    assert math.isnan(wr.win_rate_stats([]).win_rate)
+    one = wr.win_rate_stats([1.0])
+    assert one.win_rate == 1.0 and math.isnan(one.se)
+    with pytest.raises(ValueError):
+        wr.win_rate_stats([1.2])
+
+
+def test_combine_orders_hand_worked():
+    p1 = [0.9, 0.2, 0.7, 0.5]  # P(output better), output shown first
+    p2 = [0.8, 0.6, 0.3, 0.9]  # P(output better), output shown second
+    hard, dis = wr.combine_orders(p1, p2, "hard")
+    # verdicts: (1, 1) -> 1; (0, 1) -> 1/2; (1, 0) -> 1/2; (1/2, 1) -> 3/4
+    assert hard.tolist() == [1.0, 0.5, 0.5, 0.75]
+    # disagreement: different winners only; a tie against a win is not a disagreement
+    assert dis.tolist() == [False, True, True, False]
+    soft, _ = wr.combine_orders(p1, p2, "soft")
+    assert soft == pytest.approx([0.85, 0.4, 0.5, 0.7])
+    with pytest.raises(ValueError):
+        wr.combine_orders(p1, p2, "median")
+
+
+def test_length_feature_hand_worked():
+    # delta = [2, 0]; std (ddof 1) = sqrt(((2-1)^2 + (0-1)^2) / 1) = sqrt(2)
+    # tanh(2 / sqrt 2) = tanh(1.41421) = 0.888385
+    f = wr.length_feature([3, 1], [1, 1])
+    assert f == pytest.approx([0.888385, 0.0], abs=1e-6)
+    assert wr.length_feature([5, 5], [1, 1]).tolist() == [0.0, 0.0]  # constant delta: no information
+
+
+def test_fit_soft_logistic_intercept_only():
+    # soft targets all 0.2 -> the intercept is logit(0.2) = log(0.2 / 0.8) = -1.386294
+    fit = wr.fit_soft_logistic(np.ones((4, 1)), [0.2] * 4)
+    assert fit.coef[0] == pytest.approx(-1.386294, abs=1e-5)
+    assert fit.cov.shape == (1, 1)
+
+
+def _lengths(rng, n, shift=0.0):
+    ref = rng.integers(200, 2000, size=n).astype(float)
+    out = np.maximum(10.0, ref * np.exp(rng.normal(shift, 0.5, size=n)))
+    return out, ref
+
+
+def test_lc_equals_wr_without_length_effect():
+    rng = np.random.default_rng(0)
+    out, ref = _lengths(rng, 400, shift=0.5)
+    soft = wr.lc_win_rate(np.full(400, 0.3), out, ref)  # constant preference: the GLM is exact
+    assert soft.lc_win_rate == pytest.approx(0.3, abs=1e-5)
+    assert soft.coef["length"] == pytest.approx(0.0, abs=1e-4)
+    hard = (rng.random(2000) < 0.35).astype(float)  # verdicts drawn independently of length
+    out2, ref2 = _lengths(rng, 2000, shift=0.5)
+    r = wr.lc_win_rate(hard, out2, ref2)
+    assert r.lc_win_rate == pytest.approx(hard.mean(), abs=0.03)
+    assert r.se > 0
+
+
+def test_lc_removes_a_pure_length_effect():
+    rng = np.random.default_rng(1)
+    out, ref = _lengths(rng, 800, shift=0.8)  # the system writes longer answers
+    f = wr.length_feature(out, ref)
+    p = 1 / (1 + np.exp(-(0.0 + 2.0 * f)))  # judge: equal quality (intercept 0), loves length
+    r = wr.lc_win_rate(p, out, ref)
+    assert p.mean() > 0.6  # the raw win rate is inflated by length
+    assert r.lc_win_rate == pytest.approx(0.5, abs=1e-4)  # the LC removes it exactly
+    assert r.coef["length"] == pytest.approx(2.0, abs=1e-3)
+
+
+def test_lc_is_symmetric_in_the_two_sides():
+    rng = np.random.default_rng(2)
+    out, ref = _lengths(rng, 300, shift=0.3)
+    p = rng.random(300)
+    a = wr.lc_win_rate(p, out, ref)
+    b = wr.lc_win_rate(1 - p, ref, out)  # swap which side is evaluated
+    assert a.lc_win_rate + b.lc_win_rate == pytest.approx(1.0, abs=1e-5)
+    assert a.se == pytest.approx(b.se, rel=1e-3)
+
+
+def test_instruction_difficulty_recovers_planted_difficulty():
+    rng = np.random.default_rng(3)
+    S, N = 6, 300
+    gamma = rng.normal(0, 1.5, size=N)
+    theta = rng.normal(-1, 0.5, size=S)
+    ref = rng.integers(200, 2000, size=N).astype(float)
+    L = np.stack([np.maximum(10.0, ref * np.exp(rng.normal(0.3, 0.5, size=N))) for _ in range(S)])
+    F = np.stack([wr.length_feature(L[s], ref) for s in range(S)])
+    P = 1 / (1 + np.exp(-(theta[:, None] + 1.0 * F + gamma[None, :])))
+    g = wr.instruction_difficulty(P, F, l2=0.1)
+    assert abs(g.mean()) < 1e-9
+    assert np.corrcoef(g, gamma)[0, 1] > 0.99
+    lcs = wr.lc_win_rates(P, L, ref)
+    truth = (1 / (1 + np.exp(-(theta[:, None] + gamma[None, :])))).mean(axis=1)  # length term at zero
+    assert [r.lc_win_rate for r in lcs] == pytest.approx(truth.tolist(), abs=0.01)
+
+
+def test_lc_win_rates_single_system_falls_back():
+    rng = np.random.default_rng(4)
+    out, ref = _lengths(rng, 50)
+    p = rng.random(50)
+    [r] = wr.lc_win_rates(p[None, :], out[None, :], ref)
+    assert r.lc_win_rate == pytest.approx(wr.lc_win_rate(p, out, ref).lc_win_rate)
+    assert "difficulty" not in r.coef
+
+
+def test_alpaca_eval_lc_check_matches_published(shared_data):
+    """Our win rate within 0.01 points and LC within 2.5 points of the published AlpacaEval 2 leaderboard
+    for each of the 8 annotated systems; Spearman 1.0 between our LC and the published LC."""
+    from finealign.core.stats import spearman
+    from finealign.eval.lc_check import alpaca_eval_lc_check
+
+    if not (shared_data / "alpaca_eval_v2_gpt4turbo_annotations").is_dir():
+        pytest.skip("AlpacaEval annotations not in the shared data folder")
+    rows = alpaca_eval_lc_check(shared_data)
+    assert len(rows) == 8
+    for r in rows:
+        assert abs(r.win_rate - r.published_win_rate) < 0.01, r
+        assert abs(r.lc_win_rate - r.published_lc) < 2.5, r
+    rho = spearman(np.array([r.lc_win_rate for r in rows]), np.array([r.published_lc for r in rows]))
+    assert rho == pytest.approx(1.0)
