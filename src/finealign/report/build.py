@@ -95,7 +95,8 @@ def summary_lines(runs: list[Run]) -> list[str]:
         lines.append(f"{r['stage']}: win rate vs initial {_f(r.get('win_rate'), 2)} [{_f(ci[0], 2)}, {_f(ci[1], 2)}], "
                      f"LC {_f(r.get('lc_win_rate'), 2)}, n={r.get('n')}; {judge}")
     for r in reward_rows(runs):
-        lines.append(f"{r['stage']}: {r['scorer']} pairwise accuracy {_f(r['value'], 2)} {_ci(r['ci'])} "
+        ci = r["ci"] or [None, None]
+        lines.append(f"{r['stage']}: {r['scorer']} pairwise accuracy {_f(r['value'], 2)} [{_f(ci[0], 2)}, {_f(ci[1], 2)}] "
                      f"vs longer-wins {_f(r['length'], 2)} on {r['benchmark']} (n={r['n']})")
     return lines
 
