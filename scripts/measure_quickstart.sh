@@ -14,8 +14,10 @@ echo "work folder: $work (model cached beforehand: finealign models pull)"
 cat summary.txt
 grep -E "Elapsed \(wall clock\)|Maximum resident set size|User time|System time" quickstart.log
 cat finealign-quickstart/summary.md
+shot="$work/report.png"
+if [ "$scale" = default ]; then shot="$repo/docs/report.png"; fi   # the README's screenshot is the default scale
 if command -v chromium >/dev/null; then
   chromium --headless --no-sandbox --disable-gpu --hide-scrollbars --window-size=1200,1600 \
-    --screenshot="$repo/docs/report.png" "file://$work/finealign-quickstart/report.html" 2>/dev/null
-  echo "screenshot: $repo/docs/report.png"
+    --screenshot="$shot" "file://$work/finealign-quickstart/report.html" 2>/dev/null
+  echo "screenshot: $shot"
 fi
