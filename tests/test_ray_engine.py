@@ -148,3 +148,53 @@ def test_worker_raising_on_one_record_names_it_and_rerun_resumes(tmp_path, local
     rows = [json.loads(x) for x in out.read_text().splitlines()]
     assert [r["score"] for r in rows] == [float(len(r["completion"])) for r in rows] and len(rows) == 15
     assert not (tmp_path / "out.jsonl.shards").exists()
+
+
+RAY_RECIPE = """\
+name: ray-stages
+stages:
+  - name: gen
+    type: generate
+    model: tiny-random
+    prompts: {prompts}
+    k: 2
+    max_new_tokens: 4
+    device: cpu
+{engine1}  - name: scored
+    type: score
+    input: ${{stages.gen.out}}
+    scorer: {flr}
+    chunk: 2
+{engine2}  - name: kto
+    type: label
+    input: ${{stages.gen.out}}
+    scorer: {flr}
+    format: kto
+    batch_size: 2
+{engine2}"""
+
+
+def test_pipeline_stages_on_ray_equal_one_process_and_keep_their_fingerprint(tmp_path, local_ray):
+    """``engine: ray`` in a recipe's generate / score / label stages: the same bytes as ``engine: local``, and
+    the engine is not part of a stage's fingerprint (switching engine skips the finished stages)."""
+    from finealign.pipeline.recipe import load_recipe
+    from finealign.pipeline.runner import run_recipe
+
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"id": f"p{i}", "prompt": f"Name a colour, {i}."}) + "\n" for i in range(4)))
+    on_ray = {f"engine{n}": f"    engine: ray\n    workers: 2\n    shard_size: {n}\n" for n in (1, 2)}
+    path, local = tmp_path / "ray.yaml", tmp_path / "local.yaml"
+    path.write_text(RAY_RECIPE.format(prompts=prompts, flr=FLR, **on_ray))
+    local.write_text(RAY_RECIPE.format(prompts=prompts, flr=FLR, engine1="", engine2=""))
+    logs: list[str] = []
+    ray_run = run_recipe(load_recipe(path), tmp_path / "ray", log=logs.append)
+    assert [o.status for o in ray_run] == ["ran", "ran", "ran"]
+    local_run = run_recipe(load_recipe(local), tmp_path / "local", log=logs.append)
+    assert [o.status for o in local_run] == ["ran", "ran", "ran"]
+    for stage, name in (("gen", "responses.jsonl"), ("scored", "scored.jsonl"), ("kto", "labels.jsonl")):
+        a, b = (tmp_path / "ray" / stage / name).read_bytes(), (tmp_path / "local" / stage / name).read_bytes()
+        assert a and a == b, stage
+    assert len((tmp_path / "ray" / "gen" / "responses.jsonl").read_text().splitlines()) == 8  # 4 prompts x k=2
+    assert not list((tmp_path / "ray").rglob("*.shards"))  # the shard stores are merged and removed
+    again = run_recipe(load_recipe(local), tmp_path / "ray", log=logs.append)
+    assert [o.status for o in again] == ["skipped", "skipped", "skipped"]

@@ -251,7 +251,7 @@ def value_loss(
 
 
 def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
-    """Entropy of the softmax of each position. logits: (B, T, V) -> (B, T).
+    """Entropy of the softmax of each position. logits: (..., V) -> (...), e.g. (B, T, V) -> (B, T).
 
     H = logsumexp(z) - sum softmax(z) * z.
     """
@@ -260,8 +260,14 @@ def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
 
 
 def logprobs_from_logits(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    """log softmax(logits)[token] per position. logits: (B, T, V), tokens: (B, T) long -> (B, T)."""
-    return torch.log_softmax(logits, dim=-1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+    """log softmax(logits)[token] per position. logits: (..., V), tokens: (...) long -> (...), e.g.
+    (B, T, V) and (B, T) -> (B, T).
+
+    Computed as z[token] - logsumexp(z): unlike ``log_softmax(z).gather(...)`` it keeps no second
+    (..., V) tensor for the backward pass (the PPO update's largest activation after the logits).
+    """
+    picked = logits.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+    return picked - torch.logsumexp(logits, dim=-1)
 
 
 # --------------------------------------------------------------------------- KL controller

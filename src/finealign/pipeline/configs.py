@@ -11,11 +11,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..config import DEVICES, Settings, non_negative, normalize_dtype, positive, setting, unit_interval
+from .shards import EngineArgs
+
+#: The engine settings (``engine``, ``ray_address``, ``workers``, ``shard_size``): they never change a stage's
+#: output (a sharded run is byte-identical to one process), so they are left out of its fingerprint.
+ENGINE_FIELDS = ("engine", "ray_address", "workers", "shard_size")
 
 
 @dataclass(kw_only=True)
-class GenerateStage(Settings):
-    """``finealign generate``: k sampled responses per prompt (``generation.generate_file``)."""
+class GenerateStage(EngineArgs):
+    """``finealign generate``: k sampled responses per prompt (``generation.generate_file``; with
+    ``engine: ray``, ``pipeline.sharded.generate_file_sharded``)."""
 
     model: str = setting("smollm2-135m-instruct", help="Model spec: built-in name, .gguf file, directory or hub id.")
     prompts: str = setting(None, required=True, help="Prompt-bearing file (.jsonl/.json/.csv/.parquet).")
@@ -34,7 +40,7 @@ class GenerateStage(Settings):
 
 
 @dataclass(kw_only=True)
-class ScoreStage(Settings):
+class ScoreStage(EngineArgs):
     """``finealign score``: add a scorer's score to every record (``rewards.score_file.score_file``)."""
 
     input: str = setting(None, required=True, help="Response, pair or rating records.")
@@ -43,12 +49,17 @@ class ScoreStage(Settings):
 
 
 @dataclass(kw_only=True)
-class LabelInputs(Settings):
+class LabelInputs(EngineArgs):
     """``finealign label``'s arguments beside its ``LabelConfig``: what to label and with which scorer."""
 
     input: str = setting(None, required=True, help="Responses from a generate stage (prompt_id, sample, prompt, "
                                                    "completion).")
     scorer: str = setting(None, required=True, help="Scorer spec, e.g. flr:smollm2-135m-instruct.")
+
+
+@dataclass(kw_only=True)
+class EngineStage(EngineArgs):
+    """``finealign eval-rm``'s settings beside its ``EvalConfig``: where the scoring runs (``--engine``)."""
 
 
 @dataclass(kw_only=True)

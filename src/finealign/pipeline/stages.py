@@ -4,17 +4,20 @@
 |---|---|---|---|
 | ``generate`` | ``finealign generate`` | :class:`~.configs.GenerateStage` | ``responses.jsonl`` |
 | ``score`` | ``finealign score`` | :class:`~.configs.ScoreStage` | ``scored.jsonl`` |
-| ``label`` | ``finealign label`` | ``input``, ``scorer`` + ``train.labeling.LabelConfig`` | ``labels.jsonl`` |
+| ``label`` | ``finealign label`` | :class:`~.configs.LabelInputs` + ``train.labeling.LabelConfig`` | ``labels.jsonl`` |
 | ``edit`` | ``finealign edit`` | :class:`~.configs.EditStage` | ``edits.jsonl`` |
 | ``train-dpo`` / ``train-kto`` | ``finealign train dpo|kto`` | ``train.preference.PrefTrainConfig`` | the folder (model) |
 | ``train-followup-sft`` | ``finealign train followup-sft`` | ``train.followup_sft.FollowupSFTConfig`` | the folder |
 | ``train-token-rm`` | ``finealign train token-rm`` | ``train.token_rm.TokenRMConfig`` | the folder (model) |
 | ``train-ppo`` | ``finealign train ppo`` | ``train.ppo_config.PPOConfig`` | the folder; ``policy``: ``policy/`` |
-| ``eval-rm`` | ``finealign eval-rm`` | ``eval.rm_eval.EvalConfig`` | the folder (``results.json``) |
+| ``eval-rm`` | ``finealign eval-rm`` | ``eval.rm_eval.EvalConfig`` + :class:`~.configs.EngineStage` | the folder |
 | ``eval-winrate`` | ``finealign eval winrate`` | ``eval.winrate.WinrateConfig`` + ``limit`` | the folder |
 | ``report`` | ``finealign report`` | :class:`~.configs.ReportStage` | ``report.html`` |
 
 A stage's ``out`` (and DPO/KTO's ``method``) is set by the runner: outputs go to ``RUN_DIR/NAME/``.
+``generate``, ``score``, ``label`` and ``eval-rm`` take the verbs' ``engine`` / ``ray_address`` /
+``workers`` / ``shard_size`` (``engine: ray`` runs them sharded on Ray workers, byte-identical output;
+these settings are not part of the stage's fingerprint, so switching engine resumes the same stage).
 Type names may be written with a space (``train dpo``, ``eval winrate``) as on the command line.
 """
 
@@ -129,6 +132,19 @@ def _counter(ctx: StageContext, label: str):
     return on_total, on_advance
 
 
+def _engine(cfg):
+    """The ``EngineArgs`` part of a stage's settings (``engine: ray`` and its options)."""
+    from ..config import part
+    from .shards import EngineArgs
+
+    return part(cfg, EngineArgs)
+
+
+def _shard_log(ctx: StageContext):
+    """An ``on_event`` of the sharded runs logging every failed shard (the others go on)."""
+    return lambda kind, info: ctx.log(f"shard {info['shard']} failed: {info['message']}") if kind == "failed" else None
+
+
 # ---------------------------------------------------------------------------------------------- run functions
 
 
@@ -137,9 +153,15 @@ def run_generate(cfg: C.GenerateStage, _, ctx: StageContext) -> dict:
     from ..generation import generate_file
 
     prompts = _limited_prompts(cfg.prompts, cfg.limit, ctx.dir)
-    st = generate_file(cfg.model, prompts, ctx.outputs["out"], k=cfg.k, temperature=cfg.temperature, top_p=cfg.top_p,
-                       max_new_tokens=cfg.max_new_tokens, seed=cfg.seed, batch_size=cfg.batch_size, dtype=cfg.dtype,
-                       device=cfg.device, on_progress=ctx.progress("generate"))
+    kw = dict(k=cfg.k, temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed,
+              batch_size=cfg.batch_size, dtype=cfg.dtype, device=cfg.device, on_progress=ctx.progress("generate"))
+    if cfg.engine == "ray":
+        from .sharded import generate_file_sharded
+
+        st = generate_file_sharded(cfg.model, prompts, ctx.outputs["out"], engine=_engine(cfg),
+                                   on_event=_shard_log(ctx), **kw)
+    else:
+        st = generate_file(cfg.model, prompts, ctx.outputs["out"], **kw)
     return {"prompts": st.prompts, "responses_written": st.responses_written, "skipped": st.skipped,
             "empty": st.empty, "truncated": st.truncated, "tokens_per_s": round(st.tokens_per_s, 1)}
 
@@ -148,6 +170,11 @@ def run_score(cfg: C.ScoreStage, _, ctx: StageContext) -> dict:
     """``rewards.score_file.score_file``; returns its counts."""
     from ..rewards.score_file import score_file
 
+    if cfg.engine == "ray":
+        from .sharded import score_file_sharded
+
+        return score_file_sharded(cfg.scorer, Path(cfg.input), ctx.outputs["out"], chunk=cfg.chunk,
+                                  engine=_engine(cfg), on_progress=ctx.progress("score"), on_event=_shard_log(ctx))
     return score_file(cfg.scorer, Path(cfg.input), ctx.outputs["out"], chunk=cfg.chunk,
                       on_progress=ctx.progress("score"))
 
@@ -156,8 +183,14 @@ def run_label(cfg, ex: C.LabelInputs, ctx: StageContext) -> dict:
     """``train.labeling.label_file``; raises ``FinealignError`` when no pair / label survives."""
     from ..train.labeling import label_file
 
-    on_total, on_advance = _counter(ctx, "label")
-    st = label_file(ex.scorer, ex.input, ctx.outputs["out"], cfg, on_total=on_total, on_progress=on_advance)
+    if ex.engine == "ray":
+        from .sharded import label_file_sharded
+
+        st = label_file_sharded(ex.scorer, ex.input, ctx.outputs["out"], cfg, engine=_engine(ex),
+                                on_progress=ctx.progress("label"), on_event=_shard_log(ctx))
+    else:
+        on_total, on_advance = _counter(ctx, "label")
+        st = label_file(ex.scorer, ex.input, ctx.outputs["out"], cfg, on_total=on_total, on_progress=on_advance)
     if not st.written:
         raise FinealignError(f"label: no {'pairs' if cfg.format == 'dpo' else 'labels'} written from {ex.input} "
                              f"(dropped: {dict(st.dropped)}); more prompts or samples per prompt may help")
@@ -237,12 +270,17 @@ def run_ppo(cfg, _, ctx: StageContext) -> dict:
     return _train_summary(res, ctx)
 
 
-def run_eval_rm(cfg, _, ctx: StageContext) -> dict:
+def run_eval_rm(cfg, ex: C.EngineStage, ctx: StageContext) -> dict:
     """``eval.rm_eval.run_eval``; returns the overall metrics of the scorer and of the length baseline."""
     from ..eval.rm_eval import run_eval
 
-    on_total, on_advance = _counter(ctx, "eval-rm")
-    res = run_eval(cfg, on_total=on_total, on_progress=on_advance)
+    if ex is not None and ex.engine == "ray":
+        from .sharded import run_eval_sharded
+
+        res = run_eval_sharded(cfg, engine=_engine(ex), on_progress=ctx.progress("eval-rm"), on_event=_shard_log(ctx))
+    else:
+        on_total, on_advance = _counter(ctx, "eval-rm")
+        res = run_eval(cfg, on_total=on_total, on_progress=on_advance)
     return {"benchmark": res.bench.name, "scorer": res.scorer.get("overall"), "length": res.length.get("overall")}
 
 
@@ -299,11 +337,11 @@ def _registry() -> dict[str, StageType]:
     method = {"method": "given by the stage type"}
     types = [
         StageType("generate", run_generate, config=C.GenerateStage, outputs={"out": "responses.jsonl"},
-                  inputs=("prompts",), volatile=("batch_size", "device")),
+                  inputs=("prompts",), volatile=("batch_size", "device", *C.ENGINE_FIELDS)),
         StageType("score", run_score, config=C.ScoreStage, outputs={"out": "scored.jsonl"}, inputs=("input",),
-                  volatile=("chunk",)),
+                  volatile=("chunk", *C.ENGINE_FIELDS)),
         StageType("label", run_label, config=LabelConfig, extras=C.LabelInputs, outputs={"out": "labels.jsonl"},
-                  inputs=("input",), volatile=("batch_size",)),
+                  inputs=("input",), volatile=("batch_size", *C.ENGINE_FIELDS)),
         StageType("edit", run_edit, config=C.EditStage, outputs={"out": "edits.jsonl"}, inputs=("input",),
                   volatile=("concurrency", "retries", "timeout", "backoff", "batch_size", "device")),
         StageType("train-dpo", run_pref, config=PrefTrainConfig, owned={**runner_out, **method},
@@ -316,8 +354,8 @@ def _registry() -> dict[str, StageType]:
                   volatile=("eval_every", "save_every", "log_every", "report_to", "stop_after", "eval_batch_size")),
         StageType("train-ppo", run_ppo, config=PPOConfig, owned=runner_out, outputs={"out": "", "policy": "policy"},
                   inputs=("prompts",), volatile=("save_every", "log_samples_every", "report_to", "device")),
-        StageType("eval-rm", run_eval_rm, config=EvalConfig, owned=runner_out, inputs=("benchmark",),
-                  volatile=("batch_size",)),
+        StageType("eval-rm", run_eval_rm, config=EvalConfig, extras=C.EngineStage, owned=runner_out,
+                  inputs=("benchmark",), volatile=("batch_size", *C.ENGINE_FIELDS)),
         StageType("eval-winrate", run_winrate, config=WinrateConfig, extras=C.WinrateInputs, owned=runner_out,
                   inputs=("outputs", "reference_outputs", "prompts", "judge_check"),
                   volatile=("batch_size", "device")),

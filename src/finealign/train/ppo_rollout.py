@@ -74,7 +74,8 @@ def sample(model, tokenizer, prompt_ids, prompt_mask, *, max_new_tokens: int, te
         eos_token_id=list(stop_ids), min_new_tokens=min_new_tokens or None,
         output_logits=with_logprobs, return_dict_in_generate=True,
     )
-    seq = gen.sequences
+    seq, step_logits = gen.sequences, list(gen.logits or ())
+    del gen  # the per-step logits are freed one by one below
     resp = seq[:, P:]
     B, T = resp.shape
     is_stop = torch.zeros_like(resp, dtype=torch.bool)
@@ -90,11 +91,20 @@ def sample(model, tokenizer, prompt_ids, prompt_mask, *, max_new_tokens: int, te
     response_ids = [resp[i, : int(first_stop[i].clamp(max=T))].tolist() for i in range(B)]
     texts = [tokenizer.decode(r, skip_special_tokens=True) for r in response_ids]
     lp = ent = None
-    if with_logprobs:
-        logits = torch.stack(gen.logits, dim=1).float() / temperature  # (B, T, V), raw: before any processor
-        lp = logprobs_from_logits(logits, resp) * response_mask
-        ent = entropy_from_logits(logits) * response_mask
+    if with_logprobs:  # one (B, V) step at a time: no (B, T, V) stack (issue 17: the rollout's memory peak)
+        lp, ent = torch.zeros(B, T, device=resp.device), torch.zeros(B, T, device=resp.device)
+        for t in range(T):
+            z = _scaled(step_logits[t], temperature)  # raw logits, before any processor
+            step_logits[t] = None
+            lp[:, t], ent[:, t] = logprobs_from_logits(z, resp[:, t]), entropy_from_logits(z)
+        lp, ent = lp * response_mask, ent * response_mask
     return Rollout(input_ids, attention_mask, response_mask, P, texts, response_ids, lp, ent)
+
+
+def _scaled(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """``logits / temperature`` in float32; no copy when they already are float32 and temperature is 1."""
+    logits = logits.float()
+    return logits if temperature == 1.0 else logits / temperature
 
 
 def trim_padding(input_ids, attention_mask, prompt_len: int):
@@ -169,7 +179,7 @@ class ActorCritic(nn.Module):
         values = self.value_head(h.to(self.value_head.weight.dtype)).squeeze(-1).float()
         if not with_logprobs:
             return Forward(torch.zeros_like(values), values, torch.zeros_like(values))
-        logits = out.logits[:, -(T + 1):-1].float() / temperature  # (B, T, V): the LM head skips the prompt
+        logits = _scaled(out.logits[:, -(T + 1):-1], temperature)  # (B, T, V): the LM head skips the prompt
         tokens = input_ids[:, prompt_len:]
         lp = logprobs_from_logits(logits, tokens)
         ent = entropy_from_logits(logits) if with_entropy else torch.zeros_like(lp)
@@ -186,7 +196,7 @@ def reference_logprobs(policy, ref_model, input_ids, attention_mask, prompt_len:
     def run(m):
         out = m(input_ids=input_ids, attention_mask=attention_mask, position_ids=pos, use_cache=False,
                 logits_to_keep=T + 1)
-        return logprobs_from_logits(out.logits[:, -(T + 1):-1].float() / temperature, input_ids[:, prompt_len:])
+        return logprobs_from_logits(_scaled(out.logits[:, -(T + 1):-1], temperature), input_ids[:, prompt_len:])
 
     if ref_model is not None:
         return pad_right(run(ref_model), cut)
