@@ -5,10 +5,11 @@ process: weights, optimizer, activations, rollouts) is its own, on the same synt
 batch and length:
 
 * ``before``: no activation checkpointing, no autocast (the defaults before issue 17);
-* ``after``: the trainers' current defaults (activation checkpointing on);
-* ``after_bf16``: the defaults plus ``--mixed-precision bf16`` (CPU autocast; AMX CPUs and GPUs);
+* ``after``: activation checkpointing on (the default), float32 (``--mixed-precision no``);
+* ``after_bf16``: checkpointing plus ``--mixed-precision bf16`` (CPU autocast; AMX CPUs and GPUs);
+* ``defaults``: every default as it is (``--mixed-precision auto``: bf16 where measured faster);
 * ``before_bf16``: no checkpointing, bf16 autocast (to separate the two effects);
-* ``after_default_malloc``: the defaults with ``FINEALIGN_MALLOC_TUNING=0`` (see train/memory.py).
+* ``after_default_malloc``: ``after`` with ``FINEALIGN_MALLOC_TUNING=0`` (see train/memory.py).
 
 Token RM: ``--batch-size`` pairs (2 x rows per step) of ``--length`` tokens, LoRA on all layers.
 PPO: ``--ppo-batch`` rollouts of ``--prompt-length`` + ``--new-tokens`` tokens (fixed lengths, EOS
@@ -33,10 +34,11 @@ from pathlib import Path
 
 VARIANTS = {
     "before": {"gradient_checkpointing": False, "mixed_precision": "no"},
-    "after": {},
+    "after": {"mixed_precision": "no"},
     "after_bf16": {"mixed_precision": "bf16"},
     "before_bf16": {"gradient_checkpointing": False, "mixed_precision": "bf16"},
-    "after_default_malloc": {},  # checkpointing without train/memory.py's malloc setting
+    "after_default_malloc": {"mixed_precision": "no"},  # checkpointing without train/memory.py's malloc setting
+    "defaults": {},  # every default as it is (mixed_precision auto: bf16 on AMX CPUs)
 }
 ENV = {"after_default_malloc": {"FINEALIGN_MALLOC_TUNING": "0"}}
 

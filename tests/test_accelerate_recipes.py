@@ -48,7 +48,8 @@ def test_ddp_config_two_cpu_processes_train_token_rm_like_one_process(tmp_path):
 
     data = _data(tmp_path)
     common = ["train", "token-rm", "--data", data, "--model", "tiny-random", "--steps", "3", "--lr", "5e-2",
-              "--max-length", "64", "--quiet", "--no-lora", "--top-layers", "1", "--device", "cpu", "--seed", "3"]
+              "--max-length", "64", "--quiet", "--no-lora", "--top-layers", "1", "--device", "cpu", "--seed", "3",
+              "--mixed-precision", "no"]  # fp32: the comparison is to 2e-8
     p = _launch("ddp.yaml", common + ["--out", tmp_path / "ddp", "--batch-size", "2"], tmp_path)
     assert p.returncode == 0, p.stderr[-3000:]
     assert run_cli(common + ["--out", tmp_path / "one", "--batch-size", "4"]) == 0

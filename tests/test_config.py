@@ -128,3 +128,24 @@ def test_deprecated_key_in_constructor_yaml_and_overrides(tmp_path):
 def test_help_shows_defaults_and_brackets():
     res = CliRunner(env={"COLUMNS": "300", "TERMINAL_WIDTH": "300"}).invoke(_app([]), ["demo", "--help"])
     assert "[default: 10]" in res.output and "[required]" not in res.output.split("--steps")[1].split("\n")[0]
+
+
+def test_mixed_precision_auto_resolves_by_hardware(tmp_path, monkeypatch):
+    """``auto`` -> bf16 only where it was measured faster (AMX-BF16 CPUs, CUDA with bf16), else no; explicit
+    values pass through; the trainers' configs hold the resolved value (so a run's fingerprint names it)."""
+    import finealign.config as C
+    from finealign.train.ppo_config import PPOConfig
+
+    amx, plain = tmp_path / "amx", tmp_path / "plain"
+    amx.write_text("processor\t: 0\nflags\t\t: fpu sse avx512f avx512_bf16 amx_bf16 amx_tile\n")
+    plain.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512_bf16\n")
+    assert {"amx_bf16", "avx512f"} <= C.cpu_flags(str(amx)) and "amx_bf16" not in C.cpu_flags(str(plain))
+    assert C.cpu_flags(str(tmp_path / "missing")) == set()
+    read_flags = C.cpu_flags
+    for path, want in ((amx, "bf16"), (plain, "no")):
+        monkeypatch.setattr(C, "cpu_flags", lambda _path="/proc/cpuinfo", f=read_flags, p=str(path): f(p))
+        assert C.resolve_mixed_precision("auto", "cpu") == want
+        assert PPOConfig(device="cpu", prompts="p.jsonl", out="o").mixed_precision == want  # the default is auto
+        for explicit in ("no", "bf16"):
+            assert C.resolve_mixed_precision(explicit, "cpu") == explicit
+            assert PPOConfig(device="cpu", prompts="p.jsonl", out="o", mixed_precision=explicit).mixed_precision == explicit

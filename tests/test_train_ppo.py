@@ -70,7 +70,7 @@ register_scorer("test-broken")(lambda arg=None, **_: Broken())
 def cfg(tmp: Path, name: str, **kw) -> PPOConfig:
     base = dict(policy="tiny-random", reward="test-words", prompts=str(PROMPTS), out=str(tmp / name), steps=2,
                 batch_size=2, minibatch_size=2, micro_batch_size=1, ppo_epochs=1, max_new_tokens=6, device="cpu",
-                learning_rate=1e-3, save_every=1, log_samples_every=1)
+                learning_rate=1e-3, save_every=1, log_samples_every=1, mixed_precision="no")  # fp32: exact comparisons
     base.update(kw)
     return PPOConfig(**base)
 
@@ -181,6 +181,30 @@ def test_sampling_pass_logprobs_equal_a_forward_pass(tiny):
     with torch.no_grad():
         v = ac(ro.input_ids, ro.attention_mask, ro.prompt_len, 0.7, with_logprobs=False)
     assert torch.allclose(v.values, f.values, atol=1e-5) and (v.logprobs == 0).all()
+
+
+def test_chunked_head_logprobs_equal_full_logits_with_gradients(tiny):
+    """The update pass's LM head over 3 positions at a time (recomputed in backward) gives the full-logits
+    log-probs, entropies and gradients (to rounding), at temperature 1 and 0.7."""
+    from finealign.core.ppo import entropy_from_logits, logprobs_from_logits
+    from finealign.train.ppo_rollout import chunkable_head, head_logprobs
+
+    model, _ = tiny
+    assert chunkable_head(model)
+    torch.manual_seed(0)
+    hidden = torch.randn(2, 7, model.config.hidden_size)
+    tokens = torch.randint(0, model.config.vocab_size, (2, 7))
+    head = model.get_output_embeddings()
+    for temp in (1.0, 0.7):
+        h1, h2 = hidden.clone().requires_grad_(), hidden.clone().requires_grad_()
+        lp, ent = head_logprobs(model, h1, tokens, temp, True, chunk=3)  # chunks of 3, 3, 1
+        z = head(h2) / temp
+        lp_full, ent_full = logprobs_from_logits(z, tokens), entropy_from_logits(z)
+        assert lp.shape == ent.shape == (2, 7)
+        assert torch.allclose(lp, lp_full, atol=1e-5) and torch.allclose(ent, ent_full, atol=1e-5)
+        (lp.sum() + 0.1 * ent.sum()).backward()
+        (lp_full.sum() + 0.1 * ent_full.sum()).backward()
+        assert torch.allclose(h1.grad, h2.grad, atol=1e-5) and h1.grad.abs().sum() > 0
 
 
 def test_trim_padding_keeps_outputs(tiny):

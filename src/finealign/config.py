@@ -41,8 +41,44 @@ from .errors import ConfigError
 # One vocabulary for dtypes and mixed precision, everywhere.
 DTYPES = ("float32", "bfloat16", "float16")
 DTYPE_ALIASES = {"fp32": "float32", "float": "float32", "bf16": "bfloat16", "fp16": "float16", "half": "float16"}
-MIXED_PRECISIONS = ("no", "bf16", "fp16")
+MIXED_PRECISIONS = ("auto", "no", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
+AUTO_MIXED_PRECISION_HELP = ("auto: bf16 autocast where it is measured faster (CUDA GPUs with bf16; CPUs with "
+                             "AMX-BF16: PPO 1.6x per step, docs/ppo.md), else no")
+
+
+def cpu_flags(path: str = "/proc/cpuinfo") -> set[str]:
+    """The CPU's feature flags (``amx_bf16``, ``avx512_bf16``, ...) from ``/proc/cpuinfo``; empty where the
+    file is missing (not Linux) or unreadable."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def resolve_mixed_precision(value: str, device: str = "auto") -> str:
+    """``auto`` -> ``bf16`` where bf16 autocast is faster than float32 by measurement, else ``no``; any other
+    value unchanged.
+
+    bf16 where: ``device`` is (or ``auto`` resolves to) a CUDA GPU that supports bf16, or a CPU with
+    AMX-BF16 (``amx_bf16`` in ``/proc/cpuinfo``), where bf16 autocast made a PPO step 1.59-1.72x faster
+    than float32 (``docs/ppo.md``). CPUs without AMX run bf16 matrix products through slower paths, so
+    they stay in float32.
+    """
+    if value != "auto":
+        return value
+    if device in ("auto", "cuda"):
+        import torch
+
+        if torch.cuda.is_available():
+            return "bf16" if torch.cuda.is_bf16_supported() else "no"
+        if device == "cuda":
+            return "no"
+    return "bf16" if "amx_bf16" in cpu_flags() else "no"
 
 
 def normalize_dtype(value: str) -> str:
@@ -166,8 +202,11 @@ class ModelLoadArgs(DeviceArgs):
 class ModelArgs(ModelLoadArgs):
     """Which model, in which dtype, on which device, with which autocast."""
 
-    mixed_precision: str = setting("no", choices=MIXED_PRECISIONS,
-                                   help="Autocast: no | bf16 | fp16 (bf16 is faster on CPUs with AMX and on GPUs).")
+    mixed_precision: str = setting("auto", choices=MIXED_PRECISIONS,
+                                   help="Autocast: auto | no | bf16 | fp16 (" + AUTO_MIXED_PRECISION_HELP + ").")
+
+    def validate(self):
+        self.mixed_precision = resolve_mixed_precision(self.mixed_precision, self.device)
 
 
 @dataclass(kw_only=True)

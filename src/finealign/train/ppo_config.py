@@ -13,13 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import Settings, build_config, dump_yaml as _dump_yaml, load_yaml_settings, non_negative, \
-    normalize_dtype, positive, setting, unit_interval
+    AUTO_MIXED_PRECISION_HELP, normalize_dtype, positive, resolve_mixed_precision, setting, unit_interval
 from ..errors import ConfigError
 
 GRANULARITIES = ("token", "sequence")
 VALUE_MODELS = ("shared", "separate")
 OLD_LOGPROBS = ("generation", "recompute")
-MIXED_PRECISIONS = ("no", "bf16")
+MIXED_PRECISIONS = ("auto", "no", "bf16")
 SCHEDULES = ("constant", "linear", "cosine")
 REPORT_TO = ("tensorboard", "wandb")
 KL_ESTIMATORS = ("k1", "k3")
@@ -47,9 +47,9 @@ class PPOConfig(Settings):
     value_model: str = setting("shared", choices=VALUE_MODELS,
                                help="shared: value head on the policy's last hidden state | separate: own critic.")
     dtype: str = setting("float32", help="Weights' dtype: float32 | bfloat16 | float16.")
-    mixed_precision: str = setting("no", choices=MIXED_PRECISIONS,
-                                   help="no | bf16 (autocast in every phase; 1.6-1.7x faster per step than fp32 on "
-                                        "this project's CPU, docs/ppo.md).")
+    mixed_precision: str = setting("auto", choices=MIXED_PRECISIONS,
+                                   help="auto | no | bf16: autocast in every phase (" + AUTO_MIXED_PRECISION_HELP
+                                        + ").")
     device: str = setting("auto", choices=("auto", "cpu", "cuda"), help="auto | cpu | cuda.")
     # rollout
     steps: int = setting(100, help="PPO steps (one rollout batch each).", check=positive)
@@ -99,6 +99,7 @@ class PPOConfig(Settings):
 
     def validate(self):
         self.dtype = normalize_dtype(self.dtype)
+        self.mixed_precision = resolve_mixed_precision(self.mixed_precision, self.device)
         self.report_to = [r for r in self.report_to if r and r != "none"]
         for r in self.report_to:
             if r not in REPORT_TO:

@@ -101,6 +101,49 @@ def sample(model, tokenizer, prompt_ids, prompt_mask, *, max_new_tokens: int, te
     return Rollout(input_ids, attention_mask, response_mask, P, texts, response_ids, lp, ent)
 
 
+HEAD_CHUNK = 16  # response positions per LM-head chunk in the update pass
+
+
+def chunkable_head(model) -> bool:
+    """Whether the logits are exactly ``get_output_embeddings()(last hidden state)``: a linear LM head and
+    no logit soft-capping or scaling in the config (Gemma 2, Cohere); else the full logits are used."""
+    cfg = getattr(model, "config", None)
+    if cfg is None or getattr(cfg, "final_logit_softcapping", None) or getattr(cfg, "logit_scale", None):
+        return False
+    return isinstance(model.get_output_embeddings(), nn.Linear)
+
+
+def _head_chunk(head: nn.Module, h: torch.Tensor, tokens: torch.Tensor, temperature: float,
+                with_entropy: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    z = _scaled(head(h), temperature)  # (B, C, V)
+    lp = logprobs_from_logits(z, tokens)
+    return lp, entropy_from_logits(z) if with_entropy else torch.zeros_like(lp)
+
+
+def head_logprobs(model, hidden: torch.Tensor, tokens: torch.Tensor, temperature: float, with_entropy: bool,
+                  chunk: int = HEAD_CHUNK) -> tuple[torch.Tensor, torch.Tensor]:
+    """log pi(token) and the entropy at each position from the final hidden states, ``chunk`` positions at a
+    time. hidden: (B, T, H) (after the final norm), tokens: (B, T) -> two (B, T).
+
+    With gradients on, each chunk's LM head is recomputed in the backward pass (activation
+    checkpointing), so at most one chunk's (B, chunk, V) logits exist at a time instead of the
+    whole (B, T, V) tensor and its softmax (issue 17: the PPO update's memory peak). Equal to the
+    full-logits computation up to floating-point rounding.
+    """
+    from torch.utils.checkpoint import checkpoint
+
+    head = model.get_output_embeddings()
+    grad = torch.is_grad_enabled() and (hidden.requires_grad or any(p.requires_grad for p in head.parameters()))
+    parts = []
+    for s in range(0, tokens.shape[1], chunk):
+        args = (head, hidden[:, s: s + chunk], tokens[:, s: s + chunk], temperature, with_entropy)
+        parts.append(checkpoint(_head_chunk, *args, use_reentrant=False) if grad else _head_chunk(*args))
+    if not parts:
+        empty = hidden.new_zeros(tokens.shape, dtype=torch.float32)
+        return empty, empty
+    return torch.cat([p[0] for p in parts], 1), torch.cat([p[1] for p in parts], 1)
+
+
 def _scaled(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     """``logits / temperature`` in float32; no copy when they already are float32 and temperature is 1."""
     logits = logits.float()
@@ -166,10 +209,11 @@ class ActorCritic(nn.Module):
         pos = position_ids(attention_mask)
         T = input_ids.shape[1] - prompt_len
         out = None
+        chunked = with_logprobs and chunkable_head(self.policy)
         if with_logprobs or self.critic is None:
             out = self.policy(input_ids=input_ids, attention_mask=attention_mask, position_ids=pos,
-                              output_hidden_states=self.critic is None, use_cache=False,
-                              logits_to_keep=T + 1 if with_logprobs else 1)
+                              output_hidden_states=self.critic is None or chunked, use_cache=False,
+                              logits_to_keep=T + 1 if with_logprobs and not chunked else 1)
         if self.critic is None:
             h = out.hidden_states[-1][:, prompt_len - 1:-1]
         else:  # the critic's decoder only: no vocabulary projection
@@ -179,8 +223,12 @@ class ActorCritic(nn.Module):
         values = self.value_head(h.to(self.value_head.weight.dtype)).squeeze(-1).float()
         if not with_logprobs:
             return Forward(torch.zeros_like(values), values, torch.zeros_like(values))
-        logits = _scaled(out.logits[:, -(T + 1):-1], temperature)  # (B, T, V): the LM head skips the prompt
         tokens = input_ids[:, prompt_len:]
+        if chunked:  # the LM head over a few positions at a time: no (B, T, V) logits kept for backward
+            lp, ent = head_logprobs(self.policy, out.hidden_states[-1][:, prompt_len - 1:-1], tokens, temperature,
+                                    with_entropy)
+            return Forward(lp, values, ent)
+        logits = _scaled(out.logits[:, -(T + 1):-1], temperature)  # (B, T, V): the LM head skips the prompt
         lp = logprobs_from_logits(logits, tokens)
         ent = entropy_from_logits(logits) if with_entropy else torch.zeros_like(lp)
         return Forward(lp, values, ent)
