@@ -135,6 +135,7 @@ def test_mixed_precision_auto_resolves_by_hardware(tmp_path, monkeypatch):
     values pass through; the trainers' configs hold the resolved value (so a run's fingerprint names it)."""
     import finealign.config as C
     from finealign.train.ppo_config import PPOConfig
+    from finealign.train.token_rm_config import TokenRMConfig
 
     amx, plain = tmp_path / "amx", tmp_path / "plain"
     amx.write_text("processor\t: 0\nflags\t\t: fpu sse avx512f avx512_bf16 amx_bf16 amx_tile\n")
@@ -146,6 +147,7 @@ def test_mixed_precision_auto_resolves_by_hardware(tmp_path, monkeypatch):
         monkeypatch.setattr(C, "cpu_flags", lambda _path="/proc/cpuinfo", f=read_flags, p=str(path): f(p))
         assert C.resolve_mixed_precision("auto", "cpu") == want
         assert PPOConfig(device="cpu", prompts="p.jsonl", out="o").mixed_precision == want  # the default is auto
+        assert TokenRMConfig(device="cpu", data=["e.jsonl"], out="o").mixed_precision == want
         for explicit in ("no", "bf16"):
             assert C.resolve_mixed_precision(explicit, "cpu") == explicit
             assert PPOConfig(device="cpu", prompts="p.jsonl", out="o", mixed_precision=explicit).mixed_precision == explicit
