@@ -87,6 +87,11 @@ def test_recipe_errors_name_file_line_and_field(tmp_path, body, line, words):
     # a PPO setting its config rejects (minibatch 3 does not divide batch 8): line 5
     ("stages:\n  - type: train-ppo\n    prompts: PROMPTS\n    batch_size: 8\n    minibatch_size: 3\n", 5,
      ["minibatch_size", "does not divide"]),
+    # an engine setting without `engine: ray`: line 5 is `workers: 2`; an unknown engine: line 4
+    ("stages:\n  - type: score\n    input: PROMPTS\n    scorer: length\n    workers: 2\n", 5,
+     ["score.workers", "engine: ray"]),
+    ("stages:\n  - type: score\n    input: PROMPTS\n    engine: spark\n    scorer: length\n", 4,
+     ["score.engine", "local, ray"]),
 ])
 def test_setting_values_are_checked_before_anything_runs(tmp_path, body, line, words):
     path = _recipe(tmp_path, body)

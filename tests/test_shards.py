@@ -67,7 +67,7 @@ def test_store_reuses_only_shards_of_the_same_settings_and_content(tmp_path):
 
 
 def test_engine_args_validation():
-    with pytest.raises(ConfigError, match="need --engine ray"):
+    with pytest.raises(ConfigError, match="needs the ray engine"):
         EngineArgs(engine="local", ray_address="127.0.0.1:6379")
     with pytest.raises(ConfigError, match="workers"):
         EngineArgs(engine="ray", workers=0)
@@ -192,4 +192,4 @@ def test_cli_unreachable_ray_address_fails_fast_and_writes_nothing(tmp_path, cap
 def test_cli_ray_flags_need_engine_ray(tmp_path, capsys):
     src = _responses(tmp_path / "resp.jsonl")
     code = run_cli(["score", src, tmp_path / "o.jsonl", "--scorer", "length", "--workers", "2"])
-    assert code == 1 and "need --engine ray" in capsys.readouterr().err
+    assert code == 1 and "needs the ray engine" in capsys.readouterr().err

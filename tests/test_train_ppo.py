@@ -93,7 +93,7 @@ def strip_timing(rows):
     return [{k: v for k, v in r.items() if k not in TIMING} for r in rows]
 
 
-def test_cli_end_to_end_changes_parameters(tmp_path):
+def test_cli_end_to_end_changes_parameters(tmp_path, capsys):
     out = tmp_path / "run"
     code = run_cli(["train", "ppo", "--policy", "tiny-random", "--reward", "test-words", "--prompts", PROMPTS,
                     "--out", out, "--steps", 2, "--batch-size", 4, "--minibatch-size", 2, "--micro-batch-size", 1,
@@ -101,6 +101,7 @@ def test_cli_end_to_end_changes_parameters(tmp_path):
                     "--mixed-precision", "bf16", "--old-logprobs", "recompute",
                     "--report-to", "tensorboard"])
     assert code == 0
+    assert "autocast bf16" in capsys.readouterr().err  # the precision it runs in is printed (status: stderr)
     rows = metrics(out)
     assert [r["step"] for r in rows] == [1, 2]
     for key in ("score", "reward", "kl", "entropy", "clipfrac", "vf_loss", "response_length", "tokens_per_s"):

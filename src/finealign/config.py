@@ -43,8 +43,8 @@ DTYPES = ("float32", "bfloat16", "float16")
 DTYPE_ALIASES = {"fp32": "float32", "float": "float32", "bf16": "bfloat16", "fp16": "float16", "half": "float16"}
 MIXED_PRECISIONS = ("auto", "no", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
-AUTO_MIXED_PRECISION_HELP = ("auto: bf16 autocast where it is measured faster (CUDA GPUs with bf16; CPUs with "
-                             "AMX-BF16: PPO 1.6x per step, docs/ppo.md), else no")
+AUTO_MIXED_PRECISION_HELP = ("auto: bf16 autocast on CUDA GPUs with bf16 and on CPUs with AMX-BF16, where it "
+                             "was measured faster (docs/ppo.md, docs/token-rm.md); else no")
 
 
 def cpu_flags(path: str = "/proc/cpuinfo") -> set[str]:

@@ -35,6 +35,12 @@ for _name in VERB_MODULES:
                                                                 annotate_app=annotate_app, eval_app=eval_app)
 
 
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings as one ``warning: ...`` line on stderr (no source path or code line): finealign's own
+    warnings are messages for the user, and library warnings that get through are shown the same way."""
+    print(f"warning: {message}", file=file or sys.stderr)
+
+
 def _run(argv: list[str] | None) -> None:
     """Run the app; under ``-q``/``--quiet`` the libraries' own progress bars are off too. Deprecation
     warnings that one library raises about another's calls (TRL calling transformers, PEFT calling
@@ -44,6 +50,7 @@ def _run(argv: list[str] | None) -> None:
     for category in (FutureWarning, DeprecationWarning):
         warnings.filterwarnings("ignore", category=category,
                                 module=r"(transformers|trl|peft|accelerate|datasets|torch|huggingface_hub)(\.|$)")
+    warnings.showwarning = _one_line_warning
     args = sys.argv[1:] if argv is None else argv
     if "-q" in args or "--quiet" in args or "--no-progress" in args:  # (--no-progress: deprecated)
         from ..quiet import no_library_progress

@@ -54,7 +54,8 @@ class EngineArgs(Settings):
 
     def validate(self):
         if self.engine != "ray" and (self.ray_address or self.workers):
-            raise ConfigError("engine", "--ray-address and --workers need --engine ray")
+            field = "workers" if self.workers else "ray_address"
+            raise ConfigError(field, "needs the ray engine (--engine ray; in a recipe `engine: ray`)")
 
 
 @dataclass(frozen=True)

@@ -222,6 +222,9 @@ def train_ppo(cfg: PPOConfig, scorer=None, on_step: Callable[[int, int, dict], N
     opt = adamw(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     n_opt = cfg.steps * cfg.ppo_epochs * (cfg.batch_size // cfg.minibatch_size)
     sched = run_state.make_scheduler(opt, schedule=cfg.lr_schedule, warmup_steps=cfg.warmup_steps, total_steps=n_opt)
+    if main:
+        log(f"precision: {cfg.dtype} weights, autocast {cfg.mixed_precision} (--mixed-precision auto: bf16 on "
+            "CUDA GPUs with bf16 and AMX-BF16 CPUs)")
     start, kl_coef, counters = _resume(cfg, acc, ac, opt, sched, log)
     model, opt = acc.prepare(ac, opt)
     run = Run(cfg, acc, model, acc.unwrap_model(model), ref, tok, scorer, opt, sched, params, items,
