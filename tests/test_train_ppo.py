@@ -124,15 +124,17 @@ def test_cli_end_to_end_changes_parameters(tmp_path, capsys):
 
 
 def test_ppo_raises_its_reward(tmp_path):
-    """PPO optimises: on the tiny random policy (full fine-tuning, no KL), 150 steps lift the vowel fraction of
+    """PPO optimises: on the tiny random policy (full fine-tuning, no KL), 200 steps lift the vowel fraction of
     its responses from the random level (about 0.24) well above it. A flipped advantage or ratio sign, or
     log-probs of the wrong tokens, keep it at (or push it below) the start."""
     scores: list[float] = []
-    c = cfg(tmp_path, "learn", steps=150, batch_size=6, minibatch_size=6, micro_batch_size=6, ppo_epochs=2,
-            max_new_tokens=12, reward="test-vowels", lora=False, kl_coef=0.0, save_every=1000, log_samples_every=1000)
+    c = cfg(tmp_path, "learn", steps=200, batch_size=6, minibatch_size=6, micro_batch_size=6, ppo_epochs=2,
+            max_new_tokens=12, reward="test-vowels", granularity="sequence", lora=False, kl_coef=0.0, save_every=1000,
+            log_samples_every=1000)
     train_ppo(c, on_step=lambda step, total, m: scores.append(m["score"]))
     first, last = sum(scores[:20]) / 20, sum(scores[-20:]) / 20
-    assert len(scores) == 150 and first < 0.35 and last > first + 0.2, (first, last)
+    print(f"vowel fraction: first 20 steps {first:.3f}, last 20 steps {last:.3f}")
+    assert len(scores) == 200 and first < 0.35 and last > first + 0.3, (first, last)
 
 
 def test_resume_equals_uninterrupted(tmp_path):
