@@ -346,6 +346,21 @@ def _response_line(rid: str, p: PromptItem, sample: int, c: Completion, model_na
     return {"id": rid, "prompt_id": p.id, "sample": sample, "prompt": p.prompt, "completion": c.text, "meta": meta}
 
 
+def checked_generate_inputs(prompts_path, out_path, *, k: int, batch_size: int, temperature: float, top_p: float,
+                            max_new_tokens: int) -> tuple[list, Path]:
+    """The prompts of ``prompts_path`` and ``out_path`` as a Path, after the checks every ``generate`` engine
+    makes: sampling settings, ``k`` and ``batch_size`` >= 1, and an output that is not the prompts file.
+    Raises ``FinealignError`` (and ``DataError`` for a bad prompts file)."""
+    _check_sampling(temperature, top_p, max_new_tokens, None)
+    if k < 1 or batch_size < 1:
+        raise FinealignError(f"k and batch_size must be >= 1, got k={k}, batch_size={batch_size}")
+    items = read_prompts(prompts_path)
+    out_path = Path(out_path)
+    if out_path.exists() and out_path.resolve() == Path(prompts_path).resolve():
+        raise FinealignError(f"{out_path}: the output file must differ from the prompts file")
+    return items, out_path
+
+
 def generate_file(
     model,
     prompts_path: str | Path,
@@ -380,13 +395,8 @@ def generate_file(
     """
     from .data.io import JsonlAppender
 
-    _check_sampling(temperature, top_p, max_new_tokens, None)
-    if k < 1 or batch_size < 1:
-        raise FinealignError(f"k and batch_size must be >= 1, got k={k}, batch_size={batch_size}")
-    items = read_prompts(prompts_path)
-    out_path = Path(out_path)
-    if out_path.exists() and out_path.resolve() == Path(prompts_path).resolve():
-        raise FinealignError(f"{out_path}: the output file must differ from the prompts file")
+    items, out_path = checked_generate_inputs(prompts_path, out_path, k=k, batch_size=batch_size,
+                                              temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens)
 
     def rid(pid: str, s: int) -> str:
         return f"{pid}:{s}"

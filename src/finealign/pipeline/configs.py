@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..config import DEVICES, Settings, non_negative, normalize_dtype, positive, setting, unit_interval
+from ..config import DeviceArgs, ModelLoadArgs, SamplingArgs, Settings, non_negative, positive, setting, unit_interval
 from .shards import EngineArgs
 
 #: The engine settings (``engine``, ``ray_address``, ``workers``, ``shard_size``): they never change a stage's
@@ -19,24 +19,16 @@ ENGINE_FIELDS = ("engine", "ray_address", "workers", "shard_size")
 
 
 @dataclass(kw_only=True)
-class GenerateStage(EngineArgs):
+class GenerateStage(EngineArgs, ModelLoadArgs, SamplingArgs):
     """``finealign generate``: k sampled responses per prompt (``generation.generate_file``; with
-    ``engine: ray``, ``pipeline.sharded.generate_file_sharded``)."""
+    ``engine: ray``, ``pipeline.sharded.generate_file_sharded``). Model, dtype, device and sampling
+    settings are the verbs' common parts (``config.ModelLoadArgs``, ``config.SamplingArgs``)."""
 
-    model: str = setting("smollm2-135m-instruct", help="Model spec: built-in name, .gguf file, directory or hub id.")
     prompts: str = setting(None, required=True, help="Prompt-bearing file (.jsonl/.json/.csv/.parquet).")
     limit: int | None = setting(None, check=positive, help="Use the first N prompts of the file (unset: all).")
     k: int = setting(4, check=positive, help="Completions per prompt.")
-    temperature: float = setting(0.7, check=non_negative, help="Sampling temperature (0: greedy).")
-    top_p: float = setting(0.9, check=unit_interval, help="Nucleus sampling mass.")
-    max_new_tokens: int = setting(256, check=positive, help="Tokens per response at most.")
     seed: int = setting(0, help="Base seed; sample j of prompt p is seeded from (seed, p, j).")
     batch_size: int = setting(8, check=positive, help="Sequences decoded together.")
-    dtype: str = setting("float32", help="float32 | bfloat16 | float16.")
-    device: str = setting("auto", choices=DEVICES, help="auto | cpu | cuda.")
-
-    def validate(self):
-        self.dtype = normalize_dtype(self.dtype)
 
 
 @dataclass(kw_only=True)
@@ -63,7 +55,7 @@ class EngineStage(EngineArgs):
 
 
 @dataclass(kw_only=True)
-class EditStage(Settings):
+class EditStage(DeviceArgs):
     """``finealign edit``: minimal edits of rejected responses (``edits.run.run_edits``)."""
 
     input: str = setting(None, required=True, help="Pairs (the rejected response is edited), responses or edits.")
@@ -80,11 +72,6 @@ class EditStage(Settings):
     temperature: float = setting(0.0, check=non_negative, help="0 = greedy.")
     max_new_tokens: int = setting(1024, check=positive, help="Longest edit, in tokens.")
     batch_size: int = setting(4, check=positive, help="Sequences decoded together (local editor).")
-    dtype: str = setting("float32", help="float32 | bfloat16 | float16.")
-    device: str = setting("auto", choices=DEVICES, help="auto | cpu | cuda.")
-
-    def validate(self):
-        self.dtype = normalize_dtype(self.dtype)
 
 
 @dataclass(kw_only=True)

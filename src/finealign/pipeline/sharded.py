@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any, Callable, NamedTuple, Sequence
 
 from ..data.records import Prompt
-from ..errors import FinealignError
 from ..rewards.base import Scorer
 from .shards import (EngineArgs, EventFn, LocalRunner, ShardStore, default_shard_size, fingerprint, locate_failure,
                      plan_shards)
@@ -396,16 +395,10 @@ def generate_file_sharded(model: str, prompts_path: str | Path, out_path: str | 
     """``finealign generate`` on an engine: the lines ``generation.generate_file`` would write, in its
     order, appended to ``out_path`` (ids already there are kept). Returns ``GenerateStats``."""
     from ..data.io import JsonlAppender
-    from ..data.prompts import read_prompts
-    from ..generation import GenerateStats, _check_sampling, tie_generate_output
+    from ..generation import GenerateStats, checked_generate_inputs, tie_generate_output
 
-    _check_sampling(temperature, top_p, max_new_tokens, None)
-    if k < 1 or batch_size < 1:
-        raise FinealignError(f"k and batch_size must be >= 1, got k={k}, batch_size={batch_size}")
-    items = read_prompts(prompts_path)
-    out_path = Path(out_path)
-    if out_path.exists() and out_path.resolve() == Path(prompts_path).resolve():
-        raise FinealignError(f"{out_path}: the output file must differ from the prompts file")
+    items, out_path = checked_generate_inputs(prompts_path, out_path, k=k, batch_size=batch_size,
+                                              temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens)
     per_chunk = max(1, batch_size // k)
     chunks = [items[i: i + per_chunk] for i in range(0, len(items), per_chunk)]
     folder = out_path.with_name(out_path.name + ".shards")
