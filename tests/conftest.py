@@ -1,9 +1,11 @@
-"""Shared fixtures: the tiny random model (no network), the real default model (slow), the data folder."""
+"""Shared fixtures: the tiny random model (no network), the real default model (slow), the data folder; a
+loopback server for HTTP tests (``serve_root``)."""
 
 from __future__ import annotations
 
 import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -56,3 +58,33 @@ def run_cli(args: list[str], capsys=None) -> int:
     from finealign.cli.main import main
 
     return main([str(a) for a in args])
+
+
+@contextmanager
+def serve_root(app):
+    """Run ``app`` with uvicorn on 127.0.0.1 and a free port in a thread; yields the root URL
+    ``http://127.0.0.1:P``. Bounded waits: start-up <= 10 s, shutdown <= 10 s."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off", timeout_graceful_shutdown=3))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    for _ in range(200):
+        if server.started:
+            break
+        time.sleep(0.05)
+    assert server.started, "server did not start"
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()

@@ -14,17 +14,15 @@ import socket
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from conftest import REPO, run_cli
+from conftest import REPO, run_cli, serve_root
 from finealign.core.align import diff_char_spans
 from finealign.edits.minimality import check_edit
 from finealign.errors import DataError, FinealignError
@@ -71,29 +69,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@contextmanager
-def serve_in_thread(app):
-    """uvicorn on 127.0.0.1 and a free port in a thread; yields the base URL."""
-    import uvicorn
-
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off", timeout_graceful_shutdown=3))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    for _ in range(200):  # bounded wait for startup (<= 10 s)
-        if server.started:
-            break
-        time.sleep(0.05)
-    assert server.started, "server did not start"
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
+serve_in_thread = serve_root  # the loopback server of conftest (root URL)
 
 
 def db_rows(db: Path, sql: str, args=()) -> list[tuple]:

@@ -6,8 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-import threading
-import time
 from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,7 +15,7 @@ import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from conftest import run_cli
+from conftest import run_cli, serve_root
 from finealign.edits.editors import EditorFatal, EditRequest, LocalEditor, OpenAIEditor
 from finealign.edits.run import failed_path, run_edits
 from finealign.edits.template import EDIT_TEMPLATE_V1
@@ -25,27 +23,9 @@ from finealign.edits.template import EDIT_TEMPLATE_V1
 
 @contextmanager
 def serve_in_thread(app):
-    """Run ``app`` with uvicorn on 127.0.0.1 and a free port; yields the base URL ``http://127.0.0.1:P/v1``."""
-    import uvicorn
-
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off", timeout_graceful_shutdown=3))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    for _ in range(200):  # bounded wait for startup (<= 10 s)
-        if server.started:
-            break
-        time.sleep(0.05)
-    assert server.started, "server did not start"
-    try:
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
+    """``conftest.serve_root``, yielding the OpenAI base URL ``http://127.0.0.1:P/v1``."""
+    with serve_root(app) as root:
+        yield root + "/v1"
 
 
 @pytest.fixture(scope="module")
