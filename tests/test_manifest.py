@@ -10,7 +10,8 @@ import shutil
 import pytest
 import torch
 
-from finealign.data.manifest import fingerprint_path, manifest_path, model_fingerprint, prepare_output
+from finealign.data.manifest import fingerprint_path, manifest_path, prepare_output
+from finealign.models.fingerprint import model_fingerprint
 from finealign.errors import FinealignError
 from conftest import run_cli
 

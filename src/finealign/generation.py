@@ -328,7 +328,8 @@ def tie_generate_output(out_path: str | Path, model, *, temperature: float, top_
     backend. Raises ``FinealignError`` naming every differing setting when ``out_path`` was made
     otherwise; ``overwrite`` deletes it first; ``check_only`` refuses but writes nothing (a job that
     computes first checks early). Every writer of generate outputs calls this."""
-    from .data.manifest import model_fingerprint, prepare_output
+    from .data.manifest import prepare_output
+    from .models.fingerprint import model_fingerprint
     from .models.loading import DTYPES
 
     dt = str(dtype).removeprefix("torch.")

@@ -11,7 +11,7 @@ files are deleted). The manifest is written (atomically) before the first record
     OUT/ (a folder)           ->  OUT/finealign_manifest.json
     {"format": "finealign-manifest", "version": 1, "verb": "generate", "settings": {...}}
 
-Settings hold plain values and *fingerprints*: ``model_fingerprint`` (a model spec or a loaded
+Settings hold plain values and *fingerprints*: ``models.fingerprint.model_fingerprint`` (a model spec or a loaded
 model) and ``fingerprint_path`` (a file or folder: weights, a token RM, a follow-up file, a data
 file). A fingerprint digests every file's relative name and content: files up to 64 MiB are
 hashed (sha256), larger ones are stamped by size and modification time (a retrained model gets a
@@ -41,7 +41,7 @@ HASH_LIMIT = 64 * 1024 * 1024  # bytes: larger files are stamped (size + mtime),
 _SKIP_DIRS = re.compile(r"^(\..*|__pycache__|checkpoint-\d+|checkpoints?|runs)$")
 _BLOB = re.compile(r"^[0-9a-f]{40,64}$")
 
-__all__ = ["FOLDER_MANIFEST", "HASH_LIMIT", "fingerprint_path", "manifest_path", "model_fingerprint", "prepare_output",
+__all__ = ["FOLDER_MANIFEST", "HASH_LIMIT", "fingerprint_path", "manifest_path", "prepare_output",
            "read_manifest"]
 
 
@@ -95,49 +95,6 @@ def fingerprint_path(path: str | Path) -> dict:
         total += p.stat().st_size
         h.update(f"{rel}\0{_file_digest(p)}\n".encode())
     return {"digest": h.hexdigest()[:16], "files": len(files), "bytes": total}
-
-
-def model_fingerprint(model: Any) -> dict:
-    """The fingerprint of a model spec (built-in name, ``.gguf`` file, local folder, PEFT adapter
-    folder with its base, hub id from the local cache) or of a loaded model (its ``name_or_path``).
-
-    A hub id with no local copy gives ``{"spec": id}`` only (its revision cannot be read offline).
-    """
-    if not isinstance(model, (str, Path)):
-        base = getattr(model, "get_base_model", lambda: model)()
-        name = str(getattr(getattr(base, "config", None), "_name_or_path", "") or type(base).__name__)
-        out = {"spec": name}
-        if name and Path(name).is_dir():
-            out.update(fingerprint_path(name))
-        return out
-    spec = str(model)
-    if spec.lower().endswith(".gguf") and Path(spec).expanduser().is_file():
-        return {"spec": spec, **fingerprint_path(spec)}
-    from ..models.loading import resolve_spec  # same layer: the one resolver of model specs
-
-    out = {"spec": spec}
-    try:
-        src = resolve_spec(spec)
-    except FinealignError:  # not resolvable here: loading it will say why
-        return out
-    if Path(src).is_dir():
-        out.update(fingerprint_path(src))
-        adapter = Path(src) / "adapter_config.json"
-        if adapter.is_file():
-            try:
-                base = json.loads(adapter.read_text(encoding="utf-8")).get("base_model_name_or_path")
-            except ValueError:
-                base = None
-            if base and base != spec:
-                out["base"] = model_fingerprint(base)
-        return out
-    try:
-        from huggingface_hub import snapshot_download
-
-        out.update(fingerprint_path(snapshot_download(spec, local_files_only=True)))
-    except Exception:  # not in the local cache: the spec is all we know
-        pass
-    return out
 
 
 def read_manifest(out: str | Path) -> dict | None:

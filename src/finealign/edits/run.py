@@ -34,9 +34,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..data.io import JsonlAppender, iter_objects, write_jsonl
-from ..data.manifest import model_fingerprint, prepare_output
+from ..data.manifest import prepare_output
 from ..data.records import FieldError, Prompt, check_prompt, check_text, detect_kind
 from ..errors import DataError, FinealignError
+from ..models.fingerprint import model_fingerprint
 from .editors import EditRequest, Editor
 from .minimality import MinimalityConfig, MinimalityStats, check_edit
 

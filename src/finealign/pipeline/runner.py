@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import ConfigError, FinealignError
-from .markers import MARKER, RUN_FILE, STARTED, read_marker
+from ..data.run_markers import MARKER, RUN_FILE, STARTED, read_marker
 from .recipe import Recipe, StageSpec, bundled_dir, refs_in, resolve, resolve_vars, stage_deps
 from .stages import STAGE_TYPES, StageContext, StageType
 

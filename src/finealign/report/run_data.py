@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import FinealignError
-from ..pipeline.markers import MARKER, RUN_FILE, STARTED, read_marker
+from ..data.run_markers import MARKER, RUN_FILE, STARTED, read_marker
 
 # metric names per curve, most specific first (PPO, token RM, TRL's DPO/KTO logs)
 CURVE_KEYS = {

@@ -135,7 +135,8 @@ def scorer_fingerprint(spec: str | Scorer) -> dict:
     the options that change no score: batch size, device, FLR's strategy) and a fingerprint of every
     file it reads (the model, a token RM's folder and its base model, an FLR follow-up file). A
     scorer object without a spec gives its name only."""
-    from ..data.manifest import fingerprint_path, model_fingerprint
+    from ..data.manifest import fingerprint_path
+    from ..models.fingerprint import model_fingerprint
 
     if isinstance(spec, Scorer):
         return {"spec": getattr(spec, "name", type(spec).__name__)}

@@ -133,7 +133,8 @@ def tie_output(cfg, kind: str) -> None:
     (``data.manifest``) before training: resuming checkpoints made by another run is refused, naming
     the differing setting; ``cfg.overwrite`` (when the config has it) deletes the checkpoints and
     the finished-run marker first."""
-    from ..data.manifest import fingerprint_path, model_fingerprint, prepare_output
+    from ..data.manifest import fingerprint_path, prepare_output
+    from ..models.fingerprint import model_fingerprint
 
     out = Path(cfg.out)
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(cfg).items()

@@ -1,4 +1,4 @@
-"""The files a run leaves behind, read by the runner and by the report (no other imports).
+"""The files a pipeline run leaves behind, read by the runner (`pipeline.runner`) and by the report (no other imports).
 
 ``RUN_DIR/run.json``: the recipe, scale and stage list; ``RUN_DIR/STAGE/.finealign-stage.json``: the
 done-marker of a finished stage (type, settings, fingerprint, seconds, summary);

@@ -1,0 +1,54 @@
+"""The fingerprint of a model (a spec or a loaded model) for output manifests (``data.manifest``): which
+weights made an output, so a rerun with other weights is refused instead of mixed in."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from ..data.manifest import fingerprint_path
+from ..errors import FinealignError
+from .loading import resolve_spec
+
+
+def model_fingerprint(model: Any) -> dict:
+    """The fingerprint of a model spec (built-in name, ``.gguf`` file, local folder, PEFT adapter
+    folder with its base, hub id from the local cache) or of a loaded model (its ``name_or_path``).
+
+    A hub id with no local copy gives ``{"spec": id}`` only (its revision cannot be read offline).
+    """
+    if not isinstance(model, (str, Path)):
+        base = getattr(model, "get_base_model", lambda: model)()
+        name = str(getattr(getattr(base, "config", None), "_name_or_path", "") or type(base).__name__)
+        out = {"spec": name}
+        if name and Path(name).is_dir():
+            out.update(fingerprint_path(name))
+        return out
+    spec = str(model)
+    if spec.lower().endswith(".gguf") and Path(spec).expanduser().is_file():
+        return {"spec": spec, **fingerprint_path(spec)}
+
+    out = {"spec": spec}
+    try:
+        src = resolve_spec(spec)
+    except FinealignError:  # not resolvable here: loading it will say why
+        return out
+    if Path(src).is_dir():
+        out.update(fingerprint_path(src))
+        adapter = Path(src) / "adapter_config.json"
+        if adapter.is_file():
+            try:
+                base = json.loads(adapter.read_text(encoding="utf-8")).get("base_model_name_or_path")
+            except ValueError:
+                base = None
+            if base and base != spec:
+                out["base"] = model_fingerprint(base)
+        return out
+    try:
+        from huggingface_hub import snapshot_download
+
+        out.update(fingerprint_path(snapshot_download(spec, local_files_only=True)))
+    except Exception:  # not in the local cache: the spec is all we know
+        pass
+    return out
