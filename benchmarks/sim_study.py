@@ -46,9 +46,9 @@ NOISE = {"zero": Noise(), "realistic": REALISTIC}
 SOURCES = ("span_bt", "seq_bt", "token_cls", "dpo")
 DEFAULTS = dict(tasks=["facts", "constraints", "arithmetic"], sizes=[25, 50, 100, 200, 400], seeds=[0, 1, 2],
                 sources=list(SOURCES), noise=["zero", "realistic"], n=240, heldout=60, k=4, max_new_tokens=48,
-                rm_steps=60, ppo_steps=30, ppo_batch=8, ppo_rewards=["gold", *SOURCES], ppo_seeds=[0, 1, 2])
+                rm_steps=60, ppo_steps=30, ppo_batch=8, group=4, ppo_rewards=["gold", *SOURCES], ppo_seeds=[0, 1, 2])
 QUICK = dict(tasks=["facts"], sizes=[25, 50], seeds=[0], sources=list(SOURCES), noise=["zero"], n=40, heldout=16,
-             k=4, max_new_tokens=32, rm_steps=12, ppo_steps=6, ppo_batch=4, ppo_rewards=["gold", "span_bt"],
+             k=4, max_new_tokens=32, rm_steps=12, ppo_steps=6, ppo_batch=4, group=2, ppo_rewards=["gold", "span_bt"],
              ppo_seeds=[0])
 
 
@@ -81,9 +81,21 @@ def parse_args(argv=None):
     p.add_argument("--ppo-batch", type=int)
     p.add_argument("--ppo-noise", default="zero", choices=list(NOISE))
     p.add_argument("--granularities", nargs="+", default=["token", "sequence"], choices=["token", "sequence"])
-    p.add_argument("--lr", type=float, default=5e-5, help="PPO learning rate")
+    p.add_argument("--lr", type=float, default=5e-4,
+                   help="PPO learning rate (LoRA; 1e-4 did not move the 135M policy in 20 steps, 2e-3 collapsed it)")
     p.add_argument("--kl-coef", type=float, default=0.05)
+    p.add_argument("--advantage", default="rloo", choices=["gae", "rloo"],
+                   help="PPO advantages: rloo (no critic; --group responses per prompt) or gae (a critic)")
+    p.add_argument("--group", type=int, help="rollouts per prompt (each step: ppo-batch / group prompts)")
+    p.add_argument("--value-model", default="shared", choices=["shared", "separate"], help="PPO critic")
+    p.add_argument("--vf-coef", type=float, default=0.05,
+                   help="value loss weight (train ppo's 0.5 lets a shared value head's loss swamp the policy "
+                        "gradient under clipping: grad norm ~10 from the value loss vs ~1)")
+    p.add_argument("--temperature", type=float, default=1.0, help="PPO rollout temperature")
+    p.add_argument("--ppo-epochs", type=int, default=2)
     p.add_argument("--target-frac", type=float, default=0.5)
+    p.add_argument("--eval-k", type=int, default=4,
+                   help="samples per prompt when the initial and every final PPO policy are scored by the gold reward")
     p.add_argument("--mixed-precision", default="bf16", choices=["no", "bf16"])
     p.add_argument("--data-seed", type=int, default=0)
     p.add_argument("--stages", nargs="+", default=["data", "rm", "ppo"], choices=["data", "rm", "ppo"],
@@ -211,7 +223,9 @@ def ppo_run(a, task: str, data: Path, reward: str, gran: str, seed: int) -> dict
         mb = min(4, a.ppo_batch)
         cfg = PPOConfig(policy=a.model, reward=spec, prompts=str(data / "prompts.jsonl"), out=str(out),
                         granularity=gran, steps=a.ppo_steps, batch_size=a.ppo_batch, minibatch_size=a.ppo_batch,
-                        micro_batch_size=mb if a.ppo_batch % mb == 0 else 1, ppo_epochs=2,
+                        micro_batch_size=mb if a.ppo_batch % mb == 0 else 1, ppo_epochs=a.ppo_epochs,
+                        value_model=a.value_model, vf_coef=a.vf_coef, temperature=a.temperature,
+                        advantage=a.advantage, rollouts_per_prompt=a.group if a.advantage == "rloo" else 1,
                         max_new_tokens=a.max_new_tokens, learning_rate=a.lr, kl_coef=a.kl_coef,
                         mixed_precision=a.mixed_precision, seed=seed, save_every=max(1, a.ppo_steps // 3))
         with JsonlAppender(log_path, key=lambda o: o["step"]) as app:
@@ -223,15 +237,50 @@ def ppo_run(a, task: str, data: Path, reward: str, gran: str, seed: int) -> dict
             train_ppo(cfg, scorer=scorer, on_step=on_step)
         scorer.inner.close()
     curve = sorted((o for _, o in iter_objects(log_path)), key=lambda o: o["step"])
-    return {"task": task, "reward": reward, "granularity": gran, "seed": seed, "spec": spec, "curve": curve}
+    final = policy_gold(a, task, data, str(out / "policy"), out / "final_eval.json")
+    return {"task": task, "reward": reward, "granularity": gran, "seed": seed, "spec": spec, "curve": curve,
+            "final_eval": final}
+
+
+def policy_gold(a, task: str, data: Path, spec: str, cache: Path) -> dict:
+    """Gold score of ``--eval-k`` samples per prompt of the policy ``spec`` (at the rollout temperature,
+    top-p 1) on the training prompts (what PPO optimised) and the held-out prompts; cached in ``cache``."""
+    settings = {"spec": spec, "k": a.eval_k, "temperature": a.temperature, "max_new_tokens": a.max_new_tokens}
+    if cache.exists() and json.loads(cache.read_text()).get("settings") == settings:
+        return json.loads(cache.read_text())
+    from finealign.generation import generate_batch
+    from finealign.models import load_model
+
+    model, tok = load_model(spec, device="cpu")
+    gold = load_scorer(f"sim:{task}")
+    res: dict = {"settings": settings}
+    for split, d in (("train", data), ("heldout", data / "heldout")):
+        prompts = [o["prompt"] for _, o in iter_objects(d / "prompts.jsonl")] if (d / "prompts.jsonl").exists() else []
+        if not prompts:
+            continue
+        rows = generate_batch(model, tok, prompts, n=a.eval_k, temperature=a.temperature, top_p=1.0,
+                              max_new_tokens=a.max_new_tokens, seed=a.data_seed + 1, batch_size=8)
+        scores = gold.score([p for p, row in zip(prompts, rows) for _ in row], [r for row in rows for r in row])
+        res[split] = {"gold": statistics.fmean(scores), "perfect": sum(x >= 1.0 for x in scores) / len(scores),
+                      "samples": len(scores)}
+    write_json(cache, res)
+    return res
 
 
 def moving(xs: list[float], w: int = 3) -> list[float]:
     return [statistics.fmean(xs[max(0, i - w + 1): i + 1]) for i in range(len(xs))]
 
 
-def summarize_ppo(runs: list[dict], frac: float) -> dict:
-    """Per task: initial gold, target, and per (reward, granularity) the finals, steps to target, KL, flags."""
+def _eval_mean(xs: list[dict], split: str) -> dict | None:
+    """Mean and min/max over seeds of the final policies' gold score on ``split`` (None when not evaluated)."""
+    v = [x["eval"][split]["gold"] for x in xs if x.get("eval") and split in x["eval"]]
+    return {"mean": statistics.fmean(v), "range": [min(v), max(v)]} if v else None
+
+
+def summarize_ppo(runs: list[dict], frac: float, initial_eval: dict | None = None) -> dict:
+    """Per task: initial gold, target, and per (reward, granularity) the finals, steps to target, KL, flags.
+
+    ``initial_eval``: per task, ``policy_gold`` of the initial policy (reported beside the final policies')."""
     out = {}
     for task in sorted({r["task"] for r in runs}):
         rs = [r for r in runs if r["task"] == task and r["curve"]]
@@ -253,7 +302,8 @@ def summarize_ppo(runs: list[dict], frac: float) -> dict:
                     and statistics.fmean(o["gold"] for o in last) < statistics.fmean(o["gold"] for o in first))
             groups.setdefault(f"{r['reward']}/{r['granularity']}", []).append(
                 {"seed": r["seed"], "final_gold": final(r), "gain": final(r) - init, "steps_to_target": reach,
-                 "final_kl": statistics.fmean(o["kl"] for o in g[-3:]), "over_optimised": over})
+                 "final_kl": statistics.fmean(o["kl"] for o in g[-3:]), "over_optimised": over,
+                 "eval": r.get("final_eval")})
         summary = {}
         for key, xs in groups.items():
             steps = [x["steps_to_target"] for x in xs if x["steps_to_target"] is not None]
@@ -263,7 +313,8 @@ def summarize_ppo(runs: list[dict], frac: float) -> dict:
                             "mean_steps_to_target": statistics.fmean(steps) if steps else None,
                             "steps_range": [min(steps), max(steps)] if steps else None,
                             "final_kl": statistics.fmean(x["final_kl"] for x in xs),
-                            "over_optimised": sum(x["over_optimised"] for x in xs)}
+                            "over_optimised": sum(x["over_optimised"] for x in xs),
+                            "final_policy_gold": {sp: _eval_mean(xs, sp) for sp in ("train", "heldout")}}
         ratios = {}
         for key in {k.split("/")[0] for k in summary}:
             tok, seq = summary.get(f"{key}/token"), summary.get(f"{key}/sequence")
@@ -273,6 +324,7 @@ def summarize_ppo(runs: list[dict], frac: float) -> dict:
                 ratios[key] = {"ratio": seq["mean_steps_to_target"] / tok["mean_steps_to_target"],
                                "range": [sl / th, sh / tl], "reached": [tok["reached"], seq["reached"]]}
         out[task] = {"initial_gold": init, "gold_run_final": best, "target": target, "by_run": summary,
+                     "initial_policy_gold": (initial_eval or {}).get(task),
                      "speedup_token_over_sequence": ratios}
     return out
 
@@ -320,22 +372,34 @@ def plot(a, rm: list[dict], runs: list[dict]) -> None:
                 ax.legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(f"{a.png_prefix}_rm.png", dpi=110)
-    fig, axes = plt.subplots(1, len(tasks), figsize=(4.5 * len(tasks), 3.6), squeeze=False)
+    fig, axes = plt.subplots(2, len(tasks), figsize=(4.5 * len(tasks), 6.4), squeeze=False)
+    summary = summarize_ppo(runs, a.target_frac) if runs else {}
     for j, task in enumerate(tasks):
-        ax = axes[0][j]
         for i, rew in enumerate(a.ppo_rewards):
             for gran in a.granularities:
                 cs = [r["curve"] for r in runs if r["task"] == task and r["reward"] == rew and r["granularity"] == gran]
                 cs = [c for c in cs if c]
-                if cs:
-                    n = min(len(c) for c in cs)
-                    ys = [statistics.fmean(c[s]["gold"] for c in cs) for s in range(n)]
-                    ax.plot(range(1, n + 1), ys, color=f"C{i}", ls="-" if gran == "token" else "--",
-                            label=f"{rew} {gran}")
-        ax.set_title(f"{task}: gold score of PPO rollouts")
-        ax.set_xlabel("PPO step")
-        if ax.lines:
-            ax.legend(fontsize=6)
+                if not cs:
+                    continue
+                n = min(len(c) for c in cs)
+                steps = range(1, n + 1)
+                style = dict(color=f"C{i}", ls="-" if gran == "token" else "--")
+                # 3-step moving average of each seed's gold score; line = mean over seeds, band = min..max
+                golds = [moving([c[s]["gold"] for s in range(n)]) for c in cs]
+                axes[0][j].plot(steps, [statistics.fmean(col) for col in zip(*golds)],
+                                label=f"{rew} {gran} ({len(cs)} seeds)", **style)
+                if len(cs) > 1:
+                    axes[0][j].fill_between(steps, [min(col) for col in zip(*golds)], [max(col) for col in zip(*golds)],
+                                            color=style["color"], alpha=0.12 if gran == "token" else 0.06)
+                axes[1][j].plot(steps, [statistics.fmean(c[s]["kl"] for c in cs) for s in range(n)], **style)
+        target = summary.get(task, {}).get("target")
+        if target is not None:
+            axes[0][j].axhline(target, color="grey", lw=0.7, ls=":", label="target")
+        axes[0][j].set_title(f"{task}: gold score of PPO rollouts (3-step mean)", fontsize=9)
+        axes[1][j].set_title(f"{task}: KL to the reference (nats / response)", fontsize=9)
+        axes[1][j].set_xlabel("PPO step")
+        if axes[0][j].lines:
+            axes[0][j].legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(f"{a.png_prefix}_ppo.png", dpi=110)
 
@@ -360,9 +424,11 @@ def main(argv=None) -> dict:
     t_rm = time.perf_counter()
     runs = [ppo_run(a, t, data[t], rew, g, s) for t in a.tasks for rew in a.ppo_rewards
             for g in a.granularities for s in a.ppo_seeds] if "ppo" in a.stages else []
+    initial_eval = {t: policy_gold(a, t, data[t], a.model, a.out / "ppo" / t / "initial_eval.json")
+                    for t in a.tasks} if runs else {}
     result = {"settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items()},
               "initial_policy": {t: json.loads((data[t] / "summary.json").read_text())["train"] for t in a.tasks},
-              "reward_models": summarize_rm(rm_rows), "ppo": summarize_ppo(runs, a.target_frac),
+              "reward_models": summarize_rm(rm_rows), "ppo": summarize_ppo(runs, a.target_frac, initial_eval),
               "ppo_curves": runs, "seconds": {"data": round(t_data - t0, 1), "reward_models": round(t_rm - t_data, 1),
                                               "ppo": round(time.perf_counter() - t_rm, 1),
                                               "total": round(time.perf_counter() - t0, 1)}}

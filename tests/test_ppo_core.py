@@ -82,6 +82,28 @@ def test_gae_by_hand():
     assert a.advantages[0].tolist() == pytest.approx([2.12, 0.8, 1.0])
 
 
+def test_group_advantages_by_hand():
+    from finealign.core.ppo import group_advantages, rewards_to_go
+
+    r = torch.tensor([[1.0, 0.0, 2.0], [0.0, 1.0, 5.0], [4.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
+    m = torch.tensor([[1, 1, 1], [1, 1, 0], [1, 0, 0], [1, 1, 1]])
+    # rewards-to-go (gamma 1): row0 [3, 2, 2]; row1 [1, 1, 0] (the 5 is masked); row2 [4, 0, 0]; row3 [0, 0, 0]
+    assert rewards_to_go(r, m).tolist() == [[3, 2, 2], [1, 1, 0], [4, 0, 0], [0, 0, 0]]
+    a = group_advantages(r, m, group_size=2)
+    # groups (row0, row1) and (row2, row3); leave-one-out baseline = the other row's G_0:
+    # row0 [3, 2, 2] - 1 = [2, 1, 1]; row1 [1, 1, -] - 3 = [-2, -2, 0]; row2 [4, -, -] - 0 = [4, 0, 0];
+    # row3 [0, 0, 0] - 4 = [-4, -4, -4]
+    assert a.advantages.tolist() == [[2, 1, 1], [-2, -2, 0], [4, 0, 0], [-4, -4, -4]]
+    # k = 4 (one group): row0's baseline = (1 + 4 + 0) / 3 = 5/3, so A0 = 3 - 5/3 = 4/3
+    assert group_advantages(r, m, 4).advantages[0, 0].item() == pytest.approx(4 / 3)
+    # gamma 0.5, row0: G = [1 + 0.5 * 0 + 0.25 * 2, 0 + 0.5 * 2, 2] = [1.5, 1, 2]
+    assert rewards_to_go(r, m, gamma=0.5)[0].tolist() == pytest.approx([1.5, 1.0, 2.0])
+    with pytest.raises(ValueError, match="k >= 2"):
+        group_advantages(r, m, 3)
+    with pytest.raises(ValueError, match="k >= 2"):
+        group_advantages(r, m, 1)
+
+
 def test_policy_loss_by_hand():
     lp, old = t([math.log(1.5), math.log(0.5)]), t([0.0, 0.0])
     adv, m = t([1.0, -1.0]), t([1, 1])

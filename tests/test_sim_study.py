@@ -36,6 +36,10 @@ def test_quick_study_on_tiny(tmp_path):
     assert all([o["step"] for o in c["curve"]] == [1, 2] for c in curves)
     facts = res["ppo"]["facts"]
     assert set(facts["by_run"]) == {"gold/token", "gold/sequence", "span_bt/token", "span_bt/sequence"}
+    # the initial and every final policy are scored by the gold reward: 10 train x 4 and 4 held-out x 4 samples
+    for ev in [facts["initial_policy_gold"]] + [c["final_eval"] for c in curves]:
+        assert (ev["train"]["samples"], ev["heldout"]["samples"]) == (40, 16)
+        assert all(-10 < ev[sp]["gold"] <= 1.0 and 0 <= ev[sp]["perfect"] <= 1 for sp in ("train", "heldout"))
     assert (tmp_path / "plot_rm.png").stat().st_size > 0 and (tmp_path / "plot_ppo.png").stat().st_size > 0
     assert json.loads((tmp_path / "s.json").read_text())["ppo"] == json.loads(json.dumps(res["ppo"]))
     # resume: a rerun trains nothing and reports the same numbers
@@ -63,7 +67,15 @@ def test_summarize_ppo_hand_worked():
 
     runs = [run("gold", "token", [0, .2, .4, .6, .8, .8], [0] * 6), run("gold", "sequence", [0, 0, .1, .2, .4, .6], [0] * 6),
             run("span_bt", "token", [0, .3, .2, .1, 0, -.1], [0, 1, 2, 3, 4, 5])]
-    s = study.summarize_ppo(runs, 0.5)["facts"]
+    second = run("gold", "token", [0, .2, .4, .6, .8, .8], [0] * 6) | {"seed": 1}
+    runs[0]["final_eval"] = {"train": {"gold": 0.5}, "heldout": {"gold": 0.1}}
+    second["final_eval"] = {"train": {"gold": 0.3}, "heldout": {"gold": 0.2}}
+    s = study.summarize_ppo(runs + [second], 0.5, {"facts": {"train": {"gold": 0.0}}})["facts"]
+    # final policies' gold over the 2 gold/token seeds: train (.5+.3)/2 = .4, range [.3, .5]; held out .15
+    assert s["by_run"]["gold/token"]["final_policy_gold"]["train"] == {"mean": pytest.approx(0.4), "range": [0.3, 0.5]}
+    assert s["by_run"]["gold/token"]["final_policy_gold"]["heldout"]["mean"] == pytest.approx(0.15)
+    assert s["by_run"]["gold/sequence"]["final_policy_gold"]["train"] is None  # not evaluated
+    assert s["initial_policy_gold"] == {"train": {"gold": 0.0}}
     # initial = mean of step-1 gold = 0; gold finals (last 3 steps): token (.6+.8+.8)/3 = .7333, sequence
     # (.2+.4+.6)/3 = .4; target = 0 + 0.5 * .7333 = .3667. 3-step moving averages: token 0 .1 .2 .4 -> step 4;
     # sequence 0 0 .033 .1 .233 .4 -> step 6; speed-up 6 / 4 = 1.5.

@@ -123,18 +123,41 @@ def test_cli_end_to_end_changes_parameters(tmp_path, capsys):
     assert len(metrics(out)) == 2
 
 
-def test_ppo_raises_its_reward(tmp_path):
+@pytest.mark.parametrize("advantage,k", [("gae", 1), ("rloo", 3)])
+def test_ppo_raises_its_reward(tmp_path, advantage, k):
     """PPO optimises: on the tiny random policy (full fine-tuning, no KL), 200 steps lift the vowel fraction of
-    its responses from the random level (about 0.24) well above it. A flipped advantage or ratio sign, or
-    log-probs of the wrong tokens, keep it at (or push it below) the start."""
+    its responses from the random level (about 0.24) well above it, with a critic (GAE) and without (RLOO,
+    3 responses per prompt). A flipped advantage or ratio sign, or log-probs of the wrong tokens, keep it at
+    (or push it below) the start."""
     scores: list[float] = []
     c = cfg(tmp_path, "learn", steps=200, batch_size=6, minibatch_size=6, micro_batch_size=6, ppo_epochs=2,
             max_new_tokens=12, reward="test-vowels", granularity="sequence", lora=False, kl_coef=0.0, save_every=1000,
-            log_samples_every=1000)
+            log_samples_every=1000, advantage=advantage, rollouts_per_prompt=k)
     train_ppo(c, on_step=lambda step, total, m: scores.append(m["score"]))
     first, last = sum(scores[:20]) / 20, sum(scores[-20:]) / 20
     print(f"vowel fraction: first 20 steps {first:.3f}, last 20 steps {last:.3f}")
     assert len(scores) == 200 and first < 0.35 and last > first + 0.3, (first, last)
+
+
+def test_rollouts_per_prompt_groups_each_prompt(tiny):
+    """rollouts_per_prompt k: each step samples batch_size / k prompts, each k times in adjacent rows (RLOO's
+    groups); over an epoch every prompt is drawn once."""
+    from types import SimpleNamespace
+
+    from finealign.train.ppo import prompt_batch
+
+    texts = [f"prompt number {i}" for i in range(4)]
+    run = SimpleNamespace(cfg=PPOConfig(prompts="p", out="o", batch_size=6, minibatch_size=6, micro_batch_size=6,
+                                        rollouts_per_prompt=3),
+                          acc=SimpleNamespace(num_processes=1, process_index=0), tok=tiny[1], texts=texts,
+                          items=[SimpleNamespace(prompt=t) for t in texts])
+    seen = []
+    for step in range(2):  # 4 prompts / 2 per step = one epoch
+        b = prompt_batch(run, step)
+        assert b.ids.shape[0] == 6 and b.prompts[0:3] == [b.prompts[0]] * 3 and b.prompts[3:6] == [b.prompts[3]] * 3
+        assert torch.equal(b.ids[0], b.ids[2]) and torch.equal(b.ids[3], b.ids[5])
+        seen += [b.prompts[0], b.prompts[3]]
+    assert sorted(seen) == texts
 
 
 def test_resume_equals_uninterrupted(tmp_path):
@@ -297,6 +320,10 @@ def test_broken_scorer_and_bad_config(tmp_path, capsys):
         PPOConfig(granularity="word")
     with pytest.raises(FinealignError, match="does not divide"):
         PPOConfig(batch_size=8, minibatch_size=3)
+    with pytest.raises(FinealignError, match="rollouts_per_prompt.*does not divide batch_size 8"):
+        PPOConfig(batch_size=8, rollouts_per_prompt=3)
+    with pytest.raises(FinealignError, match="rloo needs at least 2 rollouts per prompt"):
+        PPOConfig(advantage="rloo")
     y = tmp_path / "c.yaml"
     y.write_text("kl_coeff: 0.1\n")
     with pytest.raises(FinealignError, match="kl_coeff: not a setting of PPOConfig"):

@@ -10,6 +10,8 @@ The pieces, in the order a PPO step uses them:
   k1 (``log pi - log pi_ref``) or k3 (``exp(-d) - 1 + d``) estimator; ``place_at_last`` puts a
   sequence-level score on each row's last valid token (the sequence-level baseline).
 * ``gae``: generalised advantage estimation by a reverse scan over T (vectorised over B).
+* ``group_advantages``: critic-free advantages for k responses per prompt: each token's reward-to-go
+  minus the leave-one-out mean return of its group (RLOO).
 * ``masked_mean`` / ``masked_var`` / ``masked_whiten``: statistics over valid tokens only.
 * ``policy_loss`` (clipped surrogate), ``value_loss`` (clipped), ``entropy_from_logits``.
 * ``update_kl_coef``: the adaptive KL controller of Ziegler et al. (2019) as a pure update.
@@ -174,6 +176,33 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: 
         adv[:, t] = next_adv * m[:, t]
         next_v, next_m = v[:, t], m[:, t]
     return Advantages(advantages=adv, returns=torch.where(mask.bool(), adv + v, zero))
+
+
+def rewards_to_go(rewards: torch.Tensor, mask: torch.Tensor, gamma: float = 1.0) -> torch.Tensor:
+    """``G_t = sum_{s >= t} gamma^(s - t) R_s`` over valid tokens. rewards, mask: (B, T) -> (B, T), 0 where masked."""
+    r = rewards if rewards.is_floating_point() else rewards.float()
+    return gae(r, torch.zeros_like(r), mask, gamma, 1.0).advantages  # GAE with V = 0 and lambda = 1
+
+
+def group_advantages(rewards: torch.Tensor, mask: torch.Tensor, group_size: int, gamma: float = 1.0) -> Advantages:
+    """Critic-free advantages for ``group_size`` (k) responses per prompt. rewards, mask: (B, T) -> ``Advantages``.
+
+    Rows ``g*k .. g*k + k - 1`` answer the same prompt. ``A^i_t = G^i_t - b^i`` with ``G^i_t`` the
+    reward-to-go of row i (``rewards_to_go``) and ``b^i = mean_{j != i} G^j_0`` the mean return of the
+    other rows of its group: the leave-one-out baseline of RLOO (Kool et al. 2019; Ahmadian et al. 2024),
+    which depends on no action of row i, so the estimate stays unbiased while per-token rewards still
+    reach only the tokens before them (a token is not credited with rewards earned earlier in its
+    response). ``returns`` are ``G_t`` (unused without a critic). Raises ``ValueError`` when k < 2 or
+    B is not a multiple of k.
+    """
+    B = rewards.shape[0]
+    if group_size < 2 or B % group_size:
+        raise ValueError(f"group advantages need k >= 2 responses per prompt and B a multiple of k; got B={B}, k={group_size}")
+    g = rewards_to_go(rewards, mask, gamma)
+    total = g[:, 0].reshape(-1, group_size)  # (B/k, k) returns G_0
+    baseline = ((total.sum(1, keepdim=True) - total) / (group_size - 1)).reshape(B, 1)
+    adv = torch.where(mask.bool(), g - baseline, torch.zeros((), dtype=g.dtype, device=g.device))
+    return Advantages(advantages=adv, returns=g)
 
 
 # --------------------------------------------------------------------------- losses

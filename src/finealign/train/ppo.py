@@ -34,8 +34,8 @@ from typing import Callable, NamedTuple
 
 import torch
 
-from ..core.ppo import (TokenRewards, assemble_rewards, gae, masked_mean, masked_whiten, policy_loss, update_kl_coef,
-                        value_loss)
+from ..core.ppo import (TokenRewards, assemble_rewards, gae, group_advantages, masked_mean, masked_whiten,
+                        policy_loss, update_kl_coef, value_loss)
 from ..errors import FinealignError
 from . import run_state
 from .accel import adamw, make_accelerator
@@ -209,9 +209,10 @@ def train_ppo(cfg: PPOConfig, scorer=None, on_step: Callable[[int, int, dict], N
                            mixed_precision=cfg.mixed_precision, **run_state.tracker_kwargs(cfg.report_to, out))
     main = acc.is_main_process
     items = read_prompts(cfg.prompts)
-    if len(items) < cfg.batch_size * acc.num_processes:
-        raise FinealignError(f"{cfg.prompts}: {len(items)} prompts, fewer than batch_size x processes "
-                             f"= {cfg.batch_size * acc.num_processes}")
+    need = cfg.batch_size // cfg.rollouts_per_prompt * acc.num_processes
+    if len(items) < need:
+        raise FinealignError(f"{cfg.prompts}: {len(items)} prompts, fewer than batch_size / rollouts_per_prompt x "
+                             f"processes = {need}")
     run_state.seed_all(cfg.seed)
     ac, tok, ref = _load_models(cfg, str(acc.device))
     scorer = load_scorer(scorer or cfg.reward)
@@ -293,13 +294,15 @@ def ppo_step(run: Run, step: int, kl_coef: float, counters: Counters) -> StepOut
 
 
 def prompt_batch(run: Run, step: int) -> PromptBatch:
-    """This process's prompts of ``step``: epoch-wise seeded shuffles, each process its own slice."""
+    """This process's prompts of ``step``: epoch-wise seeded shuffles, each process its own slice; each
+    prompt repeated ``rollouts_per_prompt`` times in a row (a group)."""
     cfg, world, rank = run.cfg, run.acc.num_processes, run.acc.process_index
-    per_epoch = len(run.items) // (cfg.batch_size * world)
+    n = cfg.batch_size // cfg.rollouts_per_prompt  # distinct prompts per process and step
+    per_epoch = len(run.items) // (n * world)
     epoch, slot = divmod(step, per_epoch)
     order = torch.randperm(len(run.items), generator=torch.Generator().manual_seed(cfg.seed * 7919 + epoch)).tolist()
-    first = slot * cfg.batch_size * world + rank * cfg.batch_size
-    idx = order[first: first + cfg.batch_size]
+    first = slot * n * world + rank * n
+    idx = [i for i in order[first: first + n] for _ in range(cfg.rollouts_per_prompt)]
     ids, mask, cut = encode_prompts(run.tok, [run.texts[i] for i in idx], cfg.max_prompt_length)
     return PromptBatch([run.items[i].prompt for i in idx], ids, mask, cut)
 
@@ -346,7 +349,8 @@ def score_rollout(run: Run, ro: Rollout, scores: torch.Tensor, totals: list[floa
         entropy = masked_mean(ent_t, mask)
         score_t = masked_whiten(scores, mask, shift_mean=False) if cfg.whiten_rewards else scores
         tr = assemble_rewards(score_t, old_lp, ref_lp, mask, alpha=cfg.alpha, beta=kl_coef, estimator=cfg.kl_estimator)
-        adv = gae(tr.rewards, old_v, mask, cfg.gamma, cfg.lam)
+        adv = (group_advantages(tr.rewards, mask, cfg.rollouts_per_prompt, cfg.gamma) if cfg.advantage == "rloo"
+               else gae(tr.rewards, old_v, mask, cfg.gamma, cfg.lam))
         advantages = masked_whiten(adv.advantages, mask) if cfg.whiten_advantages else adv.advantages
     return RolloutBatch(ro, mask, scores, totals, old_lp, old_v, entropy, tr, advantages, adv.returns)
 
@@ -396,7 +400,8 @@ def _minibatch_backward(run: Run, rb: RolloutBatch, micro: list[list[int]], n_to
             m = mask[rows_t]
             pl = policy_loss(f.logprobs, rb.old_logprobs[rows_t], rb.advantages[rows_t], m, cfg.clip, n_tok)
             vl = value_loss(f.values, rb.old_values[rows_t], rb.returns[rows_t], m, cfg.clip_value, n_tok)
-            loss = pl.loss + cfg.vf_coef * vl.loss
+            # rloo has no critic: the value loss weighs 0 (kept in the graph, so DDP sees every parameter used)
+            loss = pl.loss + (cfg.vf_coef if cfg.advantage == "gae" else 0.0) * vl.loss
             if cfg.ent_coef > 0:
                 loss = loss - cfg.ent_coef * (f.entropy * m).sum() / max(n_tok, 1.0)
             finite = finite and bool(torch.isfinite(loss))

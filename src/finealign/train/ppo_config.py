@@ -23,6 +23,7 @@ MIXED_PRECISIONS = ("auto", "no", "bf16")
 SCHEDULES = ("constant", "linear", "cosine")
 REPORT_TO = ("tensorboard", "wandb")
 KL_ESTIMATORS = ("k1", "k3")
+ADVANTAGES = ("gae", "rloo")
 
 
 @dataclass(kw_only=True)
@@ -71,6 +72,11 @@ class PPOConfig(Settings):
     kl_horizon: int = setting(10000, help="Horizon of the adaptive KL controller.", check=positive)
     whiten_rewards: bool = setting(False, help="Scale rewards by their std (AlpacaFarm).")
     # advantages and losses
+    advantage: str = setting("gae", choices=ADVANTAGES,
+                             help="gae: a critic's values | rloo: no critic, each token's reward-to-go minus the mean "
+                                  "return of the prompt's other responses (needs --rollouts-per-prompt >= 2).")
+    rollouts_per_prompt: int = setting(1, help="Responses sampled per prompt in a batch (batch_size / this prompts "
+                                               "per step).", check=positive)
     gamma: float = setting(1.0, help="Discount.", check=unit_interval)
     lam: float = setting(0.95, help="GAE lambda.", check=unit_interval)
     whiten_advantages: bool = setting(True, help="Whiten advantages per batch.")
@@ -104,6 +110,12 @@ class PPOConfig(Settings):
         for r in self.report_to:
             if r not in REPORT_TO:
                 raise ConfigError("report_to", f"{r!r} is not one of {', '.join(REPORT_TO)}")
+        if self.batch_size % self.rollouts_per_prompt:
+            raise ConfigError("rollouts_per_prompt",
+                              f"{self.rollouts_per_prompt} does not divide batch_size {self.batch_size}")
+        if self.advantage == "rloo" and self.rollouts_per_prompt < 2:
+            raise ConfigError("rollouts_per_prompt", "advantage rloo needs at least 2 rollouts per prompt "
+                                                     f"(got {self.rollouts_per_prompt})")
         if self.batch_size % self.minibatch_size:
             raise ConfigError("minibatch_size", f"{self.minibatch_size} does not divide batch_size {self.batch_size}")
         if self.minibatch_size % self.micro_batch_size:
