@@ -46,10 +46,11 @@ NOISE = {"zero": Noise(), "realistic": REALISTIC}
 SOURCES = ("span_bt", "seq_bt", "token_cls", "dpo")
 DEFAULTS = dict(tasks=["facts", "constraints", "arithmetic"], sizes=[25, 50, 100, 200, 400], seeds=[0, 1, 2],
                 sources=list(SOURCES), noise=["zero", "realistic"], n=240, heldout=60, k=4, max_new_tokens=48,
-                rm_steps=60, ppo_steps=30, ppo_batch=8, group=4, ppo_rewards=["gold", *SOURCES], ppo_seeds=[0, 1, 2])
+                rm_steps=60, ppo_steps=30, ppo_batch=8, group=4, eval_k=4, ppo_rewards=["gold", *SOURCES],
+                ppo_seeds=[0, 1, 2])
 QUICK = dict(tasks=["facts"], sizes=[25, 50], seeds=[0], sources=list(SOURCES), noise=["zero"], n=40, heldout=16,
-             k=4, max_new_tokens=32, rm_steps=12, ppo_steps=6, ppo_batch=4, group=2, ppo_rewards=["gold", "span_bt"],
-             ppo_seeds=[0])
+             k=4, max_new_tokens=32, rm_steps=12, ppo_steps=6, ppo_batch=4, group=2, eval_k=1,
+             ppo_rewards=["gold", "span_bt"], ppo_seeds=[0])
 
 
 def parse_args(argv=None):
@@ -94,7 +95,7 @@ def parse_args(argv=None):
     p.add_argument("--temperature", type=float, default=1.0, help="PPO rollout temperature")
     p.add_argument("--ppo-epochs", type=int, default=2)
     p.add_argument("--target-frac", type=float, default=0.5)
-    p.add_argument("--eval-k", type=int, default=4,
+    p.add_argument("--eval-k", type=int,
                    help="samples per prompt when the initial and every final PPO policy are scored by the gold reward")
     p.add_argument("--mixed-precision", default="bf16", choices=["no", "bf16"])
     p.add_argument("--data-seed", type=int, default=0)
@@ -107,6 +108,9 @@ def parse_args(argv=None):
         if getattr(a, k) is None:
             setattr(a, k, v)
     a.opts = dict(x.split(":", 1) for x in a.task_options)
+    if a.group < 1 or a.ppo_batch % a.group or (a.advantage == "rloo" and a.group < 2):
+        p.error(f"--group {a.group} must divide --ppo-batch {a.ppo_batch}" + (" and be >= 2 for --advantage rloo"
+                                                                              if a.advantage == "rloo" else ""))
     return a
 
 
@@ -205,7 +209,7 @@ class GoldTracking(TokenScorer):
 
 
 def ppo_run(a, task: str, data: Path, reward: str, gran: str, seed: int) -> dict:
-    from finealign.train.ppo import train_ppo
+    from finealign.train.ppo import check_settings, train_ppo
     from finealign.train.ppo_config import PPOConfig
 
     out = a.out / "ppo" / task / f"{reward}_{gran}_s{seed}"
@@ -218,16 +222,17 @@ def ppo_run(a, task: str, data: Path, reward: str, gran: str, seed: int) -> dict
                           .read_text())["spec"]
     log_path = out / "gold.jsonl"
     have = {o["step"] for _, o in iter_objects(log_path)} if log_path.exists() else set()
+    mb = min(4, a.ppo_batch)
+    cfg = PPOConfig(policy=a.model, reward=spec, prompts=str(data / "prompts.jsonl"), out=str(out),
+                    granularity=gran, steps=a.ppo_steps, batch_size=a.ppo_batch, minibatch_size=a.ppo_batch,
+                    micro_batch_size=mb if a.ppo_batch % mb == 0 else 1, ppo_epochs=a.ppo_epochs,
+                    value_model=a.value_model, vf_coef=a.vf_coef, temperature=a.temperature,
+                    advantage=a.advantage, rollouts_per_prompt=a.group,
+                    max_new_tokens=a.max_new_tokens, learning_rate=a.lr, kl_coef=a.kl_coef,
+                    mixed_precision=a.mixed_precision, seed=seed, save_every=max(1, a.ppo_steps // 3))
+    check_settings(cfg)  # a finished run made with other settings is refused, not reported as this one
     if len(have) < a.ppo_steps:
         scorer = GoldTracking(load_scorer(spec), gold)
-        mb = min(4, a.ppo_batch)
-        cfg = PPOConfig(policy=a.model, reward=spec, prompts=str(data / "prompts.jsonl"), out=str(out),
-                        granularity=gran, steps=a.ppo_steps, batch_size=a.ppo_batch, minibatch_size=a.ppo_batch,
-                        micro_batch_size=mb if a.ppo_batch % mb == 0 else 1, ppo_epochs=a.ppo_epochs,
-                        value_model=a.value_model, vf_coef=a.vf_coef, temperature=a.temperature,
-                        advantage=a.advantage, rollouts_per_prompt=a.group if a.advantage == "rloo" else 1,
-                        max_new_tokens=a.max_new_tokens, learning_rate=a.lr, kl_coef=a.kl_coef,
-                        mixed_precision=a.mixed_precision, seed=seed, save_every=max(1, a.ppo_steps // 3))
         with JsonlAppender(log_path, key=lambda o: o["step"]) as app:
             def on_step(step, total, m):
                 if step not in app:
@@ -289,13 +294,13 @@ def summarize_ppo(runs: list[dict], frac: float, initial_eval: dict | None = Non
         golds = [statistics.fmean(final(r) for r in rs if r["reward"] == "gold" and r["granularity"] == g)
                  for g in {r["granularity"] for r in rs if r["reward"] == "gold"}]
         best = max(golds) if golds else None
-        target = None if best is None else init + frac * (best - init)
+        target = None if best is None or best <= init else init + frac * (best - init)
         groups: dict = {}
         for r in rs:
             g = r["curve"]
             third = max(1, len(g) // 3)
             gold_ma = moving([o["gold"] for o in g])
-            ok = target is not None and best > init
+            ok = target is not None
             reach = next((o["step"] for o, m in zip(g, gold_ma) if ok and m >= target), None)
             first, last = g[:third], g[-third:]
             over = (statistics.fmean(o["proxy"] for o in last) > statistics.fmean(o["proxy"] for o in first)
@@ -323,6 +328,9 @@ def summarize_ppo(runs: list[dict], frac: float, initial_eval: dict | None = Non
                 # ratio of the seed means, and its range over the seeds' extremes (3 seeds: no bootstrap)
                 ratios[key] = {"ratio": seq["mean_steps_to_target"] / tok["mean_steps_to_target"],
                                "range": [sl / th, sh / tl], "reached": [tok["reached"], seq["reached"]]}
+        if not ratios:
+            ratios["note"] = ("no gold-reward run improved on the first batch" if target is None or best <= init
+                              else "token and sequence runs did not both reach the target")
         out[task] = {"initial_gold": init, "gold_run_final": best, "target": target, "by_run": summary,
                      "initial_policy_gold": (initial_eval or {}).get(task),
                      "speedup_token_over_sequence": ratios}
@@ -352,6 +360,14 @@ def plot(a, rm: list[dict], runs: list[dict]) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    if rm:
+        plot_rm(plt, a, rm)
+    if runs:
+        plot_ppo(plt, a, runs)
+
+
+def plot_rm(plt, a, rm: list[dict]) -> None:
+    """PREFIX_rm.png: pairwise accuracy and token AUROC against the number of annotated pairs."""
     tasks = a.tasks
     fig, axes = plt.subplots(2, len(tasks), figsize=(4.5 * len(tasks), 7), squeeze=False)
     for j, task in enumerate(tasks):
@@ -364,6 +380,9 @@ def plot(a, rm: list[dict], runs: list[dict]) -> None:
                     if pts:
                         ax.plot(*zip(*pts), marker="o", ls="-" if noise == "zero" else "--", label=f"{src} ({noise})")
             ax.set_xscale("log")
+            if not ax.lines:
+                ax.text(0.5, 0.5, "no data (the held-out set has no gold-ordered pairs / wrong tokens)",
+                        ha="center", va="center", fontsize=7, transform=ax.transAxes, wrap=True)
             ax.set_title(f"{task}: {'pairwise accuracy vs gold' if i == 0 else 'token AUROC vs gold spans'}")
             ax.set_xlabel("annotated pairs")
             ax.axhline(0.5, color="grey", lw=0.5)
@@ -372,6 +391,13 @@ def plot(a, rm: list[dict], runs: list[dict]) -> None:
                 ax.legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(f"{a.png_prefix}_rm.png", dpi=110)
+
+
+def plot_ppo(plt, a, runs: list[dict]) -> None:
+    """PREFIX_ppo.png: gold score (3-step mean; seed mean and min..max band) and KL per PPO step."""
+    from matplotlib.ticker import MaxNLocator
+
+    tasks = a.tasks
     fig, axes = plt.subplots(2, len(tasks), figsize=(4.5 * len(tasks), 6.4), squeeze=False)
     summary = summarize_ppo(runs, a.target_frac) if runs else {}
     for j, task in enumerate(tasks):
@@ -387,7 +413,7 @@ def plot(a, rm: list[dict], runs: list[dict]) -> None:
                 # 3-step moving average of each seed's gold score; line = mean over seeds, band = min..max
                 golds = [moving([c[s]["gold"] for s in range(n)]) for c in cs]
                 axes[0][j].plot(steps, [statistics.fmean(col) for col in zip(*golds)],
-                                label=f"{rew} {gran} ({len(cs)} seeds)", **style)
+                                label=f"{rew} {gran} ({len(cs)} seed{'s' if len(cs) > 1 else ''})", **style)
                 if len(cs) > 1:
                     axes[0][j].fill_between(steps, [min(col) for col in zip(*golds)], [max(col) for col in zip(*golds)],
                                             color=style["color"], alpha=0.12 if gran == "token" else 0.06)
@@ -398,6 +424,8 @@ def plot(a, rm: list[dict], runs: list[dict]) -> None:
         axes[0][j].set_title(f"{task}: gold score of PPO rollouts (3-step mean)", fontsize=9)
         axes[1][j].set_title(f"{task}: KL to the reference (nats / response)", fontsize=9)
         axes[1][j].set_xlabel("PPO step")
+        for ax in (axes[0][j], axes[1][j]):
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if axes[0][j].lines:
             axes[0][j].legend(fontsize=6)
     fig.tight_layout()
@@ -437,9 +465,12 @@ def main(argv=None) -> dict:
         write_json(a.json, result)
     if a.png_prefix:
         plot(a, result["reward_models"], runs)
-    print(json.dumps({k: result[k] for k in ("initial_policy", "reward_models", "seconds")}))
+    print(json.dumps({k: result[k] for k in ("initial_policy", "reward_models", "ppo", "seconds")}))
     return result
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except FinealignError as e:  # bad input: one line, no traceback
+        sys.exit(f"error: {e}")

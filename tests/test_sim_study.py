@@ -36,9 +36,10 @@ def test_quick_study_on_tiny(tmp_path):
     assert all([o["step"] for o in c["curve"]] == [1, 2] for c in curves)
     facts = res["ppo"]["facts"]
     assert set(facts["by_run"]) == {"gold/token", "gold/sequence", "span_bt/token", "span_bt/sequence"}
-    # the initial and every final policy are scored by the gold reward: 10 train x 4 and 4 held-out x 4 samples
+    # the initial and every final policy are scored by the gold reward: --quick takes 1 sample of each of the
+    # 10 train and 4 held-out prompts
     for ev in [facts["initial_policy_gold"]] + [c["final_eval"] for c in curves]:
-        assert (ev["train"]["samples"], ev["heldout"]["samples"]) == (40, 16)
+        assert (ev["train"]["samples"], ev["heldout"]["samples"]) == (10, 4)
         assert all(-10 < ev[sp]["gold"] <= 1.0 and 0 <= ev[sp]["perfect"] <= 1 for sp in ("train", "heldout"))
     assert (tmp_path / "plot_rm.png").stat().st_size > 0 and (tmp_path / "plot_ppo.png").stat().st_size > 0
     assert json.loads((tmp_path / "s.json").read_text())["ppo"] == json.loads(json.dumps(res["ppo"]))
@@ -46,6 +47,15 @@ def test_quick_study_on_tiny(tmp_path):
     again = study.main(FLAGS + ["--out", str(out)])
     assert again["reward_models"] == rows
     assert json.loads(json.dumps(again["ppo"])) == json.loads(json.dumps(res["ppo"]))
+    # a finished PPO run made with other settings is refused, not reported under the new ones
+    from finealign.errors import FinealignError
+
+    with pytest.raises(FinealignError, match="another configuration .*learning_rate"):
+        study.main(FLAGS + ["--out", str(out), "--lr", "1e-3"])
+    # a group that does not divide the rollout batch fails before any work
+    with pytest.raises(SystemExit):
+        study.main(FLAGS + ["--out", str(tmp_path / "g"), "--group", "3"])
+    assert not (tmp_path / "g").exists()
 
 
 def test_sizes_larger_than_pool_are_refused(tmp_path):

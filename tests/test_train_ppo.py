@@ -322,7 +322,7 @@ def test_broken_scorer_and_bad_config(tmp_path, capsys):
         PPOConfig(batch_size=8, minibatch_size=3)
     with pytest.raises(FinealignError, match="rollouts_per_prompt.*does not divide batch_size 8"):
         PPOConfig(batch_size=8, rollouts_per_prompt=3)
-    with pytest.raises(FinealignError, match="rloo needs at least 2 rollouts per prompt"):
+    with pytest.raises(FinealignError, match="rloo needs 2 or more responses per prompt: set --rollouts-per-prompt"):
         PPOConfig(advantage="rloo")
     y = tmp_path / "c.yaml"
     y.write_text("kl_coeff: 0.1\n")

@@ -23,6 +23,7 @@ Notation: B rollouts per process, P prompt tokens, T response tokens.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import shutil
 import time
@@ -189,6 +190,16 @@ def _fingerprint(cfg: PPOConfig) -> tuple[dict, dict]:
     """The run's fingerprint and the defaults of its fields (for checkpoints of older versions)."""
     defaults = {f.name: f.default for f in dataclasses.fields(PPOConfig) if f.default is not dataclasses.MISSING}
     return run_state.fingerprint(cfg.to_dict(), RESUMABLE_CHANGES), run_state.fingerprint(defaults, RESUMABLE_CHANGES)
+
+
+def check_settings(cfg: PPOConfig) -> None:
+    """Raise ``FinealignError`` when ``cfg.out`` holds a checkpoint written with other settings (the check a
+    resumed run makes, without loading any model). No checkpoint: nothing to check."""
+    ck = run_state.latest_checkpoint(cfg.out)
+    if ck is not None:
+        saved = json.loads((ck / "trainer_state.json").read_text(encoding="utf-8"))["fingerprint"]
+        fp, defaults = _fingerprint(cfg)
+        run_state.check_fingerprint(saved, fp, Path(cfg.out), defaults)
 
 
 def train_ppo(cfg: PPOConfig, scorer=None, on_step: Callable[[int, int, dict], None] | None = None,

@@ -75,8 +75,9 @@ class PPOConfig(Settings):
     advantage: str = setting("gae", choices=ADVANTAGES,
                              help="gae: a critic's values | rloo: no critic, each token's reward-to-go minus the mean "
                                   "return of the prompt's other responses (needs --rollouts-per-prompt >= 2).")
-    rollouts_per_prompt: int = setting(1, help="Responses sampled per prompt in a batch (batch_size / this prompts "
-                                               "per step).", check=positive)
+    rollouts_per_prompt: int = setting(1, help="K: responses sampled per prompt; each step takes batch_size / K "
+                                               "prompts (K must divide --batch-size; rloo needs K >= 2).",
+                                       check=positive)
     gamma: float = setting(1.0, help="Discount.", check=unit_interval)
     lam: float = setting(0.95, help="GAE lambda.", check=unit_interval)
     whiten_advantages: bool = setting(True, help="Whiten advantages per batch.")
@@ -114,8 +115,8 @@ class PPOConfig(Settings):
             raise ConfigError("rollouts_per_prompt",
                               f"{self.rollouts_per_prompt} does not divide batch_size {self.batch_size}")
         if self.advantage == "rloo" and self.rollouts_per_prompt < 2:
-            raise ConfigError("rollouts_per_prompt", "advantage rloo needs at least 2 rollouts per prompt "
-                                                     f"(got {self.rollouts_per_prompt})")
+            raise ConfigError("rollouts_per_prompt", "advantage rloo needs 2 or more responses per prompt: set "
+                                                     "--rollouts-per-prompt K (K >= 2, dividing --batch-size)")
         if self.batch_size % self.minibatch_size:
             raise ConfigError("minibatch_size", f"{self.minibatch_size} does not divide batch_size {self.batch_size}")
         if self.minibatch_size % self.micro_batch_size:
