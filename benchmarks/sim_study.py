@@ -12,9 +12,10 @@ Stages (each resumable: finished pieces are skipped on rerun, interrupted traini
 3. PPO (``train.ppo``): token vs sequence granularity with the gold reward ``sim:TASK`` and with each
    learned reward (trained on the largest size, noise ``--ppo-noise``, seed 0), ``--ppo-seeds`` seeds;
    the gold score of every rollout batch is logged beside the proxy score and KL. Reported: gold
-   curves; steps to reach ``--target-frac`` of the gap between the initial policy (step 1) and the best
-   gold-reward run's final value (mean of the last 3 steps; 3-step moving average); the final KL; an
-   over-optimisation flag (proxy up, gold down between the first and last third of the run).
+   curves; steps to reach ``--target-frac`` of the gap between the initial policy (the first batch) and the
+   best gold-reward run's final value (mean of the last 3 steps; 3-step moving average, from step 2 on);
+   the final KL; an over-optimisation flag (proxy up, gold down between the first and last third of the
+   run); and the gold score of the initial and every final policy (``--eval-k`` samples per prompt).
 
 Writes OUT/study.json (and ``--json``), plots with ``--png-prefix`` (``PREFIX_rm.png``, ``PREFIX_ppo.png``).
 
@@ -301,7 +302,8 @@ def summarize_ppo(runs: list[dict], frac: float, initial_eval: dict | None = Non
             third = max(1, len(g) // 3)
             gold_ma = moving([o["gold"] for o in g])
             ok = target is not None
-            reach = next((o["step"] for o, m in zip(g, gold_ma) if ok and m >= target), None)
+            # step 1's rollouts come from the initial policy: only steps after an update can reach the target
+            reach = next((o["step"] for o, m in zip(g, gold_ma) if ok and o["step"] > 1 and m >= target), None)
             first, last = g[:third], g[-third:]
             over = (statistics.fmean(o["proxy"] for o in last) > statistics.fmean(o["proxy"] for o in first)
                     and statistics.fmean(o["gold"] for o in last) < statistics.fmean(o["gold"] for o in first))

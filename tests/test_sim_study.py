@@ -96,3 +96,7 @@ def test_summarize_ppo_hand_worked():
     # span_bt: proxy 0,1 -> 4,5 rises while gold (0+.3)/2 = .15 -> (0-.1)/2 = -.05 falls: over-optimised
     assert s["by_run"]["span_bt/token"]["over_optimised"] == 1
     assert s["by_run"]["span_bt/token"]["reached"] == "0 of 1"
+    # step 1 is the initial policy: a lucky first batch (.9 >= target .3667) does not count; then the 3-step
+    # means are (.9 - .9) / 2 = 0, 0, 0, ... below the target
+    lucky = run("span_bt", "sequence", [.9, -.9, 0, 0, 0, 0], [0] * 6)
+    assert study.summarize_ppo(runs + [lucky], 0.5)["facts"]["by_run"]["span_bt/sequence"]["reached"] == "0 of 1"
