@@ -49,8 +49,8 @@ DEFAULTS = dict(tasks=["facts", "constraints", "arithmetic"], sizes=[25, 50, 100
                 sources=list(SOURCES), noise=["zero", "realistic"], n=240, heldout=60, k=4, max_new_tokens=48,
                 rm_steps=60, ppo_steps=30, ppo_batch=8, group=4, eval_k=4, ppo_rewards=["gold", *SOURCES],
                 ppo_seeds=[0, 1, 2])
-QUICK = dict(tasks=["facts"], sizes=[25, 50], seeds=[0], sources=list(SOURCES), noise=["zero"], n=40, heldout=16,
-             k=4, max_new_tokens=32, rm_steps=12, ppo_steps=6, ppo_batch=4, group=2, eval_k=1,
+QUICK = dict(tasks=["facts"], sizes=[25, 50], seeds=[0], sources=list(SOURCES), noise=["zero"], n=32, heldout=12,
+             k=4, max_new_tokens=32, rm_steps=8, ppo_steps=4, ppo_batch=4, group=2, eval_k=1,
              ppo_rewards=["gold", "span_bt"], ppo_seeds=[0])
 
 
