@@ -252,8 +252,9 @@ def policy_gold(a, task: str, data: Path, spec: str, cache: Path) -> dict:
     """Gold score of ``--eval-k`` samples per prompt of the policy ``spec`` (at the rollout temperature,
     top-p 1) on the training prompts (what PPO optimised) and the held-out prompts; cached in ``cache``."""
     settings = {"spec": spec, "k": a.eval_k, "temperature": a.temperature, "max_new_tokens": a.max_new_tokens}
-    if cache.exists() and json.loads(cache.read_text()).get("settings") == settings:
-        return json.loads(cache.read_text())
+    cached = json.loads(cache.read_text()) if cache.exists() else {}
+    if cached.get("settings") == settings:
+        return cached
     from finealign.generation import generate_batch
     from finealign.models import load_model
 
@@ -301,9 +302,9 @@ def summarize_ppo(runs: list[dict], frac: float, initial_eval: dict | None = Non
             g = r["curve"]
             third = max(1, len(g) // 3)
             gold_ma = moving([o["gold"] for o in g])
-            ok = target is not None
             # step 1's rollouts come from the initial policy: only steps after an update can reach the target
-            reach = next((o["step"] for o, m in zip(g, gold_ma) if ok and o["step"] > 1 and m >= target), None)
+            reach = None if target is None else next((o["step"] for o, m in zip(g, gold_ma)
+                                                      if o["step"] > 1 and m >= target), None)
             first, last = g[:third], g[-third:]
             over = (statistics.fmean(o["proxy"] for o in last) > statistics.fmean(o["proxy"] for o in first)
                     and statistics.fmean(o["gold"] for o in last) < statistics.fmean(o["gold"] for o in first))
@@ -331,7 +332,7 @@ def summarize_ppo(runs: list[dict], frac: float, initial_eval: dict | None = Non
                 ratios[key] = {"ratio": seq["mean_steps_to_target"] / tok["mean_steps_to_target"],
                                "range": [sl / th, sh / tl], "reached": [tok["reached"], seq["reached"]]}
         if not ratios:
-            ratios["note"] = ("no gold-reward run improved on the first batch" if target is None or best <= init
+            ratios["note"] = ("no gold-reward run improved on the first batch" if target is None
                               else "token and sequence runs did not both reach the target")
         out[task] = {"initial_gold": init, "gold_run_final": best, "target": target, "by_run": summary,
                      "initial_policy_gold": (initial_eval or {}).get(task),
@@ -356,7 +357,8 @@ def summarize_rm(rows: list[dict]) -> list[dict]:
     return out
 
 
-def plot(a, rm: list[dict], runs: list[dict]) -> None:
+def plot(a, rm: list[dict], runs: list[dict], ppo: dict) -> None:
+    """The plots of ``--png-prefix``; ``ppo`` is ``summarize_ppo``'s summary of ``runs`` (for the targets)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -365,7 +367,7 @@ def plot(a, rm: list[dict], runs: list[dict]) -> None:
     if rm:
         plot_rm(plt, a, rm)
     if runs:
-        plot_ppo(plt, a, runs)
+        plot_ppo(plt, a, runs, ppo)
 
 
 def plot_rm(plt, a, rm: list[dict]) -> None:
@@ -395,13 +397,12 @@ def plot_rm(plt, a, rm: list[dict]) -> None:
     fig.savefig(f"{a.png_prefix}_rm.png", dpi=110)
 
 
-def plot_ppo(plt, a, runs: list[dict]) -> None:
+def plot_ppo(plt, a, runs: list[dict], summary: dict) -> None:
     """PREFIX_ppo.png: gold score (3-step mean; seed mean and min..max band) and KL per PPO step."""
     from matplotlib.ticker import MaxNLocator
 
     tasks = a.tasks
     fig, axes = plt.subplots(2, len(tasks), figsize=(4.5 * len(tasks), 6.4), squeeze=False)
-    summary = summarize_ppo(runs, a.target_frac) if runs else {}
     for j, task in enumerate(tasks):
         for i, rew in enumerate(a.ppo_rewards):
             for gran in a.granularities:
@@ -466,7 +467,7 @@ def main(argv=None) -> dict:
     if a.json:
         write_json(a.json, result)
     if a.png_prefix:
-        plot(a, result["reward_models"], runs)
+        plot(a, result["reward_models"], runs, result["ppo"])
     print(json.dumps({k: result[k] for k in ("initial_policy", "reward_models", "ppo", "seconds")}))
     return result
 
