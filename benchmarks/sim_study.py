@@ -45,10 +45,17 @@ from finealign.sim.make import SimMakeConfig, derive, edits_as_pairs, make_sim, 
 
 NOISE = {"zero": Noise(), "realistic": REALISTIC}
 SOURCES = ("span_bt", "seq_bt", "token_cls", "dpo")
-DEFAULTS = dict(tasks=["facts", "constraints", "arithmetic"], sizes=[25, 50, 100, 200, 400], seeds=[0, 1, 2],
-                sources=list(SOURCES), noise=["zero", "realistic"], n=240, heldout=60, k=4, max_new_tokens=48,
-                rm_steps=60, ppo_steps=30, ppo_batch=8, group=4, eval_k=4, ppo_rewards=["gold", *SOURCES],
-                ppo_seeds=[0, 1, 2])
+# The default study fits about 2 hours on 2 CPU cores with the 135M model: one task (constraints: several wrong
+# words per response, where token-level rewards have the most to say), all 4 reward sources at 25 and 100 pairs
+# over 3 seeds, then PPO with the gold reward and with two learned rewards. --full is the whole grid (days on
+# this CPU; a GPU's job); --quick a smoke test of every stage (about 10 minutes).
+DEFAULTS = dict(tasks=["constraints"], sizes=[25, 100], seeds=[0, 1, 2], sources=list(SOURCES), noise=["zero"],
+                n=40, heldout=16, k=4, max_new_tokens=24, rm_steps=24, ppo_steps=20, ppo_batch=8, group=4, eval_k=4,
+                ppo_rewards=["gold", "dpo", "span_bt"], ppo_seeds=[0])
+FULL = dict(tasks=["facts", "constraints", "arithmetic"], sizes=[25, 50, 100, 200, 400], seeds=[0, 1, 2],
+            sources=list(SOURCES), noise=["zero", "realistic"], n=240, heldout=60, k=4, max_new_tokens=48,
+            rm_steps=60, ppo_steps=30, ppo_batch=8, group=4, eval_k=4, ppo_rewards=["gold", *SOURCES],
+            ppo_seeds=[0, 1, 2])
 QUICK = dict(tasks=["facts"], sizes=[25, 50], seeds=[0], sources=list(SOURCES), noise=["zero"], n=32, heldout=12,
              k=4, max_new_tokens=32, rm_steps=8, ppo_steps=4, ppo_batch=4, group=2, eval_k=1,
              ppo_rewards=["gold", "span_bt"], ppo_seeds=[0])
@@ -57,7 +64,10 @@ QUICK = dict(tasks=["facts"], sizes=[25, 50], seeds=[0], sources=list(SOURCES), 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--quick", action="store_true", help="the small preset (flags given explicitly still win)")
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="the smoke-test preset (flags given explicitly still win)")
+    size.add_argument("--full", action="store_true",
+                      help="the whole grid: 3 tasks, 5 sizes, 2 noise settings, 5 PPO rewards (days on 2 CPU cores)")
     p.add_argument("--model", default="smollm2-135m-instruct", help="backbone of the reward models and the policy")
     p.add_argument("--tasks", nargs="+")
     p.add_argument("--task-options", nargs="*", default=[], metavar="TASK:K=V,...",
@@ -72,8 +82,12 @@ def parse_args(argv=None):
     p.add_argument("--max-new-tokens", type=int)
     p.add_argument("--rm-steps", type=int, help="optimizer steps of every reward model (and DPO)")
     p.add_argument("--rm-batch", type=int, default=8)
-    p.add_argument("--rm-lr", type=float, default=2e-4)
-    p.add_argument("--top-layers", type=int, default=2, help="token RMs train the top N layers (full weights)")
+    p.add_argument("--rm-lr", type=float, default=5e-4, help="token RMs' learning rate")
+    p.add_argument("--rm-lora", action=argparse.BooleanOptionalAction, default=True,
+                   help="token RMs train LoRA adapters (r 16) like the DPO source; --no-rm-lora trains full weights "
+                        "of the top --top-layers layers (on constraints, 100 pairs, 24 steps: top 2 full weights at "
+                        "lr 2e-4 ranked 0.48 of the held-out pairs right, LoRA on every layer at 5e-4 0.62)")
+    p.add_argument("--top-layers", type=int, default=0, help="token RMs train only the top N layers (0: all)")
     p.add_argument("--dpo-beta", type=float, default=0.1)
     p.add_argument("--dpo-lr", type=float, default=1e-4)
     p.add_argument("--eval-limit", type=int, default=200, help="cap on each held-out set")
@@ -105,7 +119,7 @@ def parse_args(argv=None):
     p.add_argument("--json", type=Path, help="also write the study JSON here")
     p.add_argument("--png-prefix", help="write PREFIX_rm.png and PREFIX_ppo.png")
     a = p.parse_args(argv)
-    for k, v in (QUICK if a.quick else DEFAULTS).items():
+    for k, v in (QUICK if a.quick else FULL if a.full else DEFAULTS).items():
         if getattr(a, k) is None:
             setattr(a, k, v)
     a.opts = dict(x.split(":", 1) for x in a.task_options)
@@ -137,30 +151,65 @@ def nested_subset(records: list, n: int, seed: int, what: str) -> list:
 
 # ------------------------------------------------------------------------------------------ 2. reward models
 
+# settings of a reward source's training that change no trained weight
+_NOT_MADE_BY = {"out", "logging_steps", "save_steps", "log_every", "save_every", "eval_every", "eval_batch_size",
+                "overwrite", "device", "stop_after", "report_to"}
+
+
+def rm_config(a, source: str, out: Path, seed: int):
+    """The training config of one reward source, the file its finished (or started) run saved its settings
+    in, and the settings it will save (``dpo``: ``train.preference``; else ``train.token_rm``)."""
+    if source == "dpo":
+        import dataclasses
+
+        from finealign.train.preference import PrefTrainConfig
+
+        cfg = PrefTrainConfig(method="dpo", model=a.model, data=out / "pairs.jsonl", out=out, beta=a.dpo_beta,
+                              learning_rate=a.dpo_lr, steps=a.rm_steps, batch_size=a.rm_batch, max_length=256,
+                              lora=True, seed=seed, save_steps=a.rm_steps, logging_steps=max(1, a.rm_steps // 4))
+        wanted = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(cfg).items()}
+        return cfg, out / "finealign_train.json", wanted
+    from finealign.train.token_rm_config import TokenRMConfig
+
+    cfg = TokenRMConfig(data=[str(out / "edits.jsonl")], out=str(out), model=a.model, loss=source, lora=a.rm_lora,
+                        top_layers=a.top_layers, steps=a.rm_steps, gradient_checkpointing=False,
+                        batch_size=a.rm_batch, learning_rate=a.rm_lr, warmup_steps=max(1, a.rm_steps // 8),
+                        max_length=256, mixed_precision=a.mixed_precision, seed=seed, eval_every=0,
+                        save_every=a.rm_steps, log_every=max(1, a.rm_steps // 4))
+    return cfg, out / "train_config.json", cfg.run_settings()
+
+
+def check_rm(a, source: str, out: Path, seed: int):
+    """``rm_config``'s config, after refusing an ``out`` that holds a reward source trained with other
+    settings (it would otherwise be reported under the new ones). Raises FinealignError naming them."""
+    cfg, marker, wanted = rm_config(a, source, out, seed)
+    if marker.exists():
+        saved = json.loads(marker.read_text())
+        saved = saved.get("config", saved) if source == "dpo" else saved
+        diff = sorted(k for k in wanted if k not in _NOT_MADE_BY and k in saved and saved[k] != wanted[k])
+        if diff:
+            raise FinealignError(f"{out} holds a {source} reward model trained with another configuration ("
+                                 + ", ".join(f"{k}: {saved[k]!r} there, {wanted[k]!r} now" for k in diff)
+                                 + "); give the study another --out")
+    return cfg
+
+
 def train_source(a, source: str, edits: list[dict], out: Path, seed: int) -> str:
     """Train one reward source on ``edits`` (skipped when finished); returns its scorer spec."""
     out.mkdir(parents=True, exist_ok=True)
+    cfg = check_rm(a, source, out, seed)
     if source == "dpo":
-        from finealign.train.preference import PrefTrainConfig, train_preference
+        from finealign.train.preference import train_preference
 
         if not (out / "finealign_train.json").exists():
             write_jsonl(out / "pairs.jsonl", edits_as_pairs(edits))
-            train_preference(PrefTrainConfig(method="dpo", model=a.model, data=out / "pairs.jsonl", out=out,
-                                             beta=a.dpo_beta, learning_rate=a.dpo_lr, max_steps=a.rm_steps,
-                                             batch_size=a.rm_batch, max_length=256, lora=True, seed=seed,
-                                             save_steps=a.rm_steps, logging_steps=max(1, a.rm_steps // 4)))
+            train_preference(cfg)
         return f"dpo-implicit:{out},beta={a.dpo_beta},device=cpu"
     from finealign.train.token_rm import train_token_rm
-    from finealign.train.token_rm_config import TokenRMConfig
 
     if not (out / "eval.json").exists():
         write_jsonl(out / "edits.jsonl", edits)
-        train_token_rm(TokenRMConfig(data=[str(out / "edits.jsonl")], out=str(out), model=a.model, loss=source,
-                                     lora=False, top_layers=a.top_layers, steps=a.rm_steps,
-                                     gradient_checkpointing=False,
-                                     batch_size=a.rm_batch, learning_rate=a.rm_lr, warmup_steps=max(1, a.rm_steps // 8),
-                                     max_length=256, mixed_precision=a.mixed_precision, seed=seed, eval_every=0,
-                                     save_every=a.rm_steps, log_every=max(1, a.rm_steps // 4)))
+        train_token_rm(cfg)
     return f"token-rm:{out},device=cpu"
 
 
@@ -174,21 +223,35 @@ def stage_rm(a, task: str, data: Path) -> list[dict]:
             for size in a.sizes:
                 edits = nested_subset(pool, size, seed, f"{task} (noise {noise})")
                 for source in a.sources:
-                    out = a.out / "rm" / task / noise / f"s{seed}" / f"{source}_n{size}"
-                    done = out / "sim_eval.json"
-                    if not done.exists():
-                        t0 = time.perf_counter()
-                        spec = train_source(a, source, edits, out, seed)
-                        scorer = load_scorer(spec)
-                        ev = evaluate_reward(scorer, t, data / "heldout", limit=a.eval_limit)
-                        scorer.close()
-                        write_json(done, {"task": task, "noise": noise, "seed": seed, "size": size, "source": source,
-                                          "spec": spec, "seconds": round(time.perf_counter() - t0, 1), **ev})
-                    rows.append(json.loads(done.read_text()))
-                    r = rows[-1]
-                    print(f"rm {task} {noise} s{seed} n{size} {source}: pair {r['pair_acc']} edit {r['edit_acc']} "
-                          f"auroc {r['token_auroc']}", file=sys.stderr)
+                    r = rm_row(a, t, data, dict(task=task, noise=noise, seed=seed, size=size, source=source), edits)
+                    rows.append(r)
+                    print(f"rm {task} {noise} s{seed} n{size} {source}: pair {r['pair_acc']} (length-balanced "
+                          f"{r['pair_acc_length_balanced']}) edit {r['edit_acc']} auroc {r['token_auroc']}",
+                          file=sys.stderr)
     return rows
+
+
+# keys every cached evaluation must hold; one made by an older study is measured again (not retrained)
+EVAL_KEYS = ("pair_acc", "pair_acc_length_balanced", "edit_acc", "token_auroc", "eval_limit")
+
+
+def rm_row(a, t, data: Path, key: dict, edits: list[dict]) -> dict:
+    """Train (or reuse) one reward source and measure it on the held-out sets; cached in its sim_eval.json."""
+    out = a.out / "rm" / key["task"] / key["noise"] / f"s{key['seed']}" / f"{key['source']}_n{key['size']}"
+    done = out / "sim_eval.json"
+    check_rm(a, key["source"], out, key["seed"])
+    row = json.loads(done.read_text()) if done.exists() else None
+    if row and all(k in row for k in EVAL_KEYS) and row["eval_limit"] == a.eval_limit:
+        return row
+    t0 = time.perf_counter()
+    spec = row["spec"] if row else train_source(a, key["source"], edits, out, key["seed"])
+    scorer = load_scorer(spec)
+    ev = evaluate_reward(scorer, t, data / "heldout", limit=a.eval_limit)
+    scorer.close()
+    seconds = row["seconds"] if row else round(time.perf_counter() - t0, 1)  # the training's, not a re-evaluation's
+    row = {**key, "spec": spec, "seconds": seconds, "eval_limit": a.eval_limit, **ev}
+    write_json(done, row)
+    return row
 
 
 # ------------------------------------------------------------------------------------------ 3. PPO
@@ -349,7 +412,7 @@ def summarize_rm(rows: list[dict]) -> list[dict]:
     for k in keys:
         rs = [r for r in rows if (r["task"], r["noise"], r["source"], r["size"]) == k]
         row = dict(zip(("task", "noise", "source", "size"), k), seeds=len(rs))
-        for m in ("pair_acc", "edit_acc", "token_auroc"):
+        for m in ("pair_acc", "pair_acc_length_balanced", "edit_acc", "token_auroc", "length_pair_acc"):
             v = [r[m] for r in rs if r[m] is not None and not math.isnan(r[m])]
             row[m] = statistics.fmean(v) if v else None
             row[m + "_range"] = [min(v), max(v)] if v else None
@@ -370,29 +433,40 @@ def plot(a, rm: list[dict], runs: list[dict], ppo: dict) -> None:
         plot_ppo(plt, a, runs, ppo)
 
 
+RM_PANELS = (("pair_acc", "pairwise accuracy vs gold"), ("pair_acc_length_balanced", "length-balanced pairwise accuracy"),
+             ("token_auroc", "token AUROC vs gold spans"))
+
+
 def plot_rm(plt, a, rm: list[dict]) -> None:
-    """PREFIX_rm.png: pairwise accuracy and token AUROC against the number of annotated pairs."""
+    """PREFIX_rm.png: pairwise accuracy (with the shorter-wins baseline), its length-balanced form and token
+    AUROC against the number of annotated pairs; mean over seeds with a min..max band."""
     tasks = a.tasks
-    fig, axes = plt.subplots(2, len(tasks), figsize=(4.5 * len(tasks), 7), squeeze=False)
+    fig, axes = plt.subplots(len(RM_PANELS), len(tasks), figsize=(4.5 * len(tasks), 10), squeeze=False)
     for j, task in enumerate(tasks):
-        for i, m in enumerate(("pair_acc", "token_auroc")):
-            ax = axes[i][j]
+        for i, (m, title) in enumerate(RM_PANELS):
+            ax, plotted = axes[i][j], False
             for noise in a.noise:
-                for src in a.sources:
-                    pts = [(r["size"], r[m]) for r in rm if r["task"] == task and r["noise"] == noise
-                           and r["source"] == src and r[m] is not None]
+                for c, src in enumerate(a.sources):
+                    pts = [r for r in rm if r["task"] == task and r["noise"] == noise and r["source"] == src
+                           and r[m] is not None]
                     if pts:
-                        ax.plot(*zip(*pts), marker="o", ls="-" if noise == "zero" else "--", label=f"{src} ({noise})")
+                        x = [r["size"] for r in pts]
+                        ax.plot(x, [r[m] for r in pts], marker="o", color=f"C{c}",
+                                ls="-" if noise == "zero" else "--", label=f"{src} ({noise})")
+                        ax.fill_between(x, *zip(*[r[m + "_range"] for r in pts]), color=f"C{c}", alpha=0.1)
+                        plotted = True
+            length = [r["length_pair_acc"] for r in rm if r["task"] == task and r["length_pair_acc"] is not None]
+            if m == "pair_acc" and length and plotted:
+                ax.axhline(1 - length[0], color="black", lw=0.8, ls=":", label="shorter wins")
             ax.set_xscale("log")
-            if not ax.lines:
+            if plotted:
+                ax.legend(fontsize=6)
+            else:
                 ax.text(0.5, 0.5, "no data (the held-out set has no gold-ordered pairs / wrong tokens)",
                         ha="center", va="center", fontsize=7, transform=ax.transAxes, wrap=True)
-            ax.set_title(f"{task}: {'pairwise accuracy vs gold' if i == 0 else 'token AUROC vs gold spans'}")
+            ax.set_title(f"{task}: {title}", fontsize=9)
             ax.set_xlabel("annotated pairs")
             ax.axhline(0.5, color="grey", lw=0.5)
-        for ax in axes[:, j] if hasattr(axes, 'shape') else [row[j] for row in axes]:
-            if ax.lines:
-                ax.legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(f"{a.png_prefix}_rm.png", dpi=110)
 

@@ -7,7 +7,8 @@ import random
 
 import pytest
 
-from finealign.core.metrics import (auroc, average_ranks, changed_token_auroc, flatten, pairwise_accuracy,
+from finealign.core.metrics import (auroc, average_ranks, changed_token_auroc, flatten, length_balanced_accuracy,
+                                    pairwise_accuracy,
                                     precision_recall_at, r_precision, token_metrics)
 
 
@@ -92,6 +93,20 @@ def test_pairwise_accuracy():
     assert math.isnan(pairwise_accuracy([], []))
     with pytest.raises(ValueError):
         pairwise_accuracy([1], [1, 2])
+
+
+def test_length_balanced_accuracy():
+    # 4 pairs: better longer in pairs 0, 1 (right, wrong -> 0.5); better shorter in pairs 2, 3 (both right -> 1.0);
+    # the 5th pair has equal lengths and is left out. Balanced: (0.5 + 1.0) / 2 = 0.75; plain accuracy 4/5 = 0.8
+    better, worse = [2, 0, 3, 5, 9], [1, 1, 1, 1, 0]
+    blen, wlen = [10, 10, 3, 3, 4], [5, 5, 8, 8, 4]
+    assert length_balanced_accuracy(better, worse, blen, wlen) == pytest.approx(0.75)
+    assert pairwise_accuracy(better, worse) == pytest.approx(0.8)
+    # a score that is minus the length wins every "shorter is better" pair and loses every other: 0.5
+    assert length_balanced_accuracy([-x for x in blen], [-x for x in wlen], blen, wlen) == pytest.approx(0.5)
+    assert math.isnan(length_balanced_accuracy([1, 2], [0, 0], [5, 6], [1, 1]))  # no "better is shorter" pair
+    with pytest.raises(ValueError):
+        length_balanced_accuracy([1], [0], [1, 2], [1])
 
 
 def test_token_metrics_and_validation():

@@ -47,11 +47,26 @@ def test_quick_study_on_tiny(tmp_path):
     again = study.main(FLAGS + ["--out", str(out)])
     assert again["reward_models"] == rows
     assert json.loads(json.dumps(again["ppo"])) == json.loads(json.dumps(res["ppo"]))
+    # an evaluation cached by an older study (without a metric of today's) is measured again, not retrained
+    cached = next((out / "rm").rglob("span_bt_n4/sim_eval.json"))
+    stale = json.loads(cached.read_text())
+    stale.pop("pair_acc_length_balanced")
+    cached.write_text(json.dumps(stale))
+    weights = sorted(p.stat().st_mtime_ns for p in cached.parent.rglob("*.safetensors"))
+    assert weights
+    study.main(FLAGS + ["--out", str(out)])
+    assert "pair_acc_length_balanced" in json.loads(cached.read_text())
+    assert sorted(p.stat().st_mtime_ns for p in cached.parent.rglob("*.safetensors")) == weights
     # a finished PPO run made with other settings is refused, not reported under the new ones
     from finealign.errors import FinealignError
 
     with pytest.raises(FinealignError, match="another configuration .*learning_rate"):
         study.main(FLAGS + ["--out", str(out), "--lr", "1e-3"])
+    # so is a finished reward model (token RM or DPO) trained with other settings
+    with pytest.raises(FinealignError, match="span_bt reward model trained with another configuration .*learning_rate"):
+        study.main(FLAGS + ["--out", str(out), "--rm-lr", "1e-3"])
+    with pytest.raises(FinealignError, match="dpo reward model trained with another configuration .*beta"):
+        study.main(FLAGS + ["--out", str(out), "--dpo-beta", "0.5"])
     # a group that does not divide the rollout batch fails before any work
     with pytest.raises(SystemExit):
         study.main(FLAGS + ["--out", str(tmp_path / "g"), "--group", "3"])
@@ -100,3 +115,19 @@ def test_summarize_ppo_hand_worked():
     # means are (.9 - .9) / 2 = 0, 0, 0, ... below the target
     lucky = run("span_bt", "sequence", [.9, -.9, 0, 0, 0, 0], [0] * 6)
     assert study.summarize_ppo(runs + [lucky], 0.5)["facts"]["by_run"]["span_bt/sequence"]["reached"] == "0 of 1"
+
+
+def test_presets(tmp_path):
+    study = _study()
+    out = ["--out", str(tmp_path / "o")]
+    default, full, quick = study.parse_args(out), study.parse_args(out + ["--full"]), study.parse_args(out + ["--quick"])
+    # --full is the whole grid; the default is a subset of it (what fits 2 hours on 2 CPU cores)
+    assert (full.tasks, full.sizes, full.seeds, full.noise) == (["facts", "constraints", "arithmetic"],
+                                                                 [25, 50, 100, 200, 400], [0, 1, 2], ["zero", "realistic"])
+    assert set(default.tasks) <= set(full.tasks) and set(default.sizes) <= set(full.sizes)
+    assert set(default.ppo_rewards) <= set(full.ppo_rewards) and default.seeds == full.seeds
+    # an explicit flag beats the preset; token RMs train LoRA adapters unless told otherwise
+    assert study.parse_args(out + ["--full", "--sizes", "25"]).sizes == [25]
+    assert quick.rm_lora and not study.parse_args(out + ["--no-rm-lora"]).rm_lora
+    with pytest.raises(SystemExit):  # one preset at a time
+        study.parse_args(out + ["--quick", "--full"])

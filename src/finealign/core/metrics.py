@@ -23,7 +23,7 @@ from typing import NamedTuple, Sequence
 import numpy as np
 
 __all__ = [
-    "PrecisionRecall", "TokenMetrics", "auroc", "changed_token_auroc", "flatten", "pairwise_accuracy",
+    "PrecisionRecall", "TokenMetrics", "auroc", "changed_token_auroc", "flatten", "length_balanced_accuracy", "pairwise_accuracy",
     "precision_recall_at", "r_precision", "token_metrics",
 ]
 
@@ -149,6 +149,25 @@ def pairwise_accuracy(better: Sequence[float], worse: Sequence[float]) -> float:
     if b.size == 0:
         return math.nan
     return float(((b > w).sum() + 0.5 * (b == w).sum()) / b.size)
+
+
+def length_balanced_accuracy(better: Sequence[float], worse: Sequence[float], better_len: Sequence[int],
+                             worse_len: Sequence[int]) -> float:
+    """Pairwise accuracy with the length shortcut taken out: the mean of the accuracy on the pairs whose
+    better response is the longer one and the accuracy on the pairs whose better response is the shorter.
+
+    ``better`` / ``worse`` (N,) scores, ``better_len`` / ``worse_len`` (N,) lengths (any unit); pairs of equal
+    length are left out. A score that only prefers shorter (or longer) responses gets 0.5, whatever the mix
+    of pairs. NaN when either group is empty. Ties in score count 1/2 (``pairwise_accuracy``). The same
+    idea as balanced accuracy over the two length strata.
+    """
+    if not (len(better) == len(worse) == len(better_len) == len(worse_len)):
+        raise ValueError("better, worse, better_len and worse_len must have the same length")
+    groups = [[(b, w) for b, w, lb, lw in zip(better, worse, better_len, worse_len) if (lb > lw) == longer and lb != lw]
+              for longer in (True, False)]
+    if not all(groups):
+        return math.nan
+    return float(np.mean([pairwise_accuracy(*zip(*g)) for g in groups]))
 
 
 class TokenMetrics(NamedTuple):
