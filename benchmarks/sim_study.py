@@ -48,17 +48,19 @@ SOURCES = ("span_bt", "seq_bt", "token_cls", "dpo")
 # The default study fits about 2 hours on 2 CPU cores with the 135M model: one task (constraints: several wrong
 # words per response, where token-level rewards have the most to say), all 4 reward sources at 25 and 100 pairs
 # over 3 seeds, then PPO with the gold reward and with two learned rewards. --full is the whole grid (days on
-# this CPU; a GPU's job); --quick a smoke test of every stage (about 10 minutes).
-DEFAULTS = dict(tasks=["constraints"], sizes=[25, 100], seeds=[0, 1, 2], sources=list(SOURCES), noise=["zero"],
-                n=40, heldout=16, k=4, max_new_tokens=24, rm_steps=24, ppo_steps=20, ppo_batch=8, group=4, eval_k=4,
+# this CPU; a GPU's job); --quick a smoke test of every stage (about 10 minutes), whose token RMs train the top 2
+# layers' full weights (about half the time of LoRA on every layer; its figures are not results).
+RM_PARAMS = dict(rm_lora=True, top_layers=0, rm_lr=5e-4)  # token RMs of the default and --full presets
+DEFAULTS = dict(**RM_PARAMS, tasks=["constraints"], sizes=[25, 100], seeds=[0, 1, 2], sources=list(SOURCES),
+                noise=["zero"], n=40, heldout=16, k=4, max_new_tokens=24, rm_steps=24, ppo_steps=20, ppo_batch=8, group=4, eval_k=4,
                 ppo_rewards=["gold", "dpo", "span_bt"], ppo_seeds=[0])
-FULL = dict(tasks=["facts", "constraints", "arithmetic"], sizes=[25, 50, 100, 200, 400], seeds=[0, 1, 2],
+FULL = dict(**RM_PARAMS, tasks=["facts", "constraints", "arithmetic"], sizes=[25, 50, 100, 200, 400], seeds=[0, 1, 2],
             sources=list(SOURCES), noise=["zero", "realistic"], n=240, heldout=60, k=4, max_new_tokens=48,
             rm_steps=60, ppo_steps=30, ppo_batch=8, group=4, eval_k=4, ppo_rewards=["gold", *SOURCES],
             ppo_seeds=[0, 1, 2])
 QUICK = dict(tasks=["facts"], sizes=[25, 50], seeds=[0], sources=list(SOURCES), noise=["zero"], n=32, heldout=12,
              k=4, max_new_tokens=32, rm_steps=8, ppo_steps=4, ppo_batch=4, group=2, eval_k=1,
-             ppo_rewards=["gold", "span_bt"], ppo_seeds=[0])
+             ppo_rewards=["gold", "span_bt"], ppo_seeds=[0], rm_lora=False, top_layers=2, rm_lr=2e-4)
 
 
 def parse_args(argv=None):
@@ -82,12 +84,11 @@ def parse_args(argv=None):
     p.add_argument("--max-new-tokens", type=int)
     p.add_argument("--rm-steps", type=int, help="optimizer steps of every reward model (and DPO)")
     p.add_argument("--rm-batch", type=int, default=8)
-    p.add_argument("--rm-lr", type=float, default=5e-4, help="token RMs' learning rate")
-    p.add_argument("--rm-lora", action=argparse.BooleanOptionalAction, default=True,
-                   help="token RMs train LoRA adapters (r 16) like the DPO source; --no-rm-lora trains full weights "
-                        "of the top --top-layers layers (on constraints, 100 pairs, 24 steps: top 2 full weights at "
-                        "lr 2e-4 ranked 0.48 of the held-out pairs right, LoRA on every layer at 5e-4 0.62)")
-    p.add_argument("--top-layers", type=int, default=0, help="token RMs train only the top N layers (0: all)")
+    p.add_argument("--rm-lr", type=float, help="token RMs' learning rate (default 5e-4; --quick 2e-4)")
+    p.add_argument("--rm-lora", action=argparse.BooleanOptionalAction,
+                   help="token RMs train LoRA adapters (r 16) on every layer, like the DPO source; --no-rm-lora "
+                        "trains full weights of the top --top-layers layers (docs/sim.md compares the two)")
+    p.add_argument("--top-layers", type=int, help="token RMs train only the top N layers (0: all; --quick: 2)")
     p.add_argument("--dpo-beta", type=float, default=0.1)
     p.add_argument("--dpo-lr", type=float, default=1e-4)
     p.add_argument("--eval-limit", type=int, default=200, help="cap on each held-out set")
