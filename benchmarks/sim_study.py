@@ -52,12 +52,12 @@ SOURCES = ("span_bt", "seq_bt", "token_cls", "dpo")
 # layers' full weights (about half the time of LoRA on every layer; its figures are not results).
 RM_PARAMS = dict(rm_lora=True, top_layers=0, rm_lr=5e-4)  # token RMs of the default and --full presets
 DEFAULTS = dict(**RM_PARAMS, tasks=["constraints"], sizes=[25, 100], seeds=[0, 1, 2], sources=list(SOURCES),
-                noise=["zero"], n=40, heldout=16, k=4, max_new_tokens=24, rm_steps=24, ppo_steps=20, ppo_batch=8, group=4, eval_k=4,
-                ppo_rewards=["gold", "dpo", "span_bt"], ppo_seeds=[0])
-FULL = dict(**RM_PARAMS, tasks=["facts", "constraints", "arithmetic"], sizes=[25, 50, 100, 200, 400], seeds=[0, 1, 2],
-            sources=list(SOURCES), noise=["zero", "realistic"], n=240, heldout=60, k=4, max_new_tokens=48,
-            rm_steps=60, ppo_steps=30, ppo_batch=8, group=4, eval_k=4, ppo_rewards=["gold", *SOURCES],
-            ppo_seeds=[0, 1, 2])
+                noise=["zero"], n=40, heldout=16, k=4, max_new_tokens=24, rm_steps=24, ppo_steps=20, ppo_batch=8,
+                group=4, eval_k=4, ppo_rewards=["gold", "dpo", "span_bt"], ppo_seeds=[0])
+FULL = dict(**RM_PARAMS, tasks=["facts", "constraints", "arithmetic"], sizes=[25, 50, 100, 200, 400],
+            seeds=[0, 1, 2], sources=list(SOURCES), noise=["zero", "realistic"], n=240, heldout=60, k=4,
+            max_new_tokens=48, rm_steps=60, ppo_steps=30, ppo_batch=8, group=4, eval_k=4,
+            ppo_rewards=["gold", *SOURCES], ppo_seeds=[0, 1, 2])
 QUICK = dict(tasks=["facts"], sizes=[25, 50], seeds=[0], sources=list(SOURCES), noise=["zero"], n=32, heldout=12,
              k=4, max_new_tokens=32, rm_steps=8, ppo_steps=4, ppo_batch=4, group=2, eval_k=1,
              ppo_rewards=["gold", "span_bt"], ppo_seeds=[0], rm_lora=False, top_layers=2, rm_lr=2e-4)
@@ -152,24 +152,22 @@ def nested_subset(records: list, n: int, seed: int, what: str) -> list:
 
 # ------------------------------------------------------------------------------------------ 2. reward models
 
-# settings of a reward source's training that change no trained weight
-_NOT_MADE_BY = {"out", "logging_steps", "save_steps", "log_every", "save_every", "eval_every", "eval_batch_size",
-                "overwrite", "device", "stop_after", "report_to"}
-
-
 def rm_config(a, source: str, out: Path, seed: int):
     """The training config of one reward source, the file its finished (or started) run saved its settings
-    in, and the settings it will save (``dpo``: ``train.preference``; else ``train.token_rm``)."""
+    in, the settings it will save, and the trainer's own set of settings that change no trained weight
+    (``dpo``: ``train.preference``; else ``train.token_rm``)."""
     if source == "dpo":
         import dataclasses
 
         from finealign.train.preference import PrefTrainConfig
+        from finealign.train.trl_common import NOT_MADE_BY
 
         cfg = PrefTrainConfig(method="dpo", model=a.model, data=out / "pairs.jsonl", out=out, beta=a.dpo_beta,
                               learning_rate=a.dpo_lr, steps=a.rm_steps, batch_size=a.rm_batch, max_length=256,
                               lora=True, seed=seed, save_steps=a.rm_steps, logging_steps=max(1, a.rm_steps // 4))
         wanted = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(cfg).items()}
-        return cfg, out / "finealign_train.json", wanted
+        return cfg, out / "finealign_train.json", wanted, NOT_MADE_BY
+    from finealign.train.token_rm import RESUMABLE
     from finealign.train.token_rm_config import TokenRMConfig
 
     cfg = TokenRMConfig(data=[str(out / "edits.jsonl")], out=str(out), model=a.model, loss=source, lora=a.rm_lora,
@@ -177,17 +175,17 @@ def rm_config(a, source: str, out: Path, seed: int):
                         batch_size=a.rm_batch, learning_rate=a.rm_lr, warmup_steps=max(1, a.rm_steps // 8),
                         max_length=256, mixed_precision=a.mixed_precision, seed=seed, eval_every=0,
                         save_every=a.rm_steps, log_every=max(1, a.rm_steps // 4))
-    return cfg, out / "train_config.json", cfg.run_settings()
+    return cfg, out / "train_config.json", cfg.run_settings(), RESUMABLE
 
 
 def check_rm(a, source: str, out: Path, seed: int):
     """``rm_config``'s config, after refusing an ``out`` that holds a reward source trained with other
     settings (it would otherwise be reported under the new ones). Raises FinealignError naming them."""
-    cfg, marker, wanted = rm_config(a, source, out, seed)
+    cfg, marker, wanted, not_made_by = rm_config(a, source, out, seed)
     if marker.exists():
         saved = json.loads(marker.read_text())
         saved = saved.get("config", saved) if source == "dpo" else saved
-        diff = sorted(k for k in wanted if k not in _NOT_MADE_BY and k in saved and saved[k] != wanted[k])
+        diff = sorted(k for k in wanted if k not in not_made_by and k in saved and saved[k] != wanted[k])
         if diff:
             raise FinealignError(f"{out} holds a {source} reward model trained with another configuration ("
                                  + ", ".join(f"{k}: {saved[k]!r} there, {wanted[k]!r} now" for k in diff)
@@ -195,10 +193,10 @@ def check_rm(a, source: str, out: Path, seed: int):
     return cfg
 
 
-def train_source(a, source: str, edits: list[dict], out: Path, seed: int) -> str:
-    """Train one reward source on ``edits`` (skipped when finished); returns its scorer spec."""
+def train_source(a, source: str, cfg, edits: list[dict], out: Path) -> str:
+    """Train one reward source on ``edits`` with ``cfg`` (``check_rm``'s; skipped when finished); returns its
+    scorer spec."""
     out.mkdir(parents=True, exist_ok=True)
-    cfg = check_rm(a, source, out, seed)
     if source == "dpo":
         from finealign.train.preference import train_preference
 
@@ -240,12 +238,12 @@ def rm_row(a, t, data: Path, key: dict, edits: list[dict]) -> dict:
     """Train (or reuse) one reward source and measure it on the held-out sets; cached in its sim_eval.json."""
     out = a.out / "rm" / key["task"] / key["noise"] / f"s{key['seed']}" / f"{key['source']}_n{key['size']}"
     done = out / "sim_eval.json"
-    check_rm(a, key["source"], out, key["seed"])
+    cfg = check_rm(a, key["source"], out, key["seed"])
     row = json.loads(done.read_text()) if done.exists() else None
     if row and all(k in row for k in EVAL_KEYS) and row["eval_limit"] == a.eval_limit:
         return row
     t0 = time.perf_counter()
-    spec = row["spec"] if row else train_source(a, key["source"], edits, out, key["seed"])
+    spec = row["spec"] if row else train_source(a, key["source"], cfg, edits, out)
     scorer = load_scorer(spec)
     ev = evaluate_reward(scorer, t, data / "heldout", limit=a.eval_limit)
     scorer.close()
@@ -434,7 +432,8 @@ def plot(a, rm: list[dict], runs: list[dict], ppo: dict) -> None:
         plot_ppo(plt, a, runs, ppo)
 
 
-RM_PANELS = (("pair_acc", "pairwise accuracy vs gold"), ("pair_acc_length_balanced", "length-balanced pairwise accuracy"),
+RM_PANELS = (("pair_acc", "pairwise accuracy vs gold"),
+             ("pair_acc_length_balanced", "length-balanced pairwise accuracy"),
              ("token_auroc", "token AUROC vs gold spans"))
 
 

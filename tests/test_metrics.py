@@ -8,8 +8,7 @@ import random
 import pytest
 
 from finealign.core.metrics import (auroc, average_ranks, changed_token_auroc, flatten, length_balanced_accuracy,
-                                    pairwise_accuracy,
-                                    precision_recall_at, r_precision, token_metrics)
+                                    pairwise_accuracy, precision_recall_at, r_precision, token_metrics)
 
 
 def brute_auroc(scores, labels):

@@ -120,16 +120,17 @@ def test_summarize_ppo_hand_worked():
 def test_presets(tmp_path):
     study = _study()
     out = ["--out", str(tmp_path / "o")]
-    default, full, quick = study.parse_args(out), study.parse_args(out + ["--full"]), study.parse_args(out + ["--quick"])
+    default, full, quick = (study.parse_args(out + flag) for flag in ([], ["--full"], ["--quick"]))
     # --full is the whole grid; the default is a subset of it (what fits 2 hours on 2 CPU cores)
-    assert (full.tasks, full.sizes, full.seeds, full.noise) == (["facts", "constraints", "arithmetic"],
-                                                                 [25, 50, 100, 200, 400], [0, 1, 2], ["zero", "realistic"])
+    assert (full.tasks, full.sizes, full.seeds, full.noise) == (
+        ["facts", "constraints", "arithmetic"], [25, 50, 100, 200, 400], [0, 1, 2], ["zero", "realistic"])
     assert set(default.tasks) <= set(full.tasks) and set(default.sizes) <= set(full.sizes)
     assert set(default.ppo_rewards) <= set(full.ppo_rewards) and default.seeds == full.seeds
     # an explicit flag beats the preset; token RMs train LoRA adapters on every layer, but in the smoke test
     assert study.parse_args(out + ["--full", "--sizes", "25"]).sizes == [25]
     assert (default.rm_lora, default.top_layers, full.rm_lora) == (True, 0, True)
     assert (quick.rm_lora, quick.top_layers) == (False, 2)
-    assert not study.parse_args(out + ["--no-rm-lora"]).rm_lora and study.parse_args(out + ["--quick", "--rm-lora"]).rm_lora
+    assert not study.parse_args(out + ["--no-rm-lora"]).rm_lora
+    assert study.parse_args(out + ["--quick", "--rm-lora"]).rm_lora
     with pytest.raises(SystemExit):  # one preset at a time
         study.parse_args(out + ["--quick", "--full"])

@@ -23,8 +23,8 @@ from typing import NamedTuple, Sequence
 import numpy as np
 
 __all__ = [
-    "PrecisionRecall", "TokenMetrics", "auroc", "changed_token_auroc", "flatten", "length_balanced_accuracy", "pairwise_accuracy",
-    "precision_recall_at", "r_precision", "token_metrics",
+    "PrecisionRecall", "TokenMetrics", "auroc", "changed_token_auroc", "flatten", "length_balanced_accuracy",
+    "pairwise_accuracy", "precision_recall_at", "r_precision", "token_metrics",
 ]
 
 

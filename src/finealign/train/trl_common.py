@@ -125,7 +125,7 @@ def train_and_save(trainer, cfg, tokenizer, kind: str, on_log=None) -> TrainResu
 
 
 # settings that change no trained weight
-_NOT_MADE_BY = {"out", "logging_steps", "save_steps", "overwrite", "device"}
+NOT_MADE_BY = {"out", "logging_steps", "save_steps", "overwrite", "device"}
 
 
 def tie_output(cfg, kind: str) -> None:
@@ -138,7 +138,7 @@ def tie_output(cfg, kind: str) -> None:
 
     out = Path(cfg.out)
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(cfg).items()
-                if k not in _NOT_MADE_BY}
+                if k not in NOT_MADE_BY}
     settings["model"] = model_fingerprint(cfg.model)
     data = Path(str(cfg.data)).expanduser()
     settings["data"] = {"source": str(cfg.data), **(fingerprint_path(data) if data.exists() else {})}
