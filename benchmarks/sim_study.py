@@ -47,13 +47,14 @@ NOISE = {"zero": Noise(), "realistic": REALISTIC}
 SOURCES = ("span_bt", "seq_bt", "token_cls", "dpo")
 # The default study fits about 2 hours on 2 CPU cores with the 135M model: one task (constraints: several wrong
 # words per response, where token-level rewards have the most to say), all 4 reward sources at 25 and 100 pairs
-# over 3 seeds, then PPO with the gold reward and with two learned rewards. --full is the whole grid (days on
+# over 3 seeds, then PPO with the gold reward and with the DPO implicit reward (the one learned reward that located
+# wrong words; the measured run also had span_bt, 601 s, which put it 3 minutes over: docs/sim.md). --full is the whole grid (days on
 # this CPU; a GPU's job); --quick a smoke test of every stage (about 10 minutes), whose token RMs train the top 2
 # layers' full weights (about half the time of LoRA on every layer; its figures are not results).
 RM_PARAMS = dict(rm_lora=True, top_layers=0, rm_lr=5e-4)  # token RMs of the default and --full presets
 DEFAULTS = dict(**RM_PARAMS, tasks=["constraints"], sizes=[25, 100], seeds=[0, 1, 2], sources=list(SOURCES),
                 noise=["zero"], n=40, heldout=16, k=4, max_new_tokens=24, rm_steps=24, ppo_steps=20, ppo_batch=8,
-                group=4, eval_k=4, ppo_rewards=["gold", "dpo", "span_bt"], ppo_seeds=[0])
+                group=4, eval_k=4, ppo_rewards=["gold", "dpo"], ppo_seeds=[0])
 FULL = dict(**RM_PARAMS, tasks=["facts", "constraints", "arithmetic"], sizes=[25, 50, 100, 200, 400],
             seeds=[0, 1, 2], sources=list(SOURCES), noise=["zero", "realistic"], n=240, heldout=60, k=4,
             max_new_tokens=48, rm_steps=60, ppo_steps=30, ppo_batch=8, group=4, eval_k=4,
@@ -89,6 +90,9 @@ def parse_args(argv=None):
                    help="token RMs train LoRA adapters (r 16) on every layer, like the DPO source; --no-rm-lora "
                         "trains full weights of the top --top-layers layers (docs/sim.md compares the two)")
     p.add_argument("--top-layers", type=int, help="token RMs train only the top N layers (0: all; --quick: 2)")
+    p.add_argument("--rm-pool", default="sum", choices=["sum", "mean"],
+                   help="how a token RM's per-token rewards make a response's score (ranking, sequence-level PPO); "
+                        "mean takes the length out of the sum (evaluated apart, in sim_eval_pool-mean.json)")
     p.add_argument("--dpo-beta", type=float, default=0.1)
     p.add_argument("--dpo-lr", type=float, default=1e-4)
     p.add_argument("--eval-limit", type=int, default=200, help="cap on each held-out set")
@@ -209,7 +213,12 @@ def train_source(a, source: str, cfg, edits: list[dict], out: Path) -> str:
     if not (out / "eval.json").exists():
         write_jsonl(out / "edits.jsonl", edits)
         train_token_rm(cfg)
-    return f"token-rm:{out},device=cpu"
+    return f"token-rm:{out},device=cpu" + (f",pool={a.rm_pool}" if a.rm_pool != "sum" else "")
+
+
+def eval_path(a, source: str, out: Path) -> Path:
+    """Where the held-out evaluation of the source trained in ``out`` is cached (one file per token-RM pool)."""
+    return out / ("sim_eval.json" if source == "dpo" or a.rm_pool == "sum" else f"sim_eval_pool-{a.rm_pool}.json")
 
 
 def stage_rm(a, task: str, data: Path) -> list[dict]:
@@ -235,9 +244,9 @@ EVAL_KEYS = ("pair_acc", "pair_acc_length_balanced", "edit_acc", "token_auroc", 
 
 
 def rm_row(a, t, data: Path, key: dict, edits: list[dict]) -> dict:
-    """Train (or reuse) one reward source and measure it on the held-out sets; cached in its sim_eval.json."""
+    """Train (or reuse) one reward source and measure it on the held-out sets; cached in ``eval_path``."""
     out = a.out / "rm" / key["task"] / key["noise"] / f"s{key['seed']}" / f"{key['source']}_n{key['size']}"
-    done = out / "sim_eval.json"
+    done = eval_path(a, key["source"], out)
     cfg = check_rm(a, key["source"], out, key["seed"])
     row = json.loads(done.read_text()) if done.exists() else None
     if row and all(k in row for k in EVAL_KEYS) and row["eval_limit"] == a.eval_limit:
@@ -247,8 +256,11 @@ def rm_row(a, t, data: Path, key: dict, edits: list[dict]) -> dict:
     scorer = load_scorer(spec)
     ev = evaluate_reward(scorer, t, data / "heldout", limit=a.eval_limit)
     scorer.close()
-    seconds = row["seconds"] if row else round(time.perf_counter() - t0, 1)  # the training's, not a re-evaluation's
-    row = {**key, "spec": spec, "seconds": seconds, "eval_limit": a.eval_limit, **ev}
+    # the training's (with its first evaluation), not a re-evaluation's, nor another pool's evaluation's
+    first = row or next((json.loads(f.read_text()) for f in sorted(out.glob("sim_eval*.json"))), None)
+    seconds = first["seconds"] if first else round(time.perf_counter() - t0, 1)
+    pool = None if key["source"] == "dpo" else a.rm_pool
+    row = {**key, "pool": pool, "spec": spec, "seconds": seconds, "eval_limit": a.eval_limit, **ev}
     write_json(done, row)
     return row
 
@@ -281,7 +293,7 @@ def ppo_run(a, task: str, data: Path, reward: str, gran: str, seed: int) -> dict
         spec = f"sim:{task}"
     else:
         size = max(a.sizes)
-        spec = json.loads((a.out / "rm" / task / a.ppo_noise / "s0" / f"{reward}_n{size}" / "sim_eval.json")
+        spec = json.loads(eval_path(a, reward, a.out / "rm" / task / a.ppo_noise / "s0" / f"{reward}_n{size}")
                           .read_text())["spec"]
     log_path = out / "gold.jsonl"
     have = {o["step"] for _, o in iter_objects(log_path)} if log_path.exists() else set()
@@ -410,7 +422,7 @@ def summarize_rm(rows: list[dict]) -> list[dict]:
     out = []
     for k in keys:
         rs = [r for r in rows if (r["task"], r["noise"], r["source"], r["size"]) == k]
-        row = dict(zip(("task", "noise", "source", "size"), k), seeds=len(rs))
+        row = dict(zip(("task", "noise", "source", "size"), k), seeds=len(rs), pool=rs[0].get("pool"))
         for m in ("pair_acc", "pair_acc_length_balanced", "edit_acc", "token_auroc", "length_pair_acc"):
             v = [r[m] for r in rs if r[m] is not None and not math.isnan(r[m])]
             row[m] = statistics.fmean(v) if v else None
@@ -459,6 +471,8 @@ def plot_rm(plt, a, rm: list[dict]) -> None:
             if m == "pair_acc" and length and plotted:
                 ax.axhline(1 - length[0], color="black", lw=0.8, ls=":", label="shorter wins")
             ax.set_xscale("log")
+            ax.set_xticks(sorted(a.sizes), [str(x) for x in sorted(a.sizes)])
+            ax.minorticks_off()
             if plotted:
                 ax.legend(fontsize=6)
             else:
@@ -537,6 +551,9 @@ def main(argv=None) -> dict:
               "ppo_curves": runs, "seconds": {"data": round(t_data - t0, 1), "reward_models": round(t_rm - t_data, 1),
                                               "ppo": round(time.perf_counter() - t_rm, 1),
                                               "total": round(time.perf_counter() - t0, 1)}}
+    # a rerun skips finished pieces, so its wall time is not the study's: keep every earlier invocation's
+    prev = json.loads((a.out / "study.json").read_text()) if (a.out / "study.json").exists() else {}
+    result["earlier_invocations"] = [*prev.get("earlier_invocations", []), *([prev["seconds"]] if prev else [])]
     write_json(a.out / "study.json", result)
     if a.json:
         write_json(a.json, result)

@@ -47,6 +47,27 @@ def test_quick_study_on_tiny(tmp_path):
     again = study.main(FLAGS + ["--out", str(out)])
     assert again["reward_models"] == rows
     assert json.loads(json.dumps(again["ppo"])) == json.loads(json.dumps(res["ppo"]))
+    # a rerun keeps the wall time of every earlier invocation (its own is not the study's)
+    assert [x["total"] for x in json.loads((out / "study.json").read_text())["earlier_invocations"]] == [
+        res["seconds"]["total"]]
+    # mean-pooled token RMs: evaluated apart, nothing retrained, the sum pool's cache untouched; the pool changes
+    # only the response's score, so each RM's token AUROC is the same under both, and DPO's rows are the same rows
+    before = {p: p.read_bytes() for p in (out / "rm").rglob("sim_eval.json")}
+    weights = sorted(p.stat().st_mtime_ns for p in (out / "rm").rglob("*.safetensors"))
+    means = study.main(FLAGS + ["--out", str(out), "--rm-pool", "mean", "--stages", "data", "rm"])["reward_models"]
+    assert {(r["source"], r["pool"]) for r in means} == {("span_bt", "mean"), ("seq_bt", "mean"),
+                                                         ("token_cls", "mean"), ("dpo", None)}
+    for d in (out / "rm").glob("*/*/*/*_n*"):  # rm/TASK/NOISE/sSEED/SOURCE_nSIZE
+        s = json.loads((d / "sim_eval.json").read_text())
+        if d.name.startswith("dpo"):
+            assert not (d / "sim_eval_pool-mean.json").exists()
+            continue
+        r = json.loads((d / "sim_eval_pool-mean.json").read_text())
+        assert r["pool"] == "mean" and s["pool"] == "sum" and r["spec"] == s["spec"] + ",pool=mean"
+        assert r["token_auroc"] == s["token_auroc"] and r["n_pairs"] == s["n_pairs"]
+    assert len(list((out / "rm").rglob("sim_eval_pool-mean.json"))) == 6  # 3 token RM losses x 2 sizes
+    assert {p: p.read_bytes() for p in (out / "rm").rglob("sim_eval.json")} == before
+    assert sorted(p.stat().st_mtime_ns for p in (out / "rm").rglob("*.safetensors")) == weights
     # an evaluation cached by an older study (without a metric of today's) is measured again, not retrained
     cached = next((out / "rm").rglob("span_bt_n4/sim_eval.json"))
     stale = json.loads(cached.read_text())
