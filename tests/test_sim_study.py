@@ -1,9 +1,12 @@
-"""benchmarks/sim_study.py --quick on the tiny model (CI smoke test): every stage runs, resumes, reports."""
+"""The sim study (``finealign sim study``, ``benchmarks/sim_study.py``) --quick on the tiny model (CI smoke test):
+every stage runs, resumes, reports; the CLI and the benchmark script run it; bad input fails before any output."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,10 +18,9 @@ FLAGS = ["--quick", "--model", "tiny-random", "--n", "10", "--heldout", "4", "--
 
 
 def _study():
-    spec = importlib.util.spec_from_file_location("sim_study", REPO / "benchmarks" / "sim_study.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    from finealign.pipeline import sim_study
+
+    return sim_study
 
 
 def test_quick_study_on_tiny(tmp_path):
@@ -155,3 +157,27 @@ def test_presets(tmp_path):
     assert study.parse_args(out + ["--quick", "--rm-lora"]).rm_lora
     with pytest.raises(SystemExit):  # one preset at a time
         study.parse_args(out + ["--quick", "--full"])
+
+
+@pytest.mark.parametrize("entry", ["cli", "script"])
+def test_study_entry_points(tmp_path, entry):
+    """``finealign sim study`` and ``python benchmarks/sim_study.py`` run the same program: one size and one
+    source end to end (exit 0, study.json with its row); bad input exits non-zero with one line and writes nothing."""
+    cmd = ["finealign", "sim", "study"] if entry == "cli" else [sys.executable, str(REPO / "benchmarks" / "sim_study.py")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out = tmp_path / "o"
+    r = subprocess.run(cmd + FLAGS + ["--out", str(out), "--stages", "data", "rm", "--sizes", "4", "--sources", "seq_bt"],
+                       capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = json.loads((out / "study.json").read_text())["reward_models"]
+    assert [(x["source"], x["size"], x["seeds"]) for x in rows] == [("seq_bt", 4, 1)]
+    for bad, why in ((["--tasks", "nosuch"], "unknown sim task 'nosuch'"),
+                     (["--task-options", "facts:slots=zero"], "slots"),
+                     (["--sizes", "999"], "asked for 999 annotated pairs")):
+        o = tmp_path / f"bad{len(why)}"
+        r = subprocess.run(cmd + FLAGS + ["--out", str(o), "--stages", "data", "rm", "--sources", "seq_bt"] + bad,
+                           capture_output=True, text=True, env=env)
+        assert r.returncode != 0 and why in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]
+        if bad[0] != "--sizes":  # the size is checked against the pool the data stage made
+            assert not o.exists()
+    assert "--rm-pool" in subprocess.run(cmd + ["--help"], capture_output=True, text=True, env=env).stdout
