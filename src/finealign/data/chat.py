@@ -39,11 +39,12 @@ from __future__ import annotations
 import json
 import weakref
 from dataclasses import dataclass
-from typing import Any, Sequence, Union
-
-import torch
+from typing import TYPE_CHECKING, Any, Sequence, Union
 
 from ..errors import FinealignError
+
+if TYPE_CHECKING:
+    import torch
 
 Message = dict[str, Any]  # {"role", "content": str} (+ "tool_calls", "name", "tool_call_id")
 Prompt = Union[str, list[Message]]
@@ -479,6 +480,8 @@ def pad_left(seqs: Sequence[Sequence[int]], pad_id: int, *masks: Sequence[Sequen
 
 
 def _pad(seqs, pad_id, masks, *, left: bool):
+    import torch  # here, so that reading data (and the CLI's start) does not load torch
+
     n = len(seqs)
     T = max([len(s) for s in seqs] + [0])
     ids = torch.full((n, T), int(pad_id if pad_id is not None else 0), dtype=torch.long)
