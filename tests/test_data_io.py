@@ -329,3 +329,14 @@ def test_appender_survives_a_killed_process(tmp_path):
                 app.append(_keyed(i))
     ids = [o["id"] for _, o in iter_objects(p)]
     assert ids == [f"k{i}" for i in range(6)]
+
+
+def test_reading_data_does_not_load_torch():
+    """Reading and checking records (what every CLI verb and the web app do first) must not pay torch's
+    import: the data layer loads it only when it pads token ids."""
+    import subprocess
+    import sys
+
+    code = ("import sys, finealign.data.io, finealign.data.records, finealign.data.chat; "
+            "sys.exit(int('torch' in sys.modules))")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
