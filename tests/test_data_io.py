@@ -340,3 +340,22 @@ def test_reading_data_does_not_load_torch():
     code = ("import sys, finealign.data.io, finealign.data.records, finealign.data.chat; "
             "sys.exit(int('torch' in sys.modules))")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_json_writers_write_strict_json(tmp_path):
+    """An undefined measure (NaN, e.g. an accuracy over no pairs) or an infinity is written as null, never as the
+    non-JSON NaN / Infinity that strict parsers reject; finite values are untouched."""
+    from finealign.data.io import to_json
+
+    def strict(text):
+        return json.loads(text, parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))
+
+    obj = {"acc": float("nan"), "ci": [float("nan"), float("inf")], "n": 0, "x": 0.25, "deep": [{"y": float("-inf")}]}
+    want = {"acc": None, "ci": [None, None], "n": 0, "x": 0.25, "deep": [{"y": None}]}
+    assert strict(to_json(obj)) == want
+    assert strict(write_json(tmp_path / "a.json", obj).read_text()) == want
+    write_jsonl(tmp_path / "a.jsonl", [obj, {"x": 1.5}])
+    assert [strict(x) for x in (tmp_path / "a.jsonl").read_text().splitlines()] == [want, {"x": 1.5}]
+    with JsonlAppender(tmp_path / "b.jsonl", key=lambda o: o["n"]) as app:
+        app.append(obj)
+    assert strict((tmp_path / "b.jsonl").read_text()) == want

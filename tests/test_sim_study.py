@@ -173,11 +173,15 @@ def test_study_entry_points(tmp_path, entry):
     assert [(x["source"], x["size"], x["seeds"]) for x in rows] == [("seq_bt", 4, 1)]
     for bad, why in ((["--tasks", "nosuch"], "unknown sim task 'nosuch'"),
                      (["--task-options", "facts:slots=zero"], "slots"),
-                     (["--sizes", "999"], "asked for 999 annotated pairs")):
+                     (["--task-options", "slots=2"], "--task-options slots=2: expected TASK:K=V"),
+                     (["--task-options", "constraints:required=3"], "for one of --tasks facts"),
+                     (["--sizes", "4", "999"], "asked for 999 annotated pairs")):
         o = tmp_path / f"bad{len(why)}"
         r = subprocess.run(cmd + FLAGS + ["--out", str(o), "--stages", "data", "rm", "--sources", "seq_bt"] + bad,
                            capture_output=True, text=True, env=env)
         assert r.returncode != 0 and why in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]
-        if bad[0] != "--sizes":  # the size is checked against the pool the data stage made
+        if bad[0] != "--sizes":
             assert not o.exists()
+        else:  # checked against the pool the data stage made, before any reward model is trained
+            assert (o / "data").exists() and not (o / "rm").exists()
     assert "--rm-pool" in subprocess.run(cmd + ["--help"], capture_output=True, text=True, env=env).stdout

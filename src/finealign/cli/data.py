@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import Settings, setting
+from ..data.io import to_json
 from ..errors import ConfigError, FinealignError
 
 
@@ -79,7 +79,7 @@ def run_list(cfg: ListConfig, quiet: bool = False) -> None:
         rows.append({"name": n, "kind": info.kind, "count": count, "license": info.license, "path": path,
                      "description": info.description})
     if cfg.json:
-        print(json.dumps(rows, indent=2))
+        print(to_json(rows, indent=2, ensure_ascii=True))
         return
     from rich.table import Table
 
@@ -118,7 +118,7 @@ def run_stats(cfg: StatsConfig, quiet: bool = False) -> None:
         st = compute_stats(records, tok, path=file, tokenizer_name=cfg.tokenizer,
                            on_batch=lambda n: bar.advance(task, n))
     if cfg.json:
-        print(json.dumps(st.to_obj(), indent=2, ensure_ascii=False))
+        print(to_json(st.to_obj(), indent=2, ensure_ascii=False))
         return
     from rich.table import Table
 

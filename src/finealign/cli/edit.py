@@ -5,10 +5,10 @@ Flags are generated from :class:`EditConfig` (``--config`` reads the same fields
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 from ..config import DeviceArgs, non_negative, positive, setting
+from ..data.io import to_json
 from ..edits.minimality import ON_VIOLATION
 
 
@@ -69,7 +69,7 @@ def run_edit(cfg: EditConfig, quiet: bool = False) -> None:
     finally:
         ed.close()
     console.print(summary_line(stats), soft_wrap=True, highlight=False)
-    stdout.print(json.dumps(stats.to_dict(), indent=2), soft_wrap=True, highlight=False, markup=False)
+    stdout.print(to_json(stats.to_dict(), indent=2), soft_wrap=True, highlight=False, markup=False)
 
 
 def register(app, **_):

@@ -6,9 +6,9 @@ Flags are generated from :class:`finealign.sim.make.SimMakeConfig`.
 
 from __future__ import annotations
 
-import json
-
 import typer
+
+from ..data.io import to_json
 
 sim_app = typer.Typer(no_args_is_help=True, help="Simulated tasks with a gold reward: facts, constraints, arithmetic.")
 
@@ -22,7 +22,7 @@ def run_sim_make(cfg, quiet: bool = False):
                   f"{cfg.policy} -> {cfg.out}", soft_wrap=True, highlight=False)
     with progress_callback(f"sample {cfg.task}", disable=quiet) as cb:
         summary = make_sim(cfg, on_progress=cb, log=lambda m: console.print(m, highlight=False, soft_wrap=True))
-    stdout.print(json.dumps(summary), soft_wrap=True, highlight=False)
+    stdout.print(to_json(summary), soft_wrap=True, highlight=False)
 
 
 @sim_app.command("study", add_help_option=False,

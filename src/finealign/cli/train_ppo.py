@@ -5,7 +5,7 @@ Flags are generated from :class:`finealign.train.ppo_config.PPOConfig` (every fi
 
 from __future__ import annotations
 
-import json
+from ..data.io import to_json
 
 
 def run_ppo_cli(cfg, quiet: bool = False):
@@ -29,7 +29,7 @@ def run_ppo_cli(cfg, quiet: bool = False):
         console.print(f"warnings: {c['skipped_batches']} batches skipped (non-finite reward), {c['skipped_updates']} "
                       f"updates skipped (non-finite loss), {c['truncated_prompts']} prompts truncated, "
                       f"{c['empty_responses']} empty responses", soft_wrap=True)
-    stdout.print(json.dumps({"out": str(result.out), "steps": result.steps, "last": result.metrics}),
+    stdout.print(to_json({"out": str(result.out), "steps": result.steps, "last": result.metrics}),
                  soft_wrap=True, highlight=False)
 
 

@@ -6,10 +6,10 @@ Flags are generated from :class:`finealign.train.token_rm_config.TokenRMConfig` 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 from ..config import Settings, positive, setting
+from ..data.io import to_json
 from .common import console, out
 
 
@@ -28,7 +28,7 @@ def run_train_token_rm(cfg, quiet: bool = False) -> None:
     summary = {"out": str(res.out), "step": res.steps, "finished": res.finished, "train_pairs": d["build"],
                "trained_on_pairs": d["trained_pairs"], "train_tokens": d["train_tokens"],
                "seconds": round(d["seconds"], 1), "eval": res.metrics or None}
-    out.print_json(json.dumps(summary))
+    out.print_json(to_json(summary))
     if not res.finished:
         console.print(f"stopped at step {res.steps}; rerun the same command to resume")
 
@@ -83,7 +83,7 @@ def run_eval_token_rm(cfg: EvalTokenRMConfig, quiet: bool = False) -> None:
               **ev.to_dict()}
     if cfg.out is not None:
         write_json(cfg.out, result)
-    out.print_json(json.dumps(result))
+    out.print_json(to_json(result))
 
 
 def register(app, train_app, **_):

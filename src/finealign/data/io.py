@@ -197,6 +197,28 @@ def _new_tmp(path: Path) -> tuple[int, str]:
     return fd, tmp
 
 
+def _finite(obj: Any) -> Any:
+    """``obj`` with every NaN / infinite float (at any depth) replaced by None."""
+    if isinstance(obj, float):
+        return obj if obj == obj and obj not in (float("inf"), float("-inf")) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def to_json(obj: Any, **kw) -> str:
+    """Strict JSON text of ``obj`` (``json.dumps`` keywords; ``ensure_ascii`` defaults to False): a NaN or
+    infinite float, which ``json.dumps`` would write as the non-JSON ``NaN`` / ``Infinity`` that strict parsers
+    reject, is written as ``null`` (an undefined measure, e.g. an accuracy over no pairs)."""
+    kw.setdefault("ensure_ascii", False)
+    try:
+        return json.dumps(obj, allow_nan=False, **kw)
+    except ValueError:  # only then walk the object: the common case stays one dumps
+        return json.dumps(_finite(obj), allow_nan=False, **kw)
+
+
 def write_jsonl(path: str | Path, records: Iterable[Record | dict]) -> Path:
     """Write records atomically: a temporary file beside ``path``, then rename."""
     path = Path(path)
@@ -205,7 +227,7 @@ def write_jsonl(path: str | Path, records: Iterable[Record | dict]) -> Path:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             for r in records:
-                f.write(json.dumps(_to_obj(r), ensure_ascii=False) + "\n")
+                f.write(to_json(_to_obj(r)) + "\n")
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -233,7 +255,8 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
 
 
 def write_json(path: str | Path, obj: Any) -> Path:
-    return write_text_atomic(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+    """Write ``obj`` as indented strict JSON (``to_json``: NaN / infinity as null), atomically."""
+    return write_text_atomic(path, to_json(obj, indent=2) + "\n")
 
 
 class JsonlAppender:
@@ -293,7 +316,7 @@ class JsonlAppender:
     def append(self, obj: Record | dict) -> None:
         o = _to_obj(obj)
         k = self.key(o)
-        self._f.write(json.dumps(o, ensure_ascii=False) + "\n")
+        self._f.write(to_json(o) + "\n")
         self._f.flush()
         self.done.add(k)
 

@@ -38,13 +38,14 @@ import sys
 import time
 from pathlib import Path
 
-from ..data.io import JsonlAppender, iter_objects, write_json, write_jsonl
+from ..data.io import JsonlAppender, iter_objects, to_json, write_json, write_jsonl
 from ..errors import FinealignError
 from ..rewards.base import TokenScorer, load_scorer
 from ..sim import make_task
 from ..sim.annotator import REALISTIC, Noise
 from ..sim.evaluate import evaluate_reward
 from ..sim.make import SimMakeConfig, derive, edits_as_pairs, make_sim, read_samples
+from .sim_plots import moving, plot
 
 NOISE = {"zero": Noise(), "realistic": REALISTIC}
 SOURCES = ("span_bt", "seq_bt", "token_cls", "dpo")
@@ -71,25 +72,31 @@ def parse_args(argv=None, prog: str | None = None):
     """The study's settings from ``argv`` (the preset's values where a flag is not given); exits (argparse)
     on a bad flag."""
     p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True, help="the study's folder (data, reward models, PPO runs, "
+                                                             "study.json); a rerun resumes it")
     size = p.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="the smoke-test preset (flags given explicitly still win)")
     size.add_argument("--full", action="store_true",
                       help="the whole grid: 3 tasks, 5 sizes, 2 noise settings, 5 PPO rewards (days on 2 CPU cores)")
     p.add_argument("--model", default="smollm2-135m-instruct", help="backbone of the reward models and the policy")
-    p.add_argument("--tasks", nargs="+")
+    p.add_argument("--tasks", nargs="+", help="simulated tasks: facts, constraints, arithmetic (default: constraints; "
+                                             "--quick: facts; --full: all three)")
     p.add_argument("--task-options", nargs="*", default=[], metavar="TASK:K=V,...",
                    help="difficulty knobs per task, e.g. facts:slots=1")
-    p.add_argument("--sizes", nargs="+", type=int)
-    p.add_argument("--seeds", nargs="+", type=int)
-    p.add_argument("--sources", nargs="+", choices=SOURCES)
-    p.add_argument("--noise", nargs="+", choices=list(NOISE))
-    p.add_argument("--n", type=int, help="training prompts per task")
-    p.add_argument("--heldout", type=int, help="held-out prompts per task")
-    p.add_argument("--k", type=int, help="policy samples per prompt")
-    p.add_argument("--max-new-tokens", type=int)
-    p.add_argument("--rm-steps", type=int, help="optimizer steps of every reward model (and DPO)")
-    p.add_argument("--rm-batch", type=int, default=8)
+    p.add_argument("--sizes", nargs="+", type=int,
+                   help="numbers of annotated edit pairs each reward source trains on (nested subsets; default 25 100)")
+    p.add_argument("--seeds", nargs="+", type=int, help="reward-model seeds: subset, annotator noise, training (default 0 1 2)")
+    p.add_argument("--sources", nargs="+", choices=SOURCES,
+                   help="token RM losses span_bt, seq_bt, token_cls; dpo: a DPO policy read as the dpo-implicit "
+                        "token scorer (default: all four)")
+    p.add_argument("--noise", nargs="+", choices=list(NOISE),
+                   help="simulated annotator: zero (a perfect oracle) or realistic (misses, over-edits, flips)")
+    p.add_argument("--n", type=int, help="training prompts per task (default 40)")
+    p.add_argument("--heldout", type=int, help="held-out prompts per task (default 16)")
+    p.add_argument("--k", type=int, help="policy samples per prompt (default 4)")
+    p.add_argument("--max-new-tokens", type=int, help="longest policy sample and PPO rollout (default 24)")
+    p.add_argument("--rm-steps", type=int, help="optimizer steps of every reward model and DPO policy (default 24)")
+    p.add_argument("--rm-batch", type=int, default=8, help="edit pairs per reward-model step")
     p.add_argument("--rm-lr", type=float, help="token RMs' learning rate (default 5e-4; --quick 2e-4)")
     p.add_argument("--rm-lora", action=argparse.BooleanOptionalAction,
                    help="token RMs train LoRA adapters (r 16) on every layer, like the DPO source; --no-rm-lora "
@@ -98,14 +105,18 @@ def parse_args(argv=None, prog: str | None = None):
     p.add_argument("--rm-pool", default="sum", choices=["sum", "mean"],
                    help="how a token RM's per-token rewards make a response's score (ranking, sequence-level PPO); "
                         "mean takes the length out of the sum (evaluated apart, in sim_eval_pool-mean.json)")
-    p.add_argument("--dpo-beta", type=float, default=0.1)
-    p.add_argument("--dpo-lr", type=float, default=1e-4)
-    p.add_argument("--eval-limit", type=int, default=200, help="cap on each held-out set")
-    p.add_argument("--ppo-rewards", nargs="+", choices=["gold", *SOURCES])
-    p.add_argument("--ppo-seeds", nargs="+", type=int)
-    p.add_argument("--ppo-steps", type=int)
-    p.add_argument("--ppo-batch", type=int)
-    p.add_argument("--ppo-noise", default="zero", choices=list(NOISE))
+    p.add_argument("--dpo-beta", type=float, default=0.1, help="DPO's beta, also the implicit reward's scale")
+    p.add_argument("--dpo-lr", type=float, default=1e-4, help="DPO policy's learning rate (LoRA)")
+    p.add_argument("--eval-limit", type=int, default=200,
+                   help="most records read from each held-out set (sample pairs, oracle edits, rated samples)")
+    p.add_argument("--ppo-rewards", nargs="+", choices=["gold", *SOURCES],
+                   help="PPO rewards: gold (sim:TASK, the upper bound) and learned sources (seed 0, largest size; "
+                        "default gold dpo)")
+    p.add_argument("--ppo-seeds", nargs="+", type=int, help="PPO seeds (default 0)")
+    p.add_argument("--ppo-steps", type=int, help="PPO steps per run (default 20)")
+    p.add_argument("--ppo-batch", type=int, help="rollouts per PPO step (default 8)")
+    p.add_argument("--ppo-noise", default="zero", choices=list(NOISE),
+                   help="the annotator noise of the learned rewards PPO uses")
     p.add_argument("--granularities", nargs="+", default=["token", "sequence"], choices=["token", "sequence"])
     p.add_argument("--lr", type=float, default=5e-4,
                    help="PPO learning rate (LoRA; 1e-4 did not move the 135M policy in 20 steps, 2e-3 collapsed it)")
@@ -119,11 +130,12 @@ def parse_args(argv=None, prog: str | None = None):
                         "gradient under clipping: grad norm ~10 from the value loss vs ~1)")
     p.add_argument("--temperature", type=float, default=1.0, help="PPO rollout temperature")
     p.add_argument("--ppo-epochs", type=int, default=2)
-    p.add_argument("--target-frac", type=float, default=0.5)
+    p.add_argument("--target-frac", type=float, default=0.5,
+                   help="steps to target: the fraction of the gap from the initial policy to the gold run's final gold")
     p.add_argument("--eval-k", type=int,
                    help="samples per prompt when the initial and every final PPO policy are scored by the gold reward")
-    p.add_argument("--mixed-precision", default="bf16", choices=["no", "bf16"])
-    p.add_argument("--data-seed", type=int, default=0)
+    p.add_argument("--mixed-precision", default="bf16", choices=["no", "bf16"], help="PPO's autocast")
+    p.add_argument("--data-seed", type=int, default=0, help="seed of the prompts and policy samples")
     p.add_argument("--stages", nargs="+", default=["data", "rm", "ppo"], choices=["data", "rm", "ppo"],
                    help="run only these stages (rm needs data, ppo with a learned reward needs rm)")
     p.add_argument("--json", type=Path, help="also write the study JSON here")
@@ -132,8 +144,13 @@ def parse_args(argv=None, prog: str | None = None):
     for k, v in (QUICK if a.quick else FULL if a.full else DEFAULTS).items():
         if getattr(a, k) is None:
             setattr(a, k, v)
+    bad = [x for x in a.task_options if ":" not in x or x.split(":", 1)[0] not in a.tasks]
+    if bad:
+        p.error(f"--task-options {bad[0]}: expected TASK:K=V,... for one of --tasks {' '.join(a.tasks)} "
+                "(e.g. facts:slots=2)")
     a.opts = dict(x.split(":", 1) for x in a.task_options)
-    if a.group < 1 or a.ppo_batch % a.group or (a.advantage == "rloo" and a.group < 2):
+    bad_group = a.group < 1 or a.ppo_batch % a.group or (a.advantage == "rloo" and a.group < 2)
+    if "ppo" in a.stages and bad_group:
         p.error(f"--group {a.group} must divide --ppo-batch {a.ppo_batch}" + (" and be >= 2 for --advantage rloo"
                                                                               if a.advantage == "rloo" else ""))
     return a
@@ -230,9 +247,12 @@ def stage_rm(a, task: str, data: Path) -> list[dict]:
     t = make_task(task, a.opts.get(task))
     rows = []
     samples = read_samples(data / "samples.jsonl")
+    pools = {(noise, seed): derive(t, samples, NOISE[noise], seed)[1] for noise in a.noise for seed in a.seeds}
+    for (noise, seed), pool in pools.items():  # every size fits every pool, or nothing is trained
+        nested_subset(pool, max(a.sizes), seed, f"{task} (noise {noise})")
     for noise in a.noise:
         for seed in a.seeds:
-            _, pool, _, _ = derive(t, samples, NOISE[noise], seed)
+            pool = pools[(noise, seed)]
             for size in a.sizes:
                 edits = nested_subset(pool, size, seed, f"{task} (noise {noise})")
                 for source in a.sources:
@@ -353,10 +373,6 @@ def policy_gold(a, task: str, data: Path, spec: str, cache: Path) -> dict:
     return res
 
 
-def moving(xs: list[float], w: int = 3) -> list[float]:
-    return [statistics.fmean(xs[max(0, i - w + 1): i + 1]) for i in range(len(xs))]
-
-
 def _eval_mean(xs: list[dict], split: str) -> dict | None:
     """Mean and min/max over seeds of the final policies' gold score on ``split`` (None when not evaluated)."""
     v = [x["eval"][split]["gold"] for x in xs if x.get("eval") and split in x["eval"]]
@@ -436,98 +452,6 @@ def summarize_rm(rows: list[dict]) -> list[dict]:
     return out
 
 
-def plot(a, rm: list[dict], runs: list[dict], ppo: dict) -> None:
-    """The plots of ``--png-prefix``; ``ppo`` is ``summarize_ppo``'s summary of ``runs`` (for the targets)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    if rm:
-        plot_rm(plt, a, rm)
-    if runs:
-        plot_ppo(plt, a, runs, ppo)
-
-
-RM_PANELS = (("pair_acc", "pairwise accuracy vs gold"),
-             ("pair_acc_length_balanced", "length-balanced pairwise accuracy"),
-             ("token_auroc", "token AUROC vs gold spans"))
-
-
-def plot_rm(plt, a, rm: list[dict]) -> None:
-    """PREFIX_rm.png: pairwise accuracy (with the shorter-wins baseline), its length-balanced form and token
-    AUROC against the number of annotated pairs; mean over seeds with a min..max band."""
-    tasks = a.tasks
-    fig, axes = plt.subplots(len(RM_PANELS), len(tasks), figsize=(4.5 * len(tasks), 10), squeeze=False)
-    for j, task in enumerate(tasks):
-        for i, (m, title) in enumerate(RM_PANELS):
-            ax, plotted = axes[i][j], False
-            for noise in a.noise:
-                for c, src in enumerate(a.sources):
-                    pts = [r for r in rm if r["task"] == task and r["noise"] == noise and r["source"] == src
-                           and r[m] is not None]
-                    if pts:
-                        x = [r["size"] for r in pts]
-                        ax.plot(x, [r[m] for r in pts], marker="o", color=f"C{c}",
-                                ls="-" if noise == "zero" else "--", label=f"{src} ({noise})")
-                        ax.fill_between(x, *zip(*[r[m + "_range"] for r in pts]), color=f"C{c}", alpha=0.1)
-                        plotted = True
-            length = [r["length_pair_acc"] for r in rm if r["task"] == task and r["length_pair_acc"] is not None]
-            if m == "pair_acc" and length and plotted:
-                ax.axhline(1 - length[0], color="black", lw=0.8, ls=":", label="shorter wins")
-            ax.set_xscale("log")
-            ax.set_xticks(sorted(a.sizes), [str(x) for x in sorted(a.sizes)])
-            ax.minorticks_off()
-            if plotted:
-                ax.legend(fontsize=6)
-            else:
-                ax.text(0.5, 0.5, "no data (the held-out set has no gold-ordered pairs / wrong tokens)",
-                        ha="center", va="center", fontsize=7, transform=ax.transAxes, wrap=True)
-            ax.set_title(f"{task}: {title}", fontsize=9)
-            ax.set_xlabel("annotated pairs")
-            ax.axhline(0.5, color="grey", lw=0.5)
-    fig.tight_layout()
-    fig.savefig(f"{a.png_prefix}_rm.png", dpi=110)
-
-
-def plot_ppo(plt, a, runs: list[dict], summary: dict) -> None:
-    """PREFIX_ppo.png: gold score (3-step mean; seed mean and min..max band) and KL per PPO step."""
-    from matplotlib.ticker import MaxNLocator
-
-    tasks = a.tasks
-    fig, axes = plt.subplots(2, len(tasks), figsize=(4.5 * len(tasks), 6.4), squeeze=False)
-    for j, task in enumerate(tasks):
-        for i, rew in enumerate(a.ppo_rewards):
-            for gran in a.granularities:
-                cs = [r["curve"] for r in runs if r["task"] == task and r["reward"] == rew and r["granularity"] == gran]
-                cs = [c for c in cs if c]
-                if not cs:
-                    continue
-                n = min(len(c) for c in cs)
-                steps = range(1, n + 1)
-                style = dict(color=f"C{i}", ls="-" if gran == "token" else "--")
-                # 3-step moving average of each seed's gold score; line = mean over seeds, band = min..max
-                golds = [moving([c[s]["gold"] for s in range(n)]) for c in cs]
-                axes[0][j].plot(steps, [statistics.fmean(col) for col in zip(*golds)],
-                                label=f"{rew} {gran} ({len(cs)} seed{'s' if len(cs) > 1 else ''})", **style)
-                if len(cs) > 1:
-                    axes[0][j].fill_between(steps, [min(col) for col in zip(*golds)], [max(col) for col in zip(*golds)],
-                                            color=style["color"], alpha=0.12 if gran == "token" else 0.06)
-                axes[1][j].plot(steps, [statistics.fmean(c[s]["kl"] for c in cs) for s in range(n)], **style)
-        target = summary.get(task, {}).get("target")
-        if target is not None:
-            axes[0][j].axhline(target, color="grey", lw=0.7, ls=":", label="target")
-        axes[0][j].set_title(f"{task}: gold score of PPO rollouts (3-step mean)", fontsize=9)
-        axes[1][j].set_title(f"{task}: KL to the reference (nats / response)", fontsize=9)
-        axes[1][j].set_xlabel("PPO step")
-        for ax in (axes[0][j], axes[1][j]):
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        if axes[0][j].lines:
-            axes[0][j].legend(fontsize=6)
-    fig.tight_layout()
-    fig.savefig(f"{a.png_prefix}_ppo.png", dpi=110)
-
-
 def main(argv=None, prog: str | None = None) -> dict:
     """Run (or resume) the study; returns what it writes to OUT/study.json (see the module docstring)."""
     a = parse_args(argv, prog)
@@ -567,6 +491,6 @@ def main(argv=None, prog: str | None = None) -> dict:
         write_json(a.json, result)
     if a.png_prefix:
         plot(a, result["reward_models"], runs, result["ppo"])
-    print(json.dumps({k: result[k] for k in ("initial_policy", "reward_models", "ppo", "seconds")}))
+    print(to_json({k: result[k] for k in ("initial_policy", "reward_models", "ppo", "seconds")}))
     return result
 

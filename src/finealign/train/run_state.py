@@ -38,6 +38,7 @@ from typing import Any, Callable
 
 import torch
 
+from ..data.io import to_json
 from ..errors import FinealignError
 
 CHECKPOINT = "checkpoint"
@@ -211,8 +212,8 @@ def save_checkpoint(out: str | Path, *, step: int, trainable: dict, optimizer, s
     _stage("partial")
     torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": capture_rng()},
                tmp / "state.pt")
-    (tmp / "trainer_state.json").write_text(json.dumps({"step": step, "fingerprint": fingerprint,
-                                                        "extra": extra or {}}, indent=2), encoding="utf-8")
+    (tmp / "trainer_state.json").write_text(to_json({"step": step, "fingerprint": fingerprint,
+                                                      "extra": extra or {}}, indent=2), encoding="utf-8")
     _stage("written")
     shutil.rmtree(old, ignore_errors=True)
     if final.exists():
@@ -345,7 +346,7 @@ class MetricsLog:
         """Write one event (a line, flushed) and send its numbers to the trackers at its ``step``."""
         self.last = event
         if self._f is not None:
-            self._f.write(json.dumps(event, ensure_ascii=False) + "\n")
+            self._f.write(to_json(event) + "\n")
             self._f.flush()
         if self.acc is not None:
             scalars = {k: v for k, v in event.items()
