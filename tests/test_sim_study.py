@@ -138,6 +138,13 @@ def test_summarize_ppo_hand_worked():
     # means are (.9 - .9) / 2 = 0, 0, 0, ... below the target
     lucky = run("span_bt", "sequence", [.9, -.9, 0, 0, 0, 0], [0] * 6)
     assert study.summarize_ppo(runs + [lucky], 0.5)["facts"]["by_run"]["span_bt/sequence"]["reached"] == "0 of 1"
+    # a run that touches the target by noise and ends below it has not reached it: 3-step means 0, .175, .3667-,
+    # .4 (step 4 touches: (.35+.75+.1)/3 = .4 >= .3667), ending (.1+0+0)/3 = .033 < .3667: lost; no speed-up
+    noisy = run("gold", "sequence", [0, .35, .75, .1, 0, 0], [0] * 6)
+    t = study.summarize_ppo([runs[0], noisy], 0.5)["facts"]
+    assert t["by_run"]["gold/sequence"]["runs"][0]["lost"] and t["by_run"]["gold/sequence"]["mean_steps_to_target"] is None
+    assert t["by_run"]["gold/sequence"]["reached"] == "0 of 1 (1 touched it, ended below)"
+    assert "gold" not in t["speedup_token_over_sequence"]
 
 
 def test_presets(tmp_path):

@@ -13,7 +13,8 @@ Stages (each resumable: finished pieces are skipped on rerun, interrupted traini
    learned reward (trained on the largest size, noise ``--ppo-noise``, seed 0), ``--ppo-seeds`` seeds;
    the gold score of every rollout batch is logged beside the proxy score and KL. Reported: gold
    curves; steps to reach ``--target-frac`` of the gap between the initial policy (the first batch) and the
-   best gold-reward run's final value (mean of the last 3 steps; 3-step moving average, from step 2 on);
+   best gold-reward run's final value (mean of the last 3 steps; 3-step moving average, from step 2 on; a run
+   that ends below the target has not reached it);
    the final KL; an over-optimisation flag (proxy up, gold down between the first and last third of the
    run); and the gold score of the initial and every final policy (``--eval-k`` samples per prompt).
 
@@ -397,14 +398,17 @@ def summarize_ppo(runs: list[dict], frac: float, initial_eval: dict | None = Non
             g = r["curve"]
             third = max(1, len(g) // 3)
             gold_ma = moving([o["gold"] for o in g])
-            # step 1's rollouts come from the initial policy: only steps after an update can reach the target
-            reach = None if target is None else next((o["step"] for o, m in zip(g, gold_ma)
-                                                      if o["step"] > 1 and m >= target), None)
+            # step 1's rollouts come from the initial policy: only steps after an update can reach the target;
+            # a run that touched it by noise and ended below it (last 3 steps) has not reached it ("lost")
+            touched = None if target is None else next((o["step"] for o, m in zip(g, gold_ma)
+                                                        if o["step"] > 1 and m >= target), None)
+            reach = touched if touched is not None and final(r) >= target else None
             first, last = g[:third], g[-third:]
             over = (statistics.fmean(o["proxy"] for o in last) > statistics.fmean(o["proxy"] for o in first)
                     and statistics.fmean(o["gold"] for o in last) < statistics.fmean(o["gold"] for o in first))
             groups.setdefault(f"{r['reward']}/{r['granularity']}", []).append(
                 {"seed": r["seed"], "final_gold": final(r), "gain": final(r) - init, "steps_to_target": reach,
+                 "lost": touched is not None and reach is None,
                  "final_kl": statistics.fmean(o["kl"] for o in g[-3:]), "over_optimised": over,
                  "eval": r.get("final_eval")})
         summary = {}
@@ -412,7 +416,8 @@ def summarize_ppo(runs: list[dict], frac: float, initial_eval: dict | None = Non
             steps = [x["steps_to_target"] for x in xs if x["steps_to_target"] is not None]
             summary[key] = {"runs": xs, "final_gold": statistics.fmean(x["final_gold"] for x in xs),
                             "gain": statistics.fmean(x["gain"] for x in xs),
-                            "reached": f"{len(steps)} of {len(xs)}",
+                            "reached": f"{len(steps)} of {len(xs)}" + (f" ({lost} touched it, ended below)"
+                                                                        if (lost := sum(x["lost"] for x in xs)) else ""),
                             "mean_steps_to_target": statistics.fmean(steps) if steps else None,
                             "steps_range": [min(steps), max(steps)] if steps else None,
                             "final_kl": statistics.fmean(x["final_kl"] for x in xs),
