@@ -145,6 +145,10 @@ def test_summarize_ppo_hand_worked():
     assert t["by_run"]["gold/sequence"]["runs"][0]["lost"] and t["by_run"]["gold/sequence"]["mean_steps_to_target"] is None
     assert t["by_run"]["gold/sequence"]["reached"] == "0 of 1 (1 touched it, ended below)"
     assert "gold" not in t["speedup_token_over_sequence"]
+    # nor when one seed of two reached it: the mean over the seeds that did would drop the slowest
+    both = study.summarize_ppo([runs[0], runs[1], noisy | {"seed": 1}], 0.5)["facts"]
+    assert both["by_run"]["gold/sequence"]["reached"] == "1 of 2 (1 touched it, ended below)"
+    assert both["speedup_token_over_sequence"] == {"note": "not every token and sequence run reached the target"}
 
 
 def test_presets(tmp_path):

@@ -426,14 +426,15 @@ def summarize_ppo(runs: list[dict], frac: float, initial_eval: dict | None = Non
         ratios = {}
         for key in {k.split("/")[0] for k in summary}:
             tok, seq = summary.get(f"{key}/token"), summary.get(f"{key}/sequence")
-            if tok and seq and tok["mean_steps_to_target"] and seq["mean_steps_to_target"]:
+            # every seed of both must have reached it: a mean over the seeds that did would drop the slowest
+            if tok and seq and all(x["steps_to_target"] for x in tok["runs"] + seq["runs"]):
                 (tl, th), (sl, sh) = tok["steps_range"], seq["steps_range"]
                 # ratio of the seed means, and its range over the seeds' extremes (3 seeds: no bootstrap)
                 ratios[key] = {"ratio": seq["mean_steps_to_target"] / tok["mean_steps_to_target"],
                                "range": [sl / th, sh / tl], "reached": [tok["reached"], seq["reached"]]}
         if not ratios:
             ratios["note"] = ("no gold-reward run improved on the first batch" if target is None
-                              else "token and sequence runs did not both reach the target")
+                              else "not every token and sequence run reached the target")
         out[task] = {"initial_gold": init, "gold_run_final": best, "target": target, "by_run": summary,
                      "initial_policy_gold": (initial_eval or {}).get(task),
                      "speedup_token_over_sequence": ratios}
