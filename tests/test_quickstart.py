@@ -54,6 +54,28 @@ def test_quickstart_tiny_end_to_end(tmp_path, capsys):
     assert len(capsys.readouterr().out.strip().splitlines()) == 5
 
 
+def test_quickstart_with_the_sim_study(tmp_path):
+    """``sim=True`` (on by default at scale full) adds the gold-reward sim study's --quick preset with the scale's
+    model: its study.json under OUT/sim-study, and a sixth summary line built from it, before the report's."""
+    from finealign.cli.quickstart import run_quickstart
+
+    tiny = ["--n", "10", "--heldout", "4", "--k", "2", "--max-new-tokens", "8", "--sizes", "4", "--rm-steps", "2",
+            "--rm-batch", "2", "--ppo-steps", "2", "--ppo-batch", "2", "--eval-limit", "10", "--mixed-precision", "no"]
+    out = tmp_path / "qs"
+    res = run_quickstart(out, scale="tiny", sim=True, sim_args=tiny, log=lambda m: None, quiet=True)
+    study = json.loads((out / "sim-study" / "study.json").read_text())
+    assert study["settings"]["model"] == "tiny-random" and study["settings"]["quick"]
+    assert len(res.summary) == 6 and res.summary[5] == f"report: {out / 'report.html'}"
+    line = res.summary[4]
+    assert line.startswith("sim testbed (facts, gold reward): PPO held-out gold ")
+    # the line reports the study's own figures: each source's pair accuracy at the largest size
+    for r in study["reward_models"]:
+        acc = "n/a" if r["pair_acc"] is None else f"{r['pair_acc']:.2f}"
+        assert f"{r['source']} {acc}" in line
+    assert line in (out / "summary.md").read_text() and (out / "sim-study" / "plot_rm.png").exists()
+    assert res.paths["sim-study"] == out / "sim-study"
+
+
 def test_quickstart_bad_scale(tmp_path, capsys):
     assert run_cli(["quickstart", "--scale", "huge", "--out", tmp_path / "qs"]) == 1
     err = capsys.readouterr().err

@@ -82,6 +82,26 @@ def _summary(runs, seconds: float, scale: str, report: Path) -> list[str]:
     ]
 
 
+def _sim_line(study: dict) -> str:
+    """One line from the sim study's result: PPO with the gold reward, token vs sequence (final policies'
+    held-out gold), and each reward source's held-out pairwise accuracy at the largest size."""
+    task = study["settings"]["tasks"][0]
+    ppo = study["ppo"].get(task, {})
+
+    def held(key):
+        v = (ppo.get("by_run", {}).get(key, {}).get("final_policy_gold") or {}).get("heldout")
+        return f(v["mean"]) if v else "n/a"
+
+    init = ((ppo.get("initial_policy_gold") or {}).get("heldout") or {}).get("gold")
+    rows = [r for r in study["reward_models"] if r["task"] == task]
+    size = max((r["size"] for r in rows), default=None)
+    accs = ", ".join(f"{r['source']} {f(r['pair_acc'])}" for r in rows if r["size"] == size)
+    length = next((r["length_pair_acc"] for r in rows if r["length_pair_acc"] is not None), None)
+    return (f"sim testbed ({task}, gold reward): PPO held-out gold {f(init)} -> token {held('gold/token')} / sequence "
+            f"{held('gold/sequence')}; held-out pair accuracy at {size} pairs: {accs or 'n/a'} "
+            f"(shorter wins {f(None if length is None else 1 - length)})")
+
+
 def _summary_md(runs, seconds: float, scale: str) -> str:
     """The measured table (markdown) with the command that made it."""
     from ..report.run_data import reward_rows, winrate_rows
@@ -108,11 +128,16 @@ def run_quickstart(
     log: Callable[[str], None] = print,
     progress=None,
     quiet: bool = False,
+    sim: bool | None = None,
+    sim_args: list[str] | None = None,
 ) -> QuickstartResult:
     """Run the shipped recipes at ``scale`` into ``out_dir``, then the report; returns the paths written
     (``report``, ``summary``, each recipe's run folder), the five summary lines and the wall time.
 
     ``var_overrides`` ({var: value}) apply to every recipe that declares the variable (e.g. ``model``).
+    ``sim`` (default: on at scale ``full``) also runs the sim study's ``--quick`` preset with the scale's
+    model into ``OUT/sim-study`` (``finealign.pipeline.sim_study``; ``sim_args``: more of its flags) and adds
+    its line to the summary, before the report's (six lines).
     Raises ``ConfigError`` for an unknown scale and ``FinealignError`` when a stage fails.
     """
     from ..data.io import write_text_atomic
@@ -145,13 +170,25 @@ def run_quickstart(
         log(f"== recipe {i}/{len(loaded)}: {rec.name} ({rec.description})")
         run_recipe(rec, out_dir / rec.name, log=log, progress=progress, quiet=quiet)
         arts[rec.name] = out_dir / rec.name
+    sim_line, run_sim = None, (scale == "full" if sim is None else sim)
+    if run_sim:
+        from ..pipeline.sim_study import main as sim_study
+
+        log("== sim study --quick: the gold-reward testbed (docs/sim.md)")
+        study = sim_study(["--quick", "--model", str(loaded[0].vars.get("model")), "--out", str(out_dir / "sim-study"),
+                           "--png-prefix", str(out_dir / "sim-study" / "plot"), *(sim_args or [])], echo=False)
+        arts["sim-study"] = out_dir / "sim-study"
+        sim_line = _sim_line(study)
     seconds = time.perf_counter() - t0
     report = build_report([arts[r.name] for r in loaded], out_dir / "report.html",
                           title=f"finealign quickstart (scale {scale})", log=log)
     runs = [load_run(arts[r.name]) for r in loaded]
     arts["report"] = report
-    arts["summary"] = write_text_atomic(out_dir / "summary.md", _summary_md(runs, seconds, scale))
-    return QuickstartResult(arts, _summary(runs, seconds, scale, report), seconds)
+    md = _summary_md(runs, seconds, scale) + (f"\n{sim_line} (`{out_dir / 'sim-study' / 'study.json'}`)\n"
+                                              if sim_line else "")
+    arts["summary"] = write_text_atomic(out_dir / "summary.md", md)
+    lines = _summary(runs, seconds, scale, report)
+    return QuickstartResult(arts, lines[:-1] + [sim_line, lines[-1]] if sim_line else lines, seconds)
 
 
 @dataclass(kw_only=True)
@@ -164,6 +201,8 @@ class QuickstartConfig(Settings):
     out: str = setting("finealign-quickstart", short="-o", deprecated=("--out-dir",), help="Output folder.")
     model: str | None = setting(None, short="-m", help="Policy model spec (default: the scale's).")
     var: list[str] = setting(default_factory=list, help="Override a recipe variable: NAME=VALUE (repeatable).")
+    sim: bool | None = setting(None, help="Also run the gold-reward sim study's --quick preset into OUT/sim-study "
+                                          "(about 10 min on 2 CPU cores); default: on at scale full.")
 
 
 def run_quickstart_cli(cfg: QuickstartConfig, quiet: bool = False) -> None:
@@ -178,7 +217,7 @@ def run_quickstart_cli(cfg: QuickstartConfig, quiet: bool = False) -> None:
     if cfg.model:
         over["model"] = cfg.model
     with progress_bars(disable=quiet) as bars:
-        res = run_quickstart(cfg.out, scale=cfg.scale, var_overrides=over, progress=bars, quiet=quiet,
+        res = run_quickstart(cfg.out, scale=cfg.scale, var_overrides=over, progress=bars, quiet=quiet, sim=cfg.sim,
                              log=lambda m: console.print(m, highlight=False, markup=False))
     for line in res.summary:
         stdout.print(line, highlight=False, markup=False, soft_wrap=True)

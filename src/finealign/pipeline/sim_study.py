@@ -458,8 +458,9 @@ def summarize_rm(rows: list[dict]) -> list[dict]:
     return out
 
 
-def main(argv=None, prog: str | None = None) -> dict:
-    """Run (or resume) the study; returns what it writes to OUT/study.json (see the module docstring)."""
+def main(argv=None, prog: str | None = None, echo: bool = True) -> dict:
+    """Run (or resume) the study; returns what it writes to OUT/study.json (see the module docstring) and, with
+    ``echo``, prints its summary as JSON on stdout."""
     a = parse_args(argv, prog)
     for task in a.tasks:  # an unknown task or option fails before anything is written
         make_task(task, a.opts.get(task))
@@ -497,6 +498,7 @@ def main(argv=None, prog: str | None = None) -> dict:
         write_json(a.json, result)
     if a.png_prefix:
         plot(a, result["reward_models"], runs, result["ppo"])
-    print(to_json({k: result[k] for k in ("initial_policy", "reward_models", "ppo", "seconds")}))
+    if echo:
+        print(to_json({k: result[k] for k in ("initial_policy", "reward_models", "ppo", "seconds")}))
     return result
 
