@@ -444,13 +444,15 @@ def summarize_ppo(runs: list[dict], frac: float, initial_eval: dict | None = Non
 # ------------------------------------------------------------------------------------------ report
 
 def summarize_rm(rows: list[dict]) -> list[dict]:
-    """Mean and min/max over seeds per (task, noise, source, size)."""
+    """Mean and min/max over seeds per (task, noise, source, size); the held-out set's sizes (the same for every
+    seed) and each model's training seconds (its own timer, with its first evaluation)."""
     keys = sorted({(r["task"], r["noise"], r["source"], r["size"]) for r in rows})
     out = []
     for k in keys:
         rs = [r for r in rows if (r["task"], r["noise"], r["source"], r["size"]) == k]
         row = dict(zip(("task", "noise", "source", "size"), k), seeds=len(rs), pool=rs[0].get("pool"))
-        for m in ("pair_acc", "pair_acc_length_balanced", "edit_acc", "token_auroc", "length_pair_acc"):
+        row.update({m: rs[0].get(m) for m in ("n_pairs", "n_pairs_longer_better", "n_edits", "n_tokens", "n_wrong_tokens")})
+        for m in ("pair_acc", "pair_acc_length_balanced", "edit_acc", "token_auroc", "length_pair_acc", "seconds"):
             v = [r[m] for r in rs if r[m] is not None and not math.isnan(r[m])]
             row[m] = statistics.fmean(v) if v else None
             row[m + "_range"] = [min(v), max(v)] if v else None
