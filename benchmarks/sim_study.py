@@ -1,4 +1,4 @@
-"""The simulated-task study (``finealign sim study``; the program is ``finealign.pipeline.sim_study``).
+"""The simulated-task study (the program is ``finealign.pipeline.sim_study``, also ``python -m finealign.pipeline.sim_study``).
 
     python benchmarks/sim_study.py --quick --out runs/sim_quick
 """

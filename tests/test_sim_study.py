@@ -1,4 +1,4 @@
-"""The sim study (``finealign sim study``, ``benchmarks/sim_study.py``) --quick on the tiny model (CI smoke test):
+"""The sim study (``python -m finealign.pipeline.sim_study``, ``benchmarks/sim_study.py``) --quick on the tiny model (CI smoke test):
 every stage runs, resumes, reports; the CLI and the benchmark script run it; bad input fails before any output."""
 
 from __future__ import annotations
@@ -170,11 +170,11 @@ def test_presets(tmp_path):
         study.parse_args(out + ["--quick", "--full"])
 
 
-@pytest.mark.parametrize("entry", ["cli", "script"])
+@pytest.mark.parametrize("entry", ["module", "script"])
 def test_study_entry_points(tmp_path, entry):
-    """``finealign sim study`` and ``python benchmarks/sim_study.py`` run the same program: one size and one
+    """``python -m finealign.pipeline.sim_study`` and ``python benchmarks/sim_study.py`` run the same program: one size and one
     source end to end (exit 0, study.json with its row); bad input exits non-zero with one line and writes nothing."""
-    cmd = ["finealign", "sim", "study"] if entry == "cli" else [sys.executable, str(REPO / "benchmarks" / "sim_study.py")]
+    cmd = [sys.executable, "-m", "finealign.pipeline.sim_study"] if entry == "module" else [sys.executable, str(REPO / "benchmarks" / "sim_study.py")]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     out = tmp_path / "o"
     r = subprocess.run(cmd + FLAGS + ["--out", str(out), "--stages", "data", "rm", "--sizes", "4", "--sources", "seq_bt"],

@@ -1,5 +1,5 @@
-"""``finealign sim make TASK``: a simulated task's data sets with a gold reward (see ``finealign.sim.make``);
-``finealign sim study``: the study over them (``finealign.pipeline.sim_study``, argparse flags passed through).
+"""``finealign sim make TASK``: a simulated task's data sets with a gold reward (see ``finealign.sim.make``).
+The study over them is ``python -m finealign.pipeline.sim_study`` (``benchmarks/sim_study.py``).
 
 Flags are generated from :class:`finealign.sim.make.SimMakeConfig`.
 """
@@ -23,16 +23,6 @@ def run_sim_make(cfg, quiet: bool = False):
     with progress_callback(f"sample {cfg.task}", disable=quiet) as cb:
         summary = make_sim(cfg, on_progress=cb, log=lambda m: console.print(m, highlight=False, soft_wrap=True))
     stdout.print(to_json(summary), soft_wrap=True, highlight=False)
-
-
-@sim_app.command("study", add_help_option=False,
-                 context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def sim_study(ctx: typer.Context):
-    """Token vs sequence supervision against the gold reward: reward sources x sizes x seeds, then PPO
-    (resumable; --quick, --full; every flag: finealign sim study --help; docs/sim.md)."""
-    from ..pipeline.sim_study import main
-
-    main(ctx.args, prog="finealign sim study")
 
 
 def register(app, **_):

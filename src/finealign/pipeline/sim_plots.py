@@ -1,4 +1,4 @@
-"""The plots of the sim study (``finealign sim study --png-prefix PREFIX``): ``PREFIX_rm.png`` (the reward
+"""The plots of the sim study (``--png-prefix PREFIX``): ``PREFIX_rm.png`` (the reward
 sources' held-out measures against the number of annotated pairs) and ``PREFIX_ppo.png`` (gold score per PPO
 step and KL). ``a`` is the study's parsed settings (``finealign.pipeline.sim_study.parse_args``)."""
 

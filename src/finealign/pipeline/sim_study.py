@@ -20,11 +20,11 @@ Stages (each resumable: finished pieces are skipped on rerun, interrupted traini
 
 Writes OUT/study.json (and ``--json``), plots with ``--png-prefix`` (``PREFIX_rm.png``, ``PREFIX_ppo.png``).
 
-    finealign sim study --out runs/sim_study --json docs/sim_study.json --png-prefix docs/sim_study
-    finealign sim study --quick --out runs/sim_quick          # < 15 min on 2 cores (135M)
-    finealign sim study --quick --model tiny-random --out /tmp/q --n 10 ...   # CI smoke
+    python -m finealign.pipeline.sim_study --out runs/sim_study --json docs/sim_study.json --png-prefix docs/sim_study
+    python -m finealign.pipeline.sim_study --quick --out runs/sim_quick          # < 15 min on 2 cores (135M)
+    python -m finealign.pipeline.sim_study --quick --model tiny-random --out /tmp/q --n 10 ...   # CI smoke
 
-``python benchmarks/sim_study.py ARGS`` is the same program. Python: ``main(["--quick", "--out", "q"])`` returns
+``python benchmarks/sim_study.py ARGS`` (in a clone) is the same program. Python: ``main(["--quick", "--out", "q"])`` returns
 the study's dict (what OUT/study.json holds). Bad input raises :class:`finealign.errors.FinealignError`.
 """
 
@@ -504,3 +504,9 @@ def main(argv=None, prog: str | None = None, echo: bool = True) -> dict:
         print(to_json({k: result[k] for k in ("initial_policy", "reward_models", "ppo", "seconds")}))
     return result
 
+
+if __name__ == "__main__":
+    try:
+        main(prog="python -m finealign.pipeline.sim_study")
+    except FinealignError as e:  # bad input: one line, no traceback
+        sys.exit(f"error: {e}")
