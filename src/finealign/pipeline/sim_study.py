@@ -69,6 +69,37 @@ QUICK = dict(tasks=["facts"], sizes=[25, 50], seeds=[0], sources=list(SOURCES), 
              ppo_rewards=["gold", "span_bt"], ppo_seeds=[0], rm_lora=False, top_layers=2, rm_lr=2e-4)
 
 
+def _ppo_flags(p: argparse.ArgumentParser) -> None:
+    """The PPO stage's flags (``parse_args``)."""
+    p.add_argument("--ppo-rewards", nargs="+", choices=["gold", *SOURCES],
+                   help="PPO rewards: gold (sim:TASK, the upper bound) and learned sources (seed 0, largest size; "
+                        "default gold dpo)")
+    p.add_argument("--ppo-seeds", nargs="+", type=int, help="PPO seeds (default 0)")
+    p.add_argument("--ppo-steps", type=int, help="PPO steps per run (default 20)")
+    p.add_argument("--ppo-batch", type=int, help="rollouts per PPO step (default 8)")
+    p.add_argument("--ppo-noise", default="zero", choices=list(NOISE),
+                   help="the annotator noise of the learned rewards PPO uses")
+    p.add_argument("--granularities", nargs="+", default=["token", "sequence"], choices=["token", "sequence"])
+    p.add_argument("--lr", type=float, default=5e-4,
+                   help="PPO learning rate (LoRA; 1e-4 did not move the 135M policy in 20 steps, 2e-3 collapsed it)")
+    p.add_argument("--kl-coef", type=float, default=0.05)
+    p.add_argument("--advantage", default="rloo", choices=["gae", "rloo"],
+                   help="PPO advantages: rloo (no critic; --group responses per prompt) or gae (a critic)")
+    p.add_argument("--group", type=int, help="rollouts per prompt (each step: ppo-batch / group prompts)")
+    p.add_argument("--value-model", default="shared", choices=["shared", "separate"], help="PPO critic")
+    p.add_argument("--vf-coef", type=float, default=0.05,
+                   help="value loss weight (train ppo's 0.5 lets a shared value head's loss swamp the policy "
+                        "gradient under clipping: grad norm ~10 from the value loss vs ~1)")
+    p.add_argument("--temperature", type=float, default=1.0, help="PPO rollout temperature")
+    p.add_argument("--ppo-epochs", type=int, default=2)
+    p.add_argument("--target-frac", type=float, default=0.5,
+                   help="steps to target: the fraction of the gap from the initial policy to the gold run's final gold")
+    p.add_argument("--eval-k", type=int,
+                   help="samples per prompt when the initial and every final PPO policy are scored by the gold reward")
+    p.add_argument("--mixed-precision", default="bf16", choices=["no", "bf16"], help="PPO's autocast")
+    p.add_argument("--data-seed", type=int, default=0, help="seed of the prompts and policy samples")
+
+
 def parse_args(argv=None, prog: str | None = None):
     """The study's settings from ``argv`` (the preset's values where a flag is not given); exits (argparse)
     on a bad flag."""
@@ -110,33 +141,7 @@ def parse_args(argv=None, prog: str | None = None):
     p.add_argument("--dpo-lr", type=float, default=1e-4, help="DPO policy's learning rate (LoRA)")
     p.add_argument("--eval-limit", type=int, default=200,
                    help="most records read from each held-out set (sample pairs, oracle edits, rated samples)")
-    p.add_argument("--ppo-rewards", nargs="+", choices=["gold", *SOURCES],
-                   help="PPO rewards: gold (sim:TASK, the upper bound) and learned sources (seed 0, largest size; "
-                        "default gold dpo)")
-    p.add_argument("--ppo-seeds", nargs="+", type=int, help="PPO seeds (default 0)")
-    p.add_argument("--ppo-steps", type=int, help="PPO steps per run (default 20)")
-    p.add_argument("--ppo-batch", type=int, help="rollouts per PPO step (default 8)")
-    p.add_argument("--ppo-noise", default="zero", choices=list(NOISE),
-                   help="the annotator noise of the learned rewards PPO uses")
-    p.add_argument("--granularities", nargs="+", default=["token", "sequence"], choices=["token", "sequence"])
-    p.add_argument("--lr", type=float, default=5e-4,
-                   help="PPO learning rate (LoRA; 1e-4 did not move the 135M policy in 20 steps, 2e-3 collapsed it)")
-    p.add_argument("--kl-coef", type=float, default=0.05)
-    p.add_argument("--advantage", default="rloo", choices=["gae", "rloo"],
-                   help="PPO advantages: rloo (no critic; --group responses per prompt) or gae (a critic)")
-    p.add_argument("--group", type=int, help="rollouts per prompt (each step: ppo-batch / group prompts)")
-    p.add_argument("--value-model", default="shared", choices=["shared", "separate"], help="PPO critic")
-    p.add_argument("--vf-coef", type=float, default=0.05,
-                   help="value loss weight (train ppo's 0.5 lets a shared value head's loss swamp the policy "
-                        "gradient under clipping: grad norm ~10 from the value loss vs ~1)")
-    p.add_argument("--temperature", type=float, default=1.0, help="PPO rollout temperature")
-    p.add_argument("--ppo-epochs", type=int, default=2)
-    p.add_argument("--target-frac", type=float, default=0.5,
-                   help="steps to target: the fraction of the gap from the initial policy to the gold run's final gold")
-    p.add_argument("--eval-k", type=int,
-                   help="samples per prompt when the initial and every final PPO policy are scored by the gold reward")
-    p.add_argument("--mixed-precision", default="bf16", choices=["no", "bf16"], help="PPO's autocast")
-    p.add_argument("--data-seed", type=int, default=0, help="seed of the prompts and policy samples")
+    _ppo_flags(p)
     p.add_argument("--stages", nargs="+", default=["data", "rm", "ppo"], choices=["data", "rm", "ppo"],
                    help="run only these stages (rm needs data, ppo with a learned reward needs rm)")
     p.add_argument("--json", type=Path, help="also write the study JSON here")
