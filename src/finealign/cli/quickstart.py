@@ -170,22 +170,22 @@ def run_quickstart(
         log(f"== recipe {i}/{len(loaded)}: {rec.name} ({rec.description})")
         run_recipe(rec, out_dir / rec.name, log=log, progress=progress, quiet=quiet)
         arts[rec.name] = out_dir / rec.name
-    sim_line, run_sim = None, (scale == "full" if sim is None else sim)
+    sim_line, sim_out = None, out_dir / "sim-study"
+    run_sim = scale == "full" if sim is None else sim
     if run_sim:
         from ..pipeline.sim_study import main as sim_study
 
         log("== sim study --quick: the gold-reward testbed (docs/sim.md)")
-        study = sim_study(["--quick", "--model", str(loaded[0].vars.get("model")), "--out", str(out_dir / "sim-study"),
-                           "--png-prefix", str(out_dir / "sim-study" / "plot"), *(sim_args or [])], echo=False)
-        arts["sim-study"] = out_dir / "sim-study"
+        study = sim_study(["--quick", "--model", str(loaded[0].vars.get("model")), "--out", str(sim_out),
+                           "--png-prefix", str(sim_out / "plot"), *(sim_args or [])], echo=False)
+        arts["sim-study"] = sim_out
         sim_line = _sim_line(study)
     seconds = time.perf_counter() - t0
     report = build_report([arts[r.name] for r in loaded], out_dir / "report.html",
                           title=f"finealign quickstart (scale {scale})", log=log)
     runs = [load_run(arts[r.name]) for r in loaded]
     arts["report"] = report
-    md = _summary_md(runs, seconds, scale) + (f"\n{sim_line} (`{out_dir / 'sim-study' / 'study.json'}`)\n"
-                                              if sim_line else "")
+    md = _summary_md(runs, seconds, scale) + (f"\n{sim_line} (`{sim_out / 'study.json'}`)\n" if sim_line else "")
     arts["summary"] = write_text_atomic(out_dir / "summary.md", md)
     lines = _summary(runs, seconds, scale, report)
     return QuickstartResult(arts, lines[:-1] + [sim_line, lines[-1]] if sim_line else lines, seconds)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -200,7 +201,7 @@ def _new_tmp(path: Path) -> tuple[int, str]:
 def _finite(obj: Any) -> Any:
     """``obj`` with every NaN / infinite float (at any depth) replaced by None."""
     if isinstance(obj, float):
-        return obj if obj == obj and obj not in (float("inf"), float("-inf")) else None
+        return obj if math.isfinite(obj) else None
     if isinstance(obj, dict):
         return {k: _finite(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
