@@ -278,3 +278,100 @@ def test_decode_offsets_cover_text(tiny):
     assert len(offsets) == len(ids)
     assert "".join(text[s:e] for s, e in offsets) == text
     assert all(s <= e for s, e in offsets) and offsets[-1][1] == len(text)
+
+
+# The issue's group: four answers to one arithmetic prompt whose answer is not 99, all scoring -1, as
+# tokens ("<s>" is the stop token): "Anna| has|<s>" (3), "Anna| has| 99|<s>" (4), "Anna| has| 99| now|.|<s>" (6),
+# "Anna| has| 99|.| So| 99|.|<s>" (8).
+_LENS = (3, 4, 6, 8)
+
+
+def _group_mask():
+    return torch.tensor([[1.0] * n + [0.0] * (8 - n) for n in _LENS])
+
+
+def test_old_placement_credits_stopping_and_causal_placement_does_not():
+    from finealign.core.ppo import group_advantages, token_group_advantages
+
+    m = _group_mask()
+    # the old placement: each answer's -1 on its last *text* token (the missing number on "has", the wrong
+    # answer on the last "99"), the stop token 0
+    old = torch.zeros(4, 8)
+    for i, pos in enumerate((1, 2, 2, 5)):
+        old[i, pos] = -1.0
+    a = group_advantages(old, m, 4).advantages
+    # every G_0 = -1, so the baseline is -1; the stop token's reward-to-go is 0: A = 0 - (-1) = +1 in each row
+    assert [a[i, n - 1].item() for i, n in enumerate(_LENS)] == [1.0, 1.0, 1.0, 1.0]
+    # causal placement: the -1 on the stop token of every answer; both estimators give every token A = 0
+    causal = torch.zeros(4, 8)
+    for i, n in enumerate(_LENS):
+        causal[i, n - 1] = -1.0
+    for est in (group_advantages(causal, m, 4), token_group_advantages(causal, m, 4)):
+        assert torch.equal(est.advantages, torch.zeros(4, 8))
+
+
+def test_token_group_advantages_by_hand():
+    from finealign.core.ppo import token_group_advantages
+
+    # k = 2: row0 valid 3 tokens, rewards [0.5, 0, 1] (outcome 1 on its stop token, dense [0.5, 0]: 0.25 per
+    # token); row1 valid 2, rewards [-0.2, 0] (outcome 0, dense [-0.2]: -0.2 per token)
+    r = torch.tensor([[0.5, 0.0, 1.0], [-0.2, 0.0, 9.0]])
+    m = torch.tensor([[1, 1, 1], [1, 1, 0]])
+    a = token_group_advantages(r, m, 2)
+    # row0: dense - b0 (= -0.2) = [0.7, 0.2], outcome 1 - 0 = 1 -> A0 = [0.7 + 0.2 + 1, 0.2 + 1, 1] = [1.9, 1.2, 1]
+    # row1: dense - b1 (= 0.25) = [-0.45], outcome 0 - 1 = -1 -> A1 = [-1.45, -1, 0 (masked)]
+    assert a.advantages.flatten().tolist() == pytest.approx([1.9, 1.2, 1.0, -1.45, -1.0, 0.0])
+    assert a.returns.flatten().tolist() == pytest.approx([1.5, 1.0, 1.0, -0.2, 0.0, 0.0])
+
+
+def test_token_group_advantages_issue_group_with_dense_rewards():
+    from finealign.core.ppo import token_group_advantages
+
+    m = _group_mask()
+    r = torch.zeros(4, 8)
+    for i, n in enumerate(_LENS):
+        r[i, n - 1] = -1.0  # every outcome -1: outcome advantages 0
+    r[0, 0] = r[0, 1] = -0.1  # row0 dense [-0.1, -0.1]: -0.1 per token
+    r[1, 2] = -0.3  # row1 dense [0, 0, -0.3]: -0.1 per token; rows 2 and 3: 0 per token
+    a = token_group_advantages(r, m, 4).advantages
+    # b0 = b1 = mean(-0.1, 0, 0) = -1/30; b2 = b3 = mean(-0.1, -0.1, 0) = -1/15
+    # row0: [-0.1 + 1/30] * 2 = [-1/15, -1/15], stop 0 -> A0 = [-2/15, -1/15, 0]
+    assert a[0, :3].tolist() == pytest.approx([-2 / 15, -1 / 15, 0.0])
+    # row1: [1/30, 1/30, -0.3 + 1/30], stop 0 -> sums from the end: A1 = [-0.2, -0.2 - 1/30, -0.3 + 1/30, 0]
+    assert a[1, :4].tolist() == pytest.approx([-0.2, -0.2 - 1 / 30, -0.3 + 1 / 30, 0.0])
+    # row2: dense 0 - (-1/15) = 1/15 on 5 tokens -> A2 = [5/15, 4/15, 3/15, 2/15, 1/15, 0]
+    assert a[2, :6].tolist() == pytest.approx([5 / 15, 4 / 15, 3 / 15, 2 / 15, 1 / 15, 0.0])
+    assert a[3, 7].item() == pytest.approx(0.0) and a[3, 0].item() == pytest.approx(7 / 15)
+    with pytest.raises(ValueError, match="k >= 2"):
+        token_group_advantages(r, m, 3)
+
+
+def test_token_group_advantages_equal_rloo_for_sequence_rewards():
+    from finealign.core.ppo import group_advantages, place_at_last, token_group_advantages
+
+    g = torch.Generator().manual_seed(0)
+    m = (torch.arange(6).expand(4, 6) < torch.tensor([[2], [6], [4], [1]])).float()
+    seq = place_at_last(torch.randn(4, generator=g), m)  # everything on the stop token
+    assert torch.allclose(token_group_advantages(seq, m, 2).advantages, group_advantages(seq, m, 2).advantages)
+
+
+def test_reinforce_pp_by_hand():
+    from finealign.core.ppo import reinforce_pp_advantages
+
+    r = torch.tensor([[1.0, 0.0, 2.0], [0.0, 1.0, 0.0]])
+    m = torch.tensor([[1, 1, 1], [1, 1, 0]])
+    a = reinforce_pp_advantages(r, m)
+    # G = [3, 2, 2] and [1, 1]: mean 9/5 = 1.8; unbiased var = sum((G - 1.8)^2) / 4
+    #   = (1.44 + 0.04 + 0.04 + 0.64 + 0.64) / 4 = 0.7; A = (G - 1.8) / sqrt(0.7)
+    s = 0.7 ** 0.5
+    assert a.advantages.flatten().tolist() == pytest.approx([1.2 / s, 0.2 / s, 0.2 / s, -0.8 / s, -0.8 / s, 0.0], abs=1e-6)
+
+
+def test_value_loss_without_clip_by_hand():
+    from finealign.core.ppo import value_loss
+
+    v, old, g, m = torch.tensor([[2.0, 0.0]]), torch.tensor([[0.0, 0.0]]), torch.tensor([[0.0, 1.0]]), torch.ones(1, 2)
+    # no clip: 0.5 * mean((2 - 0)^2, (0 - 1)^2) = 0.5 * 2.5 = 1.25; clip 0.2 takes max with the clipped
+    # error (0.2 - 0)^2 = 0.04 < 4, so the same 1.25 here; clip None must equal the unclipped formula
+    assert value_loss(v, old, g, m, clip=None).loss.item() == pytest.approx(1.25)
+    assert value_loss(v, old, g, m, clip=0).loss.item() == pytest.approx(1.25)

@@ -11,7 +11,10 @@ The pieces, in the order a PPO step uses them:
   sequence-level score on each row's last valid token (the sequence-level baseline).
 * ``gae``: generalised advantage estimation by a reverse scan over T (vectorised over B).
 * ``group_advantages``: critic-free advantages for k responses per prompt: each token's reward-to-go
-  minus the leave-one-out mean return of its group (RLOO).
+  minus the leave-one-out mean return of its group (RLOO, one baseline per response);
+  ``token_group_advantages``: the per-token leave-one-out baseline of PRIME (outcome on the stop token
+  against the others' outcomes, dense rewards against the others' per-token mean);
+  ``reinforce_pp_advantages``: rewards-to-go normalised over the batch (REINFORCE++).
 * ``masked_mean`` / ``masked_var`` / ``masked_whiten``: statistics over valid tokens only.
 * ``policy_loss`` (clipped surrogate), ``value_loss`` (clipped), ``entropy_from_logits``.
 * ``update_kl_coef``: the adaptive KL controller of Ziegler et al. (2019) as a pure update.
@@ -196,13 +199,83 @@ def group_advantages(rewards: torch.Tensor, mask: torch.Tensor, group_size: int,
     B is not a multiple of k.
     """
     B = rewards.shape[0]
-    if group_size < 2 or B % group_size:
-        raise ValueError(f"group advantages need k >= 2 responses per prompt and B a multiple of k; got B={B}, k={group_size}")
+    _check_groups(B, group_size)
     g = rewards_to_go(rewards, mask, gamma)
-    total = g[:, 0].reshape(-1, group_size)  # (B/k, k) returns G_0
-    baseline = ((total.sum(1, keepdim=True) - total) / (group_size - 1)).reshape(B, 1)
+    baseline = _leave_one_out(g[:, 0], group_size).reshape(B, 1)  # mean return G_0 of the others
     adv = torch.where(mask.bool(), g - baseline, torch.zeros((), dtype=g.dtype, device=g.device))
     return Advantages(advantages=adv, returns=g)
+
+
+def last_valid_index(mask: torch.Tensor) -> torch.Tensor:
+    """Index of each row's last valid token (its stop token, or the last kept token of a truncated
+    response). mask: (B, T) -> (B,) long; -1 for a row without valid tokens."""
+    m = mask.bool()
+    pos = torch.arange(m.shape[1], device=m.device).expand_as(m)
+    return torch.where(m, pos, torch.full_like(pos, -1)).max(dim=1).values
+
+
+def _check_groups(B: int, group_size: int) -> None:
+    if group_size < 2 or B % group_size:
+        raise ValueError(f"group advantages need k >= 2 responses per prompt and B a multiple of k; got B={B}, k={group_size}")
+
+
+def _leave_one_out(x: torch.Tensor, group_size: int) -> torch.Tensor:
+    """Mean of the other rows of each row's group. x: (B,) -> (B,)."""
+    g = x.reshape(-1, group_size)
+    return ((g.sum(1, keepdim=True) - g) / (group_size - 1)).reshape(-1)
+
+
+def token_group_advantages(rewards: torch.Tensor, mask: torch.Tensor, group_size: int,
+                           gamma: float = 1.0) -> Advantages:
+    """Critic-free advantages with a per-token leave-one-out baseline (PRIME, Cui et al. 2025, eq. 5-6).
+    rewards, mask: (B, T) -> ``Advantages``; rows ``g*k .. g*k + k - 1`` answer one prompt.
+
+    Each row's rewards are split where the token-reward contract puts them: the *outcome* o^i, the
+    reward of its last valid token (the stop token: what is judged on the whole response), and the
+    *dense* rewards d^i_t of its other tokens. The outcome gets RLOO's baseline, the dense rewards a
+    per-token one, the mean dense reward per token of the group's other rows:
+
+        b^i  = mean_{j != i} (sum_t d^j_t / n^j)       (n^j: dense tokens of row j, at least 1)
+        R'^i_t = d^i_t - b^i  (t < last)              R'^i_last = o^i - mean_{j != i} o^j
+        A^i_t = sum_{s >= t} gamma^(s - t) R'^i_s
+
+    So a token after a penalty is no longer credited with the whole gap between its response's
+    remaining return and the other responses' total return (RLOO's one constant per response), only with
+    the dense rewards still to come relative to the others' per-token rate. Rewards that are all on the
+    stop token (a sequence score) give exactly sequence-level RLOO. ``returns`` are the plain
+    rewards-to-go G_t. Raises ``ValueError`` when k < 2 or B is not a multiple of k.
+    """
+    B, T = rewards.shape
+    _check_groups(B, group_size)
+    m = mask.bool()
+    r = rewards if rewards.is_floating_point() else rewards.float()
+    r = torch.where(m, r, torch.zeros((), dtype=r.dtype, device=r.device))
+    last = last_valid_index(m)  # (B,)
+    has = last >= 0
+    rows = torch.arange(B, device=r.device)
+    is_last = torch.zeros_like(m)
+    is_last[rows[has], last[has]] = True
+    dense_mask = m & ~is_last
+    outcome = torch.where(has, r[rows, last.clamp(min=0)], torch.zeros((), dtype=r.dtype, device=r.device))
+    dense = torch.where(dense_mask, r, torch.zeros((), dtype=r.dtype, device=r.device))
+    per_token = dense.sum(1) / dense_mask.sum(1).clamp(min=1).to(r.dtype)  # (B,)
+    b = _leave_one_out(per_token, group_size)
+    adjusted = torch.where(dense_mask, dense - b[:, None], torch.zeros((), dtype=r.dtype, device=r.device))
+    o_adv = outcome - _leave_one_out(outcome, group_size)
+    adjusted[rows[has], last[has]] = o_adv[has]
+    adv = rewards_to_go(adjusted, m, gamma)
+    return Advantages(advantages=adv, returns=rewards_to_go(r, m, gamma))
+
+
+def reinforce_pp_advantages(rewards: torch.Tensor, mask: torch.Tensor, gamma: float = 1.0) -> Advantages:
+    """REINFORCE++ advantages (Hu 2025): each token's reward-to-go, normalised over the whole batch.
+    rewards, mask: (B, T) -> ``Advantages``.
+
+    ``A_t = (G_t - mean(G)) / std(G)`` with mean and std over every valid token of the batch (no
+    per-prompt baseline, no critic); ``returns`` are G_t.
+    """
+    g = rewards_to_go(rewards, mask, gamma)
+    return Advantages(advantages=masked_whiten(g, mask), returns=g)
 
 
 # --------------------------------------------------------------------------- losses
@@ -259,13 +332,17 @@ def value_loss(
     old_values: torch.Tensor,
     returns: torch.Tensor,
     mask: torch.Tensor,
-    clip: float = 0.2,
+    clip: float | None = 0.2,
     num_tokens: float | None = None,
 ) -> ValueLoss:
     """Clipped value loss: 0.5 * mean over valid tokens of max((V - G)^2, (V_clip - G)^2).
 
-    All inputs (B, T); V_clip = old_V + clamp(V - old_V, -clip, clip), G the returns.
+    All inputs (B, T); V_clip = old_V + clamp(V - old_V, -clip, clip), G the returns. ``clip`` None
+    (or <= 0): no clipping, 0.5 * mean (V - G)^2 (a fresh critic far from the returns' scale is not
+    held back to ``clip`` per batch).
     """
+    if clip is None or clip <= 0:
+        clip = float("inf")
     m = mask.bool()
     zero = torch.zeros((), dtype=values.dtype, device=values.device)
     v = torch.where(m, values, zero)
