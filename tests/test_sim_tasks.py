@@ -10,7 +10,7 @@ from finealign.core.align import diff_char_spans
 from finealign.errors import DataError, FinealignError
 from finealign.sim import NotGenerated, gold_token_labels, gold_token_rewards, make_task, oracle_edit
 from finealign.sim.annotator import Noise, annotate_edit, preference
-from finealign.sim.base import unit_offsets
+from finealign.sim.base import scored_units, unit_offsets
 
 FACTS_Q = ("What are the capitals of these countries?\n- France\n- Japan\n- Peru\n"
            "Answer with one line per country, as 'Country: Capital'.")
@@ -105,9 +105,18 @@ def test_constraints_hand_worked():
     # very: banned word AND has 'y' -> one violation (-0.25); loyal has 'y' -> violation (-0.25), so it
     # never counts as used: missing (-1/2); plays has 'y' -> -0.25; park: +1/2.
     # Score 0.5 - 3 * 0.25 - 0.5 = -0.75.
+    # The missing word is inserted before the final period, as a person would: " and loyal".
     assert spans(r, j) == [("very", -0.25, ""), ("loyal", -0.25, ""), ("plays", -0.25, ""), ("park", 0.5, None),
-                           ("", -0.5, "\nWords: loyal.")]
+                           ("", -0.5, " and loyal")]
     assert j.score == pytest.approx(-0.75)
+    assert oracle_edit(r, j) == "A   dog  in the park and loyal."
+    # where each reward lands (causal): every word on itself (a character closes it), the missing word at
+    # the stop unit (len, len)
+    assert [m.reward_span for m in j.mentions] == [(2, 6), (7, 12), (17, 22), (30, 34), (len(r), len(r))]
+    # an unfinished last word is decided at the stop: "park" at the very end of the text
+    j2 = t.judge(inst, "A dog in the park")
+    assert [m.reward_span for m in j2.mentions] == [(17, 17), (17, 17)]
+    assert t.judge(inst, "").append == "Loyal and park."
 
 
 def test_constraints_generator_never_requires_banned_letter():
@@ -128,13 +137,21 @@ def test_arithmetic_hand_worked():
     assert inst.fields["answer"] == 9  # 7 + 5 - 3
     r = "7 + 5 = 13, and 13 - 3 = 10 stickers."
     j = t.judge(inst, r)
-    # 13 is the value of no '7 + 5' (12): -0.5; 10 is the final answer, wrong (9): -1. Score -1.5.
-    # '13 - 3 = 10' is right and ends in the final answer, so it is judged as the final answer only.
-    assert spans(r, j) == [("13", -0.5, "12"), ("10", -1.0, "9")]
+    # 13 is the value of no '7 + 5' (12): -0.5, judged when written (on "13", closed by the comma);
+    # '13 - 3 = 10' is a right step; 10 is the final answer, wrong (9): -1, judged on the whole response, so
+    # at the stop unit. It is a step's result: fixing it in place would make the step wrong, so the oracle
+    # restates the answer. Score -1.5.
+    assert spans(r, j) == [("13", -0.5, "12"), ("", -1.0, "\nThe answer is 9.")]
+    assert [m.reward_span for m in j.mentions] == [(8, 10), (len(r), len(r))]
     assert j.score == pytest.approx(-1.5)
     edited = oracle_edit(r, j)
-    assert edited == "7 + 5 = 12, and 13 - 3 = 9 stickers."
+    assert edited == "7 + 5 = 12, and 13 - 3 = 10 stickers.\nThe answer is 9."
     assert t.judge(inst, edited).score == 1.0
+    # a last number that is no step's result is fixed in place; its reward is still at the stop
+    r2 = "She has 10 stickers."
+    j2 = t.judge(inst, r2)
+    assert spans(r2, j2) == [("10", -1.0, "9")] and j2.mentions[0].reward_span == (len(r2), len(r2))
+    assert oracle_edit(r2, j2) == "She has 9 stickers."
     assert t.judge(inst, "She has nine.").score == 1.0  # number words count
     j0 = t.judge(inst, "I cannot say.")
     assert j0.score == -1.0 and j0.append == "\nThe answer is 9."  # no answer costs as much as a wrong one
@@ -168,9 +185,10 @@ def test_oracle_is_minimal_and_maximal(name):
             inside = lambda k: any(a <= k < b for a, b in wrong)  # noqa: E731
             assert all(inside(k) for s, e in changed for k in range(s, e) if not r[k].isspace()), (r, edited)
             assert all(any(s < b and a < e for s, e in changed) for a, b in wrong), (r, edited)
-            # gold per token: rewards on word units add up to the score; labels mark the wrong spans
+            # gold per token: rewards on the word units and the stop unit add up to the score; labels mark
+            # the wrong spans
+            assert sum(gold_token_rewards(j, scored_units(r))) == pytest.approx(j.score)
             offs = unit_offsets(r)
-            assert sum(gold_token_rewards(j, offs)) == pytest.approx(j.score if offs else 0.0)
             labels = gold_token_labels(j, offs, r)
             assert sum(labels) == sum(1 for s, e in offs if any(s < b and a < e for a, b in wrong))
 

@@ -359,3 +359,55 @@ def test_two_processes_ddp_gloo(tmp_path):
 
     adapter = load_file(str(out / "policy" / "adapter_model.safetensors"))
     assert any(v.abs().sum() > 0 for k, v in adapter.items() if "lora_B" in k)
+
+
+def test_stop_unit_lands_on_the_policy_stop_token(tiny):
+    """The gold reward's stop unit (len, len) goes onto the sampled stop token; a truncated response (no stop
+    token) gets it on its last kept token; an empty response on its stop token alone."""
+    from finealign.rewards.base import load_scorer
+    from finealign.train.ppo_rollout import Rollout, score_rewards
+
+    _, tok = tiny
+    prompt = ("Anna has 7 stickers. She buys 5 more. She gives away 3. How many stickers does Anna have now? "
+              "Answer in one sentence.")
+    texts = ["Anna has 99", "Anna has 99", ""]
+    ids = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
+    n = len(ids[0])
+    valid = [n + 1, n, 1]  # row 0 sampled its stop token; row 1 was cut at max_new_tokens; row 2 stopped at once
+    mask = torch.tensor([[1.0] * v + [0.0] * (n + 1 - v) for v in valid])
+    ro = Rollout(None, None, mask, 0, texts, ids, None, None)
+    r, totals = score_rewards(load_scorer("sim:arithmetic"), [prompt] * 3, ro, tok, "token", check_sum=True)
+    assert totals == [-1.0, -1.0, -1.0]  # a wrong final answer / no number: -1, judged at the stop
+    assert r[0, n].item() == -1.0 and r[0, :n].abs().sum().item() == 0.0  # on the stop token, nothing before
+    assert r[1, n - 1].item() == -1.0 and r[1].abs().sum().item() == 1.0  # truncated: the last kept token
+    assert r[2, 0].item() == -1.0
+
+
+def test_token_scorer_breaking_the_contract_is_named(tiny):
+    from finealign.rewards.base import TokenScorer, TokenScores
+    from finealign.train.ppo_rollout import Rollout, score_rewards
+
+    _, tok = tiny
+
+    class Broken(TokenScorer):
+        name = "broken-rm"
+
+        def __init__(self, past_end):
+            self.past_end = past_end
+
+        def score(self, prompts, responses):
+            return [5.0] * len(responses)
+
+        def score_tokens(self, prompts, responses):
+            n = len(responses[1])
+            return [TokenScores([-1], [(0, len(r))], [1.0]) for r in responses[:1]] + \
+                [TokenScores([-1], [(0, n + 3 if self.past_end else n)], [1.0])]
+
+    texts = ["hi there", "ok"]
+    ids = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
+    mask = torch.ones(2, max(map(len, ids)))
+    ro = Rollout(None, None, mask, 0, texts, ids, None, None)
+    with pytest.raises(FinealignError, match=r"'broken-rm', record 1: unit 0 at characters \(0, 5\) lies outside"):
+        score_rewards(Broken(True), ["a", "b"], ro, tok, "token")
+    with pytest.raises(FinealignError, match=r"'broken-rm', record 0: token rewards add up to 1 but the scorer's score is 5"):
+        score_rewards(Broken(False), ["a", "b"], ro, tok, "token", check_sum=True)

@@ -465,6 +465,27 @@ def encode_pair(tokenizer, prompt: Prompt, response: str, *, close: bool = True)
     return EncodedPair(ids, inside, rel, r.text, r.start)
 
 
+def with_stop_token(enc: EncodedPair, response_len: int, eos_id: int | None) -> EncodedPair:
+    """``enc`` with the response's stop token marked as part of the response (the token-reward contract,
+    docs/token-rewards.md): the first token after the response text (the chat template's end of turn,
+    or the first template token after an empty response) gets ``response_mask`` True and the
+    zero-width offset ``(len, len)``. Without a token after the response (no chat template), ``eos_id``
+    is appended as the stop token; with no ``eos_id`` either, ``enc`` is returned unchanged."""
+    ids, inside, offs = list(enc.input_ids), list(enc.response_mask), list(enc.offsets)
+    last = max((k for k, m in enumerate(inside) if m), default=None)
+    if last is not None:
+        k = last + 1
+    else:  # an empty response: the first token at or after where it would start
+        k = next((j for j, (s0, _) in enumerate(offs) if s0 >= 0), len(ids))
+    if k >= len(ids):
+        if eos_id is None:
+            return enc
+        ids, inside, offs = ids + [int(eos_id)], inside + [False], offs + [(response_len, response_len)]
+    inside[k] = True
+    offs[k] = (response_len, response_len)
+    return EncodedPair(ids, inside, offs, enc.text, enc.response_start)
+
+
 def pad_right(seqs: Sequence[Sequence[int]], pad_id: int, *masks: Sequence[Sequence]
               ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
     """Right-pad N sequences to (N, T), T the longest: ``(input_ids, attention_mask, [each extra

@@ -256,19 +256,19 @@ class TooLong(ValueError):
 
 def encode_response(tokenizer, prompt, response: str, max_length: int | None = None, *, min_context: int = 8) -> EncodedResponse:
     """``prompt`` (str or messages) and ``response`` as the assistant turn (``data.chat.encode_pair``;
-    a prompt that already carries the template is used as it is). The sequence stops at the
-    response's last token: under causal attention the end-of-turn tokens after it would change none
-    of its rewards, so they are not computed.
+    a prompt that already carries the template is used as it is), with the response's stop token
+    (the end of turn, offset ``(len, len)``) as its last response token (``data.chat.with_stop_token``):
+    it carries what is judged on the whole response (docs/token-rewards.md). The sequence stops there:
+    under causal attention the template tokens after it would change none of the rewards.
 
     The oldest context is cut from the left when the sequence exceeds ``max_length`` (the count is
     returned in ``truncated``); ``TooLong`` when the response plus ``min_context`` prompt tokens
     does not fit.
     """
-    from ..data.chat import encode_pair
+    from ..data.chat import encode_pair, with_stop_token
 
-    enc = encode_pair(tokenizer, prompt, response)
-    n_prefix = sum(1 for _, e in enc.offsets if e <= 0)  # prompt and template tokens before the response
-    end = n_prefix + sum(enc.response_mask)  # the end-of-turn tokens after the response are left out
+    enc = with_stop_token(encode_pair(tokenizer, prompt, response), len(response), tokenizer.eos_token_id)
+    end = max((k for k, m in enumerate(enc.response_mask) if m), default=-1) + 1
     ids, mask = list(enc.input_ids[:end]), list(enc.response_mask[:end])
     offs = [(max(0, s), e) if m else (s, e) for (s, e), m in zip(enc.offsets[:end], mask)]
     cut = 0

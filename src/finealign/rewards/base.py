@@ -25,8 +25,9 @@ from ..errors import FinealignError
 class TokenScores:
     """Per-token rewards of one response.
 
-    ``token_ids``: the response's tokens (T,) under the scorer's tokenizer; ``offsets``: each
-    token's (start, end) character span in the response text; ``rewards``: (T,) floats.
+    ``token_ids``: the response's tokens (T,) under the scorer's tokenizer (-1 where it has none);
+    ``offsets``: each token's (start, end) character span in the response text, the stop token (end
+    of turn) as the zero-width ``(len, len)``; ``rewards``: (T,) floats, causal (docs/token-rewards.md).
     """
 
     token_ids: list[int]
@@ -48,7 +49,15 @@ class Scorer(abc.ABC):
 
 
 class TokenScorer(Scorer):
-    """A scorer that also scores every response token."""
+    """A scorer that also scores every response token, under the token-reward contract
+    (``rewards.contract``, docs/token-rewards.md): causal rewards, the stop unit ``(len, len)`` last,
+    carrying what is judged on the whole response.
+
+    ``token_sum_is_score``: whether the token rewards add up to ``score`` (False for a mean-pooled
+    score, such as ``direct``'s mean log-probability or a token RM with ``pool=mean``).
+    """
+
+    token_sum_is_score: bool = True
 
     @abc.abstractmethod
     def score_tokens(self, prompts: Sequence[Prompt], responses: Sequence[str]) -> list[TokenScores]:

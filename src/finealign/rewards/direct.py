@@ -21,7 +21,7 @@ import torch
 
 from ..core.batching import length_batches
 from ..core.flr import token_logprobs
-from ..data.chat import TurnText, encode_pair, encode_with_span, pad_right, render_turn  # noqa: F401
+from ..data.chat import TurnText, encode_pair, encode_with_span, pad_right, render_turn, with_stop_token  # noqa: F401
 from ..data.records import Prompt
 from ..errors import FinealignError
 from .base import TokenScorer, TokenScores, register_scorer
@@ -109,6 +109,7 @@ class DirectScorer(TokenScorer):
     """Mean log p(response tokens | prompt, earlier response tokens)."""
 
     name = "direct"
+    token_sum_is_score = False  # the score is the mean log-probability
 
     def __init__(self, config: DirectConfig = DirectConfig(), model=None, tokenizer=None):
         self.config = config
@@ -119,15 +120,9 @@ class DirectScorer(TokenScorer):
         self.stats = ScoreStats()
 
     def _encode(self, prompt: Prompt, response: str, index: int) -> _Encoded:
-        enc = encode_pair(self.tokenizer, prompt, response)  # data.chat: the closed assistant turn
+        # data.chat: the closed assistant turn; its stop token (end of turn) is scored with the response
+        enc = with_stop_token(encode_pair(self.tokenizer, prompt, response), len(response), self.tokenizer.eos_token_id)
         ids, inside, offs = list(enc.input_ids), list(enc.response_mask), list(enc.offsets)
-        if not any(inside):  # an empty response: its score is log p(ending the turn at once)
-            after = [k for k, (s, _) in enumerate(offs) if s >= 0]
-            if not after and self.tokenizer.eos_token_id is not None:  # no template: the EOS token ends it
-                ids, offs, inside, after = ids + [self.tokenizer.eos_token_id], offs + [(0, 0)], inside + [False], [len(ids)]
-            if after:
-                inside[after[0]] = True
-                offs[after[0]] = (len(response), len(response))
         inside[0] = False  # the first token has no prediction
         last = max((k for k, m in enumerate(inside) if m), default=len(ids) - 1)
         ids, inside, offs = ids[: last + 1], inside[: last + 1], offs[: last + 1]  # causal: nothing after is read

@@ -1,10 +1,11 @@
 """The gold reward of a simulated task as a token scorer: ``load_scorer("sim:facts")``.
 
 ``score`` is the task's gold sequence score (at most 1.0); ``score_tokens`` returns the response's
-word units (``sim.unit_offsets``, token ids -1: the gold reward has no tokenizer) with each scored
-span's reward on the unit holding its last character (missing items on the last unit; an empty
-response is one zero-width unit), so the rewards add up to the score and PPO's
-``--granularity token`` moves them onto the policy's tokens by character offsets. Usable as a PPO
+word units and its stop unit (``sim.scored_units``: the zero-width ``(len, len)`` that stands for the
+end-of-turn token; token ids -1: the gold reward has no tokenizer) with each mention's reward where it
+is decided (``Mention.land``: causal, docs/token-rewards.md; what is judged on the whole response on the
+stop unit), so the rewards add up to the score and PPO's ``--granularity token`` moves them onto the
+policy's tokens by character offsets, the stop unit onto the policy's stop token. Usable as a PPO
 reward (the upper bound for a learned reward), as a ``score`` / ``label`` / ``eval`` scorer and as a judge.
 
 The prompt of each response must be one the task generated (``finealign sim make``): the task parses
@@ -41,15 +42,12 @@ class SimScorer(TokenScorer):
         return [j.score for j in self.judgements(prompts, responses)]
 
     def score_tokens(self, prompts: Sequence[Prompt], responses: Sequence[str]) -> list[TokenScores]:
-        from ..sim import gold_token_rewards, unit_offsets
+        from ..sim import gold_token_rewards, scored_units
 
         out = []
         for r, j in zip(responses, self.judgements(prompts, responses)):
-            offs = unit_offsets(r)
-            if offs:
-                out.append(TokenScores(token_ids=[-1] * len(offs), offsets=offs, rewards=gold_token_rewards(j, offs)))
-            else:  # an empty response: its score (the missing items) on one zero-width unit
-                out.append(TokenScores(token_ids=[-1], offsets=[(0, 0)], rewards=[j.score]))
+            offs = scored_units(r)  # an empty response: the stop unit (0, 0) alone
+            out.append(TokenScores(token_ids=[-1] * len(offs), offsets=offs, rewards=gold_token_rewards(j, offs)))
         return out
 
 

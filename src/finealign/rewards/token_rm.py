@@ -48,6 +48,10 @@ class TokenRMScorer(TokenScorer):
 
         self.stats = ScoreStats()  # truncated: inputs over max_length that lost their oldest tokens
 
+    @property
+    def token_sum_is_score(self) -> bool:
+        return self.pool == "sum"
+
     @torch.no_grad()
     def score_tokens(self, prompts: Sequence[Prompt], responses: Sequence[str]) -> list[TokenScores]:
         if len(prompts) != len(responses):

@@ -12,7 +12,7 @@ import dataclasses
 from ..errors import FinealignError
 from .arithmetic import ArithmeticOptions, ArithmeticTask
 from .base import Instance, Judgement, Mention, NotGenerated, SimTask, gold_token_labels, gold_token_rewards, \
-    oracle_edit, unit_offsets
+    oracle_edit, scored_units, unit_offsets
 from .constraints import ConstraintsOptions, ConstraintsTask
 from .facts import FactsOptions, FactsTask, load_facts
 
@@ -20,7 +20,7 @@ TASKS = {"facts": (FactsTask, FactsOptions), "constraints": (ConstraintsTask, Co
          "arithmetic": (ArithmeticTask, ArithmeticOptions)}
 
 __all__ = ["TASKS", "Instance", "Judgement", "Mention", "NotGenerated", "SimTask", "gold_token_labels",
-           "gold_token_rewards", "load_facts", "make_task", "oracle_edit", "parse_options", "unit_offsets"]
+           "gold_token_rewards", "load_facts", "make_task", "oracle_edit", "parse_options", "scored_units", "unit_offsets"]
 
 
 def parse_options(task: str, options: str | dict | None) -> dict:

@@ -5,14 +5,19 @@ now? Answer in one sentence.`` (``steps`` operations: add, subtract, double or t
 
 Gold scorer, over the numbers of the response (digits, or the words zero to twenty):
 
-* the final answer is the last number of the response: ``+1`` when it equals the true result,
-  else a wrong span (``-1``) that the oracle replaces by the result;
 * every worked step written as ``a op b [op c ...] = r`` (``+ - * / x ×``, usual precedence) whose
-  ``r`` is not the value of its left side is a wrong span (``-0.5``); the oracle writes the value.
-  The step whose ``r`` is the final answer is judged as the final answer only; a step whose value
-  is negative is not judged;
-* a response with no number at all scores ``-1`` (on its last token) like a wrong answer, and gets
+  ``r`` is not the value of its left side is a wrong span (``-0.5``), judged when ``r`` is written
+  (on ``r`` once a character closes it); the oracle writes the value. A step whose value is negative
+  is not judged;
+* the final answer is the last number of the response, judged on the whole response, so its
+  reward lands on the stop token: ``+1`` when it equals the true result, else ``-1`` and the oracle
+  replaces it by the result (when it is a step's result, the oracle fixes the step and, if the step's
+  value is not the answer, appends ``\\nThe answer is N.``);
+* a response with no number at all scores ``-1`` (on the stop token) like a wrong answer, and gets
   ``\\nThe answer is N.`` appended by the oracle.
+
+An earlier number's reward never depends on later text (causal rewards): a number is judged when it is
+written, the final answer at the stop.
 
 Score = sum of the rewards; 1.0 exactly when the final answer is right and no worked step is wrong.
 """
@@ -26,7 +31,7 @@ from fractions import Fraction
 
 from ..errors import FinealignError
 from .base import Instance, Judgement, Mention, NotGenerated, SimTask, TaskOptions, Template, distinct_sample, \
-    make_judgement
+    land_word, make_judgement
 
 NAMES = {"Tom": "He", "Anna": "She", "Ben": "He", "Maria": "She", "Sam": "He", "Lucy": "She", "Omar": "He",
          "Nina": "She", "Leo": "He", "Emma": "She", "Raj": "He", "Sofia": "She"}
@@ -44,6 +49,7 @@ WORD_NUMBERS = {w: i for i, w in enumerate(
 NUM = r"\d+(?:\.\d+)?"
 NUM_RE = re.compile(rf"(?<![\w.]){NUM}(?!\w)|(?<!\w)(?:{'|'.join(WORD_NUMBERS)})(?!\w)", re.IGNORECASE)
 EQ_RE = re.compile(rf"(?<![\w.])({NUM}(?:\s*[-+*/×x]\s*{NUM})+)\s*=\s*({NUM})(?!\w)")
+EQ_END_RE = re.compile(rf"(?<![\w.]){NUM}(?:\s*[-+*/×x]\s*{NUM})+\s*=\s*{NUM}$")  # a step whose result ends the text
 FINAL_REWARD, STEP_PENALTY = 1.0, 0.5
 
 
@@ -167,20 +173,27 @@ class ArithmeticTask(SimTask):
 
     def judge(self, instance: Instance, response: str) -> Judgement:
         gold = Fraction(instance.fields["answer"])
+        stop = (len(response), len(response))
         nums = [(m.start(), m.end(), _value(m.group())) for m in NUM_RE.finditer(response)]
         if not nums:
             return make_judgement([], response, f"\nThe answer is {_fmt(gold)}.", 1, -FINAL_REWARD)
-        fs, fe, fv = nums[-1]
-        mentions = [Mention(fs, fe, FINAL_REWARD, "answer") if _same(fv, gold)
-                    else Mention(fs, fe, -FINAL_REWARD, "answer", fix=_fmt(gold))]
-        for m in EQ_RE.finditer(response):
+        mentions, fixed = [], {}
+        for m in EQ_RE.finditer(response):  # each worked step, judged once its result is written
             rs, re_ = m.span(2)
-            if (rs, re_) == (fs, fe):
-                continue
             val = evaluate(m.group(1))
             if val is None or val < 0 or _same(Fraction(m.group(2)), val):
                 continue
-            mentions.append(Mention(rs, re_, -STEP_PENALTY, "equation", fix=_fmt(val)))
+            mentions.append(Mention(rs, re_, -STEP_PENALTY, "equation", fix=_fmt(val), land=land_word(response, rs, re_)))
+            fixed[(rs, re_)] = val
+        fs, fe, fv = nums[-1]  # the final answer, judged on the whole response: at the stop token
+        right = _same(fv, gold)
+        reward = FINAL_REWARD if right else -FINAL_REWARD
+        if (fs, fe) not in fixed and not EQ_END_RE.search(response[:fe]):
+            mentions.append(Mention(fs, fe, reward, "answer", fix=None if right else _fmt(gold), land=stop))
+        else:  # the last number is a step's result: fixing it in place would break the step; restate the answer
+            after = fixed.get((fs, fe), fv)
+            restate = None if _same(after, gold) else f"\nThe answer is {_fmt(gold)}."
+            mentions.append(Mention(len(response), len(response), reward, "answer", fix=restate, land=stop))
         return make_judgement(mentions, response)
 
     def neutral_words(self, instance: Instance) -> list[str]:

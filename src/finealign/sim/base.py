@@ -13,11 +13,16 @@ A simulated task (``facts``, ``constraints``, ``arithmetic``) is pure logic, no 
   much as wrong ones (so saying nothing is never better than guessing): they are one zero-width
   mention at the end of the response, ``(len, len)``, whose fix is the text the oracle appends.
 
-The sequence score is the sum of the mention rewards, so per-token gold rewards (each mention's
-reward on the token that holds its last character, the missing items' on the last token,
-``core.token_map.map_token_rewards``) add up to it exactly. ``oracle_edit`` replaces exactly the
-wrong spans by their fixes and appends the missing items; the edited response then scores the
-maximum 1.0 (tested for every task).
+Gold token rewards are causal (the contract of every token scorer, docs/token-rewards.md): the reward
+that lands on a unit depends on the prompt and the text up to that unit only. So each mention's reward
+lands where it is *decided* (``Mention.land``): a word or number when the character after it closes it,
+an entity of ``facts`` at the end of the sentence that decides whom it answers, and whatever is judged
+on the whole response (the final answer, missing items) and anything the response's last, unfinished
+sentence or word decides on the *stop unit*, the zero-width unit ``(len, len)`` that stands for the
+end-of-turn token. The sequence score is the sum of the mention rewards, so per-token gold rewards
+(``gold_token_rewards`` over ``scored_units``: the word units plus the stop unit) add up to it exactly.
+``oracle_edit`` applies every mention's fix (the wrong spans replaced, the missing items inserted); the
+edited response then scores the maximum 1.0 (tested for every task).
 
 Character spans are half-open ``[start, end)`` Python string indices, as in ``core.align``.
 """
@@ -55,8 +60,10 @@ class Instance:
 class Mention:
     """A scored span of a response: ``reward`` > 0 for a correct item, < 0 for a wrong span.
 
-    ``fix``: for a wrong span, the text the oracle puts in its place (``""`` deletes it); None for
-    a correct span. ``kind`` names the rule that scored it (``answer``, ``violation``, ...).
+    ``fix``: the text the oracle puts in place of ``[start, end)`` (``""`` deletes it; a zero-width
+    span inserts it); None leaves the span alone. ``kind`` names the rule that scored it (``answer``,
+    ``violation``, ...). ``land``: the span whose last character's token carries the reward, where
+    the reward is decided (``None``: the mention's own span; ``(len, len)``: the stop unit).
     """
 
     start: int
@@ -64,6 +71,12 @@ class Mention:
     reward: float
     kind: str
     fix: str | None = None
+    land: Span | None = None
+
+    @property
+    def reward_span(self) -> Span:
+        """Where the reward lands: ``land``, else the mention's own span."""
+        return self.land if self.land is not None else (self.start, self.end)
 
     @property
     def wrong(self) -> bool:
@@ -96,7 +109,7 @@ class Judgement:
     @property
     def append(self) -> str:
         """The text the oracle appends for the missing items (``""`` when nothing is missing)."""
-        return next((m.fix or "" for m in self.mentions if m.missing), "")
+        return "".join(m.fix or "" for m in self.mentions if m.missing)
 
     @property
     def correct_spans(self) -> list[Span]:
@@ -108,15 +121,18 @@ class Judgement:
 
 
 def make_judgement(mentions: Sequence[Mention], response: str, append: str = "", missing: int = 0,
-                   missing_reward: float = 0.0) -> Judgement:
+                   missing_reward: float = 0.0, insert_at: int | None = None) -> Judgement:
     """A ``Judgement`` whose score is the sum of the mentions' rewards (mentions sorted by start).
 
-    ``missing`` items cost ``missing_reward`` (< 0) together, as one zero-width mention at the end of
-    ``response`` whose fix is ``append``.
+    ``missing`` items cost ``missing_reward`` (< 0) together, as one zero-width mention whose reward
+    lands on the stop unit and whose fix ``append`` is inserted at ``insert_at`` (default: the end).
     """
     ms = sorted(mentions, key=lambda m: (m.start, m.end))
     if missing:
-        ms.append(Mention(len(response), len(response), missing_reward, "missing", fix=append))
+        at = len(response) if insert_at is None else insert_at
+        stop = (len(response), len(response))
+        ms.append(Mention(at, at, missing_reward, "missing", fix=append, land=stop))
+        ms.sort(key=lambda m: (m.start, m.end, m.missing))
     for a, b in zip(ms, ms[1:]):
         if b.start < a.end:
             raise ValueError(f"overlapping scored spans {a.start, a.end} and {b.start, b.end}")
@@ -140,8 +156,8 @@ def apply_fixes(text: str, fixes: Sequence[tuple[int, int, str]], append: str = 
 
 
 def oracle_edit(response: str, judgement: Judgement) -> str:
-    """The minimal edit: every wrong span replaced by its fix, the missing items appended."""
-    return apply_fixes(response, [(m.start, m.end, m.fix or "") for m in judgement.mentions if m.wrong])
+    """The minimal edit: every mention's fix applied (wrong spans replaced, missing items inserted)."""
+    return apply_fixes(response, [(m.start, m.end, m.fix) for m in judgement.mentions if m.fix is not None])
 
 
 # ---------------------------------------------------------------------------------------------- gold per token
@@ -150,10 +166,12 @@ def oracle_edit(response: str, judgement: Judgement) -> str:
 def gold_token_rewards(judgement: Judgement, offsets: Sequence[Span]) -> list[float]:
     """Gold reward of each token (T,) given the tokens' character ``offsets`` in the response.
 
-    Each scored span's reward lands on the token holding its last character (the missing items'
-    on the last token), so the rewards sum to ``judgement.score`` whenever T > 0.
+    Each mention's reward lands on the token holding the last character of its ``reward_span``; a
+    reward on the stop unit ``(len, len)`` lands on a zero-width token at ``len`` when ``offsets`` has
+    one (``scored_units`` adds it; a policy's stop token decodes to it), else on the last token. The
+    rewards sum to ``judgement.score`` whenever T > 0.
     """
-    return map_token_rewards([(m.start, m.end) for m in judgement.mentions],
+    return map_token_rewards([m.reward_span for m in judgement.mentions],
                              [m.reward for m in judgement.mentions], list(offsets))
 
 
@@ -165,6 +183,28 @@ def gold_token_labels(judgement: Judgement, offsets: Sequence[Span], response: s
 def unit_offsets(response: str) -> list[Span]:
     """The non-whitespace word units of ``response`` (``core.align.split_units``): the gold scorer's 'tokens'."""
     return [(u.start, u.end) for u in split_units(response) if not u.text.isspace()]
+
+
+def scored_units(response: str) -> list[Span]:
+    """``unit_offsets`` plus the stop unit ``(len, len)``: the units the gold token scorer rewards."""
+    return unit_offsets(response) + [(len(response), len(response))]
+
+
+def closed(text: str, end: int) -> bool:
+    """Whether a word or number ending at ``end`` is finished: a character follows that cannot continue it
+    (not a letter, digit, or a ``.``/``,`` followed by a digit). At the end of the text it is not: the
+    next token may still extend it, so what it decides goes on the stop unit."""
+    if end >= len(text):
+        return False
+    c = text[end]
+    if c.isalnum() or c == "_":
+        return False
+    return not (c in ".," and end + 1 < len(text) and text[end + 1].isdigit())
+
+
+def land_word(text: str, start: int, end: int) -> Span | None:
+    """``Mention.land`` of a word judged on its own: its own span when ``closed``, else the stop unit."""
+    return None if closed(text, end) else (len(text), len(text))
 
 
 # ---------------------------------------------------------------------------------------------- text helpers
@@ -184,6 +224,20 @@ def segments(text: str) -> list[Span]:
         out.append((start, m.start()))
         start = m.end()
     out.append((start, len(text)))
+    return out
+
+
+def segment_lands(text: str, segs: Sequence[Span]) -> list[Span]:
+    """``Mention.land`` of what each segment of ``segments(text)`` decides: a closed segment (one that a
+    separator follows) lands on its last non-whitespace character; the last segment, which the next
+    token may still continue, on the stop unit ``(len, len)``."""
+    stop = (len(text), len(text))
+    out = []
+    for k, (a, b) in enumerate(segs):
+        end = b
+        while end > a and text[end - 1].isspace():
+            end -= 1
+        out.append(stop if k == len(segs) - 1 or end == a else (end - 1, end))
     return out
 
 

@@ -9,8 +9,12 @@ Gold scorer, over the response's words (runs of letters/digits, an inner apostro
   ``w = 1 / n_required`` at its first occurrence;
 * each word containing the banned letter (any case) or equal to a banned word (any case) is a wrong
   span worth ``-penalty`` (default 0.25); the oracle deletes it (the word only, nothing around it);
-* required words that never occur cost ``w`` each (on the last token) and are appended by the
-  oracle: ``\\nWords: tide shell.``
+* required words that never occur cost ``w`` each, judged at the stop token, and the oracle inserts
+  them as a person would, before the sentence's final punctuation: ``... on the shore and tide and
+  shell.`` (an empty response becomes ``Tide and shell.``).
+
+Rewards are causal: a word's reward lands on it once the next character closes it (on the stop token
+when it is the response's last, unfinished word), the missing words' cost on the stop token.
 
 Score = sum of the rewards; 1.0 exactly when every required word is used and nothing banned is.
 The generator never picks a required word that contains the banned letter or is a banned word, nor a
@@ -24,7 +28,7 @@ from dataclasses import dataclass
 
 from ..errors import FinealignError
 from .base import Instance, Judgement, Mention, NotGenerated, SimTask, TaskOptions, Template, distinct_sample, \
-    make_judgement, words
+    land_word, make_judgement, words
 
 TOPICS: dict[str, tuple[str, ...]] = {
     "the ocean": ("tide", "shell", "wave", "salt", "fish", "sand", "shore", "deep", "storm", "boat"),
@@ -43,7 +47,7 @@ TOPICS: dict[str, tuple[str, ...]] = {
 FILLERS = ("very", "really", "just", "quite", "truly", "simply", "actually", "basically", "extremely",
            "incredibly", "totally", "literally")
 LETTERS = "bcdfghkmpuvwy"
-APPEND = "\nWords: {words}."
+EXCLUDED_LETTERS = "words"  # never banned (kept from an older oracle template, so seeds give the same prompts)
 PROMPT = Template("Write one sentence about {topic}. Use the words {required}.{banned}",
                   {"topic": r"[a-z ]+?", "required": r"'[a-z]+'(?:(?:, | and )'[a-z]+')*", "banned": r".*"})
 
@@ -60,6 +64,22 @@ class ConstraintsOptions(TaskOptions):
 
 def _and(items: list[str]) -> str:
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def insertion(response: str, missing: list[str]) -> tuple[int, str]:
+    """Where and what the oracle inserts for the ``missing`` required words: ``" and a and b"`` before the
+    final ``.``/``!``/``?`` of the response (at its end when there is none); ``"A and b."`` for an
+    empty response. The text uses no letter the task may ban (``EXCLUDED_LETTERS``)."""
+    if not missing:
+        return len(response), ""
+    body = response.rstrip()
+    if not body:
+        words_ = " and ".join(missing)
+        return len(response), words_[:1].upper() + words_[1:] + "."
+    at = len(body) - 1 if body[-1] in ".!?" else len(body)
+    while at > 0 and body[at - 1] in ".!?":
+        at -= 1
+    return at, "".join(f" and {m}" for m in missing)
 
 
 def _split_and(text: str) -> list[str]:
@@ -97,7 +117,7 @@ class ConstraintsTask(SimTask):
         topic = rng.choice(sorted(TOPICS))
         letter = None
         if o.letter:
-            letter = rng.choice([c for c in LETTERS if c not in APPEND.lower()])
+            letter = rng.choice([c for c in LETTERS if c not in EXCLUDED_LETTERS])
         pool = [w for w in TOPICS[topic] if not (letter and letter in w)]
         if len(pool) < o.required:
             return self._make(rng)
@@ -145,16 +165,16 @@ class ConstraintsTask(SimTask):
         for s, e, word in words(response):
             low = word.lower()
             if (letter and letter in low) or low in banned:
-                mentions.append(Mention(s, e, -self.options.penalty, "violation", fix=""))
+                mentions.append(Mention(s, e, -self.options.penalty, "violation", fix="", land=land_word(response, s, e)))
                 continue
             for r in required:
                 if r not in found and low in (r, r + "s", r + "es"):
                     found.add(r)
-                    mentions.append(Mention(s, e, w, "required"))
+                    mentions.append(Mention(s, e, w, "required", land=land_word(response, s, e)))
                     break
         missing = [r for r in f["required"] if r.lower() not in found]
-        append = APPEND.format(words=" ".join(missing)) if missing else ""
-        return make_judgement(mentions, response, append, len(missing), -w * len(missing))
+        at, insert = insertion(response, missing)
+        return make_judgement(mentions, response, insert, len(missing), -w * len(missing), insert_at=at)
 
     def neutral_words(self, instance: Instance) -> list[str]:
         letter = instance.fields.get("letter") or ""

@@ -12,13 +12,16 @@ Gold scorer (each asked subject is worth ``w = 1 / slots``):
    sentence or line; distance counts the characters between them that belong to no other mention,
    so replacing or deleting another answer never changes it (ties go to the subject before it). An
    answer with no subject in its sentence is unassociated.
-3. Credit: an associated answer is correct when it is its subject's answer (``+w`` for the first
-   such mention of each subject; repeats score 0) and wrong otherwise (``-w``). Then, in text
-   order, an unassociated answer that is the answer of a subject not yet credited is correct
-   (``+w``); one that repeats a credited answer scores 0; any other is wrong (``-w``).
+3. Credit, sentence by sentence in text order: an associated answer is correct when it is its
+   subject's answer (``+w`` for the first such mention of each subject; repeats score 0) and wrong
+   otherwise (``-w``). Then, in text order, an unassociated answer of the sentence that is the answer
+   of a subject not yet credited is correct (``+w``); one that repeats a credited answer scores 0; any
+   other is wrong (``-w``). Each reward lands on the last character of its sentence, where the
+   association is decided (on the stop token for the last, unfinished sentence), so the rewards are
+   causal.
 4. Oracle fixes: an associated wrong answer becomes its subject's answer; unassociated wrong answers
    become the answers of the still-missing subjects in the order asked (deleted once none is left);
-   subjects still missing cost ``w`` each (on the last token, like a wrong answer, so that saying
+   subjects still missing cost ``w`` each (on the stop token, like a wrong answer, so that saying
    nothing is never better than guessing) and get a sentence appended, e.g.
    ``\\nThe capital of Peru is Lima.``
 
@@ -40,7 +43,7 @@ from pathlib import Path
 
 from ..errors import DataError, FinealignError
 from .base import Instance, Judgement, Mention, NotGenerated, SimTask, TaskOptions, Template, distinct_sample, \
-    make_judgement, segments
+    make_judgement, segment_lands, segments
 
 COLUMNS = ("relation", "subject", "answer")
 
@@ -263,33 +266,36 @@ class FactsTask(SimTask):
             return None if best is None else best[1]
 
         gold = [f.answer for f in facts]
+        lands = segment_lands(response, segs)
         credited: set[int] = set()
         covered: set[int] = set()
         mentions: list[Mention] = []
-        loose = []
-        for s, e, canon in values:
-            i = owner(s, e)
-            if i is None:
-                loose.append((s, e, canon))
-            elif canon == gold[i]:
-                if i not in credited:
-                    credited.add(i)
-                    mentions.append(Mention(s, e, w, "answer"))
-            else:
-                covered.add(i)
-                mentions.append(Mention(s, e, -w, "answer", fix=gold[i]))
         wrong_loose = []
-        for s, e, canon in loose:
-            i = next((j for j, g in enumerate(gold) if g == canon), None)
-            if i is not None and i not in credited:
-                credited.add(i)
-                mentions.append(Mention(s, e, w, "answer"))
-            elif i is None:
-                wrong_loose.append((s, e))
+        for k in range(len(segs)):  # sentence by sentence: what a sentence decides lands where it ends
+            land = lands[k]
+            loose = []
+            for s, e, canon in (v for v in values if seg_of(v[0]) == k):
+                i = owner(s, e)
+                if i is None:
+                    loose.append((s, e, canon))
+                elif canon == gold[i]:
+                    if i not in credited:
+                        credited.add(i)
+                        mentions.append(Mention(s, e, w, "answer", land=land))
+                else:
+                    covered.add(i)
+                    mentions.append(Mention(s, e, -w, "answer", fix=gold[i], land=land))
+            for s, e, canon in loose:
+                i = next((j for j, g in enumerate(gold) if g == canon), None)
+                if i is not None and i not in credited:
+                    credited.add(i)
+                    mentions.append(Mention(s, e, w, "answer", land=land))
+                elif i is None:
+                    wrong_loose.append((s, e, land))
         todo = [i for i in range(len(subs)) if i not in credited and i not in covered]
-        for s, e in wrong_loose:
+        for s, e, land in wrong_loose:
             fix = gold[todo.pop(0)] if todo else ""
-            mentions.append(Mention(s, e, -w, "answer", fix=fix))
+            mentions.append(Mention(s, e, -w, "answer", fix=fix, land=land))
         sentence = _phrases(rel)[2]
         append = "".join("\n" + sentence.format(subject=subs[i], answer=gold[i]) for i in todo)
         return make_judgement(mentions, response, append, len(todo), -w * len(todo))

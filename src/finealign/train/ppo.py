@@ -153,6 +153,7 @@ class Run:
     items: list  # PromptItem
     texts: list[str]  # rendered prompts
     stops: list[int]
+    sum_checked: bool = False  # the token rewards were checked to add up to the scorer's score (first step)
 
 
 def _step_seed(seed: int, step: int, rank: int) -> int:
@@ -332,7 +333,9 @@ def rollout(run: Run, batch: PromptBatch) -> Rollout:
 def rewards(run: Run, batch: PromptBatch, ro: Rollout) -> tuple[torch.Tensor, list[float]]:
     """The reward model's r_t (B, T) on the device, and each response's total."""
     with run.acc.autocast():
-        scores, totals = score_rewards(run.scorer, batch.prompts, ro, run.tok, run.cfg.granularity)
+        scores, totals = score_rewards(run.scorer, batch.prompts, ro, run.tok, run.cfg.granularity,
+                                       check_sum=not run.sum_checked)
+    run.sum_checked = True
     return scores.to(run.acc.device), totals
 
 

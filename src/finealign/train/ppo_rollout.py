@@ -252,30 +252,40 @@ def reference_logprobs(policy, ref_model, input_ids, attention_mask, prompt_len:
         return pad_right(run(policy), cut)
 
 
-def score_rewards(scorer: Scorer, prompts: list, rollout: Rollout, tokenizer, granularity: str) -> tuple[torch.Tensor, list[float]]:
+def score_rewards(scorer: Scorer, prompts: list, rollout: Rollout, tokenizer, granularity: str,
+                  check_sum: bool = False) -> tuple[torch.Tensor, list[float]]:
     """The reward model's r_t on the policy's response tokens (B, T), and each response's total.
 
-    A ``TokenScorer``'s per-token rewards are mapped onto the policy's tokens by character offsets
-    (``granularity="token"``) or summed onto the last valid token (``"sequence"``); any other
-    scorer's score lands on the last valid token. Both granularities give the same totals.
+    A ``TokenScorer``'s per-token rewards are checked against the token-reward contract
+    (``rewards.contract.check_token_scores``: units inside the response, finite; with ``check_sum``
+    and a scorer whose ``token_sum_is_score``, also that they add up to its ``score``) and mapped onto
+    the policy's tokens by character offsets (``granularity="token"``): the stop unit ``(len, len)``
+    onto the policy's stop token (or the last kept token of a truncated response), or all summed onto
+    the last valid token (``"sequence"``). Any other scorer's score lands on the last valid token. Both
+    granularities give the same totals. Raises ``FinealignError`` naming the scorer and the record.
     """
+    from ..rewards.contract import check_token_scores
+
     texts = rollout.texts
     mask = rollout.response_mask
     B, T = mask.shape
+    name = getattr(scorer, "name", type(scorer).__name__)
     try:
         if isinstance(scorer, TokenScorer):
             per = scorer.score_tokens(prompts, texts)
+            seq = scorer.score(prompts, texts) if check_sum and scorer.token_sum_is_score else None
         else:
             per = None
             totals = [float(s) for s in scorer.score(prompts, texts)]
     except FinealignError:
         raise
     except Exception as e:
-        raise FinealignError(f"reward scorer {getattr(scorer, 'name', type(scorer).__name__)!r} failed: "
-                             f"{type(e).__name__}: {e}") from e
+        raise FinealignError(f"reward scorer {name!r} failed: {type(e).__name__}: {e}") from e
     if per is not None:
         if len(per) != B:
             raise FinealignError(f"reward scorer returned {len(per)} token score lists for {B} responses")
+        for i, p in enumerate(per):
+            check_token_scores(name, i, texts[i], p, None if seq is None else float(seq[i]))
         totals = [float(sum(p.rewards)) for p in per]
     elif len(totals) != B:
         raise FinealignError(f"reward scorer returned {len(totals)} scores for {B} responses")
@@ -283,12 +293,12 @@ def score_rewards(scorer: Scorer, prompts: list, rollout: Rollout, tokenizer, gr
         return place_at_last(torch.tensor(totals, dtype=torch.float32), mask), totals
     out = torch.zeros((B, T), dtype=torch.float32)
     decode = lambda ids: tokenizer.decode(ids, skip_special_tokens=True)  # noqa: E731
+    n_valid = mask.sum(1).long().tolist()
     for i, p in enumerate(per):
-        ids = rollout.response_ids[i]
+        ids = rollout.response_ids[i]  # the text tokens; the stop token, when sampled, follows them
         _, offsets = decode_offsets(ids, decode)
+        if n_valid[i] > len(ids):
+            offsets = offsets + [(len(texts[i]), len(texts[i]))]
         mapped = map_token_rewards(p.offsets, p.rewards, offsets)
-        if mapped:
-            out[i, : len(mapped)] = torch.tensor(mapped)
-        else:  # empty response: whatever reward there is goes on its stop token
-            out[i] = place_at_last(torch.tensor([totals[i]]), mask[i: i + 1])[0]
+        out[i, : len(mapped)] = torch.tensor(mapped)
     return out, totals
