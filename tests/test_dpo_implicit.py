@@ -17,12 +17,15 @@ RESPONSES = ["The capital of Peru is Lima.", "Blue"]
 
 
 def _by_hand(model, tok, prompt, response):
-    """log p(y_t | x, y_<t) of the response's own tokens, from one plain forward pass."""
+    """log p(y_t | x, y_<t) of the response's own tokens and its stop token (the end of turn right after
+    it), from one plain forward pass."""
     enc = encode_pair(tok, prompt, response)
     ids = torch.tensor([enc.input_ids])
     with torch.no_grad():
         logp = torch.log_softmax(model(input_ids=ids).logits[0].float(), -1)  # (T, V)
     pos = [t for t, m in enumerate(enc.response_mask) if m and t > 0]
+    pos.append(pos[-1] + 1)
+    assert enc.input_ids[pos[-1]] == tok.eos_token_id
     return [float(logp[t - 1, enc.input_ids[t]]) for t in pos]
 
 

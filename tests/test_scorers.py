@@ -28,7 +28,10 @@ def test_direct_equals_mean_logprob_of_response_tokens(tiny):
         ids = torch.tensor([enc["input_ids"]])
         with torch.no_grad():
             lp = torch.log_softmax(model(input_ids=ids).logits[0].float(), -1)
-        vals = [float(lp[t - 1, ids[0, t]]) for t, (s, e) in enumerate(enc["offset_mapping"]) if e > start and s < start + len(r)]
+        pos = [t for t, (s, e) in enumerate(enc["offset_mapping"]) if e > start and s < start + len(r)]
+        pos.append(pos[-1] + 1)  # the stop token (end of turn) right after the response is part of it
+        assert tok.convert_ids_to_tokens(int(ids[0, pos[-1]])) == tok.eos_token
+        vals = [float(lp[t - 1, ids[0, t]]) for t in pos]
         assert abs(g - sum(vals) / len(vals)) < 1e-5
     one = load_scorer("direct:tiny-random,batch_size=1", model=model, tokenizer=tok).score(PROMPTS, RESPONSES)
     assert max(abs(a - b) for a, b in zip(one, got)) < 1e-5

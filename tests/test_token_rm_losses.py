@@ -46,9 +46,53 @@ def test_token_cls_empty_mask_is_zero():
 
 
 def test_token_cls_targets():
-    tw, mw, tl, ml = token_cls_targets(T([[0, 1]]), T([[1, 1, 0]]))
+    # original: 4 response tokens (the 5th is padding), tokens 0 and 1 changed -> targets [0, 0, 1, 1], all
+    # four labelled: the unchanged tokens are the good class the changed ones are contrasted with
+    tw, mw, tl, ml = token_cls_targets(T([[0, 1]]), T([[1, 1, 0, 0, 0]]), T([[1, 1, 1, 1, 0]]))
     assert tw.tolist() == [[0.0, 1.0]] and mw.tolist() == [[False, True]]
-    assert tl.tolist() == [[0.0, 0.0, 0.0]] and ml.tolist() == [[True, True, False]]
+    assert tl.tolist() == [[0.0, 0.0, 1.0, 1.0, 0.0]] and ml.tolist() == [[True, True, True, True, False]]
+
+
+def test_anchored_span_bt_hand_worked():
+    from finealign.core.token_rm import anchored_span_bt_loss
+
+    # span part as in test_span_bt_hand_worked: margin 4.5, 0.0110478. Unchanged response tokens: edited
+    # token 0 (1.0; token 2 is changed) and original token 1 (4.0; token 2 is padding), so the anchor is
+    # (1.0^2 + 4.0^2) / 2 = 8.5; with weight 0.1: 0.0110478 + 0.85 = 0.8610478
+    out = anchored_span_bt_loss(T([[1.0, 2.0, 3.0]]), T([[0, 1, 1]]), T([[1, 1, 1]]),
+                                T([[0.5, 4.0, 7.0]]), T([[1, 0, 0]]), T([[1, 1, 0]]), anchor_weight=0.1)
+    assert out.loss.item() == pytest.approx(0.8610478, abs=1e-6)
+    assert out.margins.tolist() == pytest.approx([4.5])
+    # weight 0 is the paper's pure span loss
+    pure = anchored_span_bt_loss(T([[1.0, 2.0, 3.0]]), T([[0, 1, 1]]), T([[1, 1, 1]]),
+                                 T([[0.5, 4.0, 7.0]]), T([[1, 0, 0]]), T([[1, 1, 0]]), anchor_weight=0.0)
+    assert pure.loss.item() == pytest.approx(0.0110478, abs=1e-6)
+
+
+def test_anchor_stops_a_deletion_from_lowering_every_token():
+    """A pure deletion: the span loss alone is lowered as much by pushing every token down as by pushing the
+    deleted one down; with the anchor, gradient descent moves the deleted token and leaves the others near 0."""
+    from finealign.core.token_rm import anchored_span_bt_loss
+
+    # a head r_t = x_t . w + b over token features: the bias b is shared by every token, as in a real head
+    x_l = T([[[1.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0], [1.0, 0, 0]]])  # the original; token 2 deleted
+    x_w = T([[[1.0, 0, 0], [0, 1.0, 0], [1.0, 0, 0]]])  # the edit: nothing changed on its side
+
+    def fit(weight):
+        w, b = torch.zeros(3, requires_grad=True), torch.zeros((), requires_grad=True)
+        opt = torch.optim.SGD([w, b], lr=0.5)
+        for _ in range(200):
+            opt.zero_grad()
+            anchored_span_bt_loss(x_w @ w + b, T([[0, 0, 0]]), T([[1, 1, 1]]),
+                                  x_l @ w + b, T([[0, 0, 1, 0]]), T([[1, 1, 1, 1]]), weight).loss.backward()
+            opt.step()
+        return (x_l @ w + b).detach()[0]
+
+    pure = fit(0.0)
+    assert pure[[0, 1, 3]].max() < -1.0  # the paper's loss: the shared bias lowers every token
+    anchored = fit(0.1)
+    assert anchored[2] < -1.0 and anchored[[0, 1, 3]].abs().max() < 0.1  # the anchor: only the deleted token
+
 
 
 @pytest.mark.parametrize("fn", ["span", "seq"])

@@ -89,3 +89,31 @@ def test_round_trip_on_default_model(tmp_path):
     model.save(tmp_path / "rm", tok)
     loaded, tok2 = load_token_rm(tmp_path / "rm")
     assert torch.equal(before, _rewards(loaded, tok2, ["The capital of France is Paris."]))
+
+
+def test_examples_include_the_stop_token_and_mark_it_on_end_insertions(tiny):
+    from finealign.core.align import inserts_at_end
+    from finealign.data.records import EditRecord
+    from finealign.models.token_rm_data import build_pair_examples
+
+    _, tok = tiny
+    assert inserts_at_end("Dogs run.", "Dogs run and bark.") and not inserts_at_end("Dogs run.", "Big dogs run.")
+    recs = [EditRecord(prompt="Say it", original="Dogs run.", edited="Dogs run and bark.", id="end"),
+            EditRecord(prompt="Say it", original="Dogs run.", edited="Big dogs run.", id="front"),
+            EditRecord(prompt="Say it", original="Dogs run.", edited="Cats sleep all day long here.", id="big",
+                       meta={"minimality": "too_large"})]
+    pairs, st = build_pair_examples(recs, tok, 128)
+    assert st.kept == 3 and st.not_minimal == 0  # evaluation keeps flagged edits
+    for p in pairs:
+        for side, text in ((p.original, "Dogs run."), (p.edited, None)):
+            k = max(j for j, m in enumerate(side.response_mask) if m)  # the last response token: the stop token
+            assert tok.convert_ids_to_tokens(side.input_ids[k]) == tok.eos_token
+            if text:
+                assert side.offsets[k] == (len(text), len(text))
+    end, front = pairs[0].original, pairs[1].original
+    assert end.changed[max(j for j, m in enumerate(end.response_mask) if m)] == 1  # stopped too early
+    assert sum(end.changed) == 1  # and nothing else of the original changed (a pure insertion)
+    assert front.changed[max(j for j, m in enumerate(front.response_mask) if m)] == 0
+    kept, st2 = build_pair_examples(recs, tok, 128, skip_non_minimal=True)
+    assert st2.kept == 2 and st2.not_minimal == 1 and st2.not_minimal_names == ("big (too_large)",)
+    assert "1 flagged by the minimality guard" in st2.summary()

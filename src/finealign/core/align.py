@@ -46,7 +46,8 @@ from typing import Any, NamedTuple, Sequence
 Span = tuple[int, int]
 
 __all__ = [
-    "EditAlignment", "Unit", "align_edit", "diff_char_spans", "diff_units", "edit_ratio", "nfc", "same_text",
+    "EditAlignment", "Unit", "align_edit", "diff_char_spans", "diff_units", "edit_ratio", "inserts_at_end", "nfc",
+    "same_text",
     "spans_to_token_labels", "split_units", "token_offsets",
 ]
 
@@ -362,6 +363,21 @@ def align_edit(original: str, edited: str, tokenizer, *, granularity: str = "wor
         edited_ids=ids_b, edited_labels=spans_to_token_labels(off_b, sb, text=edited), edited_offsets=off_b,
         original_spans=sa, edited_spans=sb,
     )
+
+
+def inserts_at_end(original: str, edited: str) -> bool:
+    """Whether the edit inserts content after the original's last word (only punctuation of the original
+    may follow the insertion point): ``"Dogs run."`` -> ``"Dogs run and bark."`` is, ``"Dogs run."`` ->
+    ``"Big dogs run."`` is not. Such an edit says that the original stopped too early, so the token
+    labels mark the original's stop token as changed (the token-reward contract: what is missing at the
+    end is judged at the stop token)."""
+    if original == edited or nfc(original) == nfc(edited):
+        return False
+    ua, _, ops = diff_units(original, edited)
+    for tag, i1, i2, j1, j2 in ops:
+        if tag == "insert" and all(not any(c.isalnum() for c in u.text) for u in ua[i1:]):
+            return True
+    return False
 
 
 # ----------------------------------------------------------------------------------------------

@@ -6,13 +6,22 @@ both (B, T) (the two sides may be padded to different T). Masks are (B, T) bool 
 Values at masked-out positions never matter (they are replaced by 0 before summing, so even a
 NaN there is harmless); a side whose mask is empty sums to 0.
 
-* ``span_bt_loss`` (default): unchanged tokens are assumed to carry equal reward in both
-  responses and cancel, so only the changed tokens enter:
-  ``L = -log sigmoid(sum_{t in E_w} r_t(y_w) - sum_{t in E_l} r_t(y_l))``.
+* ``span_bt_pure`` (``span_bt_loss``, the paper's loss): unchanged tokens are assumed to carry
+  equal reward in both responses and cancel, so only the changed tokens enter:
+  ``L = -log sigmoid(sum_{t in E_w} r_t(y_w) - sum_{t in E_l} r_t(y_l))``. Alone it leaves the
+  unchanged tokens free: a pure deletion is satisfied by lowering every token's reward, so summed
+  scores come to prefer short answers.
+* ``span_bt`` (default, ``anchored_span_bt_loss``): the span loss plus ``anchor_weight`` times the
+  mean squared reward of the unchanged response tokens of both sides, which pulls them toward 0, so
+  an edit moves only the tokens it changed.
 * ``seq_bt_loss``: the same Bradley-Terry loss over all response tokens (a sequence reward model
   with sum pooling), the baseline.
-* ``token_cls_loss``: per-token binary cross-entropy with ``r_t`` as the logit; tokens changed
-  in y_w are good (target 1), tokens changed in y_l are bad (target 0).
+* ``token_cls_loss``: per-token binary cross-entropy with ``r_t`` as the logit; the original's
+  changed tokens are bad (target 0), its unchanged tokens good (target 1: the contrast token AUROC
+  measures), the edited side's changed tokens good (target 1) (``token_cls_targets``).
+
+Response masks include the stop token (end of turn); an edit that inserts at the end of a response
+marks the original's stop token as changed (``core.align.inserts_at_end``).
 """
 
 from __future__ import annotations
@@ -22,10 +31,10 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-__all__ = ["BTStats", "LOSSES", "masked_sum", "bt_loss_from_sums", "span_bt_loss", "seq_bt_loss", "token_cls_loss",
-           "token_cls_targets"]
+__all__ = ["BTStats", "LOSSES", "anchored_span_bt_loss", "masked_sum", "bt_loss_from_sums", "span_bt_loss",
+           "seq_bt_loss", "token_cls_loss", "token_cls_targets"]
 
-LOSSES = ("span_bt", "seq_bt", "token_cls")
+LOSSES = ("span_bt", "span_bt_pure", "seq_bt", "token_cls")
 
 
 class BTStats(NamedTuple):
@@ -62,6 +71,21 @@ def span_bt_loss(r_w: torch.Tensor, changed_w: torch.Tensor, r_l: torch.Tensor, 
     return bt_loss_from_sums(masked_sum(r_w, changed_w), masked_sum(r_l, changed_l))
 
 
+def anchored_span_bt_loss(r_w: torch.Tensor, changed_w: torch.Tensor, response_w: torch.Tensor, r_l: torch.Tensor,
+                          changed_l: torch.Tensor, response_l: torch.Tensor, anchor_weight: float = 0.1) -> BTStats:
+    """``span_bt_loss`` plus an anchor on the unchanged tokens.
+
+    r_w, changed_w, response_w: (B, T_w); r_l, changed_l, response_l: (B, T_l).
+    ``L = span_bt + anchor_weight * sum_{U} r_t^2 / max(1, |U|)`` with U the unchanged response tokens
+    of both sides (``response & ~changed``). ``margins`` are the span margins.
+    """
+    bt = span_bt_loss(r_w, changed_w, r_l, changed_l)
+    u_w, u_l = response_w.bool() & ~changed_w.bool(), response_l.bool() & ~changed_l.bool()
+    sq = masked_sum(r_w ** 2, u_w).sum() + masked_sum(r_l ** 2, u_l).sum()
+    n = (u_w.sum() + u_l.sum()).clamp(min=1)
+    return BTStats(bt.loss + anchor_weight * sq / n, bt.margins)
+
+
 def seq_bt_loss(r_w: torch.Tensor, response_w: torch.Tensor, r_l: torch.Tensor, response_l: torch.Tensor) -> BTStats:
     """Sequence Bradley-Terry loss with sum pooling over all response tokens.
 
@@ -71,19 +95,25 @@ def seq_bt_loss(r_w: torch.Tensor, response_w: torch.Tensor, r_l: torch.Tensor, 
     return bt_loss_from_sums(masked_sum(r_w, response_w), masked_sum(r_l, response_l))
 
 
-def token_cls_targets(changed_w: torch.Tensor, changed_l: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Targets and masks for ``token_cls_loss`` from the changed masks of both sides.
+def token_cls_targets(changed_w: torch.Tensor, changed_l: torch.Tensor, response_l: torch.Tensor
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Targets and masks for ``token_cls_loss``: changed_w (B, T_w); changed_l, response_l (B, T_l).
 
-    Returns ``(targets_w, mask_w, targets_l, mask_l)``: targets 1.0 on E_w, 0.0 on E_l; masks = E.
+    Returns ``(targets_w, mask_w, targets_l, mask_l)``: on the edited side, E_w is labelled 1 (its
+    unchanged tokens repeat the original's and are not labelled twice); on the original, every
+    response token is labelled: 0 on E_l, 1 on the unchanged ones (FineGrainedRLHF labels the
+    unchanged content as a class too), so the classifier contrasts a wrong token with its context.
     """
-    return changed_w.float(), changed_w.bool(), torch.zeros_like(changed_l, dtype=torch.float), changed_l.bool()
+    resp_l = response_l.bool()
+    targets_l = (resp_l & ~changed_l.bool()).float()
+    return changed_w.float(), changed_w.bool(), targets_l, resp_l
 
 
 def token_cls_loss(rewards: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Per-token binary cross-entropy with the reward as the logit, averaged over masked tokens.
 
-    ``rewards`` (B, T) logits r_t; ``targets`` (B, T) in {0, 1} (1 = good: changed in y_w; 0 =
-    bad: changed in y_l); ``mask`` (B, T) the tokens that carry a label. Returns a scalar:
+    ``rewards`` (B, T) logits r_t; ``targets`` (B, T) in {0, 1} (1 = good, 0 = bad; see
+    ``token_cls_targets``); ``mask`` (B, T) the tokens that carry a label. Returns a scalar:
     ``sum_{mask} BCE(r_t, target_t) / max(1, |mask|)``, so an empty mask gives 0.
     """
     if not (rewards.shape == targets.shape == mask.shape):

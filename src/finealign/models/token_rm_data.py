@@ -10,8 +10,13 @@ tokens and their changed labels from ``core.align`` (the diff is on text, mapped
 token offsets inside the template). Pairs that cannot train are skipped and counted, never
 silently: ``identical`` (edited == original), ``empty_side`` (an empty original or edited),
 ``no_change`` (a whitespace-only edit: no changed token on either side), ``too_long`` (a response
-that does not fit ``max_length``). Over-long prompts are cut from the left (oldest context
-first) and counted in ``truncated``.
+that does not fit ``max_length``), and, when asked (training does by default), ``not_minimal``: edits
+the minimality guard flagged (``meta.minimality`` other than ``ok``, from ``finealign edit``). Over-long
+prompts are cut from the left (oldest context first) and counted in ``truncated``.
+
+Each side's response tokens include its stop token (end of turn, ``models.token_rm.encode_response``);
+an edit that inserts after the original's last word (``core.align.inserts_at_end``) marks the
+original's stop token as changed: it stopped too early.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from typing import NamedTuple, Sequence
 
 import torch
 
-from ..core.align import diff_char_spans, same_text, spans_to_token_labels
+from ..core.align import diff_char_spans, inserts_at_end, same_text, spans_to_token_labels
 from ..data.records import EditRecord
 from ..errors import FinealignError
 from .token_rm import EncodedResponse, TooLong, encode_response, pad_batch
@@ -60,10 +65,13 @@ class BuildStats(NamedTuple):
     no_change: int
     too_long: int
     truncated: int
+    not_minimal: int = 0
+    not_minimal_names: tuple = ()  # record ids (or 1-based positions) of the flagged edits left out
 
     def summary(self) -> str:
+        nm = f", {self.not_minimal} flagged by the minimality guard" if self.not_minimal else ""
         return (f"{self.kept}/{self.records} pairs kept; skipped: {self.identical} identical, {self.empty_side} "
-                f"with an empty side, {self.no_change} whitespace-only, {self.too_long} over the context window; "
+                f"with an empty side, {self.no_change} whitespace-only, {self.too_long} over the context window{nm}; "
                 f"{self.truncated} sequences had their oldest context truncated")
 
 
@@ -100,11 +108,26 @@ def _side(enc: EncodedResponse, spans, text: str) -> SideExample:
     return SideExample(enc.input_ids, enc.response_mask, labels, enc.offsets)
 
 
-def build_pair_examples(records: Sequence[EditRecord], tokenizer, max_length: int) -> tuple[list[PairExample], BuildStats]:
-    """Examples of the usable pairs of ``records`` and the counts of what was skipped."""
+def _stop_changed(side: SideExample) -> SideExample:
+    """``side`` with its stop token (its last response token) marked as changed."""
+    k = max(j for j, m in enumerate(side.response_mask) if m)
+    changed = list(side.changed)
+    changed[k] = 1
+    return SideExample(side.input_ids, side.response_mask, changed, side.offsets)
+
+
+def build_pair_examples(records: Sequence[EditRecord], tokenizer, max_length: int, *,
+                        skip_non_minimal: bool = False) -> tuple[list[PairExample], BuildStats]:
+    """Examples of the usable pairs of ``records`` and the counts of what was skipped (module docstring).
+    ``skip_non_minimal``: leave out the edits whose ``meta.minimality`` is set and not ``ok``."""
     out: list[PairExample] = []
     identical = empty = no_change = too_long = truncated = 0
-    for r in records:
+    flagged: list[str] = []
+    for pos, r in enumerate(records, 1):
+        verdict = (r.meta or {}).get("minimality")
+        if skip_non_minimal and verdict not in (None, "ok"):
+            flagged.append(f"{r.id or f'#{pos}'} ({verdict})")
+            continue
         if same_text(r.edited, r.original):  # equal up to Unicode normal form and outer whitespace
             identical += 1
             continue
@@ -119,12 +142,15 @@ def build_pair_examples(records: Sequence[EditRecord], tokenizer, max_length: in
             too_long += 1
             continue
         w, l = _side(ew, sb, r.edited), _side(el, sa, r.original)
+        if inserts_at_end(r.original, r.edited):
+            l = _stop_changed(l)
         if not any(w.changed) and not any(l.changed):
             no_change += 1
             continue
         truncated += (ew.truncated > 0) + (el.truncated > 0)
         out.append(PairExample(w, l, r.id))
-    return out, BuildStats(len(records), len(out), identical, empty, no_change, too_long, truncated)
+    return out, BuildStats(len(records), len(out), identical, empty, no_change, too_long, truncated,
+                           len(flagged), tuple(flagged))
 
 
 class PairBatch(NamedTuple):

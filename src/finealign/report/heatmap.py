@@ -11,7 +11,9 @@ Tokens flagged as changed (the minimal edit's E_l / E_w from ``core.align``) are
 Text to token segments: tokens usually tile the text, but byte-level BPE gives several tokens
 the same character range (the bytes of one emoji) and ranges may overlap. Tokens are walked in
 order; a token whose range is already shown joins the previous segment (rewards summed, all
-listed in the tooltip); text not covered by any token is shown uncoloured.
+listed in the tooltip); text not covered by any token is shown uncoloured. The stop token (the
+zero-width unit ``(len, len)`` of the token-reward contract) is shown after the text as a coloured
+return sign, so what a reward model says about stopping there is visible.
 """
 
 from __future__ import annotations
@@ -94,6 +96,12 @@ def segments(text: str, scores: TokenScores, changed: Sequence[int] | None = Non
     for i, (off, tid, r) in enumerate(zip(scores.offsets, scores.token_ids, scores.rewards)):
         flag = bool(changed[i]) if changed is not None else False
         s, e = max(0, min(int(off[0]), n)), max(0, min(int(off[1]), n))
+        if e == s == n and int(off[0]) == n:  # the stop unit (end of turn): shown as STOP_MARK after the text
+            if cursor < n:
+                out.append(Segment(cursor, n, (), (), False))
+                cursor = n
+            out.append(Segment(n, n, (tid,), (float(r),), flag))
+            continue
         if e <= s or e <= cursor:  # empty, or already shown: joins the segment that covers it
             if e > s and out and out[-1].token_ids:
                 last = out[-1]
@@ -156,8 +164,15 @@ line-height:1.9;border:1px solid #eee;padding:6px;border-radius:4px}
 """
 
 
+STOP_MARK = "⏎"  # the stop token's segment: zero-width in the text, shown as a return sign
+
+
+def _piece(text: str, seg: Segment) -> str:
+    return STOP_MARK if seg.start == seg.end and seg.rewards else text[seg.start:seg.end]
+
+
 def _span_html(text: str, seg: Segment, center: float, scale: float) -> str:
-    piece = html.escape(text[seg.start:seg.end])
+    piece = html.escape(_piece(text, seg))
     if not seg.rewards:
         return piece
     tip = f"reward {seg.reward:+.4f}"
@@ -229,7 +244,7 @@ def _panel_text(p: Panel, center: float, scale: float):
 
     t = Text()
     for seg in segments(p.text, p.scores, p.changed):
-        piece = p.text[seg.start:seg.end]
+        piece = _piece(p.text, seg)
         if not seg.rewards:
             t.append(piece)
             continue

@@ -23,12 +23,13 @@ from __future__ import annotations
 import json
 import random
 import time
+import warnings
 from pathlib import Path
 from typing import Callable, NamedTuple
 
 import torch
 
-from ..core.token_rm import seq_bt_loss, span_bt_loss, token_cls_loss, token_cls_targets
+from ..core.token_rm import anchored_span_bt_loss, seq_bt_loss, span_bt_loss, token_cls_loss, token_cls_targets
 from ..errors import FinealignError
 from ..models.token_rm_data import PairBatch, build_pair_examples, collate_pairs, load_edit_sources
 from . import run_state
@@ -55,15 +56,18 @@ class Window(NamedTuple):
 # ----------------------------------------------------------------------------------------------
 
 
-def compute_loss(loss: str, rewards: torch.Tensor, batch: PairBatch) -> torch.Tensor:
+def compute_loss(loss: str, rewards: torch.Tensor, batch: PairBatch, anchor_weight: float = 0.1) -> torch.Tensor:
     """The configured loss of ``rewards`` (2B, T) for ``batch`` (edited rows first)."""
     n = batch.n_pairs
     r_w, r_l = rewards[:n], rewards[n:]
     if loss == "span_bt":
+        return anchored_span_bt_loss(r_w, batch.changed[:n], batch.response[:n], r_l, batch.changed[n:],
+                                     batch.response[n:], anchor_weight).loss
+    if loss == "span_bt_pure":
         return span_bt_loss(r_w, batch.changed[:n], r_l, batch.changed[n:]).loss
     if loss == "seq_bt":
         return seq_bt_loss(r_w, batch.response[:n], r_l, batch.response[n:]).loss
-    tw, mw, tl, ml = token_cls_targets(batch.changed[:n], batch.changed[n:])
+    tw, mw, tl, ml = token_cls_targets(batch.changed[:n], batch.changed[n:], batch.response[n:])
     return token_cls_loss(rewards, torch.cat([tw, tl]), torch.cat([mw, ml]))
 
 
@@ -103,8 +107,13 @@ def _build(cfg: TokenRMConfig, acc, log: Callable[[str], None]):
 
         enable_activation_checkpointing(model.lm)
         release_freed_memory()  # freed per-layer activations go back to the OS (train/memory.py)
-    train_pairs, bstats = build_pair_examples(load_edit_sources(cfg.data), tok, cfg.max_length)
+    train_pairs, bstats = build_pair_examples(load_edit_sources(cfg.data), tok, cfg.max_length,
+                                              skip_non_minimal=not cfg.include_non_minimal)
     log(f"train: {bstats.summary()}")
+    if bstats.not_minimal and acc.is_main_process:
+        names = ", ".join(bstats.not_minimal_names[:5]) + (" ..." if bstats.not_minimal > 5 else "")
+        warnings.warn(f"{', '.join(cfg.data)}: {bstats.not_minimal} edit(s) failed the minimality guard and were left "
+                      f"out of training: {names} (--include-non-minimal trains on them)", stacklevel=2)
     if cfg.limit is not None and cfg.limit < len(train_pairs):
         train_pairs = _subset(train_pairs, cfg.limit, cfg.seed)
         log(f"train: --limit {cfg.limit}: training on a seeded subset of {len(train_pairs)} usable pairs")
@@ -138,7 +147,7 @@ def _train_step(cfg: TokenRMConfig, acc, pmodel, opt, sched, params, pairs, pad_
     batch = collate_pairs([pairs[i] for i in idx[acc.process_index::acc.num_processes]], pad_id)
     batch = PairBatch(*(t.to(acc.device) if torch.is_tensor(t) else t for t in batch))
     rewards = pmodel(batch.input_ids, batch.attention_mask)  # (2B, T)
-    loss = compute_loss(cfg.loss, rewards, batch)
+    loss = compute_loss(cfg.loss, rewards, batch, cfg.anchor_weight)
     acc.backward(loss)
     if cfg.max_grad_norm:
         acc.clip_grad_norm_(params, cfg.max_grad_norm)

@@ -36,8 +36,14 @@ class TokenRMConfig(ModelArgs):
                        help="Output folder (the model, checkpoint/, metrics.jsonl, eval.json); a rerun resumes.")
     model: str = setting("smollm2-135m-instruct", short="-m", help="Backbone spec (built-in name, .gguf, directory, "
                                                                    "hub id).")
-    loss: str = setting("span_bt", choices=LOSSES, help="span_bt (edited spans, Bradley-Terry) | seq_bt (whole "
-                                                        "responses) | token_cls (per-token labels).")
+    loss: str = setting("span_bt", choices=LOSSES, help="span_bt (edited spans, Bradley-Terry, unchanged tokens "
+                                                        "anchored at 0) | span_bt_pure (the paper's span loss, no "
+                                                        "anchor) | seq_bt (whole responses) | token_cls (per-token "
+                                                        "labels: changed bad, unchanged good).")
+    anchor_weight: float = setting(0.1, check=non_negative, help="span_bt: weight of the anchor that pulls the "
+                                                                 "unchanged tokens' rewards toward 0.")
+    include_non_minimal: bool = setting(False, help="Train on edits the minimality guard flagged (meta.minimality "
+                                                    "other than ok); by default they are left out, counted and named.")
     eval_data: list[str] = setting(default_factory=list, help="Held-out edit pairs (file or data set name). "
                                                               "Repeatable.")
     limit: int | None = setting(None, check=positive, help="Train on N usable pairs: the first N of a seeded "
