@@ -411,3 +411,62 @@ def test_token_scorer_breaking_the_contract_is_named(tiny):
         score_rewards(Broken(True), ["a", "b"], ro, tok, "token")
     with pytest.raises(FinealignError, match=r"'broken-rm', record 0: token rewards add up to 1 but the scorer's score is 5"):
         score_rewards(Broken(False), ["a", "b"], ro, tok, "token", check_sum=True)
+
+
+def test_critic_learns_a_fixed_batch(tiny_fresh):
+    """The value head starts at the batch's mean return (zero weights) and, in its own parameter group, halves
+    the value error on a fixed batch within 40 Adam steps at lr 1e-2 (measured: 34 steps; 1e-3: over 200)."""
+    from finealign.core.ppo import masked_mean, rewards_to_go, value_loss
+    from finealign.train.accel import adamw
+    from finealign.train.ppo_rollout import ActorCritic, encode_prompts, sample
+
+    policy, tok = tiny_fresh
+    torch.manual_seed(0)
+    ac = ActorCritic(policy, policy.config.hidden_size)
+    ids, mask, _ = encode_prompts(tok, ["Paris is", "The quick brown fox", "One two", "Hello"], 32)
+    ro = sample(policy, tok, ids, mask, max_new_tokens=12, temperature=1.0, stop_ids=[tok.eos_token_id])
+    m = ro.response_mask
+    G = rewards_to_go(torch.randn(m.shape, generator=torch.Generator().manual_seed(1)) * m, m)
+    ac.init_value_bias(float(masked_mean(G, m)))
+    v0 = ac(ro.input_ids, ro.attention_mask, ro.prompt_len, with_logprobs=False).values
+    assert torch.allclose(v0[m.bool()], masked_mean(G, m).expand(int(m.sum())))  # every value at the mean
+    opt = adamw(ac.critic_parameters(), lr=1e-2)
+    errs = []
+    for _ in range(40):
+        v = ac(ro.input_ids, ro.attention_mask, ro.prompt_len, with_logprobs=False).values
+        loss = value_loss(v, v.detach(), G, m, clip=None).loss
+        errs.append(loss.item())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert min(errs) <= errs[0] / 2
+
+
+def test_critic_warmup_freezes_the_policy(tmp_path):
+    class Stop(Exception):
+        pass
+
+    def stop(step, total, m):
+        if step == 2:  # before step 2's checkpoint: the checkpoint holds step 1, the warm-up step
+            raise Stop
+
+    c = cfg(tmp_path, "warm", steps=3, critic_warmup=1, advantage="gae")
+    with pytest.raises(Stop):
+        train_ppo(c, on_step=stop)
+    w = torch.load(Path(c.out) / "checkpoint" / "trainable.pt")
+    lora_b = [k for k in w if "lora_B" in k]
+    assert lora_b and all(torch.count_nonzero(w[k]) == 0 for k in lora_b)  # the policy did not move
+    assert w["value_head.bias"].abs().item() > 0 and torch.count_nonzero(w["value_head.weight"]) > 0
+    train_ppo(c)  # resumes; after the warm-up the policy learns
+    w2 = torch.load(Path(c.out) / "checkpoint" / "trainable.pt")
+    assert any(torch.count_nonzero(w2[k]) > 0 for k in lora_b)
+    with pytest.raises(FinealignError, match="critic_warmup: 3 warm-up steps leave none of the 3 --steps"):
+        cfg(tmp_path, "bad", steps=3, critic_warmup=3)
+    with pytest.raises(FinealignError, match="advantage prime has no critic to warm up"):
+        cfg(tmp_path, "bad", steps=3, critic_warmup=1, advantage="prime", rollouts_per_prompt=2)
+
+
+@pytest.mark.parametrize("advantage", ["prime", "reinforce++"])
+def test_critic_free_estimators_train(tmp_path, advantage):
+    res = train_ppo(cfg(tmp_path, advantage, steps=1, advantage=advantage, rollouts_per_prompt=2))
+    assert math.isfinite(res.metrics["pg_loss"]) and res.metrics["vf_loss"] >= 0

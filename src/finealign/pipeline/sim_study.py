@@ -40,6 +40,7 @@ import time
 from pathlib import Path
 
 from ..data.io import JsonlAppender, iter_objects, to_json, write_json, write_jsonl
+from ..train.ppo_config import ADVANTAGES
 from ..errors import FinealignError
 from ..rewards.base import TokenScorer, load_scorer
 from ..sim import make_task
@@ -83,8 +84,10 @@ def _ppo_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, default=5e-4,
                    help="PPO learning rate (LoRA; 1e-4 did not move the 135M policy in 20 steps, 2e-3 collapsed it)")
     p.add_argument("--kl-coef", type=float, default=0.05)
-    p.add_argument("--advantage", default="rloo", choices=["gae", "rloo"],
-                   help="PPO advantages: rloo (no critic; --group responses per prompt) or gae (a critic)")
+    p.add_argument("--advantage", default="rloo", choices=list(ADVANTAGES),
+                   help="PPO advantages: rloo (no critic, one baseline per response), prime (no critic, per-token "
+                        "leave-one-out baseline), reinforce++ (no critic, batch-normalised) or gae (a critic); rloo "
+                        "and prime take --group responses per prompt")
     p.add_argument("--group", type=int, help="rollouts per prompt (each step: ppo-batch / group prompts)")
     p.add_argument("--value-model", default="shared", choices=["shared", "separate"], help="PPO critic")
     p.add_argument("--vf-coef", type=float, default=0.05,
@@ -155,10 +158,10 @@ def parse_args(argv=None, prog: str | None = None):
         p.error(f"--task-options {bad[0]}: expected TASK:K=V,... for one of --tasks {' '.join(a.tasks)} "
                 "(e.g. facts:slots=2)")
     a.opts = dict(x.split(":", 1) for x in a.task_options)
-    bad_group = a.group < 1 or a.ppo_batch % a.group or (a.advantage == "rloo" and a.group < 2)
+    bad_group = a.group < 1 or a.ppo_batch % a.group or (a.advantage in ("rloo", "prime") and a.group < 2)
     if "ppo" in a.stages and bad_group:
-        p.error(f"--group {a.group} must divide --ppo-batch {a.ppo_batch}" + (" and be >= 2 for --advantage rloo"
-                                                                              if a.advantage == "rloo" else ""))
+        p.error(f"--group {a.group} must divide --ppo-batch {a.ppo_batch}" + (f" and be >= 2 for --advantage {a.advantage}"
+                                                                              if a.advantage in ("rloo", "prime") else ""))
     return a
 
 

@@ -35,8 +35,9 @@ from typing import Callable, NamedTuple
 
 import torch
 
-from ..core.ppo import (TokenRewards, assemble_rewards, gae, group_advantages, masked_mean, masked_whiten,
-                        policy_loss, update_kl_coef, value_loss)
+from ..core.ppo import (Advantages, TokenRewards, assemble_rewards, gae, group_advantages, masked_mean,
+                        masked_whiten, policy_loss, reinforce_pp_advantages, rewards_to_go, token_group_advantages,
+                        update_kl_coef, value_loss)
 from ..errors import FinealignError
 from . import run_state
 from .accel import adamw, make_accelerator
@@ -154,6 +155,8 @@ class Run:
     texts: list[str]  # rendered prompts
     stops: list[int]
     sum_checked: bool = False  # the token rewards were checked to add up to the scorer's score (first step)
+    critic_pending: bool = False  # a fresh gae run: the value bias is set from the first batch's mean return
+    frozen: frozenset = frozenset()  # ids of the policy's parameters, whose gradients a critic warm-up step drops
 
 
 def _step_seed(seed: int, step: int, rank: int) -> int:
@@ -232,7 +235,10 @@ def train_ppo(cfg: PPOConfig, scorer=None, on_step: Callable[[int, int, dict], N
         warnings.warn(f"reward {getattr(scorer, 'name', cfg.reward)!r} is not a token scorer: its score lands on the "
                       "last token (same as --granularity sequence)", stacklevel=2)
     params = [p for p in ac.parameters() if p.requires_grad]
-    opt = adamw(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    critic = {id(p) for p in ac.critic_parameters()}
+    groups = [{"params": [p for p in params if id(p) not in critic], "lr": cfg.learning_rate},
+              {"params": [p for p in params if id(p) in critic], "lr": cfg.critic_lr}]  # the critic's own group
+    opt = adamw([g for g in groups if g["params"]], lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     n_opt = cfg.steps * cfg.ppo_epochs * (cfg.batch_size // cfg.minibatch_size)
     sched = run_state.make_scheduler(opt, schedule=cfg.lr_schedule, warmup_steps=cfg.warmup_steps, total_steps=n_opt)
     if main:
@@ -241,7 +247,9 @@ def train_ppo(cfg: PPOConfig, scorer=None, on_step: Callable[[int, int, dict], N
     start, kl_coef, counters = _resume(cfg, acc, ac, opt, sched, log)
     model, opt = acc.prepare(ac, opt)
     run = Run(cfg, acc, model, acc.unwrap_model(model), ref, tok, scorer, opt, sched, params, items,
-              [render_prompt(tok, it.prompt) for it in items], stop_token_ids(ac.policy, tok))
+              [render_prompt(tok, it.prompt) for it in items], stop_token_ids(ac.policy, tok),
+              critic_pending=start == 0 and cfg.advantage == "gae",
+              frozen=frozenset(id(p) for p in params if id(p) not in critic))
     if main:
         from ..data.io import write_text_atomic
 
@@ -363,10 +371,27 @@ def score_rollout(run: Run, ro: Rollout, scores: torch.Tensor, totals: list[floa
         entropy = masked_mean(ent_t, mask)
         score_t = masked_whiten(scores, mask, shift_mean=False) if cfg.whiten_rewards else scores
         tr = assemble_rewards(score_t, old_lp, ref_lp, mask, alpha=cfg.alpha, beta=kl_coef, estimator=cfg.kl_estimator)
-        adv = (group_advantages(tr.rewards, mask, cfg.rollouts_per_prompt, cfg.gamma) if cfg.advantage == "rloo"
-               else gae(tr.rewards, old_v, mask, cfg.gamma, cfg.lam))
+        if run.critic_pending:  # a fresh critic: every value at the first batch's mean return
+            mean_return = float(masked_mean(rewards_to_go(tr.rewards, mask, cfg.gamma), mask))
+            ac.init_value_bias(mean_return)
+            old_v = torch.where(mask.bool(), torch.full_like(old_v, mean_return), torch.zeros_like(old_v))
+            run.critic_pending = False
+        adv = advantages_of(cfg, tr.rewards, old_v, mask)
         advantages = masked_whiten(adv.advantages, mask) if cfg.whiten_advantages else adv.advantages
     return RolloutBatch(ro, mask, scores, totals, old_lp, old_v, entropy, tr, advantages, adv.returns)
+
+
+def advantages_of(cfg: PPOConfig, rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor) -> Advantages:
+    """The configured estimator (``--advantage``) over R_t (B, T): GAE with the critic's values, or critic-free
+    (``core.ppo``: RLOO, PRIME's per-token leave-one-out, REINFORCE++)."""
+    k = cfg.rollouts_per_prompt
+    if cfg.advantage == "rloo":
+        return group_advantages(rewards, mask, k, cfg.gamma)
+    if cfg.advantage == "prime":
+        return token_group_advantages(rewards, mask, k, cfg.gamma)
+    if cfg.advantage == "reinforce++":
+        return reinforce_pp_advantages(rewards, mask, cfg.gamma)
+    return gae(rewards, values, mask, cfg.gamma, cfg.lam)
 
 
 def ppo_epochs(run: Run, rb: RolloutBatch, step: int) -> UpdateStats:
@@ -380,12 +405,17 @@ def ppo_epochs(run: Run, rb: RolloutBatch, step: int) -> UpdateStats:
     lengths = rb.rollout.attention_mask.sum(1).tolist()
     acc_stats: dict[str, list[tuple[float, float]]] = {k: [] for k in UPDATE_KEYS}
     skipped = 0
+    warmup = step < cfg.critic_warmup  # the critic learns, the policy is frozen
     for _ in range(cfg.ppo_epochs):
         perm = torch.randperm(B, generator=g).tolist()
         for s in range(0, B, cfg.minibatch_size):
             mb = perm[s: s + cfg.minibatch_size]
             micro = length_sorted_chunks(mb, lengths, cfg.micro_batch_size)
-            finite = _minibatch_backward(run, rb, micro, float(rb.mask[mb].sum().item()), acc_stats)
+            finite = _minibatch_backward(run, rb, micro, float(rb.mask[mb].sum().item()), acc_stats, warmup)
+            if warmup:  # nothing reaches the policy's weights (the value loss flows into a shared backbone)
+                for p in run.params:
+                    if id(p) in run.frozen:
+                        p.grad = None
             norm = torch.nn.utils.clip_grad_norm_(run.params, cfg.max_grad_norm)
             if not finite or not torch.isfinite(norm):
                 run.opt.zero_grad(set_to_none=True)
@@ -400,7 +430,8 @@ def ppo_epochs(run: Run, rb: RolloutBatch, step: int) -> UpdateStats:
     return UpdateStats(**means, skipped_updates=skipped)
 
 
-def _minibatch_backward(run: Run, rb: RolloutBatch, micro: list[list[int]], n_tok: float, acc_stats: dict) -> bool:
+def _minibatch_backward(run: Run, rb: RolloutBatch, micro: list[list[int]], n_tok: float, acc_stats: dict,
+                        warmup: bool = False) -> bool:
     """Backward passes of one minibatch's micro-batches (gradients synced on the last); adds each
     micro-batch's statistics, weighted by its token share, to ``acc_stats``. Returns whether every loss
     was finite."""
@@ -414,8 +445,9 @@ def _minibatch_backward(run: Run, rb: RolloutBatch, micro: list[list[int]], n_to
             m = mask[rows_t]
             pl = policy_loss(f.logprobs, rb.old_logprobs[rows_t], rb.advantages[rows_t], m, cfg.clip, n_tok)
             vl = value_loss(f.values, rb.old_values[rows_t], rb.returns[rows_t], m, cfg.clip_value, n_tok)
-            # rloo has no critic: the value loss weighs 0 (kept in the graph, so DDP sees every parameter used)
-            loss = pl.loss + (cfg.vf_coef if cfg.advantage == "gae" else 0.0) * vl.loss
+            # critic-free estimators: the value loss weighs 0 (kept in the graph, so DDP sees every parameter
+            # used); a critic warm-up step: the policy loss weighs 0
+            loss = (0.0 if warmup else 1.0) * pl.loss + (cfg.vf_coef if cfg.advantage == "gae" else 0.0) * vl.loss
             if cfg.ent_coef > 0:
                 loss = loss - cfg.ent_coef * (f.entropy * m).sum() / max(n_tok, 1.0)
             finite = finite and bool(torch.isfinite(loss))

@@ -23,7 +23,8 @@ MIXED_PRECISIONS = ("auto", "no", "bf16")
 SCHEDULES = ("constant", "linear", "cosine")
 REPORT_TO = ("tensorboard", "wandb")
 KL_ESTIMATORS = ("k1", "k3")
-ADVANTAGES = ("gae", "rloo")
+ADVANTAGES = ("gae", "rloo", "prime", "reinforce++")
+CRITIC_FREE = ("rloo", "prime", "reinforce++")
 
 
 @dataclass(kw_only=True)
@@ -74,7 +75,11 @@ class PPOConfig(Settings):
     # advantages and losses
     advantage: str = setting("gae", choices=ADVANTAGES,
                              help="gae: a critic's values | rloo: no critic, each token's reward-to-go minus the mean "
-                                  "return of the prompt's other responses (needs --rollouts-per-prompt >= 2).")
+                                  "return of the prompt's other responses (one baseline per response) | prime: no "
+                                  "critic, a per-token leave-one-out baseline (PRIME: the stop token's reward against "
+                                  "the others', the other tokens' rewards against the others' mean per token) | "
+                                  "reinforce++: no critic, rewards-to-go normalised over the batch. rloo and prime "
+                                  "need --rollouts-per-prompt >= 2.")
     rollouts_per_prompt: int = setting(1, help="K: responses sampled per prompt; each step takes batch_size / K "
                                                "prompts (K must divide --batch-size; rloo needs K >= 2).",
                                        check=positive)
@@ -82,8 +87,16 @@ class PPOConfig(Settings):
     lam: float = setting(0.95, help="GAE lambda.", check=unit_interval)
     whiten_advantages: bool = setting(True, help="Whiten advantages per batch.")
     clip: float = setting(0.2, help="Policy ratio clip.", check=positive)
-    clip_value: float = setting(0.2, help="Value clip.", check=positive)
+    clip_value: float = setting(0.0, help="Value clip: each update moves a value at most this far from the rollout's "
+                                          "(on the returns' scale); 0: no clipping (a fresh critic can reach the "
+                                          "returns' scale at once).", check=non_negative)
     vf_coef: float = setting(0.5, help="Value loss coefficient.", check=non_negative)
+    critic_lr: float = setting(1e-3, help="Learning rate of the critic (the value head, and the separate critic's "
+                                          "weights): its own parameter group, so a zero-initialised head reaches the "
+                                          "returns' scale within a short run.", check=positive)
+    critic_warmup: int = setting(0, help="gae: the first N steps train the critic only (policy frozen). Every gae run "
+                                         "starts its value head at 0 with its bias at the first batch's mean return.",
+                                 check=non_negative)
     ent_coef: float = setting(0.0, help="Entropy bonus coefficient.", check=non_negative)
     # optimisation
     ppo_epochs: int = setting(4, help="Epochs over each rollout batch.", check=positive)
@@ -114,9 +127,14 @@ class PPOConfig(Settings):
         if self.batch_size % self.rollouts_per_prompt:
             raise ConfigError("rollouts_per_prompt",
                               f"{self.rollouts_per_prompt} does not divide batch_size {self.batch_size}")
-        if self.advantage == "rloo" and self.rollouts_per_prompt < 2:
-            raise ConfigError("rollouts_per_prompt", "advantage rloo needs 2 or more responses per prompt: set "
-                                                     "--rollouts-per-prompt K (K >= 2, dividing --batch-size)")
+        if self.advantage in ("rloo", "prime") and self.rollouts_per_prompt < 2:
+            raise ConfigError("rollouts_per_prompt", f"advantage {self.advantage} needs 2 or more responses per prompt: "
+                                                     "set --rollouts-per-prompt K (K >= 2, dividing --batch-size)")
+        if self.critic_warmup >= self.steps:
+            raise ConfigError("critic_warmup", f"{self.critic_warmup} warm-up steps leave none of the {self.steps} "
+                                               "--steps to train the policy; use fewer than --steps")
+        if self.critic_warmup and self.advantage != "gae":
+            raise ConfigError("critic_warmup", f"advantage {self.advantage} has no critic to warm up; use --advantage gae")
         if self.batch_size % self.minibatch_size:
             raise ConfigError("minibatch_size", f"{self.minibatch_size} does not divide batch_size {self.batch_size}")
         if self.minibatch_size % self.micro_batch_size:

@@ -191,8 +191,21 @@ class ActorCritic(nn.Module):
         self.policy = policy
         self.critic = critic
         self.value_head = nn.Linear(hidden_size, 1)
-        nn.init.normal_(self.value_head.weight, std=1.0 / (hidden_size + 1) ** 0.5)
+        # zero-initialised: every value starts at the bias (set to the first batch's mean return by the
+        # trainer), not at the +-1 noise a random head reads off hidden states of norm ~10-50
+        nn.init.zeros_(self.value_head.weight)
         nn.init.zeros_(self.value_head.bias)
+
+    def critic_parameters(self) -> list[nn.Parameter]:
+        """The critic's trainable weights: the value head, and the separate critic's backbone."""
+        mods = [self.value_head] + ([self.critic] if self.critic is not None else [])
+        return [p for m in mods for p in m.parameters() if p.requires_grad]
+
+    @torch.no_grad()
+    def init_value_bias(self, mean_return: float) -> None:
+        """Start every value at ``mean_return``: zero weight, the bias at it."""
+        self.value_head.weight.zero_()
+        self.value_head.bias.fill_(float(mean_return))
 
     def forward(self, input_ids, attention_mask, prompt_len: int, temperature: float = 1.0,
                 with_entropy: bool = True, with_logprobs: bool = True) -> Forward:
