@@ -350,7 +350,7 @@ class OpenAIJudge(Judge):
         last, attempts, transport, parse = "", 0, 0, 0
         while True:
             attempts += 1
-            retry_after = None
+            retry_after, asked = None, self.logprobs
             try:
                 v, why = self._ask(messages)
                 if v is not None:
@@ -366,7 +366,8 @@ class OpenAIJudge(Judge):
                 last = f"cannot reach {self.base_url}: {e}"
             except oa.APIStatusError as e:
                 msg = f"HTTP {e.status_code}: {_error_message(e)}"
-                if e.status_code in (400, 422) and self.logprobs == "auto" and "logprob" in msg.lower():
+                if e.status_code in (400, 422) and self._logprobs_spec == "auto" and asked != "no" \
+                        and "logprob" in msg.lower():
                     self.logprobs = "no"  # a server without log-probabilities: parse the answer instead
                     attempts -= 1
                     continue
@@ -398,6 +399,8 @@ class OpenAIJudge(Judge):
             futures = {pool.submit(self._one, _pair_label(p, a, b), m): i
                        for i, (p, a, b, m) in enumerate(zip(prompts, first, second, msgs))}
             for f in as_completed(futures):
+                if f.cancelled():  # cancelled after an earlier failure
+                    continue
                 try:
                     yield futures[f], f.result()
                 except JudgeError as e:  # keep the verdicts that still arrive; raise the first failure after
