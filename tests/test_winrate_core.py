@@ -212,5 +212,6 @@ def test_alpaca_eval_lc_check_matches_published(shared_data):
     for r in rows:
         assert abs(r.win_rate - r.published_win_rate) < 0.01, r
         assert abs(r.lc_win_rate - r.published_lc) < 2.5, r
+        assert r.lc_status == r.lc_single_status == "ok"  # soft preferences: no separation, converged, |phi| <= 10
     rho = spearman(np.array([r.lc_win_rate for r in rows]), np.array([r.published_lc for r in rows]))
     assert rho == pytest.approx(1.0)
