@@ -363,6 +363,16 @@ def test_cli_end_to_end_on_tiny(tmp_path, sides, capsys):
     assert "judge" in capsys.readouterr().err
 
 
+def test_cli_prints_verdict_paths_and_the_lc_status(sides, tmp_path, capsys):
+    o, r, chk = sides
+    assert run_cli(["eval", "winrate", "--outputs", o, "--reference-outputs", r, "--judge", "length", "--judge-check",
+                    chk, "--n-boot", "20", "--out", tmp_path / "o", "-q"]) == 0
+    cap = capsys.readouterr()
+    assert "Judge verdict paths: 4 verdicts: 0 log-probability, 0 parsed, 0 tie, 4 score." in cap.out
+    assert "| length-controlled win rate | n/a (not estimable) |" in cap.out
+    assert "warning: length-controlled win rate not estimable: separation" in " ".join(cap.err.split())
+
+
 def test_joint_lc_over_runs_sharing_the_reference(sides, tmp_path):
     from finealign.eval.winrate import joint_lc_win_rates
 
