@@ -48,6 +48,7 @@ def main() -> None:
                "ci": [chk.ci_low, chk.ci_high], "length_accuracy": chk.length_accuracy,
                "length_ci": [chk.length_ci_low, chk.length_ci_high],
                "position_disagreement": chk.position_disagreement, "beats_chance": chk.evidence,
+               "verdict_paths": chk.paths,
                "max_chars": args.max_chars, "seconds": round(time.perf_counter() - t0, 1)}
         print(json.dumps(row), flush=True)
         rows.append(row)

@@ -3,7 +3,8 @@ launched by its executable path, Playwright's own browser download is not used).
 
 Edit mode: open the page, edit the worse response, see the live diff and the edit-ratio meter, submit
 with the keyboard; a non-minimal edit needs a second submit; flip, flag, skip, back and resubmit; hostile
-texts render as text. Review mode: accept, correct and reject LLM edits, with token labels shown. Each
+texts render as text. Review mode: accept, correct and reject LLM edits, with token labels shown. Two tabs:
+a stale tab's skip of a submitted item asks before it withdraws the edit. Each
 test asserts the database rows and the exported records; the first one saves ``docs/annotate.png``.
 """
 
@@ -176,3 +177,42 @@ def test_review_mode_in_chromium_with_token_labels(browser, tmp_path):
     assert counts == {"exported": 2, "flagged_left_out": 0, "too_large_left_out": 0, "not_edits": 1}
     assert [r["meta"]["decision"] for r in records] == ["accept", "correct"]
     assert records[1]["meta"]["llm_edit"] == "The earth orbits the sun every 1 days."
+
+
+def test_two_tabs_a_stale_skip_asks_before_it_withdraws_a_submitted_edit(browser, tmp_path):
+    """Issue 27: tab 2 still shows the item tab 1 just submitted; its skip must not delete the edit silently."""
+    from finealign.serve.annotate import export_records
+
+    db = tmp_path / "tabs.sqlite"
+    store = AnnotationStore(db)
+    store.import_file(write_jsonl(tmp_path / "pairs.jsonl", [SPIDER]))
+    token = store.add_annotator("ada")
+    with serve_in_thread(create_app(store)) as base:
+        tab1, errors1 = open_page(browser, base, token)
+        tab2, errors2 = open_page(browser, base, token)
+        assert tab1.inner_text("#key") == tab2.inner_text("#key") == "spider"
+        tab1.fill("#editor", SPIDER_EDIT)
+        tab1.wait_for_selector("#backdrop mark.ins")
+        tab1.keyboard.press("Control+Enter")
+        tab1.wait_for_selector("#done:not([hidden])")
+        # the stale tab skips: the page asks; "no" keeps the edit and shows it
+        asked = []
+        tab2.once("dialog", lambda d: (asked.append(d.message), d.dismiss()))
+        tab2.click("#editor")
+        tab2.keyboard.press("Alt+KeyS")
+        tab2.wait_for_function("document.getElementById('status').textContent.includes('Kept your submitted')")
+        assert "another tab" in asked[0] and "withdraw" in asked[0]
+        assert tab2.input_value("#editor") == SPIDER_EDIT and tab2.is_visible("#revisit")
+        assert db_rows(db, "SELECT status, edited FROM annotations") == [("submitted", SPIDER_EDIT)]
+        assert [r["edited"] for r in export_records(store)[0]] == [SPIDER_EDIT]
+        # "yes" withdraws it from the export; the history keeps both answers
+        tab2.once("dialog", lambda d: d.accept())
+        tab2.keyboard.press("Alt+KeyS")
+        tab2.wait_for_selector("#done:not([hidden])")
+        assert db_rows(db, "SELECT status FROM annotations") == [("skipped",)]
+        assert [h["status"] for h in store.submissions()] == ["submitted", "skipped"]
+        assert export_records(store)[0] == []
+        # no script error; the browser logs each refused skip's 409 response (two skips, each refused once)
+        assert errors1 == [] and len(errors2) == 2 and all("409 (Conflict)" in e for e in errors2)
+        tab1.close()
+        tab2.close()

@@ -28,7 +28,10 @@ def _run(tmp_path):
     _w(run / "ppo" / "metrics.jsonl", "".join(json.dumps({"step": i, "score": 0.1 * i, "kl": 0.01 * i, "pg_loss": -i})
                                              + "\n" for i in (1, 2, 3)))
     _w(run / "wr" / "results.json", {"win_rate": 0.75, "win_rate_ci": [0.5, 1.0], "win_rate_se": 0.1,
-                                     "lc_win_rate": 0.7, "n": 4, "wins": 3, "ties": 0, "losses": 1,
+                                     "lc_win_rate": None, "lc_status": "not estimable",
+                                     "lc_warning": "length-controlled win rate not estimable: separation",
+                                     "judge_paths": {"logprob": 5, "parsed": 2, "tie": 1, "score": 0},
+                                     "n": 4, "wins": 3, "ties": 0, "losses": 1,
                                      "judge": "pairwise:m", "warning": "judge m is at chance",
                                      "judge_check": {"benchmark": "pairs.jsonl", "n": 16, "accuracy": 0.5,
                                                      "ci_low": 0.25, "ci_high": 0.75, "evidence": False}})
@@ -51,6 +54,10 @@ def test_run_data_reads_each_stage(tmp_path):
                  "reward (score)": [(1.0, 0.1), (2.0, 0.2), (3.0, 0.30000000000000004)],
                  "KL (kl)": [(1.0, 0.01), (2.0, 0.02), (3.0, 0.03)]}
     assert winrate_rows([run])[0]["win_rate"] == 0.75
+    from finealign.report.build import summary_lines
+
+    [line] = [x for x in summary_lines([run]) if "win rate" in x]
+    assert "LC not estimable" in line and "8 verdicts: 5 log-probability, 2 parsed, 1 tie" in line
 
 
 def test_report_page(tmp_path, capsys):
@@ -59,6 +66,9 @@ def test_report_page(tmp_path, capsys):
     page = (run / "report.html").read_text()
     assert "demo/wr" in page and "0.750" in page and "[0.500, 1.000]" in page  # the win rate and its interval
     assert "no: interval includes 0.5" in page and "judge m is at chance" in page  # the judge's validation
+    # beside the win rate: the judge's verdict paths and the LC status with its warning
+    assert "<td>5 / 2 / 1</td>" in page and ">not estimable</td>" in page
+    assert "length-controlled win rate not estimable: separation" in page
     assert "Say &lt;hi&gt;" in page and "new &amp; better" in page and "<hi>" not in page  # escaped samples
     assert len(re.findall(r"data:image/png;base64,", page)) == 3  # win-rate bars, accuracy bars, PPO curves
     assert "No token reward model" in page and not re.search(r"https?://", page)

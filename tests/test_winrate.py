@@ -51,7 +51,8 @@ def sides(tmp_path):
 def test_parse_answer():
     assert parse_answer("A") == 1.0 and parse_answer(" b.") == 0.0
     assert parse_answer("**A**") == 1.0 and parse_answer("Answer B") == 0.0 and parse_answer("(A) is better") == 1.0
-    for garbage in (None, "", "Both are fine", "AAAA", "I think A"):
+    assert parse_answer("Both are fine") == 0.5  # an explicit tie (tests/test_judge_conformance.py has the rest)
+    for garbage in (None, "", "AAAA", "Let me think about it."):
         assert parse_answer(garbage) is None
 
 
@@ -209,7 +210,7 @@ class _Flaky:
                 self.calls += 1
                 n = self.calls
             if self.mode == "garbage" or (self.mode == "garbage-after-3" and n > 3):
-                return JSONResponse(_reply("Both answers are lovely", None))
+                return JSONResponse(_reply("Let me think about it.", None))
             if self.mode == "no-logprobs":
                 if body.get("logprobs"):
                     return JSONResponse({"error": {"message": "logprobs are not supported"}}, status_code=400)
@@ -242,11 +243,14 @@ def test_endpoint_judge_logprobs_retries_and_resume(sides, tmp_path):
         assert fake.calls == 2
         fake.calls, fake.mode = 0, "no-logprobs"  # logprobs refused: asked again without, the answer parsed
         assert load_judge(spec).compare(["q"], ["a"], ["b"]) == [0.0] and fake.calls == 2
-        # a run that meets garbage after 3 answers: retried, then a clear error; nothing half-written
+        # a run that meets garbage after 3 answers: asked once more (parse_retries=1), then a clear error naming
+        # the pair; nothing half-written
         fake.calls, fake.mode = 0, "garbage-after-3"
         cfg = dict(out=tmp_path / "o", outputs=o, reference_outputs=r, judge=spec, judge_check="none", n_boot=50)
-        with pytest.raises(JudgeError, match="after 3 attempts: unparsable answer 'Both answers are lovely'"):
+        with pytest.raises(JudgeError, match=r"on prompt '.*' \(answer A '.*', answer B '.*'\) after 2 attempts: "
+                                             r"unparsable answer 'Let me think about it.'"):
             run_winrate(WinrateConfig(**cfg))
+        assert fake.calls == 5
         assert len(_read(tmp_path / "o" / "judgments.jsonl")) == 3
         assert not (tmp_path / "o" / "results.json").exists()
         # the rerun resumes: only the 8 - 3 = 5 missing comparisons are asked
@@ -277,7 +281,13 @@ def test_run_winrate_with_length_judge_hand_worked(sides, tmp_path):
     assert "does not beat" in (tmp_path / "o" / "results.md").read_text()  # the length judge is only length
     rows = _read(tmp_path / "o" / "pairs.jsonl")
     assert [x["preference"] for x in rows] == [1.0, 0.0, 1.0, 0.5]
-    assert "62.5" in (tmp_path / "o" / "results.md").read_text()
+    md = (tmp_path / "o" / "results.md").read_text()
+    assert "62.5" in md
+    # an order-free judge: one verdict per pair, from the scores; the verdicts follow length exactly, so the
+    # LC win rate is not estimable and says so instead of printing a number
+    assert res.judge_paths == {"logprob": 0, "parsed": 0, "tie": 0, "score": 4} == doc["judge_paths"]
+    assert res.lc_status == doc["lc_status"] == "not estimable" and doc["lc_win_rate"] is None
+    assert "n/a (not estimable)" in md and "separation" in md and "4 verdicts: 0 log-probability" in md
 
 
 def test_a_judge_below_chance_is_not_evidence(sides, tmp_path):
@@ -353,6 +363,16 @@ def test_cli_end_to_end_on_tiny(tmp_path, sides, capsys):
     assert "judge" in capsys.readouterr().err
 
 
+def test_cli_prints_verdict_paths_and_the_lc_status(sides, tmp_path, capsys):
+    o, r, chk = sides
+    assert run_cli(["eval", "winrate", "--outputs", o, "--reference-outputs", r, "--judge", "length", "--judge-check",
+                    chk, "--n-boot", "20", "--out", tmp_path / "o", "-q"]) == 0
+    cap = capsys.readouterr()
+    assert "Judge verdict paths: 4 verdicts: 0 log-probability, 0 parsed, 0 tie, 4 score." in cap.out
+    assert "| length-controlled win rate | n/a (not estimable) |" in cap.out
+    assert "warning: length-controlled win rate not estimable: separation" in " ".join(cap.err.split())
+
+
 def test_joint_lc_over_runs_sharing_the_reference(sides, tmp_path):
     from finealign.eval.winrate import joint_lc_win_rates
 
@@ -363,7 +383,13 @@ def test_joint_lc_over_runs_sharing_the_reference(sides, tmp_path):
         run_winrate(WinrateConfig(out=tmp_path / name, outputs=f, reference_outputs=r, judge="length",
                                   judge_check="none", n_boot=20))
     both = joint_lc_win_rates([tmp_path / "a", tmp_path / "b"])
-    assert len(both) == 2 and all("difficulty" in x.coef and 0 <= x.lc_win_rate <= 1 for x in both)
+    # the length judge's verdicts follow length without exception: the GLM has no finite fit
+    assert len(both) == 2 and all(x.status == "not estimable" and "separation" in x.reason for x in both)
+    for name, soft in (("a", [0.8, 0.3, 0.6, 0.5]), ("b", [0.4, 0.7, 0.5, 0.55])):  # soft verdicts: estimable
+        rows = _read(tmp_path / name / "pairs.jsonl")
+        _jsonl(tmp_path / name / "pairs.jsonl", [{**x, "preference": v} for x, v in zip(rows, soft)])
+    both = joint_lc_win_rates([tmp_path / "a", tmp_path / "b"])
+    assert all(x.estimable and "difficulty" in x.coef and 0 <= x.lc_win_rate <= 1 for x in both)
     other = _jsonl(tmp_path / "ref2.jsonl", [{"prompt": p, "completion": "other"} for p in PROMPTS])
     run_winrate(WinrateConfig(out=tmp_path / "c", outputs=o, reference_outputs=other, judge="length",
                               judge_check="none", n_boot=20))

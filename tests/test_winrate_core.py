@@ -98,6 +98,81 @@ def test_lc_is_symmetric_in_the_two_sides():
     assert a.se == pytest.approx(b.se, rel=1e-3)
 
 
+# The issue's example: 8 prompts, the longer answer always wins (6 longer outputs win, 2 shorter ones lose).
+SEP_REF = [167, 217, 627, 1265, 661, 1201, 543, 435]
+SEP_OUT = [166, 20, 1014, 1384, 790, 1410, 898, 634]
+
+
+def test_separation_makes_the_lc_not_estimable():
+    p = [float(o > r) for o, r in zip(SEP_OUT, SEP_REF)]
+    assert sum(p) / 8 == 0.75  # raw win rate 6 / 8
+    r = wr.lc_win_rate(p, SEP_OUT, SEP_REF)  # before: LC 0.0%, SE 0.0, length coefficient 72, no warning
+    assert r.status == "not estimable" and not r.estimable and math.isnan(r.lc_win_rate) and math.isnan(r.se)
+    assert "separation" in r.reason and "length" in r.reason
+    allwin = wr.lc_win_rate([1.0] * 8, SEP_OUT, SEP_REF)
+    assert allwin.status == "not estimable" and "every verdict goes one way" in allwin.reason
+    # one verdict against length breaks the separation: estimable, but the length coefficient is huge
+    p[4] = 0.0
+    r = wr.lc_win_rate(p, SEP_OUT, SEP_REF)
+    assert r.status == "unstable" and r.coef["length"] > wr.UNSTABLE_COEF and "near separation" in r.reason
+    assert math.isfinite(r.lc_win_rate)
+    assert wr.lc_win_rate([0.3], [1], [2]).status == "not estimable"  # one prompt
+
+
+def test_separation_direction_hand_worked():
+    X = np.array([[1.0, -1.0], [1.0, 1.0]])
+    # a loss at x = -1, a win at x = +1: b = (0, 1) separates (margins 1 + 1 = 2 within the box |b| <= 1)
+    assert wr.separation_direction(X, [0.0, 1.0]) is not None
+    # a tie at x = -1 forces b0 - b1 = 0; b = (1, 1) still gives the win a margin 2 > 0: quasi-separation
+    assert wr.separation_direction(X, [0.5, 1.0]) == pytest.approx([1.0, 1.0])
+    # a loss and a win at the same x: any b has x b >= 0 and x b <= 0 on the same row, margin 0: finite fit
+    assert wr.separation_direction(np.array([[1.0, 0.5], [1.0, 0.5], [1.0, -1.0]]), [0.0, 1.0, 0.5]) is None
+    assert wr.separation_direction(X, [0.2, 0.7]) is None  # soft targets only: no separation
+
+
+def test_lc_not_converged_is_not_estimable(monkeypatch):
+    real = wr.fit_soft_logistic
+    monkeypatch.setattr(wr, "fit_soft_logistic", lambda X, p, **k: real(X, p, **k)._replace(converged=False))
+    r = wr.lc_win_rate([0.2, 0.6, 0.9], [10, 20, 30], [15, 15, 15])
+    assert r.status == "not estimable" and "did not converge" in r.reason
+
+
+def _cases(n_cases=40):
+    """Random systems, N from 3 to 60: soft preferences, hard ones (0 / 1/2 / 1), or hard ones where the
+    longer answer wins (separated)."""
+    rng = np.random.default_rng(7)
+    for i in range(n_cases):
+        n = int(rng.integers(3, 61))
+        ref = rng.integers(20, 2000, size=n).astype(float)
+        out = np.maximum(1.0, ref * np.exp(rng.normal(0.2, 0.6, size=n)))
+        p = [rng.random(n), rng.choice([0.0, 0.5, 1.0], size=n), (out > ref).astype(float)][i % 3]
+        yield p, out, ref
+
+
+def test_property_swapping_sides_gives_one_minus_lc():
+    seen = set()
+    for p, out, ref in _cases():
+        a, b = wr.lc_win_rate(p, out, ref), wr.lc_win_rate(1 - p, ref, out)
+        assert a.status == b.status
+        seen.add(a.status)
+        if a.estimable:
+            assert a.lc_win_rate + b.lc_win_rate == pytest.approx(1.0, abs=1e-5)
+    assert "ok" in seen and "not estimable" in seen  # both branches were exercised
+
+
+def test_property_all_ties_give_one_half():
+    for p, out, ref in _cases(20):
+        r = wr.lc_win_rate(np.full(p.size, 0.5), out, ref)
+        assert r.status == "ok" and r.lc_win_rate == pytest.approx(0.5, abs=1e-9) and r.coef["length"] == 0.0
+
+
+def test_property_equal_lengths_give_the_raw_win_rate():
+    for p, out, _ in _cases():
+        if 0 < p.mean() < 1:
+            r = wr.lc_win_rate(p, out, out)  # no length difference: the length feature is 0 everywhere
+            assert r.status == "ok" and r.lc_win_rate == pytest.approx(p.mean(), abs=1e-6)
+
+
 def test_instruction_difficulty_recovers_planted_difficulty():
     rng = np.random.default_rng(3)
     S, N = 6, 300
@@ -137,5 +212,6 @@ def test_alpaca_eval_lc_check_matches_published(shared_data):
     for r in rows:
         assert abs(r.win_rate - r.published_win_rate) < 0.01, r
         assert abs(r.lc_win_rate - r.published_lc) < 2.5, r
+        assert r.lc_status == r.lc_single_status == "ok"  # soft preferences: no separation, converged, |phi| <= 10
     rho = spearman(np.array([r.lc_win_rate for r in rows]), np.array([r.published_lc for r in rows]))
     assert rho == pytest.approx(1.0)

@@ -26,10 +26,11 @@ def run_winrate_cli(cfg, quiet: bool = False) -> None:
         res = run_winrate(cfg, on_progress=on_progress)
     stdout.print(Path(res.paths["markdown"]).read_text(encoding="utf-8"), soft_wrap=True, highlight=False,
                  markup=False)
-    if res.warning:
-        from rich.markup import escape
+    from rich.markup import escape
 
-        console.print(f"[bold red]warning:[/] {escape(res.warning)}", soft_wrap=True, highlight=False)
+    for warning in (res.warning, res.lc_warning):
+        if warning:
+            console.print(f"[bold red]warning:[/] {escape(warning)}", soft_wrap=True, highlight=False)
     console.print(f"-> {res.paths['json']}")
 
 

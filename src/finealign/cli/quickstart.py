@@ -104,14 +104,17 @@ def _sim_line(study: dict) -> str:
 
 def _summary_md(runs, seconds: float, scale: str) -> str:
     """The measured table (markdown) with the command that made it."""
+    from ..eval.judge_orders import paths_summary
+    from ..report.build import lc_text
     from ..report.run_data import reward_rows, winrate_rows
 
     rows = ["| what | figure | judge / baseline |", "|---|---|---|"]
     for r in winrate_rows(runs):
         c = r.get("judge_check") or {}
-        judge = f"{r.get('judge')}: accuracy {f(c.get('accuracy'))} {_ci([c.get('ci_low'), c.get('ci_high')])}"
+        judge = (f"{r.get('judge')}: accuracy {f(c.get('accuracy'))} {_ci([c.get('ci_low'), c.get('ci_high')])}; "
+                 f"{paths_summary(r.get('judge_paths'))}")
         rows.append(f"| {r['stage']}: win rate vs initial (n={r.get('n')}) | {f(r.get('win_rate'))} "
-                    f"{_ci(r.get('win_rate_ci'))}, LC {f(r.get('lc_win_rate'))} | {judge} |")
+                    f"{_ci(r.get('win_rate_ci'))}, LC {lc_text(r)} | {judge} |")
     for r in reward_rows(runs):
         rows.append(f"| {r['stage']}: {r['scorer']} pairwise accuracy (n={r['n']}) | {f(r['value'])} {_ci(r['ci'])} "
                     f"| longer wins {f(r['length'])} |")

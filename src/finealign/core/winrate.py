@@ -20,7 +20,16 @@ credit of the evaluated system's output against the reference's on one prompt: 1
 * ``lc_win_rate(p, len_out, len_ref, difficulty=None)``: AlpacaEval 2's GLM for one system,
   ``logit q_x = theta + phi * tanh(std_delta_len_x) [+ psi * gamma_x]``; the length-controlled win rate
   is the mean prediction with the length term at zero, ``mean_x s(theta [+ psi * gamma_x])``, and its
-  standard error comes from the delta method on the sandwich covariance.
+  standard error comes from the delta method on the sandwich covariance. When the GLM has no finite
+  maximum-likelihood fit (``separation``: the verdicts are perfectly predicted by a direction of the
+  design, e.g. "the longer answer always wins"; or the optimiser did not converge) the LC win rate is
+  *not estimable*: ``status`` says so, the value and SE are NaN, ``reason`` says why. A fit whose length
+  coefficient exceeds ``UNSTABLE_COEF`` (near separation) is reported as ``unstable``. We detect rather
+  than regularise: a penalised fit would always give a number, but under separation that number is set
+  by the penalty, not by the data; and the unpenalised fit keeps the check against the published
+  AlpacaEval 2 values unchanged.
+* ``separation_direction(X, p)``: the linear-programming check for (quasi-)complete separation of a
+  soft-target logistic GLM (Albert & Anderson 1984; Konis 2007).
 * ``lc_win_rates(P, L_out, len_ref)``: the same for S systems sharing the prompts, with the difficulty
   term estimated from all of them (how AlpacaEval 2 uses its precomputed ``instruction_difficulty``).
 
@@ -38,8 +47,9 @@ import numpy as np
 
 from .stats import bootstrap_ci
 
-__all__ = ["LCWinRate", "LogisticFit", "WinRate", "combine_orders", "fit_soft_logistic", "instruction_difficulty",
-           "lc_win_rate", "lc_win_rates", "length_feature", "win_rate_stats"]
+__all__ = ["LCWinRate", "LC_NOT_ESTIMABLE", "LC_OK", "LC_UNSTABLE", "UNSTABLE_COEF", "LogisticFit", "WinRate", "combine_orders", "fit_soft_logistic",
+           "instruction_difficulty", "lc_win_rate", "lc_win_rates", "length_feature", "separation_direction",
+           "win_rate_stats"]
 
 
 class WinRate(NamedTuple):
@@ -63,15 +73,32 @@ class LogisticFit(NamedTuple):
     converged: bool
 
 
+LC_OK, LC_UNSTABLE, LC_NOT_ESTIMABLE = "ok", "unstable", "not estimable"
+#: a length (or difficulty) coefficient beyond this on the logit scale makes the fit "unstable": the feature is
+#: bounded by 1 (tanh), so it moves the log-odds by more than 20, i.e. the verdicts nearly follow it. The 8
+#: published AlpacaEval 2 systems have length coefficients of 1.5 to 4.4 (single-system fit).
+UNSTABLE_COEF = 10.0
+
+
 class LCWinRate(NamedTuple):
     """Length-controlled win rate of one system with its delta-method standard error.
 
-    ``coef``: {"intercept": theta, "length": phi[, "difficulty": psi]} on the logit scale.
+    ``coef``: {"intercept": theta, "length": phi[, "difficulty": psi]} on the logit scale (empty when not
+    estimable). ``status``: ``"ok"``; ``"unstable"`` (estimated, but a non-intercept coefficient exceeds
+    ``UNSTABLE_COEF``: near separation, the delta-method SE understates the uncertainty; ``reason`` says
+    so); or ``"not estimable"`` (then ``lc_win_rate`` and ``se`` are NaN and ``reason`` says why:
+    separation, no convergence, fewer than 2 prompts).
     """
 
     lc_win_rate: float
     se: float
     coef: dict
+    status: str = LC_OK
+    reason: str | None = None
+
+    @property
+    def estimable(self) -> bool:
+        return self.status != LC_NOT_ESTIMABLE
 
 
 def _pref(p: Sequence[float], name: str = "preferences") -> np.ndarray:
@@ -189,6 +216,41 @@ def instruction_difficulty(P: np.ndarray, F: np.ndarray, *, l2: float = 0.1) -> 
     return gamma - gamma.mean()
 
 
+def separation_direction(X: np.ndarray, p: Sequence[float], *, tol: float = 1e-7) -> np.ndarray | None:
+    """A direction ``b`` (K,) along which the soft-target logistic likelihood of ``X`` (N, K) and ``p`` (N,)
+    keeps rising forever, or None when the maximum-likelihood fit is finite (no separation).
+
+    A row with ``p == 1`` acts as a success, ``p == 0`` as a failure, ``0 < p < 1`` as both (a soft target
+    is a weighted success and failure). The fit has no finite maximum iff some ``b`` has ``x_i b >= 0`` on
+    successes-only rows, ``x_i b <= 0`` on failures-only rows, ``x_i b == 0`` on soft rows, and at least one
+    strict inequality (complete or quasi-complete separation: Albert & Anderson 1984, Biometrika 71(1);
+    the linear program of Konis 2007). We solve ``max sum_i s_i x_i b`` over the hard rows (``s_i = +1 / -1``)
+    under those constraints with ``-1 <= b_k <= 1`` (scipy's HiGHS); an optimum above ``tol`` is separation.
+    Example: 8 prompts where the longer answer always wins: ``b = (0, 1)`` (intercept 0, length 1) works.
+    """
+    from scipy.optimize import linprog
+
+    X = np.asarray(X, dtype=np.float64)
+    y = _pref(p, "targets")
+    hard1, hard0 = y >= 1.0 - 1e-12, y <= 1e-12
+    soft = ~(hard1 | hard0)
+    if not (hard1.any() or hard0.any()):
+        return None
+    sign = np.where(hard1, 1.0, -1.0)[hard1 | hard0]
+    Xh = X[hard1 | hard0] * sign[:, None]  # want Xh b >= 0
+    c = -Xh.sum(axis=0)  # maximise the total margin
+    res = linprog(c, A_ub=-Xh, b_ub=np.zeros(Xh.shape[0]),
+                  A_eq=X[soft] if soft.any() else None, b_eq=np.zeros(int(soft.sum())) if soft.any() else None,
+                  bounds=[(-1.0, 1.0)] * X.shape[1], method="highs")
+    if res.status != 0 or -res.fun <= tol:
+        return None
+    return res.x
+
+
+def _not_estimable(reason: str) -> LCWinRate:
+    return LCWinRate(math.nan, math.nan, {}, LC_NOT_ESTIMABLE, reason)
+
+
 def lc_win_rate(pref: Sequence[float], len_out: Sequence[float], len_ref: Sequence[float],
                 difficulty: Sequence[float] | None = None) -> LCWinRate:
     """AlpacaEval 2's length-controlled win rate of one system (Dubois et al. 2024, eq. 3-4).
@@ -197,12 +259,16 @@ def lc_win_rate(pref: Sequence[float], len_out: Sequence[float], len_ref: Sequen
     reference's outputs (characters); difficulty (N,): optional per-prompt term (``instruction_difficulty``),
     only meaningful when estimated from several systems. Returns ``mean_x s(theta [+ psi gamma_x])``,
     i.e. the GLM's prediction with the length term set to zero, and its delta-method SE.
-    NaN for fewer than 2 prompts.
+
+    Not estimable (``status == "not estimable"``, NaN value and SE, ``reason`` set) for fewer than 2
+    prompts, under separation (``separation_direction``: the coefficients run off to infinity and the
+    "estimate" is whatever the optimiser stopped at, e.g. 0.0% with SE 0.0 for 8 prompts that the longer
+    answer always wins), or when the optimiser does not converge.
     """
     p = _pref(pref)
     n = p.size
     if n < 2:
-        return LCWinRate(math.nan, math.nan, {})
+        return _not_estimable(f"{n} prompt{'s' if n != 1 else ''}: the GLM needs at least 2")
     f = length_feature(len_out, len_ref)
     if f.shape != p.shape:
         raise ValueError(f"lengths and preferences differ in size: {f.size} vs {n}")
@@ -214,13 +280,31 @@ def lc_win_rate(pref: Sequence[float], len_out: Sequence[float], len_ref: Sequen
         cols.append(d)
         names.append("difficulty")
     X = np.column_stack(cols)
+    sep = separation_direction(X, p)
+    if sep is not None:
+        what = {"intercept": "every verdict goes one way", "length": "the verdicts follow the length difference",
+                "difficulty": "the verdicts follow the difficulty term"}
+        lead = max(range(len(names)), key=lambda k: abs(sep[k]))
+        return _not_estimable(f"separation: {what[names[lead]]} without exception on these {n} prompts, so the "
+                              "GLM's coefficients have no finite estimate (more prompts, or soft preferences, "
+                              "make it estimable)")
     fit = fit_soft_logistic(X, p)
+    if not fit.converged:
+        return _not_estimable("the GLM's optimiser did not converge")
     X0 = X.copy()
     X0[:, 1] = 0.0  # length term at zero
     q0 = _sigmoid(X0 @ fit.coef)
     grad = (X0 * (q0 * (1 - q0))[:, None]).mean(axis=0)  # d mean(q0) / d beta
     var = float(grad @ fit.cov @ grad)
-    return LCWinRate(float(q0.mean()), math.sqrt(max(var, 0.0)), dict(zip(names, map(float, fit.coef))))
+    coef = dict(zip(names, map(float, fit.coef)))
+    big = {k: v for k, v in coef.items() if k != "intercept" and abs(v) > UNSTABLE_COEF}
+    status, reason = LC_OK, None
+    if big:
+        k, v = max(big.items(), key=lambda kv: abs(kv[1]))
+        status, reason = LC_UNSTABLE, (f"near separation: the {k} coefficient is {v:.1f} on the logit scale (over "
+                                       f"{UNSTABLE_COEF:g}), so the verdicts nearly follow {k}; the LC win rate "
+                                       "and its SE are not reliable")
+    return LCWinRate(float(q0.mean()), math.sqrt(max(var, 0.0)), coef, status, reason)
 
 
 def lc_win_rates(P: np.ndarray, L_out: np.ndarray, len_ref: Sequence[float], *, l2: float = 0.1) -> list[LCWinRate]:

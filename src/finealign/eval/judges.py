@@ -8,17 +8,23 @@ per pair. Three kinds, named by a spec string (``load_judge``):
 * ``pairwise:MODEL[,batch_size=4][,dtype=..][,device=..]``: a local causal LM reads the pairwise prompt
   below (its chat template, assistant turn opened) and the judge's probability is
   ``P(A) / (P(A) + P(B))`` over its next token (``A`` / `` A`` against ``B`` / `` B``).
-* ``openai:URL,model=NAME[,timeout=60][,retries=4][,concurrency=4][,logprobs=auto][,max_tokens=4]``:
-  any OpenAI-compatible chat endpoint with the same prompt. With ``logprobs`` (``auto``: when the
-  server returns them) the probability comes from the first answer token's top log-probabilities;
-  otherwise from the parsed answer (``A`` -> 1, ``B`` -> 0). 429, 5xx, timeouts, connection errors and
-  unparsable answers are retried with exponential backoff; after ``retries`` more attempts the judge
-  raises ``JudgeError`` naming the pair and the last answer. The key comes from
-  ``FINEALIGN_JUDGE_API_KEY``, else ``OPENAI_API_KEY`` (none needed for a custom URL).
+* ``openai:URL,model=NAME[,timeout=60][,retries=4][,parse_retries=1][,concurrency=4][,logprobs=auto]
+  [,max_tokens=16][,backoff=1]``: any OpenAI-compatible chat endpoint with the same prompt (temperature 0,
+  no streaming). The reply is parsed (``verdicts.parse_verdict``: bare letters, ``(B)``, ``**B**``,
+  ``[[B]]``, ``Answer: B``, ``Answer - A``, ``Output (b)``, ``Response B``, JSON, reasoning then a final
+  answer; "both" / "neither" / refusals are explicit ties). With ``logprobs`` (``auto``: when the server
+  returns them) the probability is read at the token that holds the answer letter
+  (``verdicts.letter_probability``), not at the reply's first token; without them it is the parsed letter
+  (``A`` -> 1, ``B`` -> 0). Each verdict records its path (``logprob`` / ``parsed`` / ``tie``). 429, 5xx,
+  timeouts and connection errors are retried ``retries`` times with exponential backoff (a server's
+  ``Retry-After`` wins), an empty or unparsable reply ``parse_retries`` times; then the judge raises one
+  ``JudgeError`` naming the pair and the last problem. The key comes from ``FINEALIGN_JUDGE_API_KEY``,
+  else ``OPENAI_API_KEY`` (none needed for a custom URL).
 
-``judge_both_orders`` shows every pair in both orders (``first, second`` and ``second, first``), caches
-each verdict in a ``JsonlAppender`` file keyed by (judge, prompt, both texts), so a rerun resumes and a
-failure loses nothing done; ``finealign.core.winrate.combine_orders`` averages the two.
+``judge_orders`` (``judge_orders.py``) shows every pair in both orders and caches each verdict with its
+path, keyed by the judge's ``identity`` and the template's id (``template_id()``), so a rerun resumes, a
+failure loses nothing done, and a verdict of another judge or template is never reused;
+``finealign.core.winrate.combine_orders`` averages the two orders.
 
 The pairwise prompt (``PAIRWISE_TEMPLATE``, version ``pairwise-v1``), as the user turn::
 
@@ -47,16 +53,20 @@ import hashlib
 import json
 import math
 import os
-import re
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from typing import Callable, Iterator, Sequence
+from typing import Iterator, Sequence
 
 from ..data.records import Message, Prompt, as_messages
 from ..errors import FinealignError
+from .judge_orders import OrderedVerdicts, VerdictCache, judge_both_orders, judge_orders, path_counts, verdict_key
+from .verdicts import PATH_LOGPROB, PATH_PARSED, PATH_SCORE, PATH_TIE, Verdict, letter_probability, parse_answer, \
+    parse_verdict
 
 __all__ = ["PAIRWISE_TEMPLATE", "TEMPLATE_VERSION", "Judge", "JudgeError", "LocalPairwiseJudge", "OpenAIJudge",
-           "ScorerJudge", "VerdictCache", "judge_both_orders", "load_judge", "pairwise_messages", "parse_answer"]
+           "OrderedVerdicts", "ScorerJudge", "Verdict", "VerdictCache", "judge_both_orders", "judge_orders",
+           "load_judge", "pairwise_messages", "parse_answer", "parse_verdict", "path_counts", "template_id",
+           "verdict_key"]
 
 TEMPLATE_VERSION = "pairwise-v1"
 PAIRWISE_TEMPLATE = (
@@ -95,28 +105,32 @@ def pairwise_messages(prompt: Prompt, first: str, second: str) -> list[Message]:
                                                                  second=second)}]
 
 
-_ANSWER = re.compile(r"^\W*(?:(?:answer|output|response)\s*)?\(?\s*([AB])\b", re.I)
-
-
-def parse_answer(text: str | None) -> float | None:
-    """1.0 for an answer that starts with ``A``, 0.0 for ``B`` (``Answer B``, ``(B)``, ``**A**`` too);
-    None otherwise."""
-    if not text:
-        return None
-    m = _ANSWER.match(text.strip())
-    if m is None:
-        return None
-    return 1.0 if m.group(1).upper() == "A" else 0.0
+def template_id() -> str:
+    """The prompt template's id: ``TEMPLATE_VERSION`` and a hash of the system message and the template text
+    (read at call time, so an edited template never reuses verdicts cached under the old one)."""
+    h = hashlib.sha1(json.dumps([SYSTEM_MESSAGE, PAIRWISE_TEMPLATE]).encode("utf-8")).hexdigest()[:12]
+    return f"{TEMPLATE_VERSION}:{h}"
 
 
 class Judge(abc.ABC):
-    """``compare(prompts, first, second)``: P(``first[i]`` is the better reply to ``prompts[i]``), each in [0, 1]."""
+    """``compare(prompts, first, second)``: P(``first[i]`` is the better reply to ``prompts[i]``), each in [0, 1].
+
+    ``verdicts_iter`` also says which path gave each verdict (``verdicts.PATHS``); ``identity`` names everything
+    that determines a verdict (the verdict cache reuses a verdict only for the same identity).
+    """
 
     name: str = "judge"
     #: True when the verdict cannot depend on the order (then one order is asked)
     symmetric: bool = False
     #: pairs per ``compare`` call that the caller should hand over
     batch_size: int = 8
+    #: the path of every verdict of a judge with only one (``verdicts.PATHS``)
+    path: str = PATH_SCORE
+
+    @property
+    def identity(self) -> str:
+        """What determines this judge's verdicts (its name unless a subclass knows more)."""
+        return self.name
 
     @abc.abstractmethod
     def compare(self, prompts: Sequence[Prompt], first: Sequence[str], second: Sequence[str]) -> list[float]:
@@ -130,6 +144,12 @@ class Judge(abc.ABC):
         if len(ps) != len(prompts):
             raise JudgeError(f"judge {self.name!r} returned {len(ps)} verdicts for {len(prompts)} pairs")
         yield from enumerate(ps)
+
+    def verdicts_iter(self, prompts: Sequence[Prompt], first: Sequence[str],
+                      second: Sequence[str]) -> Iterator[tuple[int, Verdict]]:
+        """``(index, Verdict(p, path))`` as verdicts finish (``compare_iter`` with this judge's ``path``)."""
+        for i, p in self.compare_iter(prompts, first, second):
+            yield i, Verdict(float(p), self.path)
 
     def close(self) -> None:
         pass
@@ -184,6 +204,8 @@ class LocalPairwiseJudge(Judge):
     forward pass; the logits of the last position only are computed where the model allows it.
     """
 
+    path = PATH_LOGPROB
+
     def __init__(self, model, *, batch_size: int = 4, dtype: str = "float32", device: str = "auto", name=None):
         if isinstance(model, (tuple, list)):
             self.model, self.tokenizer = model
@@ -196,6 +218,10 @@ class LocalPairwiseJudge(Judge):
         self.a_ids, self.b_ids = _letter_ids(self.tokenizer, "A"), _letter_ids(self.tokenizer, "B")
         if set(self.a_ids) & set(self.b_ids):
             raise JudgeError("the judge's tokenizer maps 'A' and 'B' to a shared token")
+
+    @property
+    def identity(self) -> str:
+        return f"{self.name}|template={template_id()}"
 
     def _texts(self, prompts, first, second) -> list[str]:
         from ..generation import render_prompt
@@ -243,20 +269,12 @@ def _resolve_key(base_url: str) -> str:
     return "no-key"
 
 
-def _first_token_probability(logprobs) -> float | None:
-    """P(A) / (P(A) + P(B)) from the top log-probabilities of the reply's first token, if A or B is among them."""
-    content = getattr(logprobs, "content", None)
-    if not content:
-        return None
-    tops = getattr(content[0], "top_logprobs", None) or []
-    mass = {"A": 0.0, "B": 0.0}
-    for t in tops:
-        key = (getattr(t, "token", "") or "").strip().strip("*(").upper()
-        if key in mass and getattr(t, "logprob", None) is not None:
-            mass[key] += math.exp(float(t.logprob))
-    if mass["A"] + mass["B"] <= 0:
-        return None
-    return mass["A"] / (mass["A"] + mass["B"])
+def _pair_label(prompt: Prompt, first: str, second: str) -> str:
+    """The pair as an error message names it: the prompt and the heads of both answers."""
+    def head(t: str, n: int = 30) -> str:
+        t = " ".join(t.split())
+        return repr(t if len(t) <= n else t[:n] + "...")
+    return f"{_label(prompt)} (answer A {head(first)}, answer B {head(second)})"
 
 
 class OpenAIJudge(Judge):
@@ -264,7 +282,7 @@ class OpenAIJudge(Judge):
 
     def __init__(self, base_url: str, *, model: str | None = None, timeout: float = 60.0, retries: int = 4,
                  backoff: float = 1.0, max_backoff: float = 30.0, concurrency: int = 4, logprobs: str = "auto",
-                 max_tokens: int = 4, api_key: str | None = None):
+                 max_tokens: int = 16, parse_retries: int = 1, api_key: str | None = None):
         import openai
 
         from ..edits.editors import check_base_url
@@ -273,81 +291,116 @@ class OpenAIJudge(Judge):
             raise JudgeError("the openai judge needs a model name: --judge openai:URL,model=NAME")
         if logprobs not in ("auto", "yes", "no"):
             raise JudgeError(f"judge option logprobs={logprobs!r}: expected auto, yes or no")
-        if retries < 0 or timeout <= 0 or concurrency < 1 or backoff < 0 or max_tokens < 1:
-            raise JudgeError("judge options: need retries >= 0, timeout > 0, concurrency >= 1, backoff >= 0, "
-                             "max_tokens >= 1")
+        if retries < 0 or parse_retries < 0 or timeout <= 0 or concurrency < 1 or backoff < 0 or max_tokens < 1:
+            raise JudgeError("judge options: need retries >= 0, parse_retries >= 0, timeout > 0, concurrency >= 1, "
+                             "backoff >= 0, max_tokens >= 1")
         self.base_url = check_base_url(base_url)
         self.model = model
         self.name = f"openai:{self.base_url},model={model}"
         self.timeout, self.retries, self.backoff, self.max_backoff = timeout, retries, backoff, max_backoff
         self.concurrency, self.logprobs, self.max_tokens = concurrency, logprobs, max_tokens
+        self.parse_retries = parse_retries
+        self._logprobs_spec = logprobs
         self.batch_size = concurrency * 4
         self._openai = openai
         self.client = openai.OpenAI(api_key=api_key or _resolve_key(self.base_url), base_url=self.base_url,
                                     max_retries=0, timeout=timeout)
 
+    @property
+    def identity(self) -> str:
+        return (f"{self.name},logprobs={self._logprobs_spec},max_tokens={self.max_tokens},temperature=0"
+                f"|template={template_id()}")
+
     def close(self):
         self.client.close()
 
-    def _ask(self, messages) -> tuple[float | None, str]:
+    def _ask(self, messages) -> tuple[Verdict | None, str]:
+        """One request: the verdict, or None and why not (an empty or unparsable reply)."""
         kw = {"logprobs": True, "top_logprobs": 10} if self.logprobs != "no" else {}
         resp = self.client.chat.completions.create(model=self.model, messages=messages, temperature=0.0,
                                                    max_tokens=self.max_tokens, timeout=self.timeout, **kw)
         if not getattr(resp, "choices", None):
-            return None, "<no choices>"
+            return None, "a reply without choices"
         choice = resp.choices[0]
         text = (choice.message.content if choice.message is not None else None) or ""
+        parsed = parse_verdict(text)
+        if parsed.verdict == "tie":
+            return Verdict(0.5, PATH_TIE), text
+        if parsed.verdict is None:
+            cut = (f"; the reply was cut at max_tokens={self.max_tokens}, raise it"
+                   if getattr(choice, "finish_reason", None) == "length" else "")
+            if not text.strip():
+                return None, "an empty reply" + cut
+            return None, f"unparsable answer {text[:80]!r} ({parsed.why}{cut})"
         if self.logprobs != "no":
-            p = _first_token_probability(getattr(choice, "logprobs", None))
+            content = getattr(getattr(choice, "logprobs", None), "content", None)
+            p = letter_probability(content, text, parsed.span)
             if p is not None:
-                return p, text
+                return Verdict(p, PATH_LOGPROB), text
             if self.logprobs == "yes":
-                return None, text + " <no A/B log-probabilities>"
-        return parse_answer(text), text
+                return None, f"no A/B log-probabilities at the answer letter of {text[:80]!r} (logprobs=yes)"
+        return Verdict(1.0 if parsed.verdict == "A" else 0.0, PATH_PARSED), text
 
-    def _one(self, label: str, messages) -> float:
+    def _one(self, label: str, messages) -> Verdict:
+        """One ordered comparison: transport failures retried ``retries`` times with backoff, unparsable replies
+        ``parse_retries`` times; then one ``JudgeError`` naming the pair and the last problem."""
         from ..edits.editors import _error_message, _retry_after, backoff_delay
 
         oa = self._openai
-        last = ""
-        for attempt in range(self.retries + 1):
-            retry_after = None
+        last, attempts, transport, parse = "", 0, 0, 0
+        while True:
+            attempts += 1
+            retry_after, asked = None, self.logprobs
             try:
-                p, text = self._ask(messages)
-                if p is not None:
-                    return float(p)
-                last = f"unparsable answer {text[:80]!r}"
+                v, why = self._ask(messages)
+                if v is not None:
+                    return v
+                last = why
+                if parse >= self.parse_retries:
+                    break
+                parse += 1
+                continue
             except oa.APITimeoutError:
                 last = f"no reply within {self.timeout:g} s"
             except oa.APIConnectionError as e:
                 last = f"cannot reach {self.base_url}: {e}"
             except oa.APIStatusError as e:
                 msg = f"HTTP {e.status_code}: {_error_message(e)}"
-                if e.status_code in (400, 422) and self.logprobs == "auto" and "logprob" in msg.lower():
+                if e.status_code in (400, 422) and self._logprobs_spec == "auto" and asked != "no" \
+                        and "logprob" in msg.lower():
                     self.logprobs = "no"  # a server without log-probabilities: parse the answer instead
-                    last = msg
+                    attempts -= 1
                     continue
-                if e.status_code in (401, 403, 404) or (e.status_code < 500 and e.status_code != 429):
+                if e.status_code < 500 and e.status_code != 429:
                     raise JudgeError(f"judge endpoint {self.base_url} (model {self.model!r}) refused the pair on "
                                      f"{label}: {msg}") from None
                 last, retry_after = msg, _retry_after(e)
             except oa.OpenAIError as e:
                 last = f"{type(e).__name__}: {e}"
-            if attempt < self.retries:
-                time.sleep(backoff_delay(attempt, self.backoff, self.max_backoff, retry_after))
+            if transport >= self.retries:
+                break
+            time.sleep(backoff_delay(transport, self.backoff, self.max_backoff, retry_after))
+            transport += 1
         raise JudgeError(f"judge endpoint {self.base_url} (model {self.model!r}) failed on the pair on {label} after "
-                         f"{self.retries + 1} attempts: {last}")
+                         f"{attempts} attempt{'s' if attempts != 1 else ''}: {last}")
 
     def compare(self, prompts, first, second):
         out = dict(self.compare_iter(prompts, first, second))
         return [out[i] for i in range(len(prompts))]
 
     def compare_iter(self, prompts, first, second):
+        for i, v in self.verdicts_iter(prompts, first, second):
+            yield i, v.p
+
+    def verdicts_iter(self, prompts, first, second):
         msgs = [pairwise_messages(p, a, b) for p, a, b in zip(prompts, first, second)]
         error = None
         with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="finealign-judge") as pool:
-            futures = {pool.submit(self._one, _label(p), m): i for i, (p, m) in enumerate(zip(prompts, msgs))}
+            futures = {pool.submit(self._one, _pair_label(p, a, b), m): i
+                       for i, (p, a, b, m) in enumerate(zip(prompts, first, second, msgs))}
             for f in as_completed(futures):
+                if f.cancelled():  # cancelled after an earlier failure
+                    continue
                 try:
                     yield futures[f], f.result()
                 except JudgeError as e:  # keep the verdicts that still arrive; raise the first failure after
@@ -388,92 +441,10 @@ def load_judge(spec: str, *, dtype: str = "float32", device: str = "auto", batch
         j = OpenAIJudge(s.arg, model=opts.pop("model", None), timeout=_opt(spec, opts, "timeout", float, 60.0),
                         retries=_opt(spec, opts, "retries", int, 4), backoff=_opt(spec, opts, "backoff", float, 1.0),
                         concurrency=_opt(spec, opts, "concurrency", int, 4),
-                        logprobs=opts.pop("logprobs", "auto"), max_tokens=_opt(spec, opts, "max_tokens", int, 4))
+                        logprobs=opts.pop("logprobs", "auto"), max_tokens=_opt(spec, opts, "max_tokens", int, 16),
+                        parse_retries=_opt(spec, opts, "parse_retries", int, 1))
     else:
         return ScorerJudge(load_scorer(spec), spec, batch_size=batch_size)
     if opts:
         raise JudgeError(f"judge {spec!r}: unknown option(s) {', '.join(sorted(opts))}")
     return j
-
-
-# ----------------------------------------------------------------------------------- both orders
-
-
-def verdict_key(judge_id: str, prompt: Prompt, first: str, second: str) -> str:
-    """Cache key of one ordered comparison: a hash of the judge id, the template version and the texts."""
-    raw = json.dumps([judge_id, TEMPLATE_VERSION, prompt, first, second], ensure_ascii=False)
-    return hashlib.sha1(raw.encode("utf-8")).hexdigest()[:24]
-
-
-class VerdictCache:
-    """The per-comparison verdict cache: a ``JsonlAppender`` file of ``{"key", "judge", "p"}`` lines.
-
-    Opening it reads the verdicts written so far (a torn last line left by a killed run is dropped);
-    ``append`` writes and flushes one line, so a failure never loses a finished verdict.
-    """
-
-    def __init__(self, path):
-        from pathlib import Path
-
-        from ..data.io import JsonlAppender
-
-        self.path = Path(path)
-        self._app = JsonlAppender(self.path, key=lambda o: o["key"])
-        self.values: dict[str, float] = {}
-        for line in self.path.read_text(encoding="utf-8").splitlines():
-            if line.strip():
-                o = json.loads(line)
-                self.values[o["key"]] = float(o["p"])
-
-    def append(self, obj: dict) -> None:
-        self._app.append(obj)
-        self.values[obj["key"]] = float(obj["p"])
-
-    def close(self) -> None:
-        self._app.close()
-
-
-def judge_both_orders(judge: Judge, prompts: Sequence[Prompt], a: Sequence[str], b: Sequence[str], *,
-                      cache: VerdictCache | None = None, judge_id: str | None = None,
-                      on_progress: Callable[[int, int], None] | None = None) -> tuple[list[float], list[float]]:
-    """P(``a[i]`` better) with ``a`` shown first, and with ``a`` shown second: two (N,) lists.
-
-    Each ordered comparison is looked up in, and appended to, ``cache`` as ``{"key", "judge", "p"}``
-    (``p`` = P(the text shown first is better)). Symmetric judges are asked once per pair (then the
-    second list equals the first). ``on_progress(done, total)`` counts comparisons, cached ones included.
-    Raises ``JudgeError`` when the judge returns something that is not one probability per pair.
-    """
-    jid = judge_id or judge.name
-    n = len(prompts)
-    if not (len(a) == len(b) == n):
-        raise ValueError(f"prompts, a and b differ in length: {n}, {len(a)}, {len(b)}")
-    done: dict[str, float] = dict(cache.values) if cache is not None else {}
-    asks = [(i, 0) for i in range(n)] + ([] if judge.symmetric else [(i, 1) for i in range(n)])
-
-    def key(i, order):
-        return verdict_key(jid, prompts[i], a[i], b[i]) if order == 0 else verdict_key(jid, prompts[i], b[i], a[i])
-
-    todo = [(i, o) for i, o in asks if key(i, o) not in done]
-    count = len(asks) - len(todo)
-    if on_progress:
-        on_progress(count, len(asks))
-    step = max(1, judge.batch_size)
-    for s in range(0, len(todo), step):
-        chunk = todo[s:s + step]
-        verdicts = judge.compare_iter([prompts[i] for i, _ in chunk], [a[i] if o == 0 else b[i] for i, o in chunk],
-                                      [b[i] if o == 0 else a[i] for i, o in chunk])
-        for j, p in verdicts:  # each verdict is cached as it arrives
-            i, o = chunk[j]
-            p = float(p)
-            if not (math.isfinite(p) and 0.0 <= p <= 1.0):
-                raise JudgeError(f"judge {judge.name!r} returned {p!r}, not a probability")
-            k = key(i, o)
-            done[k] = p
-            if cache is not None:
-                cache.append({"key": k, "judge": jid, "p": p})
-        count += len(chunk)
-        if on_progress:
-            on_progress(count, len(asks))
-    first = [done[key(i, 0)] for i in range(n)]
-    second = first if judge.symmetric else [1.0 - done[key(i, 1)] for i in range(n)]
-    return first, second

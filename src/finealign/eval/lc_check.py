@@ -34,6 +34,9 @@ class SystemCheck:
     lc_se: float
     lc_single: float
     published_lc: float
+    #: ``core.winrate`` status of our LC with / without the difficulty term (``ok``, ``unstable``, ``not estimable``)
+    lc_status: str = "ok"
+    lc_single_status: str = "ok"
 
 
 def alpaca_eval_lc_check(data_dir: str | Path | None = None, *, l2: float = 0.1) -> list[SystemCheck]:
@@ -68,7 +71,7 @@ def alpaca_eval_lc_check(data_dir: str | Path | None = None, *, l2: float = 0.1)
     for i, s in enumerate(systems):
         single = wr.lc_win_rate(P[i], L[i], ref)
         out.append(SystemCheck(s, len(instructions), 100 * float(P[i].mean()), board[s], 100 * lcs[i].lc_win_rate,
-                               100 * lcs[i].se, 100 * single.lc_win_rate, board_lc[s]))
+                               100 * lcs[i].se, 100 * single.lc_win_rate, board_lc[s], lcs[i].status, single.status))
     return sorted(out, key=lambda c: -c.published_lc)
 
 
@@ -87,6 +90,8 @@ def check_markdown(rows: list[SystemCheck]) -> str:
     lc_dev = max(abs(c.lc_win_rate - c.published_lc) for c in rows)
     rho = spearman(np.array([c.lc_win_rate for c in rows]), np.array([c.published_lc for c in rows]))
     rho1 = spearman(np.array([c.lc_single for c in rows]), np.array([c.published_lc for c in rows]))
+    status = sorted({c.lc_status for c in rows} | {c.lc_single_status for c in rows})
     lines += ["", f"max |win rate - published| = {wr_dev:.4f} points; max |LC - published LC| = {lc_dev:.2f} points; "
-              f"Spearman(ours LC, published LC) = {rho:.3f} (without the difficulty term: {rho1:.3f})"]
+              f"Spearman(ours LC, published LC) = {rho:.3f} (without the difficulty term: {rho1:.3f}); "
+              f"LC status of all {len(rows)} systems, both fits: {', '.join(status)}"]
     return "\n".join(lines) + "\n"

@@ -107,6 +107,8 @@ class JudgeCheck:
     length_ci_low: float
     length_ci_high: float
     position_disagreement: float | None
+    #: ordered comparisons per verdict path (``logprob`` / ``parsed`` / ``tie`` / ``score``)
+    paths: dict | None = None
 
     @property
     def evidence(self) -> bool:
@@ -131,5 +133,10 @@ class WinrateResult:
     judge_check: JudgeCheck | None
     warning: str | None
     paths: dict[str, str]
+    #: ordered comparisons of the win rate per verdict path (``logprob`` / ``parsed`` / ``tie`` / ``score``)
+    judge_paths: dict[str, int] = field(default_factory=dict)
+    #: ``ok`` | ``unstable`` | ``not estimable`` (then ``lc_win_rate`` is NaN); ``lc_warning`` says why
+    lc_status: str = "ok"
+    lc_warning: str | None = None
 
 

@@ -14,7 +14,7 @@ from ..core import winrate as wr
 from ..data.io import JsonlAppender, iter_objects, write_json, write_jsonl, write_text_atomic
 from ..data.records import FieldError, Prompt, check_prompt, check_text
 from ..errors import ConfigError, DataError, FinealignError
-from .judges import Judge, VerdictCache, judge_both_orders, load_judge
+from .judges import Judge, VerdictCache, judge_orders, load_judge
 from .winrate_config import JudgeCheck, WinrateConfig, WinrateResult
 
 FILES = ("results.json", "results.md", "pairs.jsonl", "judgments.jsonl", "outputs.jsonl", "reference_outputs.jsonl",
@@ -205,16 +205,17 @@ def check_judge(judge: Judge, benchmark: str, *, judge_id: str, limit: int | Non
         raise FinealignError(f"--judge-check {benchmark}: needs labelled pairs (prompt/chosen/rejected), "
                              f"got {bench.kind}")
     items = bench.items
-    p1, p2 = judge_both_orders(judge, [r.prompt for r in items], [_cut(r.chosen, max_chars) for r in items],
-                               [_cut(r.rejected, max_chars) for r in items], cache=cache, judge_id=judge_id,
-                               on_progress=on_progress)
-    pref, disagree = wr.combine_orders(p1, p2, preference)
+    ov = judge_orders(judge, [r.prompt for r in items], [_cut(r.chosen, max_chars) for r in items],
+                      [_cut(r.rejected, max_chars) for r in items], cache=cache, judge_id=judge_id,
+                      on_progress=on_progress)
+    pref, disagree = wr.combine_orders(ov.first, ov.second, preference)
     m = compute_metrics(bench, lambda i, j: float(pref[i] if j == 0 else 1.0 - pref[i]), seed=seed, n_boot=n_boot)
     ln = compute_metrics(bench, lambda i, j: float(len(items[i].chosen if j == 0 else items[i].rejected)),
                          seed=seed, n_boot=n_boot)
     o, lo = m["overall"], ln["overall"]
     chk = JudgeCheck(bench.name, o["n"], o["accuracy"], o["ci_low"], o["ci_high"], lo["accuracy"], lo["ci_low"],
-                     lo["ci_high"], None if judge.symmetric else float(np.mean(disagree)))
+                     lo["ci_high"], None if judge.symmetric else float(np.mean(disagree)),
+                     ov.path_counts(judge.symmetric))
     by_subset = {k: {"judge": v, "length": ln["by_subset"][k]} for k, v in m["by_subset"].items()}
     return chk, by_subset
 
@@ -260,13 +261,14 @@ def run(cfg: WinrateConfig, on_progress: Callable[[str, int, int], None] | None 
     cache = VerdictCache(out / "judgments.jsonl")
     try:
         chk, by_subset = judge_check(judge, cfg, cache, report)
-        p1, p2 = judge_both_orders(judge, [o.prompt for o, _ in pairs], [_cut(o.text, cfg.max_chars) for o, _ in pairs],
-                                   [_cut(r.text, cfg.max_chars) for _, r in pairs], cache=cache, judge_id=cfg.judge,
-                                   on_progress=lambda d, t: report("judge", d, t))
+        ov = judge_orders(judge, [o.prompt for o, _ in pairs], [_cut(o.text, cfg.max_chars) for o, _ in pairs],
+                          [_cut(r.text, cfg.max_chars) for _, r in pairs], cache=cache, judge_id=cfg.judge,
+                          on_progress=lambda d, t: report("judge", d, t))
     finally:
         cache.close()
         if own_judge:
             judge.close()
+    p1, p2 = ov.first, ov.second
     pref, disagree = wr.combine_orders(p1, p2, cfg.preference)
     len_out = np.array([len(o.text) for o, _ in pairs], dtype=float)
     len_ref = np.array([len(r.text) for _, r in pairs], dtype=float)
@@ -275,12 +277,15 @@ def run(cfg: WinrateConfig, on_progress: Callable[[str, int, int], None] | None 
     warning = _warning(cfg, chk)
     paths = {"json": str(out / "results.json"), "markdown": str(out / "results.md"), "pairs": str(out / "pairs.jsonl"),
              "judgments": str(out / "judgments.jsonl")}
+    lc_warning = None if lc.status == wr.LC_OK else f"length-controlled win rate {lc.status}: {lc.reason}"
     res = WinrateResult(stats.win_rate, stats.se, (stats.ci_low, stats.ci_high), lc.lc_win_rate, lc.se, stats.n,
                         stats.wins, stats.losses, stats.ties,
-                        None if judge.symmetric else float(np.mean(disagree)), cfg.judge, chk, warning, paths)
+                        None if judge.symmetric else float(np.mean(disagree)), cfg.judge, chk, warning, paths,
+                        ov.path_counts(judge.symmetric), lc.status, lc_warning)
     write_jsonl(out / "pairs.jsonl", [
         {"prompt_id": i, "prompt": o.prompt, "output": o.text, "reference": r.text, "preference": float(pref[i]),
          "p_output_first": float(p1[i]), "p_reference_first": float(p2[i]), "disagree": bool(disagree[i]),
+         "path_output_first": ov.first_paths[i], "path_reference_first": ov.second_paths[i],
          "len_output": len(o.text), "len_reference": len(r.text)} for i, (o, r) in enumerate(pairs)])
     doc = to_json(res, cfg, lc, len_out, len_ref, by_subset)
     write_json(out / "results.json", doc)
@@ -301,7 +306,7 @@ def to_json(res: WinrateResult, cfg: WinrateConfig, lc: wr.LCWinRate, len_out, l
         "benchmark": chk.benchmark, "n": chk.n, "accuracy": _num(chk.accuracy), "ci_low": _num(chk.ci_low),
         "ci_high": _num(chk.ci_high), "length_accuracy": _num(chk.length_accuracy),
         "length_ci_low": _num(chk.length_ci_low), "length_ci_high": _num(chk.length_ci_high),
-        "position_disagreement": chk.position_disagreement, "evidence": chk.evidence,
+        "position_disagreement": chk.position_disagreement, "evidence": chk.evidence, "judge_paths": chk.paths,
         "beats_length": bool(chk.accuracy > chk.length_accuracy), "limit": cfg.judge_check_limit,
         "by_subset": by_subset}
     return {
@@ -309,7 +314,8 @@ def to_json(res: WinrateResult, cfg: WinrateConfig, lc: wr.LCWinRate, len_out, l
         "judge": cfg.judge, "preference": cfg.preference, "n": res.n, "wins": res.wins, "losses": res.losses,
         "ties": res.ties, "win_rate": _num(res.win_rate), "win_rate_se": _num(res.win_rate_se),
         "win_rate_ci": [_num(res.win_rate_ci[0]), _num(res.win_rate_ci[1])], "lc_win_rate": _num(res.lc_win_rate),
-        "lc_win_rate_se": _num(res.lc_win_rate_se), "lc_coefficients": lc.coef,
+        "lc_win_rate_se": _num(res.lc_win_rate_se), "lc_coefficients": lc.coef, "lc_status": res.lc_status,
+        "lc_warning": res.lc_warning, "judge_paths": res.judge_paths,
         "position_disagreement": res.position_disagreement,
         "mean_length": {"output": float(np.mean(len_out)), "reference": float(np.mean(len_ref))},
         "judge_check": check, "warning": res.warning,
@@ -324,8 +330,19 @@ def _pct(x, nd: int = 1) -> str:
     return "n/a" if x is None else f"{100 * x:.{nd}f}"
 
 
+def lc_cell(doc: dict, nd: int = 1) -> str:
+    """The LC win rate as the reports show it: percent, ``n/a (not estimable)`` or ``NN.N (unstable)``."""
+    status = doc.get("lc_status") or "ok"
+    if status == wr.LC_NOT_ESTIMABLE or doc.get("lc_win_rate") is None:
+        return "n/a (not estimable)"
+    return _pct(doc["lc_win_rate"], nd) + ("" if status == wr.LC_OK else f" ({status})")
+
+
 def markdown(doc: dict) -> str:
-    """``results.md``: win rate and LC win rate (percent) with errors, counts, and the judge's own check."""
+    """``results.md``: win rate and LC win rate (percent) with errors, counts, the judge's verdict paths and
+    its own check."""
+    from .judge_orders import paths_summary
+
     lo, hi = doc["win_rate_ci"]
     lines = [f"### Win rate: `{doc['model']}` vs `{doc['reference']}`", "",
              f"judge: `{doc['judge']}` ({doc['preference']} preferences, both orders averaged"
@@ -334,10 +351,13 @@ def markdown(doc: dict) -> str:
              "| measure | value (%) | SE | 95% interval |", "|---|---:|---:|---|",
              f"| win rate (ties 1/2) | {_pct(doc['win_rate'])} | {_pct(doc['win_rate_se'])} | "
              f"[{_pct(lo)}, {_pct(hi)}] (bootstrap) |",
-             f"| length-controlled win rate | {_pct(doc['lc_win_rate'])} | {_pct(doc['lc_win_rate_se'])} | "
-             "(AlpacaEval 2 GLM, delta-method SE) |", "",
+             f"| length-controlled win rate | {lc_cell(doc)} | {_pct(doc['lc_win_rate_se'])} | "
+             f"(AlpacaEval 2 GLM, delta-method SE; status: {doc.get('lc_status') or 'ok'}) |", "",
              f"{doc['n']} prompts: {doc['wins']} wins, {doc['losses']} losses, {doc['ties']} ties; mean length "
-             f"{doc['mean_length']['output']:.0f} vs {doc['mean_length']['reference']:.0f} characters.", ""]
+             f"{doc['mean_length']['output']:.0f} vs {doc['mean_length']['reference']:.0f} characters.",
+             f"Judge verdict paths: {paths_summary(doc.get('judge_paths'))}.", ""]
+    if doc.get("lc_warning"):
+        lines += [f"> **Warning:** {doc['lc_warning']}.", ""]
     chk = doc["judge_check"]
     if chk is not None:
         lines += ["#### The judge's own accuracy", "",
@@ -347,7 +367,7 @@ def markdown(doc: dict) -> str:
                   f"[{chk['ci_low']:.3f}, {chk['ci_high']:.3f}] "
                   f"| {chk['length_accuracy']:.3f} [{chk['length_ci_low']:.3f}, {chk['length_ci_high']:.3f}] | "
                   + ("n/a" if chk["position_disagreement"] is None else f"{_pct(chk['position_disagreement'])}%")
-                  + " |", ""]
+                  + " |", "", f"Judge-check verdict paths: {paths_summary(chk.get('judge_paths'))}.", ""]
     if doc["warning"]:
         lines += [f"> **Warning:** {doc['warning']}.", ""]
     if chk is not None and chk["evidence"] and not chk["beats_length"]:

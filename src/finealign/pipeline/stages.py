@@ -301,10 +301,11 @@ def run_winrate(cfg, ex: C.WinrateInputs, ctx: StageContext) -> dict:
     import json
 
     d = json.loads((Path(cfg.out) / "results.json").read_text(encoding="utf-8"))
-    keep = ("win_rate", "win_rate_ci", "lc_win_rate", "n", "ties", "warning")
+    keep = ("win_rate", "win_rate_ci", "lc_win_rate", "lc_status", "judge_paths", "n", "ties", "warning", "lc_warning")
     summary = {k: d.get(k) for k in keep if k in d}
-    if d.get("warning"):
-        ctx.log(f"warning: {d['warning']}")
+    for w in (d.get("warning"), d.get("lc_warning")):
+        if w:
+            ctx.log(f"warning: {w}")
     return summary
 
 

@@ -81,9 +81,20 @@ def _prompt_text(p) -> str:
 # ---------------------------------------------------------------------------------------------- summary
 
 
+def lc_text(r: dict, nd: int = 2) -> str:
+    """The LC win rate of a ``results.json`` as the report shows it: the number, ``NN (unstable)``, or
+    ``not estimable`` (older results without ``lc_status`` show the number)."""
+    status = r.get("lc_status") or "ok"
+    if status == "not estimable":
+        return "not estimable"
+    return _f(r.get("lc_win_rate"), nd) + ("" if status == "ok" else f" ({status})")
+
+
 def summary_lines(runs: list[Run]) -> list[str]:
     """Short plain-text lines: each win rate with its interval and the judge's accuracy, each reward
     accuracy beside its length baseline. Used at the top of the report and by the quickstart."""
+    from ..eval.judge_orders import paths_summary
+
     lines = []
     for r in winrate_rows(runs):
         chk = r.get("judge_check") or {}
@@ -93,7 +104,7 @@ def summary_lines(runs: list[Run]) -> list[str]:
                       f"{_f(chk.get('ci_high'), 2)}]{'' if chk.get('evidence') else ': not evidence'})")
         ci = r.get("win_rate_ci") or [None, None]
         lines.append(f"{r['stage']}: win rate vs initial {_f(r.get('win_rate'), 2)} [{_f(ci[0], 2)}, {_f(ci[1], 2)}], "
-                     f"LC {_f(r.get('lc_win_rate'), 2)}, n={r.get('n')}; {judge}")
+                     f"LC {lc_text(r)}, n={r.get('n')}; {judge}; {paths_summary(r.get('judge_paths'))}")
     for r in reward_rows(runs):
         ci = r["ci"] or [None, None]
         lines.append(f"{r['stage']}: {r['scorer']} pairwise accuracy {_f(r['value'], 2)} [{_f(ci[0], 2)}, {_f(ci[1], 2)}] "
@@ -178,16 +189,26 @@ def _winrates_html(rows: list[dict]) -> str:
         return "<p class='muted'>No win-rate evaluation in these runs.</p>"
     out = [f"<img alt='win rates' src='{plots.winrate_png(rows)}'>",
            "<table><tr><th>stage</th><th>win rate</th><th>95% CI</th><th>SE</th><th>LC win rate</th><th>n</th>"
-           "<th>wins / ties / losses</th><th>order disagreement</th></tr>"]
+           "<th>wins / ties / losses</th><th>order disagreement</th><th>judge verdicts: log-prob / parsed / tie"
+           "</th></tr>"]
     for r in rows:
+        paths = r.get("judge_paths") or {}
+        how = (" / ".join(str(paths.get(k, 0)) for k in ("logprob", "parsed", "tie"))
+               + (f" (+{paths['score']} score)" if paths.get("score") else "")) if paths else "n/a"
+        lc_title = f" title='{_e(r.get('lc_warning'))}'" if r.get("lc_warning") else ""
         out.append(f"<tr><td>{_e(r['stage'])}</td><td class='num'>{_f(r.get('win_rate'))}</td>"
                    f"<td>{_ci(r.get('win_rate_ci'))}</td><td class='num'>{_f(r.get('win_rate_se'))}</td>"
-                   f"<td class='num'>{_f(r.get('lc_win_rate'))}</td><td class='num'>{_e(r.get('n'))}</td>"
+                   f"<td class='num'{lc_title}>{_e(lc_text(r, 3))}</td><td class='num'>{_e(r.get('n'))}</td>"
                    f"<td>{_e(r.get('wins'))} / {_e(r.get('ties'))} / {_e(r.get('losses'))}</td>"
-                   f"<td class='num'>{_f(r.get('position_disagreement'), 2)}</td></tr>")
+                   f"<td class='num'>{_f(r.get('position_disagreement'), 2)}</td><td>{_e(how)}</td></tr>")
     out.append("</table><p class='meta'>Win rate: share of prompts where the trained policy's answer is preferred "
                "to the initial policy's (ties count 1/2). Grey bars: the judge's own accuracy interval includes "
-               "0.5, so its verdicts are not evidence.</p>")
+               "0.5, so its verdicts are not evidence. Judge verdicts: ordered comparisons read from the answer "
+               "letter's log-probabilities, parsed from the reply text, or explicit ties (both / neither / "
+               "refusals); LC win rate <i>not estimable</i>: the length GLM has no finite fit (separation), see "
+               "the warning.</p>")
+    out += [f"<div class='warn'><b>{_e(r['stage'])}:</b> {_e(r['lc_warning'])}</div>" for r in rows
+            if r.get("lc_warning")]
     return "\n".join(out)
 
 

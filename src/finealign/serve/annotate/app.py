@@ -7,8 +7,9 @@ which browsers never send to the server) or asks for it.
 
 Routes: ``GET /api/me`` (name, settings, progress), ``GET /api/next`` (the annotator's current or
 next item), ``GET /api/items/{id}`` (an item assigned to them, with their annotation),
-``GET /api/history``, ``POST /api/diff`` (the live diff), ``POST /api/submit`` (store or replace the
-annotator's answer; the page then asks for ``/api/next``).
+``GET /api/history``, ``POST /api/diff`` (the live diff), ``POST /api/submit`` (store the annotator's
+answer: appended to their history of the item, and their latest answer; a skip that would replace their
+submitted edit answers 409 unless it says ``"confirm": true``; the page then asks for ``/api/next``).
 
 The live diff is the project's own edit alignment: ``core.align.diff_char_spans`` (the spans the
 token labels of ``train token-rm`` are made from) and the minimality verdict of
@@ -37,7 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ...core.align import diff_char_spans, spans_to_token_labels
 from ...edits.minimality import check_edit
 from ...errors import FinealignError
-from .store import MAX_SECONDS, AnnotationStore, Annotator, Invalid, NotAllowed, NotFound, Submission
+from .store import MAX_SECONDS, AnnotationStore, Annotator, Conflict, Invalid, NotAllowed, NotFound, Submission
 
 __all__ = ["TokenView", "create_app", "diff_payload"]
 
@@ -157,6 +158,7 @@ class SubmitIn(BaseModel):
     edited: str | None = None
     flag: str | None = Field(None, max_length=500)
     seconds: float = Field(0.0, ge=0.0, le=MAX_SECONDS)
+    confirm: bool = False
 
 
 def create_app(db: str | Path | AnnotationStore, *, max_ratio: float = 0.5, lease_s: float = 1800.0,
@@ -175,7 +177,7 @@ def create_app(db: str | Path | AnnotationStore, *, max_ratio: float = 0.5, leas
     app.state.store = store
     app.add_middleware(_Guard, max_body=max_body)
 
-    for exc, code in ((NotFound, 404), (NotAllowed, 403), (Invalid, 422), (FinealignError, 400)):
+    for exc, code in ((NotFound, 404), (NotAllowed, 403), (Invalid, 422), (Conflict, 409), (FinealignError, 400)):
         app.add_exception_handler(exc, _handler(code))
 
     _page_routes(app, static)
@@ -237,7 +239,9 @@ def _api_routes(app: FastAPI, store: AnnotationStore, tokens: TokenView | None, 
     @app.get("/api/items/{item_id}")
     def get_item(item_id: int, a: Annotator = Depends(who)):
         item, ann = store.get_item(a, item_id)
-        return {"item": item.to_api(), "annotation": ann, "progress": store.progress(a)}
+        hist = [{k: h[k] for k in ("status", "worse", "decision", "edited", "flag", "at")}
+                for h in store.submissions(a, item_id)]
+        return {"item": item.to_api(), "annotation": ann, "history": hist, "progress": store.progress(a)}
 
     @app.get("/api/history")
     def history(limit: int = 20, a: Annotator = Depends(who)):

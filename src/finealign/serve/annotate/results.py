@@ -1,9 +1,11 @@
 """What the annotation database holds, as training data (:func:`export_records`) and as numbers
 (:func:`compute_stats`: counts, per-annotator throughput, agreement on overlapping items).
 
-Export: one minimal-edit record ``prompt/original/edited/meta`` per submitted edit (edit mode) or
-accepted / corrected LLM edit (review mode), the format ``finealign train token-rm`` reads. A
-rejected LLM edit, a skip and a flag-only skip carry no edit and are not exported. ``meta`` holds
+Export: one minimal-edit record ``prompt/original/edited/meta`` per person and item: their latest
+submitted edit (edit mode) or accepted / corrected LLM edit (review mode), the format ``finealign train
+token-rm`` reads; earlier submissions stay in the database's history (``AnnotationStore.submissions``). A
+rejected LLM edit, a skip and a flag-only skip carry no edit and are not exported (a skip replaces a
+submitted edit only when the person confirmed it). ``meta`` holds
 ``annotator``, ``seconds`` (time on the item, summed over resubmissions), ``flags`` (list of
 reasons), ``mode``, ``item`` (the item key), ``edit_ratio`` and ``minimality`` (the guard of
 ``edits.minimality``), ``submissions``, ``submitted_at`` (UTC ISO 8601); edit mode adds ``worse``
@@ -154,4 +156,17 @@ def compute_stats(store: AnnotationStore) -> dict:
                        "items_per_hour": round(len(done) / (secs / 3600), 1) if secs > 0 and done else None})
     summary["annotators"] = people
     summary["agreement"] = _agreement(rows)
+    summary["history"] = _history(store, rows)
     return summary
+
+
+def _history(store: AnnotationStore, rows: list[dict]) -> dict:
+    """``submissions`` (every stored answer), ``resubmitted`` (person-item pairs answered more than once),
+    ``withdrawn`` (pairs whose submitted edit a confirmed skip replaced)."""
+    hist = store.submissions()
+    per: dict[tuple, list[str]] = {}
+    for h in hist:
+        per.setdefault((h["item_id"], h["annotator_id"]), []).append(h["status"])
+    current = {(r["item_id"], r["annotator_id"]): r["status"] for r in rows}
+    return {"submissions": len(hist), "resubmitted": sum(len(v) > 1 for v in per.values()),
+            "withdrawn": sum("submitted" in v and current.get(k) != "submitted" for k, v in per.items())}

@@ -18,8 +18,15 @@ that still needs annotators: fewer than ``target`` annotations that count (a sub
 flag; a plain skip does not), counting other annotators' open assignments younger than the lease
 (``lease_s``) as taken. ``target`` is 1, or ``overlap_k`` for the share of items chosen for
 agreement measurement (:meth:`AnnotationStore.set_overlap`). An annotator's unfinished assignment
-is served again first, so a reload or a server restart gives the same item back. A resubmission
-of the same item by the same person replaces the earlier row (its seconds are added up).
+is served again first, so a reload or a server restart gives the same item back.
+
+History: every stored submission (edits, decisions, skips, flags) is appended to ``submissions`` in the
+same transaction; ``annotations`` holds each person's latest answer per item (its seconds summed over
+resubmissions), which is what is exported, so the export takes the latest submitted edit. A skip never
+silently replaces a submitted edit: a skip of an item the person has a submitted edit (or review
+decision) for raises ``Conflict`` (HTTP 409) unless it carries ``confirm=True`` (a page left open in a
+second tab, or a stale one, cannot withdraw work by accident); a confirmed skip withdraws the edit from
+the export, and the edit stays in the history.
 """
 
 from __future__ import annotations
@@ -38,10 +45,10 @@ from typing import Any, Iterator, Sequence
 from ...edits.minimality import UNCHANGED, check_edit
 from ...errors import FinealignError
 
-__all__ = ["AnnotationStore", "Annotator", "Item", "Submission", "NotAllowed", "NotFound", "Invalid",
+__all__ = ["AnnotationStore", "Annotator", "Conflict", "Item", "Submission", "NotAllowed", "NotFound", "Invalid",
            "SCHEMA_VERSION", "hash_token"]
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"  # 2: the submissions history (a version-1 database is upgraded when opened)
 MODES = ("edit", "review")
 ACTIONS = ("submit", "skip")
 SIDES = ("rejected", "chosen")
@@ -87,7 +94,22 @@ CREATE TABLE IF NOT EXISTS annotations (
     PRIMARY KEY (item_id, annotator_id)
 );
 CREATE INDEX IF NOT EXISTS assignments_by_annotator ON assignments(annotator_id, assigned_at);
+CREATE TABLE IF NOT EXISTS submissions (
+    id INTEGER PRIMARY KEY,
+    item_id INTEGER NOT NULL REFERENCES items(id),
+    annotator_id INTEGER NOT NULL REFERENCES annotators(id),
+    status TEXT NOT NULL CHECK (status IN ('submitted', 'skipped', 'flagged')),
+    worse TEXT, decision TEXT, original TEXT, edited TEXT, flag TEXT,
+    seconds REAL NOT NULL DEFAULT 0,
+    edit_ratio REAL, minimality TEXT,
+    at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS submissions_by_item ON submissions(item_id, annotator_id, id);
 """
+# a version-1 database: its current answers become the first entries of the history
+_MIGRATE_1 = ("INSERT INTO submissions(item_id, annotator_id, status, worse, decision, original, edited, flag, seconds, "
+              "edit_ratio, minimality, at) SELECT item_id, annotator_id, status, worse, decision, original, edited, "
+              "flag, seconds, edit_ratio, minimality, updated_at FROM annotations ORDER BY updated_at, item_id")
 
 
 class NotFound(FinealignError):
@@ -100,6 +122,10 @@ class NotAllowed(FinealignError):
 
 class Invalid(FinealignError):
     """A submission that cannot be stored (HTTP 422)."""
+
+
+class Conflict(FinealignError):
+    """A skip that would replace a submitted edit without ``confirm`` (HTTP 409)."""
 
 
 def hash_token(token: str) -> str:
@@ -149,7 +175,8 @@ class Submission:
     """What a page sends. ``action``: submit | skip; ``worse``: rejected | chosen (edit mode);
     ``decision``: accept | correct | reject (review mode); ``edited``: the edited text (edit mode,
     review ``correct``); ``flag``: a reason, kept with the row (a flagged skip counts as done);
-    ``seconds``: time spent on the item by the page's clock."""
+    ``seconds``: time spent on the item by the page's clock; ``confirm``: a skip may replace this
+    person's submitted edit of the item (otherwise ``Conflict``)."""
 
     item_id: int
     action: str = "submit"
@@ -158,6 +185,7 @@ class Submission:
     edited: str | None = None
     flag: str | None = None
     seconds: float = 0.0
+    confirm: bool = False
 
 
 def _item(row: sqlite3.Row) -> Item:
@@ -190,6 +218,13 @@ class AnnotationStore:
                 con.executescript(_SCHEMA)
                 con.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('schema', ?)", (SCHEMA_VERSION,))
                 got = con.execute("SELECT value FROM meta WHERE key='schema'").fetchone()[0]
+                if got == "1":  # upgrade once, even when several processes open the file at the same time
+                    con.execute("BEGIN IMMEDIATE")
+                    if con.execute("SELECT value FROM meta WHERE key='schema'").fetchone()[0] == "1":
+                        con.execute(_MIGRATE_1)
+                        con.execute("UPDATE meta SET value=? WHERE key='schema'", (SCHEMA_VERSION,))
+                    con.execute("COMMIT")
+                    got = SCHEMA_VERSION
         except sqlite3.DatabaseError as e:
             raise FinealignError(f"{self.path}: not an annotation database ({e})") from None
         if got != SCHEMA_VERSION:
@@ -378,10 +413,12 @@ class AnnotationStore:
     # ------------------------------------------------------------------ submission
 
     def submit(self, who: Annotator, sub: Submission, now: float | None = None) -> dict:
-        """Store (or replace) ``who``'s annotation of ``sub.item_id`` in one transaction; returns it.
+        """Store ``who``'s answer for ``sub.item_id`` in one transaction: appended to the history, and as their
+        latest annotation of the item; returns the annotation.
 
-        Raises NotFound, NotAllowed (never assigned to ``who``) or Invalid (an edit that changes
-        nothing, a missing field, a value out of range).
+        Raises NotFound, NotAllowed (never assigned to ``who``), Invalid (an edit that changes nothing, a
+        missing field, a value out of range) or Conflict (a skip that would replace ``who``'s submitted edit,
+        without ``sub.confirm``; nothing is stored).
         """
         now = time.time() if now is None else now
         seconds = min(max(float(sub.seconds or 0.0), 0.0), MAX_SECONDS)
@@ -389,8 +426,16 @@ class AnnotationStore:
         item, _ = self.get_item(who, sub.item_id)  # items and assignments are never deleted: checked once
         values = _resolve(item, sub, flag, self.max_ratio)  # the diff work happens outside the write lock
         with self.write() as con:
-            old = con.execute("SELECT status FROM annotations WHERE item_id=? AND annotator_id=?",
+            old = con.execute("SELECT status, updated_at FROM annotations WHERE item_id=? AND annotator_id=?",
                               (sub.item_id, who.id)).fetchone()
+            if values["status"] != "submitted" and old is not None and old[0] == "submitted" and not sub.confirm:
+                when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(old[1]))
+                raise Conflict(f"item {item.key}: {who.name} submitted an answer for it at {when} (in another tab, or "
+                               "earlier); a skip would withdraw it. Send confirm=true to skip anyway, or keep it")
+            con.execute("INSERT INTO submissions(item_id, annotator_id, status, worse, decision, original, edited, "
+                        "flag, seconds, edit_ratio, minimality, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (sub.item_id, who.id, values["status"], values["worse"], values["decision"], values["original"],
+                         values["edited"], flag, seconds, values["edit_ratio"], values["minimality"], now))
             delta = (values["status"] != "skipped") - (old is not None and old[0] != "skipped")
             if delta:
                 con.execute("UPDATE items SET done = done + ? WHERE id=?", (delta, sub.item_id))
@@ -410,6 +455,23 @@ class AnnotationStore:
         return _annotation(ann)
 
     # ------------------------------------------------------------------ reads for the page and reports
+
+    def submissions(self, who: Annotator | None = None, item_id: int | None = None) -> list[dict]:
+        """The history: every stored submission (oldest first), optionally of one person and/or one item;
+        each ``{id, item_id, key, annotator, status, worse, decision, original, edited, flag, seconds,
+        edit_ratio, minimality, at}``."""
+        where, args = [], []
+        if who is not None:
+            where.append("s.annotator_id=?")
+            args.append(who.id)
+        if item_id is not None:
+            where.append("s.item_id=?")
+            args.append(int(item_id))
+        sql = ("SELECT s.*, i.key, a.name AS annotator FROM submissions s JOIN items i ON i.id = s.item_id "
+               "JOIN annotators a ON a.id = s.annotator_id" + (" WHERE " + " AND ".join(where) if where else "")
+               + " ORDER BY s.id")
+        with self.read() as con:
+            return [dict(r) for r in con.execute(sql, args).fetchall()]
 
     def history(self, who: Annotator, limit: int = 20) -> list[dict]:
         """``who``'s latest annotations, newest first: ``{item_id, key, status, updated_at}``."""

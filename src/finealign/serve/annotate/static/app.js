@@ -242,12 +242,26 @@
   async function send(payload, okMsg) {
     if (state.busy || !state.item) return;
     state.busy = true;
+    const id = state.item.id;
     try {
-      payload.item_id = state.item.id;
+      payload.item_id = id;
       payload.seconds = Math.round(elapsedSeconds() * 10) / 10;
       if (state.flag) payload.flag = state.flag;
-      await api("POST", "/api/submit", payload);
-      state.back.push(state.item.id);
+      try {
+        await api("POST", "/api/submit", payload);
+      } catch (e) {
+        // 409: a skip would replace an answer already submitted for this item (another tab, or earlier).
+        // Never silently: ask, and without a yes show the submitted answer instead.
+        if (e.status !== 409) throw e;
+        if (!window.confirm(e.message + "\n\nSkip anyway and withdraw that answer? (It stays in the history.)")) {
+          loadItem(await api("GET", "/api/items/" + encodeURIComponent(id)));
+          status("Kept your submitted answer for this item.");
+          return;
+        }
+        payload.confirm = true;
+        await api("POST", "/api/submit", payload);
+      }
+      state.back.push(id);
       status(okMsg);
       await nextItem();
     } catch (e) {
