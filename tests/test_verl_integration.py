@@ -283,3 +283,23 @@ def test_agent_loop_manager_is_verls():
     assert issubclass(FinealignAgentLoopManager, AgentLoopManager)
     assert fv.AGENT_LOOP_MANAGER == f"{FinealignAgentLoopManager.__module__}.{FinealignAgentLoopManager.__name__}"
     json.dumps([0.5])  # (the transport of the rows)
+
+
+def test_recipe_composes_with_verls_config_and_loads_the_managers(tok, monkeypatch):
+    """recipes/verl/fine_grained_ppo_gae.yaml on top of verl's own ppo_trainer config: verl resolves finealign's
+    reward manager from it, and the manager runs per-token with the agent-loop rebuild."""
+    from hydra import compose, initialize_config_dir
+    from verl.trainer.ppo.reward import resolve_reward_manager_cls
+
+    from conftest import REPO
+
+    with initialize_config_dir(config_dir=str(REPO / "recipes" / "verl"), version_base=None):
+        cfg = compose(config_name="fine_grained_ppo_gae", overrides=["reward.reward_kwargs.finealign_scorer=spans"])
+    assert cfg.algorithm.adv_estimator == "gae" and cfg.algorithm.use_kl_in_reward
+    assert resolve_reward_manager_cls(cfg) is fv.FinealignRewardLoopManager
+    monkeypatch.setitem(fv._SCORERS, "spans", SpanScorer())
+    fv.FinealignRewardLoopManager._class_initialized = False
+    mgr = fv.FinealignRewardLoopManager(cfg, tok, None)
+    assert mgr.streaming and mgr.rows_in_extra
+    outs = _run_singles(mgr, make_batch(tok))
+    assert json.loads(outs[0]["reward_extra_info"][fv.TOKEN_KEY]) == [0.0, 0.5, 0.0, 0.0, -0.25, 2.0]
