@@ -303,3 +303,32 @@ def test_recipe_composes_with_verls_config_and_loads_the_managers(tok, monkeypat
     assert mgr.streaming and mgr.rows_in_extra
     outs = _run_singles(mgr, make_batch(tok))
     assert json.loads(outs[0]["reward_extra_info"][fv.TOKEN_KEY]) == [0.0, 0.5, 0.0, 0.0, -0.25, 2.0]
+
+
+def test_gpu_benchmark_overrides_compose_with_the_recipe(tmp_path):
+    """benchmarks/gpu/verl_token_vs_sequence.py has not run on a GPU yet: at least its verl overrides name keys
+    of verl's config, and its prompt file is verl's RL parquet with prompts the sim scorer accepts."""
+    import importlib.util
+
+    import pandas as pd
+    from hydra import compose, initialize_config_dir
+
+    from conftest import REPO
+    from finealign.rewards import load_scorer
+
+    spec = importlib.util.spec_from_file_location("bench", REPO / "benchmarks" / "gpu" / "verl_token_vs_sequence.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    args = bench.parse_args(["--steps", "2"])
+    data = tmp_path / "p.parquet"
+    bench.write_prompts(args.task, 4, 0, data)
+    df = pd.read_parquet(data)
+    msgs = [dict(m) for m in df["prompt"][0]]
+    assert load_scorer(args.scorer).score([msgs], [""]) == [pytest.approx(-1.0, abs=1.0)]
+    for g in ("token", "sequence"):
+        with initialize_config_dir(config_dir=str(REPO / "recipes" / "verl"), version_base=None):
+            cfg = compose(config_name="fine_grained_ppo_gae", overrides=bench.overrides(g, args, tmp_path, data, tmp_path))
+        assert cfg.reward.reward_kwargs.finealign_granularity == g and cfg.trainer.total_training_steps == 2
+    line = "step:3 - critic/score/mean:0.25 - timing_s/step:2.5 - actor/pg_loss:-1e-3"
+    assert bench.parse_steps(line) == [{"step": 3.0, "critic/score/mean": 0.25, "timing_s/step": 2.5,
+                                        "actor/pg_loss": -1e-3}]
