@@ -132,3 +132,32 @@ def test_waiting_requests_are_batched_and_the_queue_is_bounded():
             t.join(20)
     assert sc.calls == [1, 2]  # the two that waited were scored in one batch
     assert [results[t].json()["rewards"] for t in ("a", "bb", "ccc")] == [[1.0], [2.0], [3.0]]
+
+
+def test_a_request_whose_client_leaves_while_waiting_is_dropped():
+    sc = GatedScorer()
+    app = create_reward_app(sc, max_queue=4)
+    done = {}
+
+    def ask_first(url):
+        done["a"] = httpx.post(f"{url}/get_reward", json={"query": ["p a"], "prompts": ["p "]}, timeout=30)
+
+    with serve_root(app) as url:
+        first = threading.Thread(target=ask_first, args=(url,))
+        first.start()
+        assert sc.started.wait(10)
+        with pytest.raises(httpx.TimeoutException):  # this client gives up while its request waits
+            httpx.post(f"{url}/get_reward", json={"query": ["p bb"], "prompts": ["p "]}, timeout=0.5)
+        worker = app.state.served.worker
+        for _ in range(100):  # the server notices the disconnect within its poll interval
+            if worker.queued == 1 and next(iter(worker._queue)).cancelled.is_set():
+                break
+            time.sleep(0.05)
+        sc.gate.set()
+        first.join(20)
+        for _ in range(100):
+            if worker.stats["dropped"] == 1:
+                break
+            time.sleep(0.05)
+    assert done["a"].status_code == 200
+    assert sc.calls == [1] and worker.stats["dropped"] == 1  # the abandoned request was never scored
