@@ -3,7 +3,7 @@
 Layers, lowest first (a module may import its own layer and any lower one):
 
     errors, paths, config, quiet (top-level modules)  <  core  <  data, models  <  rewards, edits, eval,
-    sim, generation, generation_vllm  <  train  <  pipeline, serve, report  <  cli
+    sim, generation, generation_vllm  <  train, integrations  <  pipeline, serve, report  <  cli
 
 Every ``import`` statement counts, also those inside functions (a lazy import is still a dependency).
 """
@@ -22,7 +22,7 @@ LAYERS: dict[str, int] = {
     "core": 1,
     "data": 2, "models": 2,
     "rewards": 3, "edits": 3, "eval": 3, "sim": 3, "generation": 3, "generation_vllm": 3,
-    "train": 4,
+    "train": 4, "integrations": 4,
     "pipeline": 5, "serve": 5, "report": 5,
     "cli": 6,
 }

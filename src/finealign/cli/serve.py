@@ -26,6 +26,13 @@ class ServeConfig(ModelLoadArgs):
     served_name: str | None = setting(None, help="Model id clients ask for (default: the spec).")
     max_queue: int = setting(64, check=positive, help="Requests that may wait for the model; one more gets 503 "
                                                       "(queue_full) with Retry-After.")
+    reward: str | None = setting(None, metavar="SPEC", help="Serve this scorer as a remote reward model "
+                                 "(POST /get_reward, OpenRLHF's --remote_rm_url) instead of a chat model; --model is "
+                                 "then not used. See docs/integrations.md.")
+    batch_size: int = setting(32, check=positive, help="With --reward: queries scored in one batch at most (waiting "
+                                                       "requests join the running one).")
+    max_prompt_tokens: int = setting(4096, check=positive, help="With --reward: a longer prompt (tokens of the "
+                                                                "scorer's tokenizer) gets 400.")
 
 
 def run_serve(cfg: ServeConfig, quiet: bool = False) -> None:
@@ -40,11 +47,20 @@ def run_serve(cfg: ServeConfig, quiet: bool = False) -> None:
     if cfg.host not in LOOPBACK and not key:
         console.print(f"[yellow]warning:[/] serving on {cfg.host} without an API key; anyone who can reach it can "
                       "use the model (set FINEALIGN_SERVE_API_KEY)")
-    console.print(f"loading {cfg.model} ({cfg.dtype}) ...")
-    app_ = create_app(cfg.model, served_name=cfg.served_name, dtype=cfg.dtype, device=cfg.device, api_key=key,
-                      max_queue=cfg.max_queue)
-    name = app_.state.served.name
-    console.print(f"serving {name!r} at http://{cfg.host}:{cfg.port}/v1  (Ctrl-C to stop)", highlight=False)
+    if cfg.reward:
+        from ..serve.reward_server import create_reward_app
+
+        console.print(f"loading scorer {cfg.reward} ...", highlight=False)
+        app_ = create_reward_app(cfg.reward, max_queue=cfg.max_queue, batch_size=cfg.batch_size,
+                                 max_prompt_tokens=cfg.max_prompt_tokens, api_key=key)
+        console.print(f"serving reward {cfg.reward!r} at http://{cfg.host}:{cfg.port}/get_reward  (Ctrl-C to stop)",
+                      highlight=False)
+    else:
+        console.print(f"loading {cfg.model} ({cfg.dtype}) ...")
+        app_ = create_app(cfg.model, served_name=cfg.served_name, dtype=cfg.dtype, device=cfg.device, api_key=key,
+                          max_queue=cfg.max_queue)
+        name = app_.state.served.name
+        console.print(f"serving {name!r} at http://{cfg.host}:{cfg.port}/v1  (Ctrl-C to stop)", highlight=False)
     config = uvicorn.Config(app_, host=cfg.host, port=cfg.port, log_level="warning" if quiet else "info",
                             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S)
     _server_class()(config).run()
@@ -54,7 +70,8 @@ def register(app, **_):
     from .options import command_from_config
 
     command_from_config(app, "serve", ServeConfig, run_serve,
-                        help="Serve MODEL at http://HOST:PORT/v1 (/v1/models, /v1/chat/completions with streaming). "
+                        help="Serve MODEL at http://HOST:PORT/v1 (/v1/models, /v1/chat/completions with streaming), or "
+                             "with --reward SPEC a scorer as a remote reward model (POST /get_reward). "
                              "Set $FINEALIGN_SERVE_API_KEY to require `Authorization: Bearer KEY` from clients.")
 
 
@@ -71,7 +88,7 @@ def _server_class():
         so open responses end at their next token instead of holding the shutdown."""
 
         def handle_exit(self, sig, frame):
-            close_app(self.config.app)
+            close_app(self.config.app)  # the chat server's and the reward server's apps both keep their worker here
             super().handle_exit(sig, frame)
 
     return Server

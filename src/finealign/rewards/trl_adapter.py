@@ -17,17 +17,18 @@ Example::
     from finealign.rewards.trl_adapter import as_reward_func
 
     flr = as_reward_func(load_scorer("flr:smollm2-135m-instruct"))
+    rm = as_reward_func("token-rm:runs/rm", reduce="sum")  # a token RM's rewards summed: a sequence reward
     trainer = GRPOTrainer(model=..., reward_funcs=[flr], args=GRPOConfig(...), train_dataset=...)
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from ..data import chat
 from ..data.records import FieldError, Prompt
 from ..errors import FinealignError
-from .base import Scorer, load_scorer
+from .base import Scorer, TokenScorer, load_scorer
 
 
 def completion_text(completion: Any) -> str:
@@ -50,16 +51,44 @@ def prompt_of(prompt: Any) -> Prompt:
         raise FinealignError(f"cannot read a TRL prompt: {e}") from None
 
 
+REDUCTIONS = ("sum", "mean", "min", "last")
+
+
+def reduce_token_rewards(rewards: Sequence[float], how: str) -> float:
+    """One sequence reward from a response's per-token rewards (``TokenScores.rewards``, the terminal unit
+    last): ``sum`` (the scorer's sequence score), ``mean``, ``min`` (the worst token), ``last`` (the
+    terminal reward, on the stop token). No rewards: 0.0."""
+    if how not in REDUCTIONS:
+        raise FinealignError(f"reduce must be one of {', '.join(REDUCTIONS)}, got {how!r}")
+    vals = [float(r) for r in rewards]
+    if not vals:
+        return 0.0
+    return {"sum": sum, "mean": lambda v: sum(v) / len(v), "min": min, "last": lambda v: v[-1]}[how](vals)
+
+
 def as_reward_func(scorer: Scorer | str, *, name: str | None = None, empty_reward: float | None = None,
-                   scale: float = 1.0) -> Callable[..., list[float]]:
+                   scale: float = 1.0, reduce: str | None = None) -> Callable[..., list[float]]:
     """Wrap ``scorer`` (or a scorer spec) as ``f(prompts, completions, **kwargs) -> list[float]``.
 
     ``empty_reward``: a fixed reward for an empty completion (a sampled policy can produce one);
     ``None`` (the default) scores it as it is, like any other completion (every scorer handles
-    empty text). ``scale`` multiplies every reward. The function's ``__name__`` (TRL logs rewards
-    under it) is ``name`` or the scorer's name.
+    empty text). ``scale`` multiplies every reward. ``reduce`` (sum | mean | min | last) turns a token
+    scorer's per-token rewards into the one float TRL takes (``reduce_token_rewards``): what GRPO/RLOO
+    get is a *sequence* reward whichever reduction is chosen; ``None`` uses ``scorer.score``. The
+    function's ``__name__`` (TRL logs rewards under it) is ``name`` or the scorer's name (with the
+    reduction).
     """
     sc = load_scorer(scorer) if isinstance(scorer, str) else scorer
+    if reduce is not None:
+        reduce_token_rewards([], reduce)  # checks the name
+        if not isinstance(sc, TokenScorer):
+            raise FinealignError(f"reduce={reduce!r} needs a token scorer; {getattr(sc, 'name', sc)!r} gives one "
+                                 "score per response (leave reduce out)")
+
+    def score(ps, ts) -> list[float]:
+        if reduce is None:
+            return sc.score(ps, ts)
+        return [reduce_token_rewards(t.rewards, reduce) for t in sc.score_tokens(ps, ts)]
 
     def reward(prompts=None, completions=None, **kwargs) -> list[float]:
         if completions is None:
@@ -73,12 +102,13 @@ def as_reward_func(scorer: Scorer | str, *, name: str | None = None, empty_rewar
         idx = [i for i, t in enumerate(texts) if empty_reward is None or t.strip()]
         out = [float(empty_reward) if empty_reward is not None else 0.0] * len(texts)
         if idx:
-            vals = sc.score([ps[i] for i in idx], [texts[i] for i in idx])
+            vals = score([ps[i] for i in idx], [texts[i] for i in idx])
             for i, v in zip(idx, vals):
                 out[i] = float(v) * scale
         return out
 
-    reward.__name__ = name or getattr(sc, "name", None) or type(sc).__name__
+    base = getattr(sc, "name", None) or type(sc).__name__
+    reward.__name__ = name or (base if reduce is None else f"{base}[{reduce}]")
     reward.__qualname__ = reward.__name__
     reward.scorer = sc  # type: ignore[attr-defined]
     return reward

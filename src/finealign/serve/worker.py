@@ -106,6 +106,29 @@ class ModelWorker:
             self._queue.append(job)
             self._cond.notify()
 
+    def take_waiting(self, limit: int, accept: Callable[[Job], bool] = lambda job: True) -> list[Job]:
+        """Remove up to ``limit`` waiting jobs that ``accept`` (first come, first taken; cancelled ones are
+        dropped), for the running job to do along with its own (batching). The caller reports their
+        outcome with ``emit`` and counts them with ``count_taken``."""
+        taken: list[Job] = []
+        with self._cond:
+            keep: deque[Job] = deque()
+            for job in self._queue:
+                if len(taken) < limit and accept(job) and not job.cancelled.is_set():
+                    taken.append(job)
+                elif job.cancelled.is_set():
+                    self.stats["dropped"] += 1
+                    job.emit("cancelled")
+                else:
+                    keep.append(job)
+            self._queue = keep
+        return taken
+
+    def count_taken(self, kind: str, n: int = 1) -> None:
+        """Count ``n`` jobs taken by ``take_waiting`` as ``completed`` or ``failed``."""
+        with self._cond:
+            self.stats[kind] += n
+
     def close(self) -> None:
         """Take no new jobs; cancel the waiting ones and the running one (it stops at its next step)."""
         with self._cond:
