@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Callable, NamedTuple, Sequence
 
 from ..data.records import Prompt
-from .verdicts import PATHS, Verdict
+from .verdicts import PATHS, JudgeError, Verdict
 
 __all__ = ["OrderedVerdicts", "VerdictCache", "judge_both_orders", "judge_orders", "path_counts", "paths_summary",
            "verdict_key"]
@@ -112,10 +112,8 @@ def judge_orders(judge, prompts: Sequence[Prompt], a: Sequence[str], b: Sequence
     is a ``judges.Judge``. ``on_progress(done, total)`` counts comparisons, cached ones included.
     Raises ``JudgeError`` when the judge returns something that is not one probability per pair.
     """
-    from .judges import JudgeError, template_id
-
     jid = judge_id or judge.name
-    ident, tmpl = judge.identity, template_id()
+    ident, tmpl = judge.identity, getattr(judge, "template", "")
     n = len(prompts)
     if not (len(a) == len(b) == n):
         raise ValueError(f"prompts, a and b differ in length: {n}, {len(a)}, {len(b)}")

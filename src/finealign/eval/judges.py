@@ -80,8 +80,7 @@ SYSTEM_MESSAGE = "You are a fair and careful judge of AI assistant answers."
 API_KEY_ENV = ("FINEALIGN_JUDGE_API_KEY", "OPENAI_API_KEY")
 
 
-class JudgeError(FinealignError):
-    """A judge that failed (an endpoint that keeps failing or answering garbage, a bad spec)."""
+from .verdicts import JudgeError  # noqa: E402  (defined beside the verdicts: judge_orders raises it too)
 
 
 def _prompt_text(prompt: Prompt) -> str:
@@ -131,6 +130,11 @@ class Judge(abc.ABC):
     def identity(self) -> str:
         """What determines this judge's verdicts (its name unless a subclass knows more)."""
         return self.name
+
+    @property
+    def template(self) -> str:
+        """The prompt template's id (``template_id``): part of every cached verdict's key."""
+        return template_id()
 
     @abc.abstractmethod
     def compare(self, prompts: Sequence[Prompt], first: Sequence[str], second: Sequence[str]) -> list[float]:

@@ -26,6 +26,12 @@ import math
 import re
 from typing import Any, NamedTuple, Sequence
 
+from ..errors import FinealignError
+
+
+class JudgeError(FinealignError):
+    """A judge that failed (an endpoint that keeps failing or answering garbage, a bad spec)."""
+
 __all__ = ["JSON_KEYS", "PATHS", "PATH_LOGPROB", "PATH_PARSED", "PATH_SCORE", "PATH_TIE", "Parsed", "Verdict",
            "letter_probability", "parse_answer", "parse_verdict"]
 

@@ -50,7 +50,8 @@ from ..sim.make import SimMakeConfig, derive, edits_as_pairs, make_sim, read_sam
 from .sim_plots import moving, plot
 
 NOISE = {"zero": Noise(), "realistic": REALISTIC}
-SOURCES = ("span_bt", "seq_bt", "token_cls", "dpo")
+SOURCES = ("span_bt", "span_bt_pure", "seq_bt", "token_cls", "dpo")
+PRESET_SOURCES = ["span_bt", "seq_bt", "token_cls", "dpo"]
 # The default study fits about 2 hours on 2 CPU cores with the 135M model: one task (constraints: several wrong
 # words per response, where token-level rewards have the most to say), all 4 reward sources at 25 and 100 pairs
 # over 3 seeds, then PPO with the gold reward and with the DPO implicit reward (the one learned reward that located
@@ -58,14 +59,14 @@ SOURCES = ("span_bt", "seq_bt", "token_cls", "dpo")
 # this CPU; a GPU's job); --quick a smoke test of every stage (about 10 minutes), whose token RMs train the top 2
 # layers' full weights (about half the time of LoRA on every layer; its figures are not results).
 RM_PARAMS = dict(rm_lora=True, top_layers=0, rm_lr=5e-4)  # token RMs of the default and --full presets
-DEFAULTS = dict(**RM_PARAMS, tasks=["constraints"], sizes=[25, 100], seeds=[0, 1, 2], sources=list(SOURCES),
+DEFAULTS = dict(**RM_PARAMS, tasks=["constraints"], sizes=[25, 100], seeds=[0, 1, 2], sources=PRESET_SOURCES,
                 noise=["zero"], n=40, heldout=16, k=4, max_new_tokens=24, rm_steps=24, ppo_steps=20, ppo_batch=8,
                 group=4, eval_k=4, ppo_rewards=["gold", "dpo"], ppo_seeds=[0])
 FULL = dict(**RM_PARAMS, tasks=["facts", "constraints", "arithmetic"], sizes=[25, 50, 100, 200, 400],
-            seeds=[0, 1, 2], sources=list(SOURCES), noise=["zero", "realistic"], n=240, heldout=60, k=4,
+            seeds=[0, 1, 2], sources=PRESET_SOURCES, noise=["zero", "realistic"], n=240, heldout=60, k=4,
             max_new_tokens=48, rm_steps=60, ppo_steps=30, ppo_batch=8, group=4, eval_k=4,
-            ppo_rewards=["gold", *SOURCES], ppo_seeds=[0, 1, 2])
-QUICK = dict(tasks=["facts"], sizes=[25, 50], seeds=[0], sources=list(SOURCES), noise=["zero"], n=32, heldout=12,
+            ppo_rewards=["gold", *PRESET_SOURCES], ppo_seeds=[0, 1, 2])
+QUICK = dict(tasks=["facts"], sizes=[25, 50], seeds=[0], sources=PRESET_SOURCES, noise=["zero"], n=32, heldout=12,
              k=4, max_new_tokens=32, rm_steps=8, ppo_steps=4, ppo_batch=4, group=2, eval_k=1,
              ppo_rewards=["gold", "span_bt"], ppo_seeds=[0], rm_lora=False, top_layers=2, rm_lr=2e-4)
 
@@ -122,8 +123,9 @@ def parse_args(argv=None, prog: str | None = None):
                    help="numbers of annotated edit pairs each reward source trains on (nested subsets; default 25 100)")
     p.add_argument("--seeds", nargs="+", type=int, help="reward-model seeds: subset, annotator noise, training (default 0 1 2)")
     p.add_argument("--sources", nargs="+", choices=SOURCES,
-                   help="token RM losses span_bt, seq_bt, token_cls; dpo: a DPO policy read as the dpo-implicit "
-                        "token scorer (default: all four)")
+                   help="token RM losses span_bt (anchored), span_bt_pure (the paper's), seq_bt, token_cls; dpo: a "
+                        "DPO policy read as the dpo-implicit "
+                        "token scorer (default: span_bt, seq_bt, token_cls, dpo)")
     p.add_argument("--noise", nargs="+", choices=list(NOISE),
                    help="simulated annotator: zero (a perfect oracle) or realistic (misses, over-edits, flips)")
     p.add_argument("--n", type=int, help="training prompts per task (default 40)")

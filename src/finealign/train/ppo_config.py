@@ -15,13 +15,12 @@ from pathlib import Path
 from ..config import Settings, build_config, dump_yaml as _dump_yaml, load_yaml_settings, non_negative, \
     AUTO_MIXED_PRECISION_HELP, normalize_dtype, positive, resolve_mixed_precision, setting, unit_interval
 from ..errors import ConfigError
+from .result import REPORT_TO, SCHEDULES
 
 GRANULARITIES = ("token", "sequence")
 VALUE_MODELS = ("shared", "separate")
 OLD_LOGPROBS = ("generation", "recompute")
 MIXED_PRECISIONS = ("auto", "no", "bf16")
-SCHEDULES = ("constant", "linear", "cosine")
-REPORT_TO = ("tensorboard", "wandb")
 KL_ESTIMATORS = ("k1", "k3")
 ADVANTAGES = ("gae", "rloo", "prime", "reinforce++")
 CRITIC_FREE = ("rloo", "prime", "reinforce++")
@@ -119,7 +118,6 @@ class PPOConfig(Settings):
 
     def validate(self):
         self.dtype = normalize_dtype(self.dtype)
-        self.mixed_precision = resolve_mixed_precision(self.mixed_precision, self.device)
         self.report_to = [r for r in self.report_to if r and r != "none"]
         for r in self.report_to:
             if r not in REPORT_TO:
@@ -135,6 +133,8 @@ class PPOConfig(Settings):
                                                "--steps to train the policy; use fewer than --steps")
         if self.critic_warmup and self.advantage != "gae":
             raise ConfigError("critic_warmup", f"advantage {self.advantage} has no critic to warm up; use --advantage gae")
+        # last: resolving "auto" may import torch, and every check above needs none
+        self.mixed_precision = resolve_mixed_precision(self.mixed_precision, self.device)
         if self.batch_size % self.minibatch_size:
             raise ConfigError("minibatch_size", f"{self.minibatch_size} does not divide batch_size {self.batch_size}")
         if self.minibatch_size % self.micro_batch_size:

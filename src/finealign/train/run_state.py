@@ -42,8 +42,7 @@ from ..data.io import to_json
 from ..errors import FinealignError
 
 CHECKPOINT = "checkpoint"
-SCHEDULES = ("constant", "linear", "cosine")
-REPORT_TO = ("tensorboard", "wandb")
+from .result import REPORT_TO, SCHEDULES  # noqa: E402,F401
 
 # Stages of a save, in order; ``fault_hook(stage)`` is called at each (tests raise there to simulate a kill).
 SAVE_STAGES = ("begin", "partial", "written", "old_moved", "renamed")
@@ -55,22 +54,7 @@ def _stage(name: str) -> None:
         fault_hook(name)
 
 
-@dataclass(frozen=True)
-class TrainResult:
-    """What one training call did; every trainer returns one (token RM, PPO, the TRL wrappers).
-
-    ``steps``: steps done in total (optimizer steps; PPO: rollout steps); ``finished``: the run reached
-    its last step (False after a time budget such as ``stop_after``); ``metrics``: the last logged
-    metrics (PPO, TRL) or the final evaluation (token RM); ``history``: the log history where the
-    trainer keeps one; ``details``: the trainer's own JSON-safe counts (documented by each trainer).
-    """
-
-    out: Path
-    steps: int
-    finished: bool = True
-    metrics: dict = field(default_factory=dict)
-    history: list = field(default_factory=list)
-    details: dict = field(default_factory=dict)
+from .result import TrainResult  # noqa: E402,F401  (re-exported: the trainers' result type)
 
 
 # ----------------------------------------------------------------------------------------- LR schedule

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..config import ModelArgs, RunArgs, positive, setting
 from ..errors import ConfigError
-from .run_state import TrainResult  # the wrappers' result: out, optimizer steps, final metrics, log history
+from .result import TrainResult  # the wrappers' result: out, optimizer steps, final metrics, log history
 
 
 # ------------------------------------------------------------------ the settings every wrapper shares
