@@ -27,27 +27,24 @@ the server is shutting down.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 import uuid
-from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator, Iterator, Union
 
 import torch
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi import Request
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
+from .http_common import _ApiError, _outcome, _shutting_down, served_app
 from .worker import Closed, Job, ModelWorker, QueueFull
 
 __all__ = ["create_app", "close_app", "ChatRequest"]
 
 DEFAULT_MAX_TOKENS = 512
 DEFAULT_MAX_QUEUE = 64
-DISCONNECT_POLL_S = 0.2  # how often a waiting non-streamed request checks that its client is still there
 
 
 class ChatMessage(BaseModel):
@@ -76,17 +73,6 @@ class ChatRequest(BaseModel):
     stop: Union[str, list[str], None] = None
     stream: bool = False
     stream_options: StreamOptions | None = None
-
-
-class _ApiError(Exception):
-    def __init__(self, status: int, message: str, type_: str = "invalid_request_error", code: str | None = None,
-                 headers: dict[str, str] | None = None):
-        super().__init__(message)
-        self.status, self.message, self.type, self.code, self.headers = status, message, type_, code, headers
-
-
-def _shutting_down() -> _ApiError:
-    return _ApiError(503, "the server is shutting down", "server_error", "shutting_down")
 
 
 def _text(content) -> str:
@@ -154,26 +140,6 @@ class _Served:
         return job
 
 
-async def _outcome(job: Job, request: Request):
-    """The result of a non-streamed job; cancels it when its client disconnects meanwhile."""
-    getter = asyncio.ensure_future(job.events.get())  # a non-streamed job sends one event: its outcome
-    try:
-        while not (await asyncio.wait({getter}, timeout=DISCONNECT_POLL_S))[0]:
-            if await request.is_disconnected():
-                job.cancel()  # the client is gone (closed or timed out): free the model at the next token
-                raise _ApiError(499, "the client closed the request")
-    finally:
-        if not getter.done():
-            getter.cancel()
-            job.cancel()  # this request's task was cancelled (server shutdown): so is its job
-    kind, value = getter.result()
-    if kind == "done":
-        return value
-    if kind == "error":
-        raise value
-    raise _shutting_down()
-
-
 async def _checked(served: _Served, req: ChatRequest) -> tuple[list[dict], list[str], int, int]:
     """(messages, stop strings, prompt tokens, max new tokens) of a request, or the ``_ApiError`` that
     refuses it: 404 for another model, 400 for a bad role or stop list, 400 ``context_length_exceeded``
@@ -203,24 +169,6 @@ async def _checked(served: _Served, req: ChatRequest) -> tuple[list[dict], list[
         raise _ApiError(400, f"prompt ({prompt_tokens} tokens) + max_tokens ({max_new}) exceeds the model's "
                              f"context window of {served.context} tokens", code="context_length_exceeded")
     return messages, stops, prompt_tokens, max_new
-
-
-def _error_handlers(app) -> None:
-    """Errors in OpenAI's shape ``{"error": {"message", "type", "param", "code"}}``."""
-
-    def error_response(status: int, message: str, type_: str, code: str | None = None, headers=None):
-        return JSONResponse(status_code=status, headers=headers,
-                            content={"error": {"message": message, "type": type_, "param": None, "code": code}})
-
-    @app.exception_handler(_ApiError)
-    async def _api_error(_req, e: _ApiError):
-        return error_response(e.status, e.message, e.type, e.code, e.headers)
-
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(_req, e: RequestValidationError):
-        msgs = ["{}: {}".format(".".join(str(x) for x in err.get("loc", ())[1:]) or "body", err.get("msg"))
-                for err in e.errors()]
-        return error_response(400, "; ".join(msgs), "invalid_request_error")
 
 
 def _completion(model_name: str, cid: str, rows, stops: list[str], prompt_tokens: int) -> dict:
@@ -259,25 +207,7 @@ def create_app(model_spec: str | None = None, *, model=None, tokenizer=None, ser
     name = served_name or model_spec or str(getattr(model.config, "_name_or_path", "") or "local-model")
     served = _Served(model, tokenizer, name, max_queue)
 
-    @asynccontextmanager
-    async def lifespan(_app):
-        yield
-        served.worker.close()
-
-    app = FastAPI(title="finealign OpenAI-compatible server", version="1", lifespan=lifespan)
-    app.state.served = served
-
-    _error_handlers(app)
-
-    def check_key(request: Request) -> None:
-        if api_key and request.headers.get("authorization", "") != f"Bearer {api_key}":
-            raise _ApiError(401, "invalid or missing API key", "authentication_error", "invalid_api_key")
-
-    @app.get("/health")
-    async def health():
-        w = served.worker
-        return {"status": "closing" if w.closed else "ok", "model": served.name, "queued": w.queued,
-                "running": w.running, "max_queue": w.max_queue}
+    app, check_key = served_app("finealign OpenAI-compatible server", served, api_key, "model")
 
     @app.get("/v1/models")
     def list_models(request: Request):

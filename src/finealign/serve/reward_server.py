@@ -24,17 +24,16 @@ for a scorer without one), a record the scorer rejects (named by its index).
 
 from __future__ import annotations
 
-from contextlib import asynccontextmanager
 from typing import Any, NamedTuple, Sequence
 
-from fastapi import FastAPI, Request
+from fastapi import Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from ..errors import FinealignError
 from ..integrations.token_rewards import score_records
 from ..rewards.base import Scorer, TokenScorer, load_scorer
-from .openai_server import _ApiError, _error_handlers, _outcome, _shutting_down
+from .http_common import _ApiError, _outcome, _shutting_down, served_app
 from .worker import Closed, Job, ModelWorker, QueueFull
 
 __all__ = ["create_reward_app", "close_reward_app", "split_query", "STOP_MARKERS"]
@@ -178,24 +177,7 @@ def create_reward_app(spec: str | Scorer, *, max_queue: int = DEFAULT_MAX_QUEUE,
     name = spec if isinstance(spec, str) else getattr(scorer, "name", type(scorer).__name__)
     served = _Served(scorer, name, max_queue, batch_size, max_prompt_tokens)
 
-    @asynccontextmanager
-    async def lifespan(_app):
-        yield
-        served.worker.close()
-
-    app = FastAPI(title="finealign reward server", version="1", lifespan=lifespan)
-    app.state.served = served
-    _error_handlers(app)
-
-    def check_key(request: Request) -> None:
-        if api_key and request.headers.get("authorization", "") != f"Bearer {api_key}":
-            raise _ApiError(401, "invalid or missing API key", "authentication_error", "invalid_api_key")
-
-    @app.get("/health")
-    async def health():
-        w = served.worker
-        return {"status": "closing" if w.closed else "ok", "scorer": served.name, "queued": w.queued,
-                "running": w.running, "max_queue": w.max_queue}
+    app, check_key = served_app("finealign reward server", served, api_key, "scorer")
 
     @app.post("/get_reward")
     async def get_reward(req: RewardRequest, request: Request):
