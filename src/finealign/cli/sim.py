@@ -31,8 +31,6 @@ def run_sim_policy(cfg, quiet: bool = False):
     from ..sim.policy import gold_line, train_task_policy
     from .common import console, out as stdout, progress_callback
 
-    console.print(f"sim policy {cfg.task} ({cfg.size}, error rate {cfg.error_rate}) -> {cfg.out}",
-                  soft_wrap=True, highlight=False)
     with progress_callback(f"sft {cfg.task}", disable=quiet) as cb:
         rec = train_task_policy(cfg, on_progress=cb, log=lambda m: console.print(m, highlight=False, soft_wrap=True))
     console.print(f"{cfg.out}: {gold_line(rec)} (held-out prompts, temperature 1)", highlight=False, soft_wrap=True)

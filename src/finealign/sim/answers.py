@@ -145,7 +145,11 @@ def _arithmetic(task: ArithmeticTask, inst: Instance, rng: random.Random, e: flo
         shown = _wrong(r, rng) if rng.random() < e else r
         steps.append(f"{x} {sym} {b} = {shown}")
         x = shown  # a wrong step carries on, as a person's would
-    final = _wrong(x, rng) if rng.random() < e else x
+    final = x  # right unless a step went wrong
+    if rng.random() < e:  # a wrong final answer: never the true result
+        final = _wrong(x, rng)
+        while final == f["answer"]:
+            final = _wrong(final, rng)
     style = rng.randrange(4)
     if style == 0:
         return f"{name} has {final} {item} now."

@@ -85,7 +85,8 @@ class SimPolicyConfig(RunArgs):
         if self.hidden_size % self.heads:
             raise ConfigError("heads", f"hidden_size {self.hidden_size} is not a multiple of heads {self.heads}")
         if self.vocab_size < 300:
-            raise ConfigError("vocab_size", f"must be at least 300 (256 bytes, 3 specials, merges), got {self.vocab_size}")
+            raise ConfigError("vocab_size", f"must be at least 300 (256 bytes, 3 specials, merges), "
+                                            f"got {self.vocab_size}")
         if self.facts_table and self.task != "facts":
             raise ConfigError("facts_table", f"only the facts task reads a fact table (task is {self.task})")
 
@@ -174,7 +175,14 @@ def _write_record(out: Path, rec: dict) -> None:
 
 
 def heldout_prompts(task: SimTask, seed: int, n: int) -> list[Instance]:
-    """The ``n`` evaluation prompts (seeded apart from the SFT prompts)."""
+    """The ``n`` evaluation prompts (seeded apart from the SFT prompts); ``FinealignError`` when the task cannot
+    make ``n`` distinct ones."""
+    from .policy_model import _capacity
+
+    cap = _capacity(task, n)
+    if cap < n:
+        raise FinealignError(f"--eval-prompts {n}: the {task.name} task makes only {cap} distinct prompts with "
+                             "these settings")
     return task.sample(random.Random(f"{seed}/eval"), n)
 
 
@@ -323,7 +331,7 @@ def train_task_policy(cfg: SimPolicyConfig, *, on_progress: ProgressFn | None = 
 
     model.to(resolve_device(cfg.device))
     n_params = sum(p.numel() for p in model.parameters())
-    log(f"sim policy {task.name}: {n_params / 1e6:.2f}M parameters, vocabulary {len(tok)}, {cfg.steps} SFT steps x "
+    log(f"sim policy {task.name} -> {out}: {n_params / 1e6:.2f}M parameters, vocabulary {len(tok)}, {cfg.steps} SFT steps x "
         f"{cfg.batch_size} at error rate {cfg.error_rate}, {torch.get_num_threads()} thread(s)")
     exclude = set() if task.name == "facts" else {p.prompt for p in evals}
     seconds, cpu, loss = _sft(cfg, task, model, tok, work, run_state.fingerprint({"fp": fp}), exclude, on_progress)
