@@ -16,7 +16,14 @@ of a phase is its FLOPs / the measured FLOP/s of a ``--matmul`` x ``--matmul`` f
 same threads; the ratio measured / roofline says how far the phase is from the machine's limit (the target
 of issue 26 is within 4x). Prints one JSON object.
 
+``--trainer`` runs ``finealign train ppo`` itself instead (RLOO, 4 responses per prompt, full fine-tuning with
+a frozen reference copy, the gold reward ``sim:TASK``) and compares the trainer's own phase times
+(``seconds_generate``, ``seconds_reward``, ``seconds_ref_value``, ``seconds_update`` of ``metrics.jsonl``)
+with the roofline of each phase at the measured mean response length (the reference/values phase counted
+as one forward pass: the least it must do).
+
     OMP_NUM_THREADS=1 python benchmarks/sim_policy_roofline.py --policy runs/pol/constraints --threads 1
+    OMP_NUM_THREADS=1 python benchmarks/sim_policy_roofline.py --policy runs/pol/constraints --threads 1 --trainer
 """
 
 from __future__ import annotations
@@ -150,6 +157,58 @@ def run(args) -> dict:
                      "ratio": round(step / (total_f / peak), 2), "seconds_per_rollout": round(step / B, 4)}}
 
 
+def run_trainer(args) -> dict:
+    """``finealign train ppo`` on the policy for ``--trainer-steps`` steps; its own phase times (metrics.jsonl,
+    the median over the steps after the first) against the roofline of each phase at the measured lengths."""
+    import os
+    import subprocess
+    import sys
+
+    from finealign.data.chat import render_prompt
+    from finealign.data.io import write_jsonl
+    from finealign.models import load_model
+    from finealign.sim import make_task
+    from finealign.sim.make import prompt_records
+    from finealign.sim.policy import policy_record
+
+    rec = policy_record(args.policy)
+    task = make_task(rec["task"], rec["config"].get("task_options") or None)
+    model, tok = load_model(args.policy, device="cpu")
+    with tempfile.TemporaryDirectory() as tmp:
+        insts = task.sample(random.Random(2), max(8, args.rollouts // 4 * 2))
+        write_jsonl(Path(tmp) / "prompts.jsonl", prompt_records(insts, f"{task.name}-"))
+        cmd = [sys.executable, "-m", "finealign.cli.main", "train", "ppo", "--policy", args.policy,
+               "--reward", f"sim:{task.name}", "--prompts", str(Path(tmp) / "prompts.jsonl"),
+               "--steps", str(args.trainer_steps), "--batch-size", str(args.rollouts), "--rollouts-per-prompt", "4",
+               "--advantage", "rloo", "--ppo-epochs", str(args.epochs), "--minibatch-size", str(args.rollouts),
+               "--micro-batch-size", str(args.rollouts), "--max-new-tokens", str(args.new_tokens), "--device", "cpu",
+               "--mixed-precision", "no", "--no-lora", "--out", str(Path(tmp) / "ppo"), "-q"]
+        subprocess.run(cmd, check=True, capture_output=True, text=True,
+                       env={**os.environ, "OMP_NUM_THREADS": str(args.threads)})
+        rows = [json.loads(x) for x in (Path(tmp) / "ppo" / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    rows = rows[1:] or rows  # the first step warms up
+    P = round(statistics.mean(len(tok(render_prompt(tok, i.prompt), add_special_tokens=False)["input_ids"])
+                              for i in insts))
+    N = max(1, round(statistics.mean(r["response_length"] for r in rows)))
+    B = args.rollouts
+    peak = matmul_flops(args.matmul, args.threads)
+    fwd = forward_flops(model, B, P, N)
+    flops = {"generate": sample_flops(model, B, P, N), "reward": None, "ref_value": fwd,
+             "update": 3 * fwd * args.epochs}
+    phases = {}
+    for k, f in flops.items():
+        s = statistics.median(r[f"seconds_{k}"] for r in rows)
+        phases[k] = {"seconds": round(s, 4), "roofline_seconds": None if f is None else round(f / peak, 4),
+                     "ratio": None if f is None else round(s / (f / peak), 2)}
+    step = statistics.median(r["seconds"] for r in rows)
+    total = sum(f for f in flops.values() if f is not None)
+    return {"policy": str(args.policy), "task": rec["task"], "threads": args.threads, "rollouts": B,
+            "prompt_tokens": P, "mean_response_tokens": N, "epochs": args.epochs, "steps_timed": len(rows),
+            "matmul": {"n": args.matmul, "gflop_per_s": round(peak / 1e9, 2)}, "phases": phases,
+            "step": {"seconds": round(step, 3), "roofline_seconds": round(total / peak, 4),
+                     "ratio": round(step / (total / peak), 2)}}
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--policy", help="A `finealign sim policy` folder.")
@@ -160,6 +219,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--matmul", type=int, default=512, help="Size of the square product that sets the roofline.")
+    ap.add_argument("--trainer", action="store_true",
+                    help="Time `finealign train ppo` itself (its per-phase seconds), not the phases on the model.")
+    ap.add_argument("--trainer-steps", type=int, default=4, help="PPO steps of --trainer (the first is not timed).")
     args = ap.parse_args(argv)
     if not args.policy and not args.tiny:
         ap.error("give --policy DIR or --tiny TASK")
@@ -169,7 +231,7 @@ def main(argv=None) -> dict:
 
             args.policy = str(Path(tmp) / "policy")
             train_task_policy(SimPolicyConfig(task=args.tiny, size="tiny", out=args.policy))
-        result = run(args)
+        result = run_trainer(args) if args.trainer else run(args)
     print(json.dumps(result, indent=2))
     return result
 

@@ -179,3 +179,40 @@ def test_sim_make_and_ppo_take_the_folder_and_refuse_another_task(policy_dir, tm
     assert run_cli(ppo + ["--reward", "sim:constraints", "--prompts", tmp_path / "c" / "prompts.jsonl",
                           "--out", tmp_path / "p"]) == 0
     assert (tmp_path / "p" / "policy").is_dir()
+
+
+def _roofline():
+    import importlib.util
+
+    from conftest import REPO
+
+    spec = importlib.util.spec_from_file_location("sim_policy_roofline", REPO / "benchmarks" / "sim_policy_roofline.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_roofline_flop_counts_by_hand():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    rf = _roofline()
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=10, hidden_size=8, intermediate_size=16, num_hidden_layers=1,
+                                         num_attention_heads=2, num_key_value_heads=2, tie_word_embeddings=True))
+    # q, k, v, o: 8 x 8 = 64 each; gate, up, down: 8 x 16 = 128 each -> 4 * 64 + 3 * 128 = 640; head 8 x 10 = 80
+    assert rf.linear_macs(model) == (640, 80)
+    # 2 rows of 3 prompt + 2 response tokens: per row 2 * 640 * 5 + 2 * 80 * 2 (head on the response)
+    # + attention 4 * 1 layer * 8 * (5 * 6 / 2) = 6400 + 320 + 480 = 7200
+    assert rf.forward_flops(model, 2, 3, 2) == 2 * 7200
+    # generating 2 tokens after 3: prefill 2 * 640 * 3 + 2 * 80 + 4 * 8 * (3 * 4 / 2) = 3840 + 160 + 192 = 4192,
+    # then one step at context 4: 2 * 640 + 2 * 80 + 4 * 8 * 4 = 1280 + 160 + 128 = 1568
+    assert rf.sample_flops(model, 1, 3, 2) == 4192 + 1568
+
+
+@pytest.mark.slow  # the default size: a few minutes on one CPU thread
+def test_default_size_starts_below_the_ceiling_with_room_for_sampling(tmp_path):
+    from finealign.sim.policy import SimPolicyConfig, train_task_policy
+
+    rec = train_task_policy(SimPolicyConfig(task="facts", out=str(tmp_path / "facts")))
+    g = rec["gold"]
+    assert 1e6 < rec["params"] < 1e7
+    assert g["mean"] < g["best_of_k"] < 1.0 and g["perfect"] < 0.9

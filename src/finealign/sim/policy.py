@@ -191,9 +191,12 @@ def train_prompts(task: SimTask, rng: random.Random, n: int, exclude: set[str]) 
     from .policy_model import _capacity
 
     out: list[Instance] = []
-    while len(out) < n:
+    for _ in range(1000):
         out += [x for x in task.sample(rng, _capacity(task, n - len(out))) if x.prompt not in exclude]
-    return out[:n]
+        if len(out) >= n:
+            return out[:n]
+    raise FinealignError(f"the {task.name} task makes too few distinct prompts beside the {len(exclude)} evaluation "
+                         "prompts; lower --eval-prompts or raise the task's difficulty knobs")
 
 
 # ---------------------------------------------------------------------------------------------- training
