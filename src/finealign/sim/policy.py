@@ -71,8 +71,10 @@ class SimPolicyConfig(RunArgs):
     heads: int | None = setting(None, check=positive, help="Attention heads (default: from --size).")
     steps: int | None = setting(None, check=positive, help="SFT steps (default: from --size).")
     batch_size: int | None = setting(None, check=positive, help="SFT examples per step (default: from --size).")
-    learning_rate: float = setting(3e-3, check=positive, help="Peak AdamW learning rate (warmup, cosine decay).")
-    eval_prompts: int | None = setting(None, check=positive, help="Prompts of the starting-gold measurement.")
+    learning_rate: float = setting(3e-3, flag="--lr", check=positive,
+                                   help="Peak AdamW learning rate (5% warmup, cosine decay).")
+    eval_prompts: int | None = setting(None, check=positive,
+                                       help="Prompts of the starting-gold measurement (default: from --size).")
     eval_k: int = setting(4, check=positive, help="Samples per evaluation prompt (temperature 1).")
     max_new_tokens: int = setting(48, check=positive, help="Tokens per evaluation sample at most.")
     save_every: int = setting(50, check=non_negative, help="Checkpoint every N steps (0: only at the end).")
@@ -244,7 +246,7 @@ def _sft(cfg: SimPolicyConfig, task: SimTask, model, tok, work: Path, fp: dict, 
         dev = next(model.parameters()).device
         loss = model(**{k: v.to(dev) for k, v in batch.items()}).loss
         if not torch.isfinite(loss):
-            raise FinealignError(f"SFT loss is {loss.item()} at step {step + 1}; lower --learning-rate")
+            raise FinealignError(f"SFT loss is {loss.item()} at step {step + 1}; lower --lr")
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
@@ -334,8 +336,8 @@ def train_task_policy(cfg: SimPolicyConfig, *, on_progress: ProgressFn | None = 
 
     model.to(resolve_device(cfg.device))
     n_params = sum(p.numel() for p in model.parameters())
-    log(f"sim policy {task.name} -> {out}: {n_params / 1e6:.2f}M parameters, vocabulary {len(tok)}, {cfg.steps} SFT steps x "
-        f"{cfg.batch_size} at error rate {cfg.error_rate}, {torch.get_num_threads()} thread(s)")
+    log(f"sim policy {task.name} -> {out}: {n_params / 1e6:.2f}M parameters, vocabulary {len(tok)}, {cfg.steps} SFT "
+        f"steps x {cfg.batch_size} at error rate {cfg.error_rate}, {torch.get_num_threads()} thread(s)")
     exclude = set() if task.name == "facts" else {p.prompt for p in evals}
     seconds, cpu, loss = _sft(cfg, task, model, tok, work, run_state.fingerprint({"fp": fp}), exclude, on_progress)
     log(f"starting gold: {cfg.eval_k} samples of {len(evals)} held-out prompts at temperature 1")
