@@ -143,6 +143,8 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path):
     train_task_policy(cfg(tmp_path / "b"))
     a, b = load_file(tmp_path / "a" / "model.safetensors"), load_file(tmp_path / "b" / "model.safetensors")
     assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
+    ra, rb = (json.loads((tmp_path / x / "sim_policy.json").read_text()) for x in "ab")
+    assert ra["gold"] == rb["gold"] and ra["sft_loss"] == rb["sft_loss"] and ra["fingerprint"] == rb["fingerprint"]
 
 
 def test_bad_input_one_line_nothing_written(tmp_path, capsys):

@@ -179,9 +179,9 @@ def _write_record(out: Path, rec: dict) -> None:
 def heldout_prompts(task: SimTask, seed: int, n: int) -> list[Instance]:
     """The ``n`` evaluation prompts (seeded apart from the SFT prompts); ``FinealignError`` when the task cannot
     make ``n`` distinct ones."""
-    from .policy_model import _capacity
+    from .policy_model import prompt_capacity
 
-    cap = _capacity(task, n)
+    cap = prompt_capacity(task, n)
     if cap < n:
         raise FinealignError(f"--eval-prompts {n}: the {task.name} task makes only {cap} distinct prompts with "
                              "these settings")
@@ -190,11 +190,11 @@ def heldout_prompts(task: SimTask, seed: int, n: int) -> list[Instance]:
 
 def train_prompts(task: SimTask, rng: random.Random, n: int, exclude: set[str]) -> list[Instance]:
     """``n`` SFT prompt instances drawn from ``rng``, none of whose prompts is in ``exclude``."""
-    from .policy_model import _capacity
+    from .policy_model import prompt_capacity
 
     out: list[Instance] = []
     for _ in range(1000):
-        out += [x for x in task.sample(rng, _capacity(task, n - len(out))) if x.prompt not in exclude]
+        out += [x for x in task.sample(rng, prompt_capacity(task, n - len(out))) if x.prompt not in exclude]
         if len(out) >= n:
             return out[:n]
     raise FinealignError(f"the {task.name} task makes too few distinct prompts beside the {len(exclude)} evaluation "
@@ -234,12 +234,13 @@ def _sft(cfg: SimPolicyConfig, task: SimTask, model, tok, work: Path, fp: dict, 
     sched = run_state.make_scheduler(opt, schedule="cosine", warmup_steps=max(1, cfg.steps // 20),
                                      total_steps=cfg.steps)
     ck = run_state.load_checkpoint(work, fp)
-    start, spent, cpu = 0, 0.0, 0.0
+    start, spent, cpu, loss_ema = 0, 0.0, 0.0, None
     if ck is not None:
         run_state.restore(ck, model, opt, sched, work)
         start, spent, cpu = ck.step, float(ck.extra.get("seconds", 0.0)), float(ck.extra.get("cpu_seconds", 0.0))
+        loss_ema = ck.extra.get("loss")  # the smoothed loss goes on as in an uninterrupted run
     model.train()
-    t0, c0, loss_ema = time.perf_counter(), time.process_time(), None
+    t0, c0 = time.perf_counter(), time.process_time()
     for step in range(start, cfg.steps):
         rng = random.Random(f"{cfg.seed}/sft/{step}")
         batch = sft_batch(tok, task, train_prompts(task, rng, cfg.batch_size, exclude), rng, cfg.error_rate)

@@ -34,7 +34,7 @@ def task_corpus(task: SimTask, seed: int, n: int) -> list[str]:
     """Text to train a tokenizer on: ``n`` of the task's prompts, two synthetic answers to each (error rate
     0.5, so wrong answers are in it too), and the role names of the chat template. Deterministic in ``seed``."""
     rng = random.Random(f"{seed}/tokenizer")
-    insts = task.sample(rng, min(n, _capacity(task, n)))
+    insts = task.sample(rng, min(n, prompt_capacity(task, n)))
     texts = ["user\n", "assistant\n"]
     for inst in insts:
         texts.append(inst.prompt)
@@ -42,7 +42,7 @@ def task_corpus(task: SimTask, seed: int, n: int) -> list[str]:
     return texts
 
 
-def _capacity(task: SimTask, n: int) -> int:
+def prompt_capacity(task: SimTask, n: int) -> int:
     """How many distinct prompts the task can make, at most ``n`` (facts has a small pool)."""
     from math import comb
 
