@@ -1,7 +1,8 @@
-"""``finealign sim make TASK``: a simulated task's data sets with a gold reward (see ``finealign.sim.make``).
+"""``finealign sim make TASK``: a simulated task's data sets with a gold reward (see ``finealign.sim.make``);
+``finealign sim policy TASK``: a small policy trained from scratch for one task (``finealign.sim.policy``).
 The study over them is ``python -m finealign.pipeline.sim_study`` (``benchmarks/sim_study.py``).
 
-Flags are generated from :class:`finealign.sim.make.SimMakeConfig`.
+Flags are generated from :class:`finealign.sim.make.SimMakeConfig` and :class:`finealign.sim.policy.SimPolicyConfig`.
 """
 
 from __future__ import annotations
@@ -25,11 +26,26 @@ def run_sim_make(cfg, quiet: bool = False):
     stdout.print(to_json(summary), soft_wrap=True, highlight=False)
 
 
+def run_sim_policy(cfg, quiet: bool = False):
+    """Train (or resume) a task policy; prints its record (task, settings, starting gold) as JSON on stdout."""
+    from ..sim.policy import gold_line, train_task_policy
+    from .common import console, out as stdout, progress_callback
+
+    with progress_callback(f"sft {cfg.task}", disable=quiet) as cb:
+        rec = train_task_policy(cfg, on_progress=cb, log=lambda m: console.print(m, highlight=False, soft_wrap=True))
+    console.print(f"{cfg.out}: {gold_line(rec)} (held-out prompts, temperature 1)", highlight=False, soft_wrap=True)
+    stdout.print(to_json(rec), soft_wrap=True, highlight=False)
+
+
 def register(app, **_):
     from ..sim.make import SimMakeConfig
+    from ..sim.policy import SimPolicyConfig
     from .options import command_from_config
 
     app.add_typer(sim_app, name="sim")
     command_from_config(sim_app, "make", SimMakeConfig, run_sim_make,
                         help="Prompts, policy samples, oracle minimal edits (edits.jsonl), gold-preference pairs "
                              "(pairs.jsonl) and held-out sets of a simulated task. Rerun to resume.")
+    command_from_config(sim_app, "policy", SimPolicyConfig, run_sim_policy,
+                        help="A small causal LM trained from scratch for one task: a BPE tokenizer on the task's text, "
+                             "SFT on synthetic answers (--error-rate), its starting gold recorded. Rerun to resume.")

@@ -171,11 +171,15 @@ def make_sim(cfg: SimMakeConfig, *, model=None, on_progress: Callable[[int, int,
 
     ``model``: an already loaded ``(model, tokenizer)`` pair (else ``cfg.policy`` is loaded).
     Raises ``FinealignError`` for an unknown task, a bad fact table, more prompts than the task can
-    make distinct, or an output folder made with other settings.
+    make distinct, a policy folder made by ``finealign sim policy`` for another task, or an output folder
+    made with other settings.
     """
     from ..generation import generate_file
 
+    from .policy import check_policy_task
+
     task = cfg.build_task()
+    check_policy_task(cfg.policy, task.name)  # a `sim policy` folder made for another task: refused
     insts = task.sample(random.Random(cfg.seed), cfg.n + cfg.heldout)  # bad sizes fail before any output
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
