@@ -181,6 +181,13 @@ def test_sim_make_and_ppo_take_the_folder_and_refuse_another_task(policy_dir, tm
     assert run_cli(ppo + ["--reward", "sim:constraints", "--prompts", tmp_path / "c" / "prompts.jsonl",
                           "--out", tmp_path / "p"]) == 0
     assert (tmp_path / "p" / "policy").is_dir()
+    from finealign.errors import FinealignError as _FE
+    from finealign.train.ppo import train_ppo
+    from finealign.train.ppo_config import PPOConfig
+
+    with pytest.raises(_FE, match="made for task 'constraints', not for task 'facts'"):  # the Python API checks too
+        train_ppo(PPOConfig(policy=str(policy_dir), reward="sim:facts", prompts=str(tmp_path / "c" / "prompts.jsonl"),
+                            out=str(tmp_path / "p_api"), device="cpu"))
 
 
 def _roofline():

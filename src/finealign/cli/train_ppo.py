@@ -10,11 +10,8 @@ from ..data.io import to_json
 
 def run_ppo_cli(cfg, quiet: bool = False):
     """Run PPO for ``cfg`` with a progress bar; prints a JSON summary on stdout."""
-    from ..sim.policy import check_ppo_policy
     from ..train.ppo import train_ppo
     from .common import console, out as stdout, progress
-
-    check_ppo_policy(cfg.policy, cfg.reference, cfg.reward, cfg.prompts)  # a sim policy made for another task
 
     console.print(f"PPO: policy {cfg.policy}, reward {cfg.reward}, granularity {cfg.granularity}, "
                   f"{cfg.steps} steps x {cfg.batch_size} rollouts -> {cfg.out}", soft_wrap=True)

@@ -213,12 +213,15 @@ def train_ppo(cfg: PPOConfig, scorer=None, on_step: Callable[[int, int, dict], N
     ``scorer``: a ``Scorer`` instead of ``cfg.reward``; ``on_step(step, total, metrics_row)`` after every
     step; ``log`` gets messages. Returns a ``TrainResult`` whose ``metrics`` is the last metrics line and
     whose ``details["counters"]`` holds the robustness counters. Raises ``FinealignError`` for too few
-    prompts, a failing scorer, or an output folder holding a run with another configuration.
+    prompts, a failing scorer, a ``finealign sim policy`` made for another task than the reward's, or an
+    output folder holding a run with another configuration.
     """
     from ..data.prompts import read_prompts
     from ..generation import render_prompt, stop_token_ids
     from ..rewards.base import TokenScorer, load_scorer
+    from ..sim.policy import check_ppo_policy
 
+    check_ppo_policy(cfg.policy, cfg.reference, cfg.reward, cfg.prompts)  # a sim policy made for another task
     out = Path(cfg.out)
     acc = make_accelerator(cpu=cfg.device == "cpu" or not torch.cuda.is_available(),
                            mixed_precision=cfg.mixed_precision, **run_state.tracker_kwargs(cfg.report_to, out))
