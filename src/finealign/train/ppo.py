@@ -366,6 +366,8 @@ def score_rollout(run: Run, ro: Rollout, scores: torch.Tensor, totals: list[floa
             r = torch.tensor(rows, device=mask.device)
             ref_lp[r] = reference_logprobs(ac.policy, run.ref, ro.input_ids[r], ro.attention_mask[r],
                                            ro.prompt_len, cfg.temperature).float()
+            if cfg.advantage != "gae" and ro.logprobs is not None:
+                continue  # no critic reads values, and log pi_old came from sampling: no actor pass at all
             o = ac(ro.input_ids[r], ro.attention_mask[r], ro.prompt_len, cfg.temperature,
                    with_logprobs=ro.logprobs is None)
             old_v[r], old_lp[r], ent_t[r] = o.values.float(), o.logprobs.float(), o.entropy.float()
