@@ -91,6 +91,10 @@ def _ppo_flags(p: argparse.ArgumentParser) -> None:
                         "and prime take --group responses per prompt")
     p.add_argument("--group", type=int, help="rollouts per prompt (each step: ppo-batch / group prompts)")
     p.add_argument("--value-model", default="shared", choices=["shared", "separate"], help="PPO critic")
+    p.add_argument("--critic-lr", type=float, default=1e-3, help="the critic's own learning rate (gae)")
+    p.add_argument("--critic-warmup", type=int, default=0, help="gae: steps that train the critic alone first")
+    p.add_argument("--ppo-lora", action=argparse.BooleanOptionalAction, default=True,
+                   help="LoRA policy (--no-ppo-lora: full fine-tuning, for the small `sim policy` models)")
     p.add_argument("--vf-coef", type=float, default=0.05,
                    help="value loss weight (train ppo's 0.5 lets a shared value head's loss swamp the policy "
                         "gradient under clipping: grad norm ~10 from the value loss vs ~1)")
@@ -337,7 +341,8 @@ def ppo_run(a, task: str, data: Path, reward: str, gran: str, seed: int) -> dict
     cfg = PPOConfig(policy=a.model, reward=spec, prompts=str(data / "prompts.jsonl"), out=str(out),
                     granularity=gran, steps=a.ppo_steps, batch_size=a.ppo_batch, minibatch_size=a.ppo_batch,
                     micro_batch_size=mb if a.ppo_batch % mb == 0 else 1, ppo_epochs=a.ppo_epochs,
-                    value_model=a.value_model, vf_coef=a.vf_coef, temperature=a.temperature,
+                    value_model=a.value_model, vf_coef=a.vf_coef, temperature=a.temperature, lora=a.ppo_lora,
+                    critic_lr=a.critic_lr, critic_warmup=a.critic_warmup,
                     advantage=a.advantage, rollouts_per_prompt=a.group,
                     max_new_tokens=a.max_new_tokens, learning_rate=a.lr, kl_coef=a.kl_coef,
                     mixed_precision=a.mixed_precision, seed=seed, save_every=max(1, a.ppo_steps // 3))
