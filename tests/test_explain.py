@@ -258,3 +258,20 @@ def test_explain_default_model_token_rm_on_defacto(tmp_path, shared_data, capsys
     for w in changed_words:
         assert w.replace(" ", "") in joined.replace(" ", ""), w
     assert capsys.readouterr().out.count("original") >= 2
+
+
+def test_explain_marks_the_stop_token_of_an_original_that_stopped_too_early():
+    """As in training (models.token_rm_data): an edit that inserts after the original's last word marks the
+    original's stop token as changed; it is drawn as a return sign after the text."""
+    from finealign.cli.explain import build_items
+    from finealign.data.records import EditRecord
+    from finealign.report.heatmap import STOP_MARK, render_html
+    from finealign.rewards.base import load_scorer
+
+    prompt = "Write one sentence about dogs. Use the words 'loyal' and 'park'. Do not use the words just, really and very."
+    recs = [EditRecord(prompt=prompt, original="Dogs run.", edited="Dogs run and loyal and park.")]
+    items, skipped = build_items(recs, load_scorer("sim:constraints"))
+    assert not skipped
+    original = items[0].panels[0]
+    assert original.scores.offsets[-1] == (9, 9) and original.changed[-1] == 1 and sum(original.changed) == 1
+    assert STOP_MARK in render_html(items)

@@ -161,3 +161,12 @@ def test_a_request_whose_client_leaves_while_waiting_is_dropped():
             time.sleep(0.05)
     assert done["a"].status_code == 200
     assert sc.calls == [1] and worker.stats["dropped"] == 1  # the abandoned request was never scored
+
+
+def test_split_query_strips_left_padding():
+    from finealign.serve.reward_server import split_query
+
+    # a left-padded batch decodes with pad/EOS markers before the prompt; both sides lose them
+    assert split_query("<|endoftext|><pad>Q: hi. A: yes<|im_end|><|endoftext|>", "<pad>Q: hi. ") == ("A: yes", True)
+    with pytest.raises(ValueError, match="does not start with its prompt"):
+        split_query("<pad>Other. A: yes", "Q: hi. ")

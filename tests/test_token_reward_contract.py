@@ -119,3 +119,17 @@ def test_causal_check_catches_a_reward_that_reads_ahead():
     # cuts after "Anna ", "Anna has ", "Anna has 99. ", "Anna has 99. So ": the prefix's last word had -1
     assert len(bad) == 4 and all("has reward -1 in the prefix, 0 in the whole response" in b for b in bad)
     assert "'99.'" not in bad[2] and "'.'" in bad[2]  # the cut after "99. ": its last unit is the period
+
+
+def test_sim_scorer_reads_a_chat_templated_prompt():
+    """RL engines send prompts with the chat template applied: the sim scorer judges the last user turn."""
+    scorer = load_scorer("sim:arithmetic")
+    q = ("Anna has 7 stickers. She buys 5 more. She gives away 3. How many stickers does Anna have now? "
+         "Answer in one sentence.")
+    templated = {
+        "chatml": f"<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\n{q}<|im_end|>\n<|im_start|>assistant\n",
+        "llama3": f"<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\n{q}<|eot_id|>"
+                  "<|start_header_id|>assistant<|end_header_id|>\n\n",
+        "inst": f"<s>[INST] {q} [/INST]"}
+    for name, p in templated.items():
+        assert scorer.score([p], ["She has 9."]) == [1.0], name  # 7 + 5 - 3 = 9

@@ -470,3 +470,11 @@ def test_critic_warmup_freezes_the_policy(tmp_path):
 def test_critic_free_estimators_train(tmp_path, advantage):
     res = train_ppo(cfg(tmp_path, advantage, steps=1, advantage=advantage, rollouts_per_prompt=2))
     assert math.isfinite(res.metrics["pg_loss"]) and res.metrics["vf_loss"] >= 0
+
+
+def test_sim_reward_for_other_prompts_is_refused_before_anything_is_written(tmp_path):
+    p = tmp_path / "prompts.jsonl"
+    p.write_text(json.dumps({"prompt": "Write one sentence about dogs.", "meta": {"sim": {"task": "constraints"}}}) + "\n")
+    with pytest.raises(FinealignError, match="prompts made for sim task 'constraints', but the reward is sim:arithmetic"):
+        train_ppo(cfg(tmp_path, "mismatch", reward="sim:arithmetic", prompts=str(p)))
+    assert not (tmp_path / "mismatch").exists()

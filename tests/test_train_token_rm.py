@@ -149,3 +149,12 @@ def test_old_flag_spellings_still_work_with_a_deprecation_message(tmp_path, caps
     seen = []
     cfg = build_config(TokenRMConfig, y, warn=seen.append, data=[str(data)], out="o")
     assert cfg.steps == 2 and "old.yaml:1: max_steps is deprecated" in seen[0]
+
+
+def test_anchor_weight_only_with_span_bt():
+    from finealign.errors import FinealignError
+    from finealign.train.token_rm_config import TokenRMConfig
+
+    with pytest.raises(FinealignError, match="anchor_weight: only the span_bt loss has an anchor; loss span_bt_pure"):
+        TokenRMConfig(data=["x.jsonl"], out="o", loss="span_bt_pure", anchor_weight=1.0)
+    assert TokenRMConfig(data=["x.jsonl"], out="o", loss="span_bt", anchor_weight=1.0).anchor_weight == 1.0

@@ -33,7 +33,7 @@ def build_items(records, scorer, *, diff: bool | None = None, batch_size: int = 
     scorer refused (a ``FinealignError`` such as a response over its context window); the
     others are still rendered.
     """
-    from ..core.align import diff_char_spans, spans_to_token_labels
+    from ..core.align import diff_char_spans, inserts_at_end, spans_to_token_labels
     from ..data.records import EditRecord, KTORecord, PairRecord, RatingRecord, ResponseRecord, prompt_text
     from ..report.heatmap import HeatmapItem, Panel
 
@@ -89,6 +89,9 @@ def build_items(records, scorer, *, diff: bool | None = None, batch_size: int = 
             sa, sb = diff_char_spans(tx[0], tx[1])
             changed = [spans_to_token_labels(sc[0].offsets, sa, text=tx[0]),
                        spans_to_token_labels(sc[1].offsets, sb, text=tx[1])]
+            stop = (len(tx[0]), len(tx[0]))
+            if inserts_at_end(tx[0], tx[1]) and sc[0].offsets and tuple(sc[0].offsets[-1]) == stop:
+                changed[0][-1] = 1  # the original stopped too early: its stop token is changed (as in training)
             if not sa and not sb:
                 notes.append("the two texts differ only in whitespace or not at all: no changed tokens")
         cut = [t for t, s in zip(tx, sc) if s.offsets and max(e for _, e in s.offsets) < len(t.rstrip())]

@@ -57,8 +57,11 @@ def split_query(query: str, prompt: str, stops: Sequence[str] = STOP_MARKERS) ->
     """(response text, whether it stopped) of an OpenRLHF query = prompt + response (+ stop marker, padding).
 
     Trailing stop markers are removed (one or more: a stop token followed by padding); the response
-    stopped when at least one was there. A query that does not start with its prompt raises ValueError.
+    stopped when at least one was there. Leading padding (stop or pad markers left of a left-padded batch)
+    is removed from both the query and the prompt first. A query that does not start with its prompt raises
+    ValueError.
     """
+    query, prompt = _lstrip_markers(query, stops), _lstrip_markers(prompt, stops)
     if not query.startswith(prompt):
         raise ValueError("the query does not start with its prompt")
     resp, stopped = query[len(prompt):], False
@@ -69,6 +72,19 @@ def split_query(query: str, prompt: str, stops: Sequence[str] = STOP_MARKERS) ->
                 break
         else:
             return resp, stopped
+
+
+PAD_MARKERS = ("<pad>", "<|pad|>", "[PAD]", "<|finetune_right_pad_id|>")
+
+
+def _lstrip_markers(text: str, stops: Sequence[str]) -> str:
+    """``text`` without the stop / pad markers it starts with (left padding of a decoded batch)."""
+    marks = [m for m in (*stops, *PAD_MARKERS) if m]
+    while True:
+        m = next((m for m in marks if text.startswith(m)), None)
+        if m is None:
+            return text
+        text = text[len(m):]
 
 
 class Scored(NamedTuple):

@@ -241,9 +241,21 @@ def segment_lands(text: str, segs: Sequence[Span]) -> list[Span]:
     return out
 
 
+_TEMPLATED_USER = (  # the last user turn of a prompt string that already carries a chat template
+    re.compile(r"<\|im_start\|>user\n(.*?)<\|im_end\|>", re.DOTALL),  # ChatML (SmolLM2, Qwen)
+    re.compile(r"<\|start_header_id\|>user<\|end_header_id\|>\n\n(.*?)<\|eot_id\|>", re.DOTALL),  # Llama 3
+    re.compile(r"\[INST\]\s*(.*?)\s*\[/INST\]", re.DOTALL),  # Llama 2 / Mistral
+)
+
+
 def user_text(prompt) -> str:
-    """The text a task parses: a string prompt, or the content of the last user message."""
+    """The text a task parses: a string prompt (the last user turn when it already carries a ChatML, Llama-3 or
+    [INST] chat template, as RL engines send it), or the content of the last user message."""
     if isinstance(prompt, str):
+        for pat in _TEMPLATED_USER:
+            turns = pat.findall(prompt)
+            if turns:
+                return turns[-1]
         return prompt
     if isinstance(prompt, list):
         for m in reversed(prompt):

@@ -129,6 +129,11 @@ def ppo_task(reward: str | None, prompts: str | None) -> str | None:
     prompt record (what ``finealign sim make`` writes); None when neither says."""
     if reward and str(reward).startswith("sim:"):
         return str(reward)[4:].split(",")[0] or None
+    return prompts_task(prompts)
+
+
+def prompts_task(prompts: str | None) -> str | None:
+    """The ``meta.sim.task`` of a prompt file's first record (``finealign sim make`` writes it), or None."""
     if prompts and Path(prompts).is_file():
         from ..data.io import iter_objects
 
@@ -144,6 +149,10 @@ def ppo_task(reward: str | None, prompts: str | None) -> str | None:
 def check_ppo_policy(policy, reference, reward, prompts) -> None:
     """The task check of ``train ppo``: a sim policy (or reference) folder made for another task is refused."""
     task = ppo_task(reward, prompts)
+    made_for = prompts_task(prompts)
+    if task and made_for and made_for != task:
+        raise FinealignError(f"--prompts {prompts}: prompts made for sim task {made_for!r}, but the reward is "
+                             f"sim:{task}; use --reward sim:{made_for} or prompts of task {task!r}")
     check_policy_task(policy, task, flag="--policy")
     check_policy_task(reference, task, flag="--reference")
 

@@ -290,8 +290,8 @@ def score_rewards(scorer: Scorer, prompts: list, rollout: Rollout, tokenizer, gr
         else:
             per = None
             totals = [float(s) for s in scorer.score(prompts, texts)]
-    except FinealignError:
-        raise
+    except FinealignError as e:
+        raise FinealignError(f"reward scorer {name!r} failed: {e}") from e
     except Exception as e:
         raise FinealignError(f"reward scorer {name!r} failed: {type(e).__name__}: {e}") from e
     if per is not None:

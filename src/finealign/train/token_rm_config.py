@@ -81,6 +81,8 @@ class TokenRMConfig(ModelArgs):
                                                                 "call; a rerun resumes.")
 
     def validate(self):
+        if self.anchor_weight != 0.1 and self.loss != "span_bt":
+            raise ConfigError("anchor_weight", f"only the span_bt loss has an anchor; loss {self.loss} would ignore it")
         self.report_to = [r for r in self.report_to if r and r != "none"]
         for r in self.report_to:
             if r not in REPORT_TO:
