@@ -77,7 +77,7 @@ def quality(text: str) -> int:
 class FakeJudge:
     """The fake endpoint (``self.app``); ``style`` picks the reply style; ``fail`` scripts failures:
     ``"429"`` / ``"500"`` (every call), ``"empty"`` (an empty reply), ``"foreign"`` (a reply in another
-    language without a letter). ``calls`` counts requests; ``bodies`` keeps the last request body."""
+    language without a letter), ``"cut"`` (a reply cut at max_tokens after "Answer A"). ``calls`` counts requests; ``bodies`` keeps the last request body."""
 
     def __init__(self, style: str = "bold"):
         self.style, self.fail, self.calls, self.bodies = style, None, 0, []
@@ -95,6 +95,11 @@ class FakeJudge:
                                     status_code=int(self.fail), headers={"retry-after": "0"})
             if self.fail == "empty":
                 return JSONResponse(reply("", None))
+            if self.fail == "cut":  # a reasoning reply cut at max_tokens just after a mention of "Answer A"
+                text = "Let me compare the two answers carefully. Answer A"
+                toks = [{"token": t, "logprob": -0.05, "bytes": None,
+                         "top_logprobs": [{"token": t, "logprob": -0.05, "bytes": None}]} for t in _words(text)]
+                return JSONResponse(reply(text, {"content": toks}, finish="length"))
             if self.fail == "foreign":
                 return JSONResponse(reply("Die erste Antwort ist besser.", None))
             out = self.answer(body)

@@ -126,8 +126,55 @@ def test_letter_probability_reads_the_letter_token_not_the_first():
     span = parse_verdict("**B**").span
     assert letter_probability(content, "**B**", span) == pytest.approx(0.25)
     assert letter_probability(content, "**B**", None) is None  # no letter located: the text decides
-    # tokens that do not spell the text: AlpacaEval's rule, the first bare A/B token
-    assert letter_probability(content, "<<B>>", (2, 3)) == pytest.approx(0.25)
+    # tokens that do not spell the text: no token is known to hold the verdict, so no probability (the parsed
+    # text decides), never the first bare A/B token
+    assert letter_probability(content, "<<B>>", (2, 3)) is None
+
+
+# the replies a new user's trial found read as confident verdicts: each refused (None) or read right
+@pytest.mark.parametrize("text, allowed", [
+    ("To evaluate, I'll consider helpfulness. Answer A is", {None}),
+    ("Both answers address the question. However, Answer B", {None}),  # not a tie
+    ("Both A and B have flaws, but B is slightly better.", {"B"}),  # a preference, not a tie
+    ("Neither A nor B is better.", {"tie"}), ("Both A and B are fine, but A is closer.", {None, "A"}),
+    ("A is accurate, B is not.", {None, "A"}), ("A is concise but B is detailed.", {None}),
+    ("A: 3/10, B: 8/10", {None, "B"}), ("B is not better.", {None, "A"}), ("Not A", {None, "B"}),
+    ("B has an error.", {None}), ("A is wrong, B is wrong too.", {None}), ("La respuesta B no es mejor.", {None, "A"}),
+    ("Let me compare the two answers carefully. Answer A", {None}),
+])
+def test_ambiguous_replies_are_refused_or_read_right(text, allowed):
+    assert parse_verdict(text).verdict in allowed, parse_verdict(text)
+
+
+@pytest.mark.parametrize("text, want", [
+    ("Let me compare the two answers carefully. Answer A", None), ("A is better than B on style, but", None),
+    ("Both answers are equally", None), ("B", "B"), ("**A**", "A"), ("Reasoning ... Final answer: B", "B"),
+])
+def test_a_reply_cut_at_max_tokens_counts_only_with_an_explicit_verdict(text, want):
+    assert parse_verdict(text, truncated=True).verdict == want
+
+
+def test_no_probability_from_a_letter_that_is_only_mentioned():
+    # "Answer A is concise but" has no explicit verdict; its " A" token offers A at ln 0.9: never read as P(A) = 0.9
+    text = "Answer A is concise but"
+    toks = ["Answer", " A", " is", " concise", " but"]
+    content = [{"token": t, "logprob": -0.1, "top_logprobs": [{"token": " A", "logprob": math.log(0.9)},
+                                                               {"token": " B", "logprob": math.log(0.1)}]} for t in toks]
+    assert parse_verdict(text).span is None
+    assert letter_probability(content, text, parse_verdict(text).span) is None
+    # the span of a verdict that sits on a non-letter token (a server whose tokens disagree): no probability
+    assert letter_probability(content, "Answer A is concise but", (1, 2)) is None
+
+
+def test_a_truncated_reply_is_one_error_that_says_raise_max_tokens(fake):
+    fake.fail, fake.calls = "cut", 0
+    j = load_judge(f"openai:{fake.url},model=fake,retries=0,parse_retries=0,max_tokens=12")
+    with pytest.raises(JudgeError) as e:
+        j.compare(["q"], ["q=1"], ["q=2"])
+    msg = str(e.value)
+    assert "\n" not in msg and "cut at max_tokens=12" in msg and "raise max_tokens" in msg
+    assert "Let me compare the two answers carefully. Answer A" in msg
+    fake.fail = None
 
 
 # --------------------------------------------------------------------------------------------- bad input

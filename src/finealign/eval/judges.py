@@ -327,12 +327,13 @@ class OpenAIJudge(Judge):
             return None, "a reply without choices"
         choice = resp.choices[0]
         text = (choice.message.content if choice.message is not None else None) or ""
-        parsed = parse_verdict(text)
+        truncated = getattr(choice, "finish_reason", None) == "length"
+        parsed = parse_verdict(text, truncated=truncated)
         if parsed.verdict == "tie":
             return Verdict(0.5, PATH_TIE), text
         if parsed.verdict is None:
-            cut = (f"; the reply was cut at max_tokens={self.max_tokens}, raise it"
-                   if getattr(choice, "finish_reason", None) == "length" else "")
+            cut = (f"; the reply was cut at max_tokens={self.max_tokens} before an explicit final verdict: raise "
+                   f"max_tokens" if truncated else "")
             if not text.strip():
                 return None, "an empty reply" + cut
             return None, f"unparsable answer {text[:80]!r} ({parsed.why}{cut})"
