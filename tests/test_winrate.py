@@ -253,9 +253,13 @@ def test_endpoint_judge_logprobs_retries_and_resume(sides, tmp_path):
         assert fake.calls == 5
         assert len(_read(tmp_path / "o" / "judgments.jsonl")) == 3
         assert not (tmp_path / "o" / "results.json").exists()
-        # the rerun resumes: only the 8 - 3 = 5 missing comparisons are asked
+        # a rerun that changes only how the judge is asked (retries, timeout, concurrency, option order, a trailing
+        # slash) resumes from the cache: only the 8 - 3 = 5 missing comparisons are asked
         fake.calls, fake.mode = 0, "ok"
-        res = run_winrate(WinrateConfig(**cfg))
+        with pytest.raises(ConfigError, match="holds a win rate made with"):  # max_tokens changes verdicts
+            run_winrate(WinrateConfig(**{**cfg, "judge": spec + ",max_tokens=64"}))
+        assert fake.calls == 0
+        res = run_winrate(WinrateConfig(**{**cfg, "judge": f"openai:{url}/,timeout=30,concurrency=2,model=m,retries=0"}))
         assert fake.calls == 5
     # every order says P(shown first better) = 0.7: hard verdicts disagree on every pair -> all ties
     assert res.position_disagreement == 1.0 and res.win_rate == 0.5

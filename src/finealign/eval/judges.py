@@ -65,7 +65,7 @@ from .verdicts import PATH_LOGPROB, PATH_PARSED, PATH_SCORE, PATH_TIE, Verdict, 
 
 __all__ = ["PAIRWISE_TEMPLATE", "TEMPLATE_VERSION", "Judge", "JudgeError", "LocalPairwiseJudge", "OpenAIJudge",
            "OrderedVerdicts", "ScorerJudge", "Verdict", "VerdictCache", "judge_both_orders", "judge_orders",
-           "load_judge", "pairwise_messages", "parse_answer", "parse_verdict", "path_counts", "template_id",
+           "judge_key", "load_judge", "pairwise_messages", "parse_answer", "parse_verdict", "path_counts", "template_id",
            "verdict_key"]
 
 TEMPLATE_VERSION = "pairwise-v1"
@@ -415,6 +415,26 @@ class OpenAIJudge(Judge):
                             g.cancel()
         if error is not None:
             raise error
+
+
+#: options that change how a judge is asked, never what it answers: left out of ``judge_key``
+TRANSPORT_OPTIONS = {"openai": ("timeout", "retries", "backoff", "max_backoff", "concurrency", "parse_retries"),
+                     "pairwise": ("batch_size", "device")}
+_VERDICT_DEFAULTS = {"openai": {"logprobs": "auto", "max_tokens": "16"}}
+
+
+def judge_key(spec: str) -> str:
+    """The judge spec with only what changes a verdict, in a fixed order: the key of a win-rate folder's settings
+    and of its cached verdicts, so a rerun with other retries, timeout, backoff, concurrency or option order
+    resumes. ``openai:URL/,retries=1,model=m`` -> ``openai:URL,logprobs=auto,max_tokens=16,model=m``."""
+    from ..rewards.base import parse_spec
+
+    s = parse_spec(spec)
+    drop = TRANSPORT_OPTIONS.get(s.kind, ())
+    opts = {**_VERDICT_DEFAULTS.get(s.kind, {}), **{k: v for k, v in s.options.items() if k not in drop}}
+    arg = (s.arg or "").rstrip("/") if s.kind == "openai" else (s.arg or "")
+    head = f"{s.kind}:{arg}" if arg else s.kind
+    return ",".join([head] + [f"{k}={opts[k]}" for k in sorted(opts)])
 
 
 def _opt(spec: str, options: dict, name: str, cast, default):

@@ -14,7 +14,7 @@ from ..core import winrate as wr
 from ..data.io import JsonlAppender, iter_objects, write_json, write_jsonl, write_text_atomic
 from ..data.records import FieldError, Prompt, check_prompt, check_text
 from ..errors import ConfigError, DataError, FinealignError
-from .judges import Judge, VerdictCache, judge_orders, load_judge
+from .judges import Judge, VerdictCache, judge_key, judge_orders, load_judge
 from .winrate_config import JudgeCheck, WinrateConfig, WinrateResult
 
 FILES = ("results.json", "results.md", "pairs.jsonl", "judgments.jsonl", "outputs.jsonl", "reference_outputs.jsonl",
@@ -107,6 +107,14 @@ def _settings(cfg: WinrateConfig) -> dict:
     return out
 
 
+def _same_judge(old, new) -> bool:
+    """Two judge specs that give the same verdicts (``judges.judge_key``: transport options and order aside)."""
+    try:
+        return isinstance(old, str) and isinstance(new, str) and judge_key(old) == judge_key(new)
+    except FinealignError:
+        return False
+
+
 def prepare_out(cfg: WinrateConfig) -> Path:
     """Create ``cfg.out``; with ``overwrite`` delete this command's files; refuse a folder made with other settings.
 
@@ -125,7 +133,7 @@ def prepare_out(cfg: WinrateConfig) -> Path:
         except ValueError:
             raise DataError(sfile, None, None, "not valid JSON; delete it or pass --overwrite") from None
         for k, v in new.items():
-            if old.get(k) != v:
+            if old.get(k) != v and not (k == "judge" and _same_judge(old.get(k), v)):
                 raise ConfigError(k.replace("_", "-"), f"{out} holds a win rate made with {old.get(k)!r}, not {v!r}; "
                                   "use another --out, or --overwrite to start over")
     return out
@@ -224,7 +232,7 @@ def judge_check(judge: Judge, cfg: WinrateConfig, cache: VerdictCache, report) -
     """``check_judge`` with ``cfg``'s settings (None when ``--judge-check none``)."""
     if cfg.judge_check.strip().lower() == "none":
         return None, {}
-    return check_judge(judge, cfg.judge_check, judge_id=cfg.judge, limit=cfg.judge_check_limit,
+    return check_judge(judge, cfg.judge_check, judge_id=judge_key(cfg.judge), limit=cfg.judge_check_limit,
                        data_dir=cfg.data_dir, max_chars=cfg.max_chars, preference=cfg.preference, seed=cfg.seed,
                        n_boot=cfg.n_boot, cache=cache, on_progress=lambda d, t: report("judge-check", d, t))
 
@@ -262,7 +270,7 @@ def run(cfg: WinrateConfig, on_progress: Callable[[str, int, int], None] | None 
     try:
         chk, by_subset = judge_check(judge, cfg, cache, report)
         ov = judge_orders(judge, [o.prompt for o, _ in pairs], [_cut(o.text, cfg.max_chars) for o, _ in pairs],
-                          [_cut(r.text, cfg.max_chars) for _, r in pairs], cache=cache, judge_id=cfg.judge,
+                          [_cut(r.text, cfg.max_chars) for _, r in pairs], cache=cache, judge_id=judge_key(cfg.judge),
                           on_progress=lambda d, t: report("judge", d, t))
     finally:
         cache.close()
