@@ -77,7 +77,7 @@ def quality(text: str) -> int:
 class FakeJudge:
     """The fake endpoint (``self.app``); ``style`` picks the reply style; ``fail`` scripts failures:
     ``"429"`` / ``"500"`` (every call), ``"empty"`` (an empty reply), ``"foreign"`` (a reply in another
-    language without a letter), ``"cut"`` (a reply cut at max_tokens after "Answer A"). ``calls`` counts requests; ``bodies`` keeps the last request body."""
+    language without a letter), ``"fatal-and-500"`` (400 for an answer that says FATAL, else 500 without Retry-After), ``"cut"`` (a reply cut at max_tokens after "Answer A"). ``calls`` counts requests; ``bodies`` keeps the last request body."""
 
     def __init__(self, style: str = "bold"):
         self.style, self.fail, self.calls, self.bodies = style, None, 0, []
@@ -95,6 +95,10 @@ class FakeJudge:
                                     status_code=int(self.fail), headers={"retry-after": "0"})
             if self.fail == "empty":
                 return JSONResponse(reply("", None))
+            if self.fail == "fatal-and-500":  # the pair whose answer says FATAL is refused (400); the rest: 500s
+                if "FATAL" in body["messages"][-1]["content"]:
+                    return JSONResponse({"error": {"message": "bad request"}}, status_code=400)
+                return JSONResponse({"error": {"message": "overloaded"}}, status_code=500)
             if self.fail == "cut":  # a reasoning reply cut at max_tokens just after a mention of "Answer A"
                 text = "Let me compare the two answers carefully. Answer A"
                 toks = [{"token": t, "logprob": -0.05, "bytes": None,

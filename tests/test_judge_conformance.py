@@ -182,7 +182,7 @@ def test_a_truncated_reply_is_one_error_that_says_raise_max_tokens(fake):
 
 def test_429_and_500_are_retried_with_backoff_then_one_error_naming_the_pair(fake, monkeypatch):
     slept = []
-    monkeypatch.setattr(judges.time, "sleep", slept.append)
+    monkeypatch.setattr(judges, "_pause", lambda seconds, stop: slept.append(seconds))
     for code in ("429", "500"):
         fake.style, fake.fail, fake.calls = "bare", code, 0
         slept.clear()
@@ -212,6 +212,26 @@ def test_empty_and_foreign_replies_fail_in_one_line(fail, why, fake):
     assert why in str(e.value) and "\n" not in str(e.value)
     assert fake.calls == 2  # asked once more (parse_retries=1), not retries + 1 = 6 paid requests
     fake.fail = None
+
+
+def test_after_a_fatal_pair_no_new_request_is_started(fake):
+    # pair 0 is refused (400: fatal); the others get 500s and would be retried 5 times with backoff 1, 2, 4, 8, 16 s
+    # each; after the fatal pair the one in flight stops at its next wait and no pending pair is started
+    fake.fail, fake.calls = "fatal-and-500", 0
+    j = load_judge(f"openai:{fake.url},model=fake,retries=5,backoff=1,concurrency=2")
+    with pytest.raises(JudgeError, match="refused the pair on prompt 'q0'.*HTTP 400"):
+        j.compare([f"q{i}" for i in range(8)], ["FATAL"] + ["a"] * 7, ["b"] * 8)
+    assert fake.calls <= 4  # at most: the fatal one, and two attempts of each of 1-2 pairs already in flight (not 6 x 7)
+    fake.fail = None
+
+
+def test_logprobs_yes_on_a_server_without_them_fails_on_the_first_reply(fake):
+    fake.style, fake.fail, fake.calls = "answer-dash", None, 0  # replies without log-probabilities
+    j = load_judge(f"openai:{fake.url},model=fake,logprobs=yes,retries=3,parse_retries=3,concurrency=1")
+    with pytest.raises(JudgeError, match=r"no log-probabilities .*logprobs=yes") as e:
+        j.compare([f"q{i}" for i in range(6)], ["q=2"] * 6, ["q=1"] * 6)
+    assert "\n" not in str(e.value)
+    assert fake.calls <= 2  # not re-asked (parse_retries) and no pair after the first started (not 6 x 4 = 24)
 
 
 def test_unknown_judge_option_is_one_line():

@@ -53,7 +53,7 @@ import hashlib
 import json
 import math
 import os
-import time
+import threading
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Iterator, Sequence
 
@@ -281,8 +281,27 @@ def _pair_label(prompt: Prompt, first: str, second: str) -> str:
     return f"{_label(prompt)} (answer A {head(first)}, answer B {head(second)})"
 
 
+def _pause(seconds: float, stop: threading.Event) -> None:
+    """Wait ``seconds`` before a retry, or less when ``stop`` is set (another pair failed for good)."""
+    stop.wait(seconds)
+
+
+class _Stopped(Exception):
+    """A pair not asked (or not retried) because another pair already failed fatally."""
+
+
+class _Fatal(Exception):
+    """A reply that no retry can change (a server without log-probabilities while ``logprobs=yes``)."""
+
+
 class OpenAIJudge(Judge):
-    """An OpenAI-compatible chat endpoint as judge; see the module docstring for the options."""
+    """An OpenAI-compatible chat endpoint as judge; see the module docstring for the options.
+
+    After one pair fails for good, no new request is started: the pending pairs are cancelled and the pairs in
+    flight stop before their next attempt, so the run ends promptly with that one error (the verdicts that
+    arrived are kept). A server that sends no log-probabilities while ``logprobs=yes`` fails on the first
+    reply, without asking again.
+    """
 
     def __init__(self, base_url: str, *, model: str | None = None, timeout: float = 60.0, retries: int = 4,
                  backoff: float = 1.0, max_backoff: float = 30.0, concurrency: int = 4, logprobs: str = "auto",
@@ -307,6 +326,7 @@ class OpenAIJudge(Judge):
         self._logprobs_spec = logprobs
         self.batch_size = concurrency * 4
         self._openai = openai
+        self._stop = threading.Event()
         self.client = openai.OpenAI(api_key=api_key or _resolve_key(self.base_url), base_url=self.base_url,
                                     max_retries=0, timeout=timeout)
 
@@ -342,8 +362,10 @@ class OpenAIJudge(Judge):
             p = letter_probability(content, text, parsed.span)
             if p is not None:
                 return Verdict(p, PATH_LOGPROB), text
-            if self.logprobs == "yes":
-                return None, f"no A/B log-probabilities at the answer letter of {text[:80]!r} (logprobs=yes)"
+            if self.logprobs == "yes":  # at temperature 0 asking again gives the same reply: fail now
+                what = "no log-probabilities" if not content else "no A/B log-probabilities at the answer letter"
+                raise _Fatal(f"the server sent {what} with {text[:80]!r} (logprobs=yes; use logprobs=auto to read "
+                             "the parsed answer instead)")
         return Verdict(1.0 if parsed.verdict == "A" else 0.0, PATH_PARSED), text
 
     def _one(self, label: str, messages) -> Verdict:
@@ -354,6 +376,8 @@ class OpenAIJudge(Judge):
         oa = self._openai
         last, attempts, transport, parse = "", 0, 0, 0
         while True:
+            if self._stop.is_set():
+                raise _Stopped()
             attempts += 1
             retry_after, asked = None, self.logprobs
             try:
@@ -365,6 +389,9 @@ class OpenAIJudge(Judge):
                     break
                 parse += 1
                 continue
+            except _Fatal as e:
+                raise JudgeError(f"judge endpoint {self.base_url} (model {self.model!r}) failed on the pair on "
+                                 f"{label}: {e}") from None
             except oa.APITimeoutError:
                 last = f"no reply within {self.timeout:g} s"
             except oa.APIConnectionError as e:
@@ -384,7 +411,7 @@ class OpenAIJudge(Judge):
                 last = f"{type(e).__name__}: {e}"
             if transport >= self.retries:
                 break
-            time.sleep(backoff_delay(transport, self.backoff, self.max_backoff, retry_after))
+            _pause(backoff_delay(transport, self.backoff, self.max_backoff, retry_after), self._stop)
             transport += 1
         raise JudgeError(f"judge endpoint {self.base_url} (model {self.model!r}) failed on the pair on {label} after "
                          f"{attempts} attempt{'s' if attempts != 1 else ''}: {last}")
@@ -400,7 +427,9 @@ class OpenAIJudge(Judge):
     def verdicts_iter(self, prompts, first, second):
         msgs = [pairwise_messages(p, a, b) for p, a, b in zip(prompts, first, second)]
         error = None
-        with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="finealign-judge") as pool:
+        self._stop.clear()
+        pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="finealign-judge")
+        try:
             futures = {pool.submit(self._one, _pair_label(p, a, b), m): i
                        for i, (p, a, b, m) in enumerate(zip(prompts, first, second, msgs))}
             for f in as_completed(futures):
@@ -408,11 +437,18 @@ class OpenAIJudge(Judge):
                     continue
                 try:
                     yield futures[f], f.result()
+                except _Stopped:
+                    continue
                 except JudgeError as e:  # keep the verdicts that still arrive; raise the first failure after
                     if error is None:
                         error = e
+                        self._stop.set()  # no new attempt in flight, no new pair started
                         for g in futures:
                             g.cancel()
+        finally:
+            self._stop.set()
+            pool.shutdown(wait=True, cancel_futures=True)
+            self._stop.clear()
         if error is not None:
             raise error
 
