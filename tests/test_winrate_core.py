@@ -110,13 +110,31 @@ def test_separation_makes_the_lc_not_estimable():
     assert r.status == "not estimable" and not r.estimable and math.isnan(r.lc_win_rate) and math.isnan(r.se)
     assert "separation" in r.reason and "length" in r.reason
     allwin = wr.lc_win_rate([1.0] * 8, SEP_OUT, SEP_REF)
-    assert allwin.status == "not estimable" and "every verdict goes one way" in allwin.reason
+    assert allwin.status == "not estimable" and "all 8 decided verdicts are wins" in allwin.reason
     # one verdict against length breaks the separation: estimable, but the length coefficient is huge
     p[4] = 0.0
     r = wr.lc_win_rate(p, SEP_OUT, SEP_REF)
     assert r.status == "unstable" and r.coef["length"] > wr.UNSTABLE_COEF and "near separation" in r.reason
     assert math.isfinite(r.lc_win_rate)
     assert wr.lc_win_rate([0.3], [1], [2]).status == "not estimable"  # one prompt
+
+
+def test_the_separation_reason_is_true_for_the_data():
+    # 3 wins and 5 losses, separated by length: the 3 longest outputs (differences +300, +200, +100) win, the
+    # others (-50 ... -400) lose. Not "every verdict goes one way": 3 go one way, 5 the other.
+    ref = [500] * 8
+    out = [800, 700, 600, 450, 400, 300, 200, 100]
+    p = [1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0]
+    r = wr.lc_win_rate(p, out, ref)
+    assert r.status == "not estimable"
+    assert "the length difference separates the 3 wins from the 5 losses perfectly" in r.reason
+    assert "the longer answer wins" in r.reason and "one way" not in r.reason and "all " not in r.reason
+    # the same lengths, the shorter answers win
+    r = wr.lc_win_rate([1.0 - x for x in p], out, ref)
+    assert "separates the 5 wins from the 3 losses" in r.reason and "the shorter answer wins" in r.reason
+    # all losses but a tie at the longest output (a tie pins b0 + b1 f = 0 there; b1 > 0 still separates): said so
+    r = wr.lc_win_rate([0.5] + [0.0] * 7, out, ref)
+    assert "all 7 decided verdicts are losses (the other one is a tie or soft)" in r.reason
 
 
 def test_separation_direction_hand_worked():

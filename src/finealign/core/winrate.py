@@ -48,7 +48,7 @@ import numpy as np
 from .stats import bootstrap_ci
 
 __all__ = ["LCWinRate", "LC_NOT_ESTIMABLE", "LC_OK", "LC_UNSTABLE", "UNSTABLE_COEF", "LogisticFit", "WinRate", "combine_orders", "fit_soft_logistic",
-           "instruction_difficulty", "lc_win_rate", "lc_win_rates", "length_feature", "separation_direction",
+           "instruction_difficulty", "lc_win_rate", "lc_win_rates", "length_feature", "separation_direction", "separation_reason",
            "win_rate_stats"]
 
 
@@ -247,6 +247,31 @@ def separation_direction(X: np.ndarray, p: Sequence[float], *, tol: float = 1e-7
     return res.x
 
 
+def separation_reason(pref: Sequence[float], feature: Sequence[float]) -> str:
+    """What separates the verdicts, in words that are true for the data (for ``lc_win_rate``'s reason).
+
+    pref (N,): preferences in [0, 1] (1 a win, 0 a loss, anything else a tie or soft verdict); feature (N,):
+    the length term (``length_feature``). "all 8 decided verdicts are wins" when there is no loss (or no
+    win); "the length difference separates the 3 wins from the 5 losses perfectly (...)" when every win's
+    length term is at least (or at most) every loss's; else a combination of the terms does.
+    """
+    p = _pref(pref)
+    f = np.asarray(feature, dtype=np.float64)
+    win, loss = p >= 1.0 - 1e-12, p <= 1e-12
+    nw, nl, other = int(win.sum()), int(loss.sum()), int((~(win | loss)).sum())
+    rest = "" if not other else " (the other one is a tie or soft)" if other == 1 else \
+        f" (the other {other} are ties or soft)"
+    if nl == 0 or nw == 0:
+        return f"all {nw + nl} decided verdicts are {'wins' if nl == 0 else 'losses'}{rest}"
+    head = f"the length difference separates the {nw} win{'s' if nw != 1 else ''} from the {nl} loss" \
+           f"{'es' if nl != 1 else ''} perfectly"
+    if f[win].min() >= f[loss].max():
+        return head + " (no loss has a relatively longer output than a win: the longer answer wins)"
+    if f[win].max() <= f[loss].min():
+        return head + " (no loss has a relatively shorter output than a win: the shorter answer wins)"
+    return f"the model's terms together separate the {nw} wins from the {nl} losses perfectly"
+
+
 def _not_estimable(reason: str) -> LCWinRate:
     return LCWinRate(math.nan, math.nan, {}, LC_NOT_ESTIMABLE, reason)
 
@@ -282,12 +307,9 @@ def lc_win_rate(pref: Sequence[float], len_out: Sequence[float], len_ref: Sequen
     X = np.column_stack(cols)
     sep = separation_direction(X, p)
     if sep is not None:
-        what = {"intercept": "every verdict goes one way", "length": "the verdicts follow the length difference",
-                "difficulty": "the verdicts follow the difficulty term"}
-        lead = max(range(len(names)), key=lambda k: abs(sep[k]))
-        return _not_estimable(f"separation: {what[names[lead]]} without exception on these {n} prompts, so the "
-                              "GLM's coefficients have no finite estimate (more prompts, or soft preferences, "
-                              "make it estimable)")
+        return _not_estimable(f"separation: {separation_reason(p, f)} on these {n} prompts, so the GLM's "
+                              "coefficients have no finite estimate (more prompts, or soft preferences, make it "
+                              "estimable)")
     fit = fit_soft_logistic(X, p)
     if not fit.converged:
         return _not_estimable("the GLM's optimiser did not converge")
