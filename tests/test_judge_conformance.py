@@ -240,6 +240,20 @@ def test_unknown_judge_option_is_one_line():
         load_judge("openai:http://x/v1,model=m,temprature=0")
 
 
+@pytest.mark.parametrize("spec, want", [
+    ("foo:bar", r"^unknown judge 'foo:bar': kind 'foo' is not pairwise, openai or a scorer kind \(.*length.*\)$"),
+    ("openai:http://x/v1,model=m,retries=x", r"option retries expects an integer$"),
+    ("openai:http://x/v1,model=m,timeout=soon", r"option timeout expects a number$"),
+    ("openai:http://x/v1,model=m,retries=1,retries=3", r"option retries given more than once$"),
+    ("openai:localhost:8000,model=m", r"^openai judge: expected openai:http\(s\)://host\[:port\]/v1,model=NAME, "
+                                      r"got URL 'localhost:8000'$"),
+])
+def test_bad_judge_specs_are_one_clear_line(spec, want):
+    with pytest.raises(JudgeError, match=want) as e:
+        load_judge(spec)
+    assert "\n" not in str(e.value) and "--base-url" not in str(e.value) and "a int" not in str(e.value)
+
+
 def test_cached_verdicts_of_another_judge_or_template_are_never_reused(fake, tmp_path, monkeypatch):
     fake.style, fake.fail = "bare", None
     prompts, a, b = ["p1", "p2"], ["q=3", "q=1"], ["q=2", "q=2"]

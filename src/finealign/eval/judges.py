@@ -317,7 +317,11 @@ class OpenAIJudge(Judge):
         if retries < 0 or parse_retries < 0 or timeout <= 0 or concurrency < 1 or backoff < 0 or max_tokens < 1:
             raise JudgeError("judge options: need retries >= 0, parse_retries >= 0, timeout > 0, concurrency >= 1, "
                              "backoff >= 0, max_tokens >= 1")
-        self.base_url = check_base_url(base_url)
+        try:
+            self.base_url = check_base_url(base_url)
+        except FinealignError:
+            raise JudgeError(f"openai judge: expected openai:http(s)://host[:port]/v1,model=NAME, got URL "
+                             f"{base_url!r}") from None
         self.model = model
         self.name = f"openai:{self.base_url},model={model}"
         self.timeout, self.retries, self.backoff, self.max_backoff = timeout, retries, backoff, max_backoff
@@ -479,7 +483,8 @@ def _opt(spec: str, options: dict, name: str, cast, default):
     try:
         return cast(options.pop(name))
     except (TypeError, ValueError):
-        raise JudgeError(f"judge {spec!r}: option {name} expects a {cast.__name__}") from None
+        what = {int: "an integer", float: "a number"}.get(cast, f"a {cast.__name__}")
+        raise JudgeError(f"judge {spec!r}: option {name} expects {what}") from None
 
 
 def load_judge(spec: str, *, dtype: str = "float32", device: str = "auto", batch_size: int = 8) -> Judge:
@@ -489,8 +494,18 @@ def load_judge(spec: str, *, dtype: str = "float32", device: str = "auto", batch
     """
     from ..rewards.base import load_scorer, parse_spec
 
+    from ..rewards.base import _REGISTRY, _ensure_builtin_kinds
+
     s = parse_spec(spec)
+    keys = [o.partition("=")[0].strip() for o in spec.split(",")[1:]]
+    twice = sorted({k for k in keys if keys.count(k) > 1})
+    if twice:
+        raise JudgeError(f"judge {spec!r}: option {', '.join(twice)} given more than once")
     opts = dict(s.options)
+    _ensure_builtin_kinds()
+    if s.kind not in ("pairwise", "openai") and s.kind not in _REGISTRY:
+        raise JudgeError(f"unknown judge {spec!r}: kind {s.kind!r} is not pairwise, openai or a scorer kind "
+                         f"({', '.join(sorted(_REGISTRY))})")
     if s.kind == "pairwise":
         if not s.arg:
             raise JudgeError("pairwise judge: expected pairwise:MODEL")
