@@ -227,7 +227,8 @@ def main(argv=None) -> dict:
         ap.error("give --policy DIR or --tiny TASK")
     with tempfile.TemporaryDirectory() as tmp:
         if args.tiny:
-            from finealign.sim.policy import SimPolicyConfig, train_task_policy
+            from finealign.sim.policy import SimPolicyConfig
+            from finealign.train.sim_policy import train_task_policy
 
             args.policy = str(Path(tmp) / "policy")
             train_task_policy(SimPolicyConfig(task=args.tiny, size="tiny", out=args.policy))

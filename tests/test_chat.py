@@ -89,8 +89,10 @@ def test_every_consumer_renders_the_same_ids(tiny):
         pair = _ids(tok, hand + A + "<|im_end|>\n")
         assert _ids(tok, render_prompt(tok, prompt)) == _ids(tok, hand)
         # the causal scorers stop at the response's last token (nothing after it changes their values)
-        assert direct._encode(prompt, A, 0).ids == _ids(tok, hand + A) == pair[:len(_ids(tok, hand + A))]
-        assert encode_response(tok, prompt, A).input_ids == _ids(tok, hand + A)
+        # the direct scorer and the token RM read the response and its stop token (the end of turn)
+        with_stop = pair[:len(_ids(tok, hand + A)) + 1]
+        assert direct._encode(prompt, A, 0).ids == with_stop and with_stop[-1] == tok.eos_token_id
+        assert encode_response(tok, prompt, A).input_ids == with_stop
         assert _ids(tok, seqcls._text(prompt, A)) == pair
         assert _ids(tok, chat.render_messages(tok, flr._context(prompt, A))) == pair
         ids, mask, _ = encode_prompts(tok, [hand], 10_000)

@@ -218,7 +218,8 @@ def test_every_scorer_scores_an_empty_response(tiny, tmp_path, seqcls_dir):
         vals = sc.score(["Say something.", "Say something."], ["", "Hello."])
         assert len(vals) == 2 and all(math.isfinite(v) for v in vals), name
     assert scorers["length"].score(["q"], [""]) == [0.0]
-    assert scorers["token-rm"].score(["q"], [""]) == [0.0]  # the sum over no tokens
+    ts = scorers["token-rm"].score_tokens(["q"], [""])[0]  # an empty response is its stop token alone
+    assert ts.offsets == [(0, 0)] and scorers["token-rm"].score(["q"], [""]) == [ts.rewards[0]]
     # direct: the empty response scores log p(<|im_end|> | prompt, assistant turn opened)
     from finealign.data.chat import render_prompt
 

@@ -110,7 +110,8 @@ def test_rerun_is_a_no_op_and_other_settings_are_refused(policy_dir):
     before = (policy_dir / "sim_policy.json").read_bytes()
     weights = (policy_dir / "model.safetensors").read_bytes()
     assert run_cli(["sim", "policy", "constraints", "--out", policy_dir] + TINY) == 0
-    from finealign.sim.policy import SimPolicyConfig, train_task_policy
+    from finealign.sim.policy import SimPolicyConfig
+    from finealign.train.sim_policy import train_task_policy
 
     with pytest.raises(FinealignError, match=r"other settings \(error_rate: 0.3 there, 0.5 now\)"):
         train_task_policy(SimPolicyConfig(task="constraints", size="tiny", error_rate=0.5, out=str(policy_dir)))
@@ -121,7 +122,8 @@ def test_rerun_is_a_no_op_and_other_settings_are_refused(policy_dir):
 def test_killed_run_resumes_to_the_same_weights(tmp_path):
     from safetensors.torch import load_file
 
-    from finealign.sim.policy import SimPolicyConfig, train_task_policy
+    from finealign.sim.policy import SimPolicyConfig
+    from finealign.train.sim_policy import train_task_policy
 
     def cfg(out):
         return SimPolicyConfig(task="arithmetic", size="tiny", steps=6, save_every=2, out=str(out))
@@ -176,7 +178,7 @@ def test_sim_make_and_ppo_take_the_folder_and_refuse_another_task(policy_dir, tm
            "--micro-batch-size", "1", "--max-new-tokens", "6", "--device", "cpu", "--mixed-precision", "no", "-q"]
     assert run_cli(ppo + ["--reward", "sim:facts", "--prompts", tmp_path / "c" / "prompts.jsonl",
                           "--out", tmp_path / "p_bad"]) == 1
-    assert "made for task 'constraints', not for task 'facts'" in capsys.readouterr().err
+    assert "made for sim task 'constraints', but the reward is sim:facts" in capsys.readouterr().err
     assert not (tmp_path / "p_bad").exists()
     assert run_cli(ppo + ["--reward", "sim:constraints", "--prompts", tmp_path / "c" / "prompts.jsonl",
                           "--out", tmp_path / "p"]) == 0
@@ -185,7 +187,7 @@ def test_sim_make_and_ppo_take_the_folder_and_refuse_another_task(policy_dir, tm
     from finealign.train.ppo import train_ppo
     from finealign.train.ppo_config import PPOConfig
 
-    with pytest.raises(_FE, match="made for task 'constraints', not for task 'facts'"):  # the Python API checks too
+    with pytest.raises(_FE, match="made for sim task 'constraints', but the reward is sim:facts"):  # the Python API too
         train_ppo(PPOConfig(policy=str(policy_dir), reward="sim:facts", prompts=str(tmp_path / "c" / "prompts.jsonl"),
                             out=str(tmp_path / "p_api"), device="cpu"))
 
@@ -219,7 +221,8 @@ def test_roofline_flop_counts_by_hand():
 
 @pytest.mark.slow  # the default size: a few minutes on one CPU thread
 def test_default_size_starts_below_the_ceiling_with_room_for_sampling(tmp_path):
-    from finealign.sim.policy import SimPolicyConfig, train_task_policy
+    from finealign.sim.policy import SimPolicyConfig
+    from finealign.train.sim_policy import train_task_policy
 
     rec = train_task_policy(SimPolicyConfig(task="facts", out=str(tmp_path / "facts")))
     g = rec["gold"]

@@ -29,7 +29,7 @@ def test_quick_study_on_tiny(tmp_path):
     res = study.main(FLAGS + ["--out", str(out), "--png-prefix", str(tmp_path / "plot"), "--json", str(tmp_path / "s.json")])
     rows = res["reward_models"]
     # every source (span_bt, seq_bt, token_cls, dpo) at every size, each measured against the gold edits
-    assert {(r["source"], r["size"]) for r in rows} == {(s, n) for s in study.SOURCES for n in (4, 8)}
+    assert {(r["source"], r["size"]) for r in rows} == {(s, n) for s in study.PRESET_SOURCES for n in (4, 8)}
     assert all(0.0 <= r["edit_acc"] <= 1.0 for r in rows)
     # PPO: gold and span_bt rewards x token / sequence, each with a gold curve of 2 steps
     curves = res["ppo_curves"]

@@ -28,7 +28,7 @@ def run_sim_make(cfg, quiet: bool = False):
 
 def run_sim_policy(cfg, quiet: bool = False):
     """Train (or resume) a task policy; prints its record (task, settings, starting gold) as JSON on stdout."""
-    from ..sim.policy import gold_line, train_task_policy
+    from ..train.sim_policy import gold_line, train_task_policy
     from .common import console, out as stdout, progress_callback
 
     with progress_callback(f"sft {cfg.task}", disable=quiet) as cb:

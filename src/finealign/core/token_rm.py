@@ -76,14 +76,14 @@ def anchored_span_bt_loss(r_w: torch.Tensor, changed_w: torch.Tensor, response_w
     """``span_bt_loss`` plus an anchor on the unchanged tokens.
 
     r_w, changed_w, response_w: (B, T_w); r_l, changed_l, response_l: (B, T_l).
-    ``L = span_bt + anchor_weight * sum_{U} r_t^2 / max(1, |U|)`` with U the unchanged response tokens
-    of both sides (``response & ~changed``). ``margins`` are the span margins.
+    ``L = span_bt + anchor_weight * mean_b (sum_{U_b} r_t^2 / max(1, |U_b|))`` with U_b the unchanged
+    response tokens of both sides of pair b (``response & ~changed``). ``margins`` are the span margins.
     """
     bt = span_bt_loss(r_w, changed_w, r_l, changed_l)
     u_w, u_l = response_w.bool() & ~changed_w.bool(), response_l.bool() & ~changed_l.bool()
-    sq = masked_sum(r_w ** 2, u_w).sum() + masked_sum(r_l ** 2, u_l).sum()
-    n = (u_w.sum() + u_l.sum()).clamp(min=1)
-    return BTStats(bt.loss + anchor_weight * sq / n, bt.margins)
+    sq = masked_sum(r_w ** 2, u_w) + masked_sum(r_l ** 2, u_l)  # (B,): per pair, so that data-parallel
+    n = (u_w.sum(-1) + u_l.sum(-1)).clamp(min=1)  # processes' means average to the whole batch's
+    return BTStats(bt.loss + anchor_weight * (sq / n).mean(), bt.margins)
 
 
 def seq_bt_loss(r_w: torch.Tensor, response_w: torch.Tensor, r_l: torch.Tensor, response_l: torch.Tensor) -> BTStats:
