@@ -12,7 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from .worker import Job
+from .worker import Closed, Job, QueueFull
 
 DISCONNECT_POLL_S = 0.2  # how often a waiting non-streamed request checks that its client is still there
 
@@ -94,3 +94,15 @@ def served_app(title: str, served, api_key: str | None, name_key: str) -> tuple[
                 "running": w.running, "max_queue": w.max_queue}
 
     return app, check_key
+
+
+def submit_job(worker, job: Job) -> Job:
+    """Queue ``job`` on ``worker``; 503 ``queue_full`` when its queue is full, 503 when it is closing."""
+    try:
+        worker.submit(job)
+    except QueueFull:
+        raise _ApiError(503, f"the server is busy: {worker.max_queue} requests are already waiting; retry later",
+                        "server_error", "queue_full", headers={"Retry-After": "1"}) from None
+    except Closed:
+        raise _shutting_down() from None
+    return job

@@ -38,8 +38,8 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from .http_common import _ApiError, _outcome, _shutting_down, served_app
-from .worker import Closed, Job, ModelWorker, QueueFull
+from .http_common import _ApiError, _outcome, served_app, submit_job
+from .worker import Job, ModelWorker
 
 __all__ = ["create_app", "close_app", "ChatRequest"]
 
@@ -129,15 +129,7 @@ class _Served:
 
     def submit(self, run) -> Job:
         """Queue ``run(job)`` on the model's thread; 503 when the queue is full or the server is closing."""
-        job = Job(run)
-        try:
-            self.worker.submit(job)
-        except QueueFull:
-            raise _ApiError(503, f"the server is busy: {self.worker.max_queue} requests are already waiting; "
-                                 "retry later", "server_error", "queue_full", headers={"Retry-After": "1"}) from None
-        except Closed:
-            raise _shutting_down() from None
-        return job
+        return submit_job(self.worker, Job(run))
 
 
 async def _checked(served: _Served, req: ChatRequest) -> tuple[list[dict], list[str], int, int]:

@@ -33,8 +33,8 @@ from starlette.concurrency import run_in_threadpool
 from ..errors import FinealignError
 from ..integrations.token_rewards import score_records
 from ..rewards.base import Scorer, TokenScorer, load_scorer
-from .http_common import _ApiError, _outcome, _shutting_down, served_app
-from .worker import Closed, Job, ModelWorker, QueueFull
+from .http_common import _ApiError, _outcome, served_app, submit_job
+from .worker import Job, ModelWorker
 
 __all__ = ["create_reward_app", "close_reward_app", "split_query", "STOP_MARKERS"]
 
@@ -207,13 +207,7 @@ def create_reward_app(spec: str | Scorer, *, max_queue: int = DEFAULT_MAX_QUEUE,
                                      "(--max-prompt-tokens)", code="context_length_exceeded")
         job = Job(served.run)
         job.items = items  # type: ignore[attr-defined]
-        try:
-            served.worker.submit(job)
-        except QueueFull:
-            raise _ApiError(503, f"the server is busy: {served.worker.max_queue} requests are already waiting; retry "
-                                 "later", "server_error", "queue_full", headers={"Retry-After": "1"}) from None
-        except Closed:
-            raise _shutting_down() from None
+        submit_job(served.worker, job)
         try:
             results = await _outcome(job, request)
         except FinealignError as e:
