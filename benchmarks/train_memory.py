@@ -34,10 +34,11 @@ from pathlib import Path
 
 VARIANTS = {
     "before": {"gradient_checkpointing": False, "mixed_precision": "no"},
-    "after": {"mixed_precision": "no"},
-    "after_bf16": {"mixed_precision": "bf16"},
+    "after": {"gradient_checkpointing": True, "mixed_precision": "no"},
+    "after_bf16": {"gradient_checkpointing": True, "mixed_precision": "bf16"},
     "before_bf16": {"gradient_checkpointing": False, "mixed_precision": "bf16"},
-    "after_default_malloc": {"mixed_precision": "no"},  # checkpointing without train/memory.py's malloc setting
+    # checkpointing without train/memory.py's malloc setting
+    "after_default_malloc": {"gradient_checkpointing": True, "mixed_precision": "no"},
     "defaults": {},  # every default as it is (mixed_precision auto: bf16 on AMX CPUs)
 }
 ENV = {"after_default_malloc": {"FINEALIGN_MALLOC_TUNING": "0"}}

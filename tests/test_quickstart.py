@@ -55,25 +55,32 @@ def test_quickstart_tiny_end_to_end(tmp_path, capsys):
 
 
 def test_quickstart_with_the_sim_study(tmp_path):
-    """``sim=True`` (on by default at scale full) adds the gold-reward sim study's --quick preset with the scale's
-    model: its study.json under OUT/sim-study, and a sixth summary line built from it, before the report's."""
+    """``sim=True`` (on by default at every scale but tiny) first runs a 1-seed slice of the sim study's --fast
+    preset (gold reward, token and sequence level, on a `sim policy` model: a tiny one at scale tiny): its
+    study.json under OUT/sim-study, a summary line built from it leading the summary, its curves in the report."""
     from finealign.cli.quickstart import run_quickstart
 
-    tiny = ["--n", "10", "--heldout", "4", "--k", "2", "--max-new-tokens", "8", "--sizes", "4", "--rm-steps", "2",
-            "--rm-batch", "2", "--ppo-steps", "2", "--ppo-batch", "2", "--eval-limit", "10", "--mixed-precision", "no"]
+    tiny = ["--n", "8", "--heldout", "4", "--k", "2", "--max-new-tokens", "6", "--ppo-steps", "3", "--ppo-batch",
+            "4", "--group", "2", "--eval-k", "1"]
     out = tmp_path / "qs"
     res = run_quickstart(out, scale="tiny", sim=True, sim_args=tiny, log=lambda m: None, quiet=True)
     study = json.loads((out / "sim-study" / "study.json").read_text())
-    assert study["settings"]["model"] == "tiny-random" and study["settings"]["quick"]
+    st = study["settings"]
+    assert st["fast"] and st["tasks"] == ["constraints"] and st["ppo_rewards"] == ["gold"] and st["ppo_seeds"] == [0]
+    assert json.loads((out / "sim-study" / "policies" / "constraints" / "sim_policy.json").read_text())["status"] == "done"
     assert len(res.summary) == 6 and res.summary[5] == f"report: {out / 'report.html'}"
-    line = res.summary[4]
-    assert line.startswith("sim testbed (facts, gold reward): PPO held-out gold ")
-    # the line reports the study's own figures: each source's pair accuracy at the largest size
-    for r in study["reward_models"]:
-        acc = "n/a" if r["pair_acc"] is None else f"{r['pair_acc']:.2f}"
-        assert f"{r['source']} {acc}" in line
-    assert line in (out / "summary.md").read_text() and (out / "sim-study" / "plot_rm.png").exists()
+    line = res.summary[0]
+    # the line reports the study's own figures: first-batch gold and each granularity's final gold
+    s = study["ppo"]["constraints"]
+    assert line.startswith("sim testbed, PPO with the gold reward (token / sequence level): constraints ")
+    assert f"{s['initial_gold']:.2f} -> token {s['by_run']['gold/token']['final_gold']:.2f}" in line
+    assert f"sequence {s['by_run']['gold/sequence']['final_gold']:.2f}" in line
+    assert line in (out / "summary.md").read_text() and (out / "sim-study" / "plot_ppo.png").exists()
     assert res.paths["sim-study"] == out / "sim-study"
+    page = (out / "report.html").read_text()
+    # the sim section comes right after the summary, before the win rates
+    assert page.index("id='summary'") < page.index("id='sim'") < page.index("id='winrates'")
+    assert "gold reward per PPO step, token vs sequence" in page
 
 
 def test_quickstart_bad_scale(tmp_path, capsys):

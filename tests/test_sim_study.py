@@ -196,3 +196,72 @@ def test_study_entry_points(tmp_path, entry):
         else:  # checked against the pool the data stage made, before any reward model is trained
             assert (o / "data").exists() and not (o / "rm").exists()
     assert "--rm-pool" in subprocess.run(cmd + ["--help"], capture_output=True, text=True, env=env).stdout
+
+
+def test_fast_preset_on_tiny_task_policies(tmp_path):
+    """--fast on `sim policy --size tiny` models: each task gets its own policy (built under OUT/policies), the
+    reward models train on that policy's backbone, PPO runs 2 processes; every run reports its phase times."""
+    study = _study()
+    flags = ["--fast", "--policy-size", "tiny", "--tasks", "constraints", "arithmetic", "--n", "8", "--heldout",
+             "4", "--k", "2", "--max-new-tokens", "6", "--sizes", "3", "--sources", "seq_bt", "--rm-steps", "1",
+             "--rm-batch", "2", "--ppo-steps", "2", "--ppo-batch", "4", "--group", "2", "--ppo-seeds", "0", "1",
+             "--ppo-rewards", "gold", "seq_bt", "--eval-k", "1", "--eval-limit", "8"]
+    a = study.parse_args(flags + ["--out", str(tmp_path / "f")])
+    assert (a.advantage, a.ppo_lora, a.mixed_precision, a.jobs, a.learned_seeds) == ("prime", False, "no", 2, [0])
+    assert a.policies == tmp_path / "f" / "policies"
+    res = study.main(flags + ["--out", str(tmp_path / "f")], echo=False)
+    for task in ("constraints", "arithmetic"):
+        rec = json.loads((tmp_path / "f" / "policies" / task / "sim_policy.json").read_text())
+        assert rec["task"] == task and rec["status"] == "done"
+        assert json.loads((tmp_path / "f" / "data" / task / "summary.json").read_text())["policy"] == str(
+            tmp_path / "f" / "policies" / task)
+    rm = json.loads((tmp_path / "f" / "rm" / "arithmetic" / "zero" / "s0" / "seq_bt_n3" / "train_config.json")
+                    .read_text())
+    assert rm["model"] == str(tmp_path / "f" / "policies" / "arithmetic")
+    # gold: 2 tasks x 2 granularities x 2 seeds; the learned reward: --learned-seeds (0) only
+    keys = sorted((c["task"], c["reward"], c["granularity"], c["seed"]) for c in res["ppo_curves"])
+    assert keys == sorted([(t, "gold", g, s) for t in ("constraints", "arithmetic") for g in ("token", "sequence")
+                           for s in (0, 1)] + [(t, "seq_bt", g, 0) for t in ("constraints", "arithmetic")
+                                               for g in ("token", "sequence")])
+    for c in res["ppo_curves"]:
+        sec = c["seconds"]
+        assert sec["total"] >= sec["update"] >= 0 and set(sec) == {"generate", "reward", "ref_value", "update", "total"}
+    for task, s in res["ppo"].items():
+        for key, g in s["by_run"].items():
+            assert g["final_length"] is not None and g["final_length"] >= 0
+            assert (g["final_gold_ci"] is None) == (len(g["runs"]) < 2)
+
+
+def test_steps_ratio_censored_and_interval():
+    from finealign.pipeline.sim_summary import steps_ratio
+
+    def rows(steps, length=60):
+        return [{"steps_to_target": x, "steps": length} for x in steps]
+
+    # every run reached it: sequence mean (8 + 12) / 2 = 10 over token mean (4 + 6) / 2 = 5 -> 2.0; the resampled
+    # means lie within [8, 12] / [4, 6], so the interval lies within [8/6, 12/4] = [1.33, 3.0]
+    r = steps_ratio(rows([4, 6]), rows([8, 12]))
+    assert r["ratio"] == pytest.approx(2.0) and r["censored"] == [] and r["seeds"] == [2, 2]
+    assert 8 / 6 - 1e-9 <= r["ci"][0] <= 2.0 <= r["ci"][1] <= 3.0 + 1e-9
+    # a token run that never reached it in 60 steps counts as 61: 10 / ((4 + 61) / 2) = 0.3077, token side censored
+    c = steps_ratio(rows([4, None]), rows([8, 12]))
+    assert c["ratio"] == pytest.approx(10 / 32.5) and c["censored"] == ["token"]
+    # sequence never reached it (both 61) while token did: a lower bound 61 / 5 = 12.2
+    assert steps_ratio(rows([4, 6]), rows([None, None]))["ratio"] == pytest.approx(12.2)
+    assert steps_ratio(rows([None]), rows([None])) is None  # nobody reached it: no ratio
+    assert steps_ratio(rows([4]), rows([8]))["ci"] is None  # one seed a side: no interval
+
+
+def test_ratio_of_means_ci_hand_worked():
+    from finealign.core.stats import ratio_of_means_ci
+
+    # 6 / ((4 + 2) / 2) = 2.0; numerator resamples all have mean 6, denominator means are 4, 3 or 2 -> [1.5, 3.0]
+    ratio, lo, hi = ratio_of_means_ci([6, 6], [4, 2])
+    assert ratio == pytest.approx(2.0) and 1.5 <= lo <= hi <= 3.0
+    assert ratio_of_means_ci([2, 2, 2], [1, 1, 1]) == (2.0, 2.0, 2.0)  # no spread: a point interval
+    r, lo, hi = ratio_of_means_ci([6], [3])
+    assert r == 2.0 and lo != lo and hi != hi  # one value a side: NaN interval
+    with pytest.raises(ValueError):
+        ratio_of_means_ci([1.0], [0.0])
+    with pytest.raises(ValueError):
+        ratio_of_means_ci([], [1.0])

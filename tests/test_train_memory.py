@@ -42,8 +42,9 @@ def test_checkpointing_leaves_token_rm_gradients_unchanged():
         assert torch.allclose(plain[n], ckpt[n], atol=1e-6, rtol=1e-4), n
 
 
-@pytest.mark.parametrize("flag,expected", [([], True), (["--no-gradient-checkpointing"], False)])
-def test_token_rm_trainer_checkpoints_by_default(tmp_path, monkeypatch, flag, expected):
+@pytest.mark.parametrize("flag,expected", [([], False), (["--gradient-checkpointing"], True),
+                                           (["--no-gradient-checkpointing"], False)])
+def test_token_rm_trainer_checkpoints_when_asked_or_needed(tmp_path, monkeypatch, flag, expected):
     import finealign.models.compat as compat
 
     calls = []
@@ -57,8 +58,9 @@ def test_token_rm_trainer_checkpoints_by_default(tmp_path, monkeypatch, flag, ex
     assert bool(calls) is expected
 
 
-@pytest.mark.parametrize("flag,expected", [([], True), (["--no-gradient-checkpointing"], False)])
-def test_ppo_checkpoints_the_policy_by_default(tmp_path, monkeypatch, flag, expected):
+@pytest.mark.parametrize("flag,expected", [([], False), (["--gradient-checkpointing"], True),
+                                           (["--no-gradient-checkpointing"], False)])
+def test_ppo_checkpoints_the_policy_when_asked_or_needed(tmp_path, monkeypatch, flag, expected):
     import finealign.models.compat as compat
 
     calls = []
@@ -90,7 +92,36 @@ def test_train_memory_benchmark_prints_before_and_after(tmp_path):
     res = json.loads(proc.stdout)["token_rm"]
     for v in ("before", "after"):
         assert res[v]["peak_rss_mb"] > 0 and res[v]["tokens_per_s"] > 0
-    # before: no checkpointing; after: the default checkpointing, both in fp32 (equal precision: a fair ratio)
+    # before: no checkpointing; after: checkpointing, both in fp32 (equal precision: a fair ratio)
     assert res["before"]["settings"] == {"gradient_checkpointing": False, "mixed_precision": "no"}
-    assert res["after"]["settings"] == {"mixed_precision": "no"}
+    assert res["after"]["settings"] == {"gradient_checkpointing": True, "mixed_precision": "no"}
     assert res["memory_ratio_before_over_after"] > 0
+
+
+def test_activation_bytes_hand_worked():
+    from finealign.train.memory import activation_bytes
+
+    # per layer (16-bit): s*b*h*34 + 5*a*s*s*b = 100*4*8*34 + 5*2*100*100*4 = 108,800 + 400,000 = 508,800;
+    # x 2 layers = 1,017,600; fp32 (4 bytes, twice 16-bit) -> 2,035,200
+    assert activation_bytes(4, 100, 2, 8, 2, dtype_bytes=4) == 2_035_200
+    assert activation_bytes(4, 100, 2, 8, 2, dtype_bytes=2) == 1_017_600
+
+
+def test_auto_checkpointing_only_when_activations_would_not_fit(monkeypatch):
+    import finealign.train.memory as memory
+
+    monkeypatch.setattr(memory, "free_memory_bytes", lambda device: 1000)
+    assert memory.use_activation_checkpointing(None, 499, "cpu") is False  # under half the free memory
+    assert memory.use_activation_checkpointing(None, 501, "cpu") is True
+    assert memory.use_activation_checkpointing(False, 10**12, "cpu") is False  # an explicit setting is obeyed
+    assert memory.use_activation_checkpointing(True, 1, "cpu") is True
+    monkeypatch.setattr(memory, "free_memory_bytes", lambda device: None)
+    assert memory.use_activation_checkpointing(None, 1, "cpu") is True  # unknown free memory: the safe side
+    assert memory.free_memory_bytes.__module__  # the real one reads /proc/meminfo on Linux
+
+
+def test_free_memory_reads_the_host(monkeypatch):
+    import finealign.train.memory as memory
+
+    free = memory.free_memory_bytes("cpu")
+    assert free is None or free > 0

@@ -83,23 +83,19 @@ def _summary(runs, seconds: float, scale: str, report: Path) -> list[str]:
 
 
 def _sim_line(study: dict) -> str:
-    """One line from the sim study's result: PPO with the gold reward, token vs sequence (final policies'
-    held-out gold), and each reward source's held-out pairwise accuracy at the largest size."""
-    task = study["settings"]["tasks"][0]
-    ppo = study["ppo"].get(task, {})
-
-    def held(key):
-        v = (ppo.get("by_run", {}).get(key, {}).get("final_policy_gold") or {}).get("heldout")
-        return f(v["mean"]) if v else "n/a"
-
-    init = ((ppo.get("initial_policy_gold") or {}).get("heldout") or {}).get("gold")
-    rows = [r for r in study["reward_models"] if r["task"] == task]
-    size = max((r["size"] for r in rows), default=None)
-    accs = ", ".join(f"{r['source']} {f(r['pair_acc'])}" for r in rows if r["size"] == size)
-    length = next((r["length_pair_acc"] for r in rows if r["length_pair_acc"] is not None), None)
-    return (f"sim testbed ({task}, gold reward): PPO held-out gold {f(init)} -> token {held('gold/token')} / sequence "
-            f"{held('gold/sequence')}; held-out pair accuracy at {size} pairs: {accs or 'n/a'} "
-            f"(shorter wins {f(None if length is None else 1 - length)})")
+    """One line from the sim study's result: per task, PPO with the gold reward, token vs sequence level: the
+    rollouts' gold from the first batch to the last 3 steps, and steps to half the gap (with how many seeds)."""
+    parts = []
+    for task, s in study["ppo"].items():
+        runs = s["by_run"]
+        tok, seq = runs.get("gold/token"), runs.get("gold/sequence")
+        if not (tok and seq):
+            continue
+        steps = lambda g: f(g["mean_steps_to_target"]) if g["mean_steps_to_target"] is not None else "not reached"  # noqa: E731
+        parts.append(f"{task} {f(s['initial_gold'])} -> token {f(tok['final_gold'])} / sequence "
+                     f"{f(seq['final_gold'])}, steps to half the gap {steps(tok)} / {steps(seq)} "
+                     f"({len(tok['runs'])} seed{'s' if len(tok['runs']) > 1 else ''})")
+    return "sim testbed, PPO with the gold reward (token / sequence level): " + ("; ".join(parts) or "no PPO runs")
 
 
 def _summary_md(runs, seconds: float, scale: str) -> str:
@@ -138,9 +134,11 @@ def run_quickstart(
     (``report``, ``summary``, each recipe's run folder), the five summary lines and the wall time.
 
     ``var_overrides`` ({var: value}) apply to every recipe that declares the variable (e.g. ``model``).
-    ``sim`` (default: on at scale ``full``) also runs the sim study's ``--quick`` preset with the scale's
-    model into ``OUT/sim-study`` (``finealign.pipeline.sim_study``; ``sim_args``: more of its flags) and adds
-    its line to the summary, before the report's (six lines).
+    ``sim`` (default: on at every scale but ``tiny``) first runs a 1-seed slice of the sim study's ``--fast``
+    preset into ``OUT/sim-study`` (``finealign.pipeline.sim_study``): PPO with the gold reward at token and
+    sequence level on the small ``constraints`` policy (built once into FINEALIGN_HOME/sim-policies; at scale
+    ``tiny`` a tiny one under OUT/sim-study); ``sim_args``: more of its flags. Its line leads the summary
+    (six lines) and its gold curves lead the report.
     Raises ``ConfigError`` for an unknown scale and ``FinealignError`` when a stage fails.
     """
     from ..data.io import write_text_atomic
@@ -169,29 +167,38 @@ def run_quickstart(
             log(f"model: {model}")
             pull(model, log=lambda m: log(f"  {m}"))
     arts: dict[str, Path] = {}
+    study, sim_out = None, out_dir / "sim-study"
+    if (scale != "tiny") if sim is None else sim:
+        log("== sim study, a 1-seed slice of --fast: PPO with the gold reward, token vs sequence (docs/sim.md)")
+        study = _run_sim_slice(sim_out, scale, sim_args)
+        arts["sim-study"] = sim_out
     for i, rec in enumerate(loaded, 1):
         log(f"== recipe {i}/{len(loaded)}: {rec.name} ({rec.description})")
         run_recipe(rec, out_dir / rec.name, log=log, progress=progress, quiet=quiet)
         arts[rec.name] = out_dir / rec.name
-    sim_line, sim_out = None, out_dir / "sim-study"
-    run_sim = scale == "full" if sim is None else sim
-    if run_sim:
-        from ..pipeline.sim_study import main as sim_study
-
-        log("== sim study --quick: the gold-reward testbed (docs/sim.md)")
-        study = sim_study(["--quick", "--model", str(loaded[0].vars.get("model")), "--out", str(sim_out),
-                           "--png-prefix", str(sim_out / "plot"), *(sim_args or [])], echo=False)
-        arts["sim-study"] = sim_out
-        sim_line = _sim_line(study)
+    sim_line = _sim_line(study) if study else None
     seconds = time.perf_counter() - t0
     report = build_report([arts[r.name] for r in loaded], out_dir / "report.html",
-                          title=f"finealign quickstart (scale {scale})", log=log)
+                          title=f"finealign quickstart (scale {scale})", log=log, sim_study=study)
     runs = [load_run(arts[r.name]) for r in loaded]
     arts["report"] = report
     md = _summary_md(runs, seconds, scale) + (f"\n{sim_line} (`{sim_out / 'study.json'}`)\n" if sim_line else "")
     arts["summary"] = write_text_atomic(out_dir / "summary.md", md)
     lines = _summary(runs, seconds, scale, report)
-    return QuickstartResult(arts, lines[:-1] + [sim_line, lines[-1]] if sim_line else lines, seconds)
+    return QuickstartResult(arts, [sim_line, *lines] if sim_line else lines, seconds)
+
+
+def _run_sim_slice(out: Path, scale: str, sim_args: list[str] | None) -> dict:
+    """The sim study's ``--fast`` preset, 1 seed of the gold reward on ``constraints`` (token and sequence
+    level), into ``out``; returns its study dict."""
+    from ..paths import home
+    from ..pipeline.sim_study import main as sim_study
+
+    policies = out / "policies" if scale == "tiny" else home() / "sim-policies"
+    args = ["--fast", "--tasks", "constraints", "--ppo-rewards", "gold", "--ppo-seeds", "0", "--stages", "data",
+            "ppo", "--policies", str(policies), "--out", str(out), "--png-prefix", str(out / "plot")]
+    return sim_study(args + (["--policy-size", "tiny"] if scale == "tiny" else []) + list(sim_args or []),
+                     echo=False)
 
 
 @dataclass(kw_only=True)
@@ -204,8 +211,10 @@ class QuickstartConfig(Settings):
     out: str = setting("finealign-quickstart", short="-o", deprecated=("--out-dir",), help="Output folder.")
     model: str | None = setting(None, short="-m", help="Policy model spec (default: the scale's).")
     var: list[str] = setting(default_factory=list, help="Override a recipe variable: NAME=VALUE (repeatable).")
-    sim: bool | None = setting(None, help="Also run the gold-reward sim study's --quick preset into OUT/sim-study "
-                                          "(about 10 min on 2 CPU cores); default: on at scale full.")
+    sim: bool | None = setting(None, help="First run a 1-seed slice of the sim study's --fast preset into "
+                                          "OUT/sim-study: PPO with the gold reward, token vs sequence level, on a "
+                                          "small constraints policy (built once, about 5 min; docs/sim.md); "
+                                          "default: on at every scale but tiny.")
 
 
 def run_quickstart_cli(cfg: QuickstartConfig, quiet: bool = False) -> None:

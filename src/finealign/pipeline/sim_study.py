@@ -47,7 +47,8 @@ from ..sim import make_task
 from ..sim.annotator import REALISTIC, Noise
 from ..sim.evaluate import evaluate_reward
 from ..sim.make import SimMakeConfig, derive, edits_as_pairs, make_sim, read_samples
-from .sim_plots import moving, plot
+from .sim_plots import plot
+from .sim_summary import summarize_ppo, summarize_rm
 
 NOISE = {"zero": Noise(), "realistic": REALISTIC}
 SOURCES = ("span_bt", "span_bt_pure", "seq_bt", "token_cls", "dpo")
@@ -58,17 +59,29 @@ PRESET_SOURCES = ["span_bt", "seq_bt", "token_cls", "dpo"]
 # wrong words; the measured run also had span_bt, 601 s, which put it 3 minutes over: docs/sim.md). --full is the whole grid (days on
 # this CPU; a GPU's job); --quick a smoke test of every stage (about 10 minutes), whose token RMs train the top 2
 # layers' full weights (about half the time of LoRA on every layer; its figures are not results).
+# settings whose default differs between presets (the 135M presets: LoRA PPO with rloo at 5e-4, bf16 autocast)
+PPO_135M = dict(advantage="rloo", ppo_lora=True, mixed_precision="bf16", lr=5e-4, ppo_epochs=2, jobs=1)
 RM_PARAMS = dict(rm_lora=True, top_layers=0, rm_lr=5e-4)  # token RMs of the default and --full presets
-DEFAULTS = dict(**RM_PARAMS, tasks=["constraints"], sizes=[25, 100], seeds=[0, 1, 2], sources=PRESET_SOURCES,
+DEFAULTS = dict(**RM_PARAMS, **PPO_135M, tasks=["constraints"], sizes=[25, 100], seeds=[0, 1, 2], sources=PRESET_SOURCES,
                 noise=["zero"], n=40, heldout=16, k=4, max_new_tokens=24, rm_steps=24, ppo_steps=20, ppo_batch=8,
                 group=4, eval_k=4, ppo_rewards=["gold", "dpo"], ppo_seeds=[0])
-FULL = dict(**RM_PARAMS, tasks=["facts", "constraints", "arithmetic"], sizes=[25, 50, 100, 200, 400],
+FULL = dict(**RM_PARAMS, **PPO_135M, tasks=["facts", "constraints", "arithmetic"], sizes=[25, 50, 100, 200, 400],
             seeds=[0, 1, 2], sources=PRESET_SOURCES, noise=["zero", "realistic"], n=240, heldout=60, k=4,
             max_new_tokens=48, rm_steps=60, ppo_steps=30, ppo_batch=8, group=4, eval_k=4,
             ppo_rewards=["gold", *PRESET_SOURCES], ppo_seeds=[0, 1, 2])
+# --fast: the small task policies of `finealign sim policy` (a few million parameters, trained from scratch) stand in
+# for the 135M model, so all three tasks x 5 PPO seeds x {token, sequence} fit about an hour on 2 cores (docs/sim.md
+# has the measured time); the learned rewards train the policy's full weights (small enough) and PPO with them runs
+# --learned-seeds seeds. Per-token leave-one-out advantages (prime), full fine-tuning, fp32 (no bf16 on most CPUs).
+FAST = dict(tasks=["facts", "constraints", "arithmetic"], sizes=[50, 200], seeds=[0],
+            sources=["span_bt", "token_cls", "seq_bt", "dpo"], noise=["zero"], n=96, heldout=32, k=4,
+            max_new_tokens=32, rm_steps=100, rm_lora=False, top_layers=0, rm_lr=1e-3, ppo_steps=60, ppo_batch=32,
+            group=4, eval_k=4, ppo_rewards=["gold", "span_bt", "token_cls", "seq_bt", "dpo"],
+            ppo_seeds=[0, 1, 2, 3, 4], learned_seeds=[0], advantage="prime", ppo_lora=False, mixed_precision="no",
+            lr=3e-4, ppo_epochs=1, jobs=2)
 QUICK = dict(tasks=["facts"], sizes=[25, 50], seeds=[0], sources=PRESET_SOURCES, noise=["zero"], n=32, heldout=12,
              k=4, max_new_tokens=32, rm_steps=8, ppo_steps=4, ppo_batch=4, group=2, eval_k=1,
-             ppo_rewards=["gold", "span_bt"], ppo_seeds=[0], rm_lora=False, top_layers=2, rm_lr=2e-4)
+             ppo_rewards=["gold", "span_bt"], ppo_seeds=[0], rm_lora=False, top_layers=2, rm_lr=2e-4, **PPO_135M)
 
 
 def _ppo_flags(p: argparse.ArgumentParser) -> None:
@@ -82,29 +95,33 @@ def _ppo_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ppo-noise", default="zero", choices=list(NOISE),
                    help="the annotator noise of the learned rewards PPO uses")
     p.add_argument("--granularities", nargs="+", default=["token", "sequence"], choices=["token", "sequence"])
-    p.add_argument("--lr", type=float, default=5e-4,
-                   help="PPO learning rate (LoRA; 1e-4 did not move the 135M policy in 20 steps, 2e-3 collapsed it)")
+    p.add_argument("--lr", type=float,
+                   help="PPO learning rate (default 5e-4, LoRA: 1e-4 did not move the 135M policy in 20 steps, 2e-3 "
+                        "collapsed it; --fast 3e-4, full weights of the small policies)")
     p.add_argument("--kl-coef", type=float, default=0.05)
-    p.add_argument("--advantage", default="rloo", choices=list(ADVANTAGES),
+    p.add_argument("--advantage", choices=list(ADVANTAGES),
                    help="PPO advantages: rloo (no critic, one baseline per response), prime (no critic, per-token "
                         "leave-one-out baseline), reinforce++ (no critic, batch-normalised) or gae (a critic); rloo "
-                        "and prime take --group responses per prompt")
+                        "and prime take --group responses per prompt (default rloo; --fast prime)")
     p.add_argument("--group", type=int, help="rollouts per prompt (each step: ppo-batch / group prompts)")
     p.add_argument("--value-model", default="shared", choices=["shared", "separate"], help="PPO critic")
     p.add_argument("--critic-lr", type=float, default=1e-3, help="the critic's own learning rate (gae)")
     p.add_argument("--critic-warmup", type=int, default=0, help="gae: steps that train the critic alone first")
-    p.add_argument("--ppo-lora", action=argparse.BooleanOptionalAction, default=True,
-                   help="LoRA policy (--no-ppo-lora: full fine-tuning, for the small `sim policy` models)")
+    p.add_argument("--ppo-lora", action=argparse.BooleanOptionalAction,
+                   help="LoRA policy (default; --no-ppo-lora: full fine-tuning, --fast's for the small `sim policy` "
+                        "models)")
     p.add_argument("--vf-coef", type=float, default=0.05,
                    help="value loss weight (train ppo's 0.5 lets a shared value head's loss swamp the policy "
                         "gradient under clipping: grad norm ~10 from the value loss vs ~1)")
     p.add_argument("--temperature", type=float, default=1.0, help="PPO rollout temperature")
-    p.add_argument("--ppo-epochs", type=int, default=2)
+    p.add_argument("--ppo-epochs", type=int, help="PPO epochs per rollout batch (default 2; --fast 1)")
+    p.add_argument("--learned-seeds", nargs="+", type=int,
+                   help="PPO seeds of the learned rewards (default: --ppo-seeds; --fast 0)")
     p.add_argument("--target-frac", type=float, default=0.5,
                    help="steps to target: the fraction of the gap from the initial policy to the gold run's final gold")
     p.add_argument("--eval-k", type=int,
                    help="samples per prompt when the initial and every final PPO policy are scored by the gold reward")
-    p.add_argument("--mixed-precision", default="bf16", choices=["no", "bf16"], help="PPO's autocast")
+    p.add_argument("--mixed-precision", choices=["no", "bf16"], help="PPO's autocast (default bf16; --fast no)")
     p.add_argument("--data-seed", type=int, default=0, help="seed of the prompts and policy samples")
 
 
@@ -116,9 +133,19 @@ def parse_args(argv=None, prog: str | None = None):
                                                              "study.json); a rerun resumes it")
     size = p.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="the smoke-test preset (flags given explicitly still win)")
+    size.add_argument("--fast", action="store_true",
+                      help="the small task policies (`finealign sim policy`, built under --policies when missing): 3 "
+                           "tasks x 5 seeds x {token, sequence}, gold and 4 learned rewards, 60 PPO steps x 32")
     size.add_argument("--full", action="store_true",
                       help="the whole grid: 3 tasks, 5 sizes, 2 noise settings, 5 PPO rewards (days on 2 CPU cores)")
     p.add_argument("--model", default="smollm2-135m-instruct", help="backbone of the reward models and the policy")
+    p.add_argument("--policies", type=Path,
+                   help="a folder of `finealign sim policy` models, one per task (DIR/TASK; missing ones are built): "
+                        "each task's policy and reward-model backbone instead of --model (--fast: OUT/policies)")
+    p.add_argument("--policy-size", default="small", choices=["small", "tiny"],
+                   help="size preset of the policies --policies builds (`finealign sim policy --size`; tiny: tests)")
+    p.add_argument("--jobs", type=int,
+                   help="independent trainings run in this many processes of 1 thread each (default 1; --fast 2)")
     p.add_argument("--tasks", nargs="+", help="simulated tasks: facts, constraints, arithmetic (default: constraints; "
                                              "--quick: facts; --full: all three)")
     p.add_argument("--task-options", nargs="*", default=[], metavar="TASK:K=V,...",
@@ -156,7 +183,7 @@ def parse_args(argv=None, prog: str | None = None):
     p.add_argument("--json", type=Path, help="also write the study JSON here")
     p.add_argument("--png-prefix", help="write PREFIX_rm.png and PREFIX_ppo.png")
     a = p.parse_args(argv)
-    for k, v in (QUICK if a.quick else FULL if a.full else DEFAULTS).items():
+    for k, v in (QUICK if a.quick else FAST if a.fast else FULL if a.full else DEFAULTS).items():
         if getattr(a, k) is None:
             setattr(a, k, v)
     bad = [x for x in a.task_options if ":" not in x or x.split(":", 1)[0] not in a.tasks]
@@ -164,6 +191,11 @@ def parse_args(argv=None, prog: str | None = None):
         p.error(f"--task-options {bad[0]}: expected TASK:K=V,... for one of --tasks {' '.join(a.tasks)} "
                 "(e.g. facts:slots=2)")
     a.opts = dict(x.split(":", 1) for x in a.task_options)
+    if a.fast and a.policies is None:
+        a.policies = a.out / "policies"
+    a.learned_seeds = a.learned_seeds if a.learned_seeds is not None else a.ppo_seeds
+    if a.jobs < 1:
+        p.error(f"--jobs must be at least 1, got {a.jobs}")
     bad_group = a.group < 1 or a.ppo_batch % a.group or (a.advantage in ("rloo", "prime") and a.group < 2)
     if "ppo" in a.stages and bad_group:
         p.error(f"--group {a.group} must divide --ppo-batch {a.ppo_batch}" + (f" and be >= 2 for --advantage {a.advantage}"
@@ -173,10 +205,34 @@ def parse_args(argv=None, prog: str | None = None):
 
 # ------------------------------------------------------------------------------------------ 1. data
 
-def stage_data(a, task: str, policy) -> Path:
-    cfg = SimMakeConfig(task=task, n=a.n, heldout=a.heldout, policy=a.model, k=a.k, max_new_tokens=a.max_new_tokens,
-                        task_options=a.opts.get(task, ""), seed=a.data_seed, out=str(a.out / "data" / task))
-    summary = make_sim(cfg, model=policy())
+def model_for(a, task: str) -> str:
+    """The policy and reward-model backbone of ``task``: ``--policies DIR``'s DIR/TASK, else ``--model``."""
+    return str(a.policies / task) if a.policies else a.model
+
+
+def build_policy(a, task: str) -> str:
+    """Train ``task``'s small policy under ``--policies`` (``finealign sim policy``, seed 0, the task's
+    ``--task-options``; a finished one is kept, a half-trained one resumed); returns its folder."""
+    from ..sim.policy import SimPolicyConfig, policy_record
+    from ..train.sim_policy import gold_line, train_task_policy
+
+    out = a.policies / task
+    rec = policy_record(str(out))
+    if rec and rec.get("status") == "done":
+        return str(out)
+    rec = train_task_policy(SimPolicyConfig(task=task, task_options=a.opts.get(task, ""), size=a.policy_size,
+                                            out=str(out)),
+                            log=lambda m: print(m, file=sys.stderr))
+    print(f"policy {task}: {gold_line(rec)}", file=sys.stderr)
+    return str(out)
+
+
+def stage_data(a, task: str) -> Path:
+    """``finealign sim make`` for ``task`` with its policy (``model_for``) under OUT/data/TASK."""
+    cfg = SimMakeConfig(task=task, n=a.n, heldout=a.heldout, policy=model_for(a, task), k=a.k,
+                        max_new_tokens=a.max_new_tokens, task_options=a.opts.get(task, ""), seed=a.data_seed,
+                        out=str(a.out / "data" / task), device="cpu")
+    summary = make_sim(cfg)
     print(f"data {task}: train {summary['train']}", file=sys.stderr)
     return Path(cfg.out)
 
@@ -193,7 +249,7 @@ def nested_subset(records: list, n: int, seed: int, what: str) -> list:
 
 # ------------------------------------------------------------------------------------------ 2. reward models
 
-def rm_config(a, source: str, out: Path, seed: int):
+def rm_config(a, source: str, out: Path, seed: int, task: str):
     """The training config of one reward source, the file its finished (or started) run saved its settings
     in, the settings it will save, and the trainer's own set of settings that change no trained weight
     (``dpo``: ``train.preference``; else ``train.token_rm``)."""
@@ -203,7 +259,7 @@ def rm_config(a, source: str, out: Path, seed: int):
         from ..train.preference import PrefTrainConfig
         from ..train.trl_common import NOT_MADE_BY
 
-        cfg = PrefTrainConfig(method="dpo", model=a.model, data=out / "pairs.jsonl", out=out, beta=a.dpo_beta,
+        cfg = PrefTrainConfig(method="dpo", model=model_for(a, task), data=out / "pairs.jsonl", out=out, beta=a.dpo_beta,
                               learning_rate=a.dpo_lr, steps=a.rm_steps, batch_size=a.rm_batch, max_length=256,
                               lora=True, seed=seed, save_steps=a.rm_steps, logging_steps=max(1, a.rm_steps // 4))
         wanted = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(cfg).items()}
@@ -211,7 +267,7 @@ def rm_config(a, source: str, out: Path, seed: int):
     from ..train.token_rm import RESUMABLE
     from ..train.token_rm_config import TokenRMConfig
 
-    cfg = TokenRMConfig(data=[str(out / "edits.jsonl")], out=str(out), model=a.model, loss=source, lora=a.rm_lora,
+    cfg = TokenRMConfig(data=[str(out / "edits.jsonl")], out=str(out), model=model_for(a, task), loss=source, lora=a.rm_lora,
                         top_layers=a.top_layers, steps=a.rm_steps, gradient_checkpointing=False,
                         batch_size=a.rm_batch, learning_rate=a.rm_lr, warmup_steps=max(1, a.rm_steps // 8),
                         max_length=256, mixed_precision=a.mixed_precision, seed=seed, eval_every=0,
@@ -219,10 +275,10 @@ def rm_config(a, source: str, out: Path, seed: int):
     return cfg, out / "train_config.json", cfg.run_settings(), RESUMABLE
 
 
-def check_rm(a, source: str, out: Path, seed: int):
+def check_rm(a, source: str, out: Path, seed: int, task: str):
     """``rm_config``'s config, after refusing an ``out`` that holds a reward source trained with other
     settings (it would otherwise be reported under the new ones). Raises FinealignError naming them."""
-    cfg, marker, wanted, not_made_by = rm_config(a, source, out, seed)
+    cfg, marker, wanted, not_made_by = rm_config(a, source, out, seed, task)
     if marker.exists():
         saved = json.loads(marker.read_text())
         saved = saved.get("config", saved) if source == "dpo" else saved
@@ -258,39 +314,63 @@ def eval_path(a, source: str, out: Path) -> Path:
     return out / ("sim_eval.json" if source == "dpo" or a.rm_pool == "sum" else f"sim_eval_pool-{a.rm_pool}.json")
 
 
-def stage_rm(a, task: str, data: Path) -> list[dict]:
+def rm_jobs(a, task: str, data: Path) -> list[tuple]:
+    """``rm_row``'s jobs of ``task``: (data, key, edits) per noise, seed, size and source. Raises FinealignError
+    (before anything is trained) when a size does not fit a pool of edits."""
     t = make_task(task, a.opts.get(task))
-    rows = []
     samples = read_samples(data / "samples.jsonl")
     pools = {(noise, seed): derive(t, samples, NOISE[noise], seed)[1] for noise in a.noise for seed in a.seeds}
     for (noise, seed), pool in pools.items():  # every size fits every pool, or nothing is trained
         nested_subset(pool, max(a.sizes), seed, f"{task} (noise {noise})")
-    for noise in a.noise:
-        for seed in a.seeds:
-            pool = pools[(noise, seed)]
-            for size in a.sizes:
-                edits = nested_subset(pool, size, seed, f"{task} (noise {noise})")
-                for source in a.sources:
-                    r = rm_row(a, t, data, dict(task=task, noise=noise, seed=seed, size=size, source=source), edits)
-                    rows.append(r)
-                    print(f"rm {task} {noise} s{seed} n{size} {source}: pair {r['pair_acc']} (length-balanced "
-                          f"{r['pair_acc_length_balanced']}) edit {r['edit_acc']} auroc {r['token_auroc']}",
-                          file=sys.stderr)
-    return rows
+    return [(data, dict(task=task, noise=noise, seed=seed, size=size, source=source),
+             nested_subset(pools[(noise, seed)], size, seed, f"{task} (noise {noise})"))
+            for noise in a.noise for seed in a.seeds for size in a.sizes for source in a.sources]
+
+
+def rm_line(r: dict) -> str:
+    return (f"rm {r['task']} {r['noise']} s{r['seed']} n{r['size']} {r['source']}: pair {r['pair_acc']} "
+            f"(length-balanced {r['pair_acc_length_balanced']}) edit {r['edit_acc']} auroc {r['token_auroc']}")
+
+
+def run_jobs(a, fn, jobs: list[tuple]) -> list:
+    """``fn(a, *job)`` for every job, in order; with ``--jobs`` N > 1 in N spawned processes of one thread each
+    (their errors are raised here)."""
+    if a.jobs <= 1 or len(jobs) <= 1:
+        return [fn(a, *j) for j in jobs]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(min(a.jobs, len(jobs)), mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_one_thread) as ex:
+        futures = [ex.submit(fn, a, *j) for j in jobs]
+        return [f.result() for f in futures]
+
+
+def _one_thread() -> None:
+    """A worker process of ``run_jobs``: one thread for every math library (two jobs on two cores)."""
+    import os
+
+    for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[k] = "1"
+    import torch
+
+    torch.set_num_threads(1)
 
 
 # keys every cached evaluation must hold; one made by an older study is measured again (not retrained)
 EVAL_KEYS = ("pair_acc", "pair_acc_length_balanced", "edit_acc", "token_auroc", "eval_limit")
 
 
-def rm_row(a, t, data: Path, key: dict, edits: list[dict]) -> dict:
-    """Train (or reuse) one reward source and measure it on the held-out sets; cached in ``eval_path``."""
+def rm_row(a, data: Path, key: dict, edits: list[dict]) -> dict:
+    """Train (or reuse) one reward source on ``edits`` and measure it on the held-out sets of ``data``; cached in
+    ``eval_path``."""
     out = a.out / "rm" / key["task"] / key["noise"] / f"s{key['seed']}" / f"{key['source']}_n{key['size']}"
     done = eval_path(a, key["source"], out)
-    cfg = check_rm(a, key["source"], out, key["seed"])
+    cfg = check_rm(a, key["source"], out, key["seed"], key["task"])
     row = json.loads(done.read_text()) if done.exists() else None
     if row and all(k in row for k in EVAL_KEYS) and row["eval_limit"] == a.eval_limit:
         return row
+    t = make_task(key["task"], a.opts.get(key["task"]))
     t0 = time.perf_counter()
     spec = row["spec"] if row else train_source(a, key["source"], cfg, edits, out)
     scorer = load_scorer(spec)
@@ -302,6 +382,7 @@ def rm_row(a, t, data: Path, key: dict, edits: list[dict]) -> dict:
     pool = None if key["source"] == "dpo" else a.rm_pool
     row = {**key, "pool": pool, "spec": spec, "seconds": seconds, "eval_limit": a.eval_limit, **ev}
     write_json(done, row)
+    print(rm_line(row), file=sys.stderr)
     return row
 
 
@@ -323,6 +404,13 @@ class GoldTracking(TokenScorer):
         return self.inner.score_tokens(prompts, responses)
 
 
+def ppo_jobs(a, data: dict) -> list[tuple]:
+    """``ppo_run``'s jobs: every task x reward x granularity x seed (``--learned-seeds`` for the learned
+    rewards), the gold reward's first (the target every run is measured against)."""
+    return [(t, data[t], rew, g, s) for rew in a.ppo_rewards for t in a.tasks for g in a.granularities
+            for s in (a.ppo_seeds if rew == "gold" else a.learned_seeds)]
+
+
 def ppo_run(a, task: str, data: Path, reward: str, gran: str, seed: int) -> dict:
     from ..train.ppo import check_settings, train_ppo
     from ..train.ppo_config import PPOConfig
@@ -338,7 +426,7 @@ def ppo_run(a, task: str, data: Path, reward: str, gran: str, seed: int) -> dict
     log_path = out / "gold.jsonl"
     have = {o["step"] for _, o in iter_objects(log_path)} if log_path.exists() else set()
     mb = min(4, a.ppo_batch)
-    cfg = PPOConfig(policy=a.model, reward=spec, prompts=str(data / "prompts.jsonl"), out=str(out),
+    cfg = PPOConfig(policy=model_for(a, task), reward=spec, prompts=str(data / "prompts.jsonl"), out=str(out),
                     granularity=gran, steps=a.ppo_steps, batch_size=a.ppo_batch, minibatch_size=a.ppo_batch,
                     micro_batch_size=mb if a.ppo_batch % mb == 0 else 1, ppo_epochs=a.ppo_epochs,
                     value_model=a.value_model, vf_coef=a.vf_coef, temperature=a.temperature, lora=a.ppo_lora,
@@ -359,8 +447,22 @@ def ppo_run(a, task: str, data: Path, reward: str, gran: str, seed: int) -> dict
         scorer.inner.close()
     curve = sorted((o for _, o in iter_objects(log_path)), key=lambda o: o["step"])
     final = policy_gold(a, task, data, str(out / "policy"), out / "final_eval.json")
+    print(f"ppo {task} {reward}/{gran} s{seed}: gold {curve[0]['gold']:.3f} -> {curve[-1]['gold']:.3f} "
+          f"({len(curve)} steps, KL {curve[-1]['kl']:.2f}, length {curve[-1].get('response_length') or 0:.1f})",
+          file=sys.stderr)
     return {"task": task, "reward": reward, "granularity": gran, "seed": seed, "spec": spec, "curve": curve,
-            "final_eval": final}
+            "final_eval": final, "seconds": _phase_seconds(out / "metrics.jsonl")}
+
+
+def _phase_seconds(metrics: Path) -> dict | None:
+    """Total seconds per phase of a PPO run's steps (``train.ppo``'s metrics: generate, reward, ref_value,
+    update, total), None when the run logged none."""
+    rows = [o for _, o in iter_objects(metrics)] if metrics.exists() else []
+    if not rows:
+        return None
+    phases = {k: round(sum(o.get(f"seconds_{k}", 0.0) for o in rows), 1)
+              for k in ("generate", "reward", "ref_value", "update")}
+    return {**phases, "total": round(sum(o.get("seconds", 0.0) for o in rows), 1)}
 
 
 def policy_gold(a, task: str, data: Path, spec: str, cache: Path) -> dict:
@@ -389,91 +491,7 @@ def policy_gold(a, task: str, data: Path, spec: str, cache: Path) -> dict:
     return res
 
 
-def _eval_mean(xs: list[dict], split: str) -> dict | None:
-    """Mean and min/max over seeds of the final policies' gold score on ``split`` (None when not evaluated)."""
-    v = [x["eval"][split]["gold"] for x in xs if x.get("eval") and split in x["eval"]]
-    return {"mean": statistics.fmean(v), "range": [min(v), max(v)]} if v else None
-
-
-def summarize_ppo(runs: list[dict], frac: float, initial_eval: dict | None = None) -> dict:
-    """Per task: initial gold, target, and per (reward, granularity) the finals, steps to target, KL, flags.
-
-    ``initial_eval``: per task, ``policy_gold`` of the initial policy (reported beside the final policies')."""
-    out = {}
-    for task in sorted({r["task"] for r in runs}):
-        rs = [r for r in runs if r["task"] == task and r["curve"]]
-        init = statistics.fmean(r["curve"][0]["gold"] for r in rs)
-        final = lambda r: statistics.fmean(o["gold"] for o in r["curve"][-3:])  # noqa: E731
-        golds = [statistics.fmean(final(r) for r in rs if r["reward"] == "gold" and r["granularity"] == g)
-                 for g in {r["granularity"] for r in rs if r["reward"] == "gold"}]
-        best = max(golds) if golds else None
-        target = None if best is None or best <= init else init + frac * (best - init)
-        groups: dict = {}
-        for r in rs:
-            g = r["curve"]
-            third = max(1, len(g) // 3)
-            gold_ma = moving([o["gold"] for o in g])
-            # step 1's rollouts come from the initial policy: only steps after an update can reach the target;
-            # a run that touched it by noise and ended below it (last 3 steps) has not reached it ("lost")
-            touched = None if target is None else next((o["step"] for o, m in zip(g, gold_ma)
-                                                        if o["step"] > 1 and m >= target), None)
-            reach = touched if touched is not None and final(r) >= target else None
-            first, last = g[:third], g[-third:]
-            over = (statistics.fmean(o["proxy"] for o in last) > statistics.fmean(o["proxy"] for o in first)
-                    and statistics.fmean(o["gold"] for o in last) < statistics.fmean(o["gold"] for o in first))
-            groups.setdefault(f"{r['reward']}/{r['granularity']}", []).append(
-                {"seed": r["seed"], "final_gold": final(r), "gain": final(r) - init, "steps_to_target": reach,
-                 "lost": touched is not None and reach is None,
-                 "final_kl": statistics.fmean(o["kl"] for o in g[-3:]), "over_optimised": over,
-                 "eval": r.get("final_eval")})
-        summary = {}
-        for key, xs in groups.items():
-            steps = [x["steps_to_target"] for x in xs if x["steps_to_target"] is not None]
-            summary[key] = {"runs": xs, "final_gold": statistics.fmean(x["final_gold"] for x in xs),
-                            "gain": statistics.fmean(x["gain"] for x in xs),
-                            "reached": f"{len(steps)} of {len(xs)}" + (f" ({lost} touched it, ended below)"
-                                                                        if (lost := sum(x["lost"] for x in xs)) else ""),
-                            "mean_steps_to_target": statistics.fmean(steps) if steps else None,
-                            "steps_range": [min(steps), max(steps)] if steps else None,
-                            "final_kl": statistics.fmean(x["final_kl"] for x in xs),
-                            "over_optimised": sum(x["over_optimised"] for x in xs),
-                            "final_policy_gold": {sp: _eval_mean(xs, sp) for sp in ("train", "heldout")}}
-        ratios = {}
-        for key in {k.split("/")[0] for k in summary}:
-            tok, seq = summary.get(f"{key}/token"), summary.get(f"{key}/sequence")
-            # every seed of both must have reached it: a mean over the seeds that did would drop the slowest
-            if tok and seq and all(x["steps_to_target"] for x in tok["runs"] + seq["runs"]):
-                (tl, th), (sl, sh) = tok["steps_range"], seq["steps_range"]
-                # ratio of the seed means, and its range over the seeds' extremes (3 seeds: no bootstrap)
-                ratios[key] = {"ratio": seq["mean_steps_to_target"] / tok["mean_steps_to_target"],
-                               "range": [sl / th, sh / tl], "reached": [tok["reached"], seq["reached"]]}
-        if not ratios:
-            ratios["note"] = ("no gold-reward run improved on the first batch" if target is None
-                              else "not every token and sequence run reached the target")
-        out[task] = {"initial_gold": init, "gold_run_final": best, "target": target, "by_run": summary,
-                     "initial_policy_gold": (initial_eval or {}).get(task),
-                     "speedup_token_over_sequence": ratios}
-    return out
-
-
 # ------------------------------------------------------------------------------------------ report
-
-def summarize_rm(rows: list[dict]) -> list[dict]:
-    """Mean and min/max over seeds per (task, noise, source, size); the held-out set's sizes (the same for every
-    seed) and each model's training seconds (its own timer, with its first evaluation)."""
-    keys = sorted({(r["task"], r["noise"], r["source"], r["size"]) for r in rows})
-    out = []
-    for k in keys:
-        rs = [r for r in rows if (r["task"], r["noise"], r["source"], r["size"]) == k]
-        row = dict(zip(("task", "noise", "source", "size"), k), seeds=len(rs), pool=rs[0].get("pool"))
-        row.update({m: rs[0].get(m) for m in ("n_pairs", "n_pairs_longer_better", "n_edits", "n_tokens", "n_wrong_tokens")})
-        for m in ("pair_acc", "pair_acc_length_balanced", "edit_acc", "token_auroc", "length_pair_acc", "seconds"):
-            v = [r[m] for r in rs if r[m] is not None and not math.isnan(r[m])]
-            row[m] = statistics.fmean(v) if v else None
-            row[m + "_range"] = [min(v), max(v)] if v else None
-        out.append(row)
-    return out
-
 
 def main(argv=None, prog: str | None = None, echo: bool = True) -> dict:
     """Run (or resume) the study; returns what it writes to OUT/study.json (see the module docstring) and, with
@@ -483,28 +501,20 @@ def main(argv=None, prog: str | None = None, echo: bool = True) -> dict:
         make_task(task, a.opts.get(task))
     a.out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    loaded = {}
-
-    def policy():
-        if "m" not in loaded:
-            from ..models import load_model
-
-            loaded["m"] = load_model(a.model, device="cpu")
-        return loaded["m"]
-
-    data = {t: stage_data(a, t, policy) for t in a.tasks}
-    loaded.clear()
+    if a.policies:
+        run_jobs(a, build_policy, [(t,) for t in a.tasks])
+    t_policies = time.perf_counter()
+    data = {t: stage_data(a, t) for t in a.tasks}
     t_data = time.perf_counter()
-    rm_rows = [r for t in a.tasks for r in stage_rm(a, t, data[t])] if "rm" in a.stages else []
+    rm_rows = run_jobs(a, rm_row, [j for t in a.tasks for j in rm_jobs(a, t, data[t])]) if "rm" in a.stages else []
     t_rm = time.perf_counter()
-    runs = [ppo_run(a, t, data[t], rew, g, s) for t in a.tasks for rew in a.ppo_rewards
-            for g in a.granularities for s in a.ppo_seeds] if "ppo" in a.stages else []
-    initial_eval = {t: policy_gold(a, t, data[t], a.model, a.out / "ppo" / t / "initial_eval.json")
+    runs = run_jobs(a, ppo_run, ppo_jobs(a, data)) if "ppo" in a.stages else []
+    initial_eval = {t: policy_gold(a, t, data[t], model_for(a, t), a.out / "ppo" / t / "initial_eval.json")
                     for t in a.tasks} if runs else {}
     result = {"settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items()},
               "initial_policy": {t: json.loads((data[t] / "summary.json").read_text())["train"] for t in a.tasks},
               "reward_models": summarize_rm(rm_rows), "ppo": summarize_ppo(runs, a.target_frac, initial_eval),
-              "ppo_curves": runs, "seconds": {"data": round(t_data - t0, 1), "reward_models": round(t_rm - t_data, 1),
+              "ppo_curves": runs, "seconds": {"policies": round(t_policies - t0, 1), "data": round(t_data - t_policies, 1), "reward_models": round(t_rm - t_data, 1),
                                               "ppo": round(time.perf_counter() - t_rm, 1),
                                               "total": round(time.perf_counter() - t0, 1)}}
     # a rerun skips finished pieces, so its wall time is not the study's: keep every earlier invocation's

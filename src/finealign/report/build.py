@@ -19,6 +19,7 @@ from typing import Callable
 from ..errors import FinealignError
 from . import plots
 from .run_data import Run, curves, load_run, reward_rows, samples, winrate_rows
+from .sim_section import sim_section_html
 
 TRAIN_TYPES = ("train-dpo", "train-kto", "train-ppo", "train-token-rm", "train-followup-sft")
 
@@ -260,11 +261,14 @@ def _heatmap_html(runs: list[Run], n: int, max_chars: int, log) -> str:
 
 
 def build_report(run_dirs: list[str | Path], out: str | Path, *, title: str | None = None, samples: int = 3,
-                 heatmap: int = 3, max_chars: int = 1200, log: Callable[[str], None] = lambda m: None) -> Path:
+                 heatmap: int = 3, max_chars: int = 1200, log: Callable[[str], None] = lambda m: None,
+                 sim_study: dict | None = None) -> Path:
     """Write the report of ``run_dirs`` to ``out`` (an .html file, atomically); returns its path.
 
     ``samples``: judged pairs shown per win-rate stage; ``heatmap``: responses shown in the token-reward
-    heatmap (0: none; it loads the run's token reward model); ``max_chars``: longest text shown.
+    heatmap (0: none; it loads the run's token reward model); ``max_chars``: longest text shown;
+    ``sim_study``: a sim study's ``study.json`` dict, shown first after the summary (gold curves, token vs
+    sequence: ``report.sim_section``).
     Raises ``FinealignError`` when a folder holds no run.
     """
     from .. import __version__
@@ -280,6 +284,8 @@ def build_report(run_dirs: list[str | Path], out: str | Path, *, title: str | No
         f"<div class='meta'>finealign {_e(__version__)} · written {_e(time.strftime('%Y-%m-%d %H:%M'))} · runs: "
         f"{_e(', '.join(f'{r.name} (scale {r.scale})' for r in runs))}</div>",
         f"<h2 id='summary'>Summary</h2><ul class='summary'>{summary}</ul>",
+        *([f"<h2 id='sim'>Token vs sequence level on the sim testbed (gold reward)</h2>{sim_section_html(sim_study)}"]
+          if sim_study else []),
         f"<h2 id='winrates'>Win rates vs the initial policy</h2>{_winrates_html(wr)}",
         f"<h2 id='judge'>Judge validation</h2>{_judge_html(wr)}",
         f"<h2 id='rewards'>Reward accuracy (with the length baseline)</h2>{_rewards_html(runs)}",

@@ -16,7 +16,7 @@ import ctypes.util
 import os
 import sys
 
-__all__ = ["MMAP_THRESHOLD", "release_freed_memory"]
+__all__ = ["MMAP_THRESHOLD", "activation_bytes", "release_freed_memory", "use_activation_checkpointing"]
 
 M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number
 MMAP_THRESHOLD = 128 * 1024  # bytes: glibc's initial default, kept fixed
@@ -32,3 +32,44 @@ def release_freed_memory() -> bool:
         return bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD))
     except (OSError, AttributeError):  # musl and other libcs have no mallopt
         return False
+
+
+def activation_bytes(rows: int, tokens: int, layers: int, hidden: int, heads: int, dtype_bytes: int = 4) -> int:
+    """Bytes a transformer's training step keeps for the backward pass without activation checkpointing.
+
+    Korthikanti et al. 2022 ("Reducing Activation Recomputation in Large Transformer Models", eq. 1): per
+    layer ``s*b*h*(34 + 5*a*s/h)`` bytes with 16-bit activations, so ``dtype_bytes / 2`` times that here
+    (``rows`` = b sequences of ``tokens`` = s, ``hidden`` = h, ``heads`` = a). Worked: 4 rows x 100 tokens,
+    2 layers, h 8, 2 heads, fp32 -> per layer 4*100*8*(34 + 5*2*100/8) = 3200*159 = 508,800; x 2 layers x 2
+    = 2,035,200 bytes.
+    """
+    per_layer = rows * tokens * hidden * 34 + 5 * heads * tokens * tokens * rows
+    return int(per_layer * layers * dtype_bytes // 2)
+
+
+def free_memory_bytes(device: str) -> int | None:
+    """Free memory of ``device`` in bytes: CUDA's free memory, or the host's ``MemAvailable`` (Linux);
+    None when unknown."""
+    if str(device).startswith("cuda"):
+        import torch
+
+        return int(torch.cuda.mem_get_info(torch.device(device))[0])
+    try:
+        for line in open("/proc/meminfo"):
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def use_activation_checkpointing(setting: bool | None, need_bytes: int, device: str, share: float = 0.5) -> bool:
+    """Whether to checkpoint activations. ``setting`` True/False is obeyed; None (``auto``) turns it on only
+    when ``need_bytes`` (``activation_bytes`` of one micro-batch) would take more than ``share`` of the
+    device's free memory (``free_memory_bytes``; unknown free memory: on). Checkpointing recomputes every
+    layer in the backward pass: it halved CPU throughput at 135M (docs/sim-policy.md), where memory is
+    no constraint, so it should be off unless memory demands it."""
+    if setting is not None:
+        return bool(setting)
+    free = free_memory_bytes(device)
+    return free is None or need_bytes > share * free

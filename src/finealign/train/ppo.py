@@ -178,7 +178,8 @@ def _load_models(cfg: PPOConfig, device: str):
         head, emb = critic.get_output_embeddings(), critic.get_input_embeddings()
         if head is not None and head.weight is not emb.weight:
             head.requires_grad_(False)  # the critic reads hidden states only (and DDP wants no unused weights)
-    if cfg.gradient_checkpointing:  # active in the updates (train mode) only; rollouts run in eval mode
+    if _checkpoint_activations(cfg, policy.config, device, 2 if critic is not None else 1):
+        # active in the updates (train mode) only; rollouts run in eval mode
         from ..models.compat import enable_activation_checkpointing
         from .memory import release_freed_memory
 
@@ -188,6 +189,17 @@ def _load_models(cfg: PPOConfig, device: str):
                 enable_activation_checkpointing(m)
     hidden = policy.config.hidden_size
     return ActorCritic(policy, hidden, critic).to(device), tok, ref
+
+
+def _checkpoint_activations(cfg: PPOConfig, config, device: str, models: int) -> bool:
+    """``cfg.gradient_checkpointing``, or with auto (None) whether ``models`` copies of a micro-batch's
+    activations at the longest prompt + response would not fit (``memory.use_activation_checkpointing``)."""
+    from .memory import activation_bytes, use_activation_checkpointing
+
+    need = models * activation_bytes(cfg.micro_batch_size, cfg.max_prompt_length + cfg.max_new_tokens,
+                                     config.num_hidden_layers, config.hidden_size, config.num_attention_heads,
+                                     dtype_bytes=2 if cfg.dtype in ("bfloat16", "float16") else 4)
+    return use_activation_checkpointing(cfg.gradient_checkpointing, need, device)
 
 
 def _fingerprint(cfg: PPOConfig) -> tuple[dict, dict]:

@@ -102,9 +102,12 @@ class PPOConfig(Settings):
     minibatch_size: int = setting(4, help="Rows per optimizer step.", check=positive)
     micro_batch_size: int = setting(4, help="Rows per forward/backward (accumulated within a minibatch).",
                                     check=positive)
-    gradient_checkpointing: bool = setting(True, help="Activation checkpointing of the policy (and critic) in the "
-                                                      "PPO updates: recompute each decoder layer in the backward "
-                                                      "pass (far less memory, some more compute; rollouts unaffected).")
+    gradient_checkpointing: bool | None = setting(None, help="Activation checkpointing of the policy (and critic) in "
+                                                             "the PPO updates: recompute each decoder layer in the "
+                                                             "backward pass (far less memory, about twice the update's "
+                                                             "compute; rollouts unaffected). Default auto: on only when "
+                                                             "one micro-batch's activations would take over half the "
+                                                             "device's free memory.")
     learning_rate: float = setting(5e-5, flag="--lr", help="Learning rate.", check=positive)
     lr_schedule: str = setting("constant", choices=SCHEDULES, help="constant | linear | cosine.")
     warmup_steps: int = setting(0, help="Linear warmup, in optimizer steps.", check=non_negative)

@@ -92,6 +92,16 @@ def _subset(records: list, limit: int | None, seed: int) -> list:
     return [records[i] for i in sorted(order[:limit])]
 
 
+def _checkpoint_activations(cfg: TokenRMConfig, config, device: str) -> bool:
+    """``cfg.gradient_checkpointing``, or with auto (None) whether a batch of edit pairs' activations (two
+    sequences of ``max_length`` per pair) would not fit (``memory.use_activation_checkpointing``)."""
+    from .memory import activation_bytes, use_activation_checkpointing
+
+    need = activation_bytes(2 * cfg.batch_size, cfg.max_length, config.num_hidden_layers, config.hidden_size,
+                            config.num_attention_heads, dtype_bytes=2 if cfg.dtype in ("bfloat16", "float16") else 4)
+    return use_activation_checkpointing(cfg.gradient_checkpointing, need, device)
+
+
 def _build(cfg: TokenRMConfig, acc, log: Callable[[str], None]):
     """The fresh model and tokenizer, the training and held-out examples, the build counts."""
     from ..models.loading import LoraOptions
@@ -101,7 +111,7 @@ def _build(cfg: TokenRMConfig, acc, log: Callable[[str], None]):
     model, tok = new_token_rm(cfg.model, mode="lora" if cfg.lora else "full", top_layers=cfg.top_layers,
                               lora=LoraOptions(r=cfg.lora_r, alpha=cfg.lora_alpha), dtype=cfg.dtype,
                               device=str(acc.device), seed=cfg.seed)
-    if cfg.gradient_checkpointing:
+    if _checkpoint_activations(cfg, model.lm.config, str(acc.device)):
         from ..models.compat import enable_activation_checkpointing
         from .memory import release_freed_memory
 

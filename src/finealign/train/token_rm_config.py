@@ -19,7 +19,7 @@ LOSSES = ("span_bt", "span_bt_pure", "seq_bt", "token_cls")  # = core.token_rm.L
 # checkpoint's fingerprint (so a run started by an older finealign still resumes).
 _OLD_NAMES = {"steps": "max_steps"}
 # Settings added since, left out of both while they hold their default (same reason).
-_NEW_SETTINGS = {"device": "auto", "gradient_checkpointing": True}
+_NEW_SETTINGS = {"device": "auto", "gradient_checkpointing": None}
 
 
 def _at_least_16(v) -> str | None:
@@ -66,9 +66,11 @@ class TokenRMConfig(ModelArgs):
     max_grad_norm: float = setting(1.0, check=non_negative, help="Gradient clipping norm (0: none).")
     max_length: int = setting(512, check=_at_least_16, help="Tokens per sequence; longer prompts lose their oldest "
                                                             "context.")
-    gradient_checkpointing: bool = setting(True, help="Activation checkpointing: recompute each decoder layer in the "
-                                                      "backward pass instead of keeping its activations (far less "
-                                                      "memory, some more compute; benchmarks/train_memory.py).")
+    gradient_checkpointing: bool | None = setting(None, help="Activation checkpointing: recompute each decoder layer "
+                                                             "in the backward pass instead of keeping its activations "
+                                                             "(far less memory, more compute; benchmarks/"
+                                                             "train_memory.py). Default auto: on only when one batch's "
+                                                             "activations would take over half the free memory.")
     # run
     seed: int = setting(0, help="Random seed (model head, subset, batch order).")
     eval_every: int = setting(50, check=non_negative, help="Evaluate every N steps (0: at the end only).")
