@@ -170,11 +170,14 @@ def test_presets(tmp_path):
         study.parse_args(out + ["--quick", "--full"])
 
 
-@pytest.mark.parametrize("entry", ["module", "script"])
+@pytest.mark.parametrize("entry", ["module", "script", "cli"])
 def test_study_entry_points(tmp_path, entry):
-    """``python -m finealign.pipeline.sim_study`` and ``python benchmarks/sim_study.py`` run the same program: one size and one
-    source end to end (exit 0, study.json with its row); bad input exits non-zero with one line and writes nothing."""
-    cmd = [sys.executable, "-m", "finealign.pipeline.sim_study"] if entry == "module" else [sys.executable, str(REPO / "benchmarks" / "sim_study.py")]
+    """``python -m finealign.pipeline.sim_study``, ``python benchmarks/sim_study.py`` and ``finealign sim study`` run the
+    same program: one size and one source end to end (exit 0, study.json with its row); bad input exits non-zero
+    with one line and writes nothing."""
+    cmd = {"module": [sys.executable, "-m", "finealign.pipeline.sim_study"],
+           "script": [sys.executable, str(REPO / "benchmarks" / "sim_study.py")],
+           "cli": [sys.executable, "-m", "finealign.cli.main", "sim", "study"]}[entry]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     out = tmp_path / "o"
     r = subprocess.run(cmd + FLAGS + ["--out", str(out), "--stages", "data", "rm", "--sizes", "4", "--sources", "seq_bt"],
@@ -265,3 +268,19 @@ def test_ratio_of_means_ci_hand_worked():
         ratio_of_means_ci([1.0], [0.0])
     with pytest.raises(ValueError):
         ratio_of_means_ci([], [1.0])
+
+
+def test_fast_refuses_a_policy_made_for_another_task(tmp_path):
+    """--policies DIR whose DIR/constraints holds a policy made for arithmetic: one error naming both tasks,
+    before the study writes anything."""
+    from finealign.errors import FinealignError
+
+    study = _study()
+    fake = tmp_path / "pol" / "constraints"
+    fake.mkdir(parents=True)
+    (fake / "sim_policy.json").write_text(json.dumps({"task": "arithmetic", "status": "done"}))
+    (fake / "config.json").write_text("{}")
+    with pytest.raises(FinealignError, match="made for task 'arithmetic', not for task 'constraints'"):
+        study.main(["--fast", "--tasks", "constraints", "--policies", str(tmp_path / "pol"),
+                    "--out", str(tmp_path / "o")], echo=False)
+    assert not (tmp_path / "o").exists()

@@ -1,6 +1,7 @@
 """``finealign sim make TASK``: a simulated task's data sets with a gold reward (see ``finealign.sim.make``);
-``finealign sim policy TASK``: a small policy trained from scratch for one task (``finealign.sim.policy``).
-The study over them is ``python -m finealign.pipeline.sim_study`` (``benchmarks/sim_study.py``).
+``finealign sim policy TASK``: a small policy trained from scratch for one task (``finealign.sim.policy``);
+``finealign sim study ...``: token vs sequence supervision against the gold reward (the program
+``finealign.pipeline.sim_study``, also ``python -m finealign.pipeline.sim_study`` and ``benchmarks/sim_study.py``).
 
 Flags are generated from :class:`finealign.sim.make.SimMakeConfig` and :class:`finealign.sim.policy.SimPolicyConfig`.
 """
@@ -37,6 +38,19 @@ def run_sim_policy(cfg, quiet: bool = False):
     stdout.print(to_json(rec), soft_wrap=True, highlight=False)
 
 
+def run_sim_study(ctx: typer.Context) -> None:
+    """Pass every argument to the study's own parser (``finealign.pipeline.sim_study``); its summary JSON on
+    stdout, bad input one line on stderr with exit 1."""
+    from ..errors import FinealignError
+    from ..pipeline.sim_study import main
+
+    try:
+        main(list(ctx.args), prog="finealign sim study")
+    except FinealignError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1) from None
+
+
 def register(app, **_):
     from ..sim.make import SimMakeConfig
     from ..sim.policy import SimPolicyConfig
@@ -49,3 +63,8 @@ def register(app, **_):
     command_from_config(sim_app, "policy", SimPolicyConfig, run_sim_policy,
                         help="A small causal LM trained from scratch for one task: a BPE tokenizer on the task's text, "
                              "SFT on synthetic answers (--error-rate), its starting gold recorded. Rerun to resume.")
+    sim_app.command("study", add_help_option=False,
+                    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+                    help="Token vs sequence supervision against the gold reward: reward models from oracle edits, "
+                         "PPO curves, steps to target (presets --fast, --quick, --full; `finealign sim study "
+                         "--help` lists every flag). Rerun to resume.")(run_sim_study)

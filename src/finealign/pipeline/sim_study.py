@@ -497,8 +497,12 @@ def main(argv=None, prog: str | None = None, echo: bool = True) -> dict:
     """Run (or resume) the study; returns what it writes to OUT/study.json (see the module docstring) and, with
     ``echo``, prints its summary as JSON on stdout."""
     a = parse_args(argv, prog)
-    for task in a.tasks:  # an unknown task or option fails before anything is written
+    for task in a.tasks:  # an unknown task or option, a policy made for another task: fails before any output
         make_task(task, a.opts.get(task))
+        if a.policies:
+            from ..sim.policy import check_policy_task
+
+            check_policy_task(model_for(a, task), task, flag="--policies")
     a.out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     if a.policies:
