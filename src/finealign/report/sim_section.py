@@ -1,4 +1,5 @@
-"""The report's sim-testbed section: gold reward per PPO step, token vs sequence level, from a sim study's
+"""The report's sim-testbed section (and ``python -m finealign.report.sim_section STUDY.json``: the same table
+in Markdown, as the README shows it): gold reward per PPO step, token vs sequence level, from a sim study's
 ``study.json`` (``finealign.pipeline.sim_study``): one panel per task, the mean over seeds with a min..max
 band per (reward, granularity), the target line, and a table of steps to the target, their ratio with its
 interval, final gold, KL and length. Pure HTML + an inline PNG; no model is loaded."""
@@ -9,7 +10,7 @@ import html
 import math
 import statistics
 
-__all__ = ["gold_curves_png", "sim_section_html", "sim_table_rows"]
+__all__ = ["gold_curves_png", "markdown_table", "sim_section_html", "sim_table_rows"]
 
 COLORS = {"token": "#2b6cb0", "sequence": "#dd6b20"}
 
@@ -70,6 +71,13 @@ def sim_table_rows(study: dict) -> list[dict]:
     return rows
 
 
+def _ratio_text(q: dict | None) -> str:
+    if not q:
+        return "n/a"
+    return (_f(q["ratio"]) + (f" [{_f(q['ci'][0])}, {_f(q['ci'][1])}]" if q["ci"] else "")
+            + (f" (censored: {', '.join(q['censored'])})" if q["censored"] else ""))
+
+
 def _cell(g: dict | None) -> tuple[str, str, str]:
     if not g:
         return "n/a", "n/a", "n/a"
@@ -89,9 +97,7 @@ def sim_section_html(study: dict) -> str:
     body = []
     for r in sim_table_rows(study):
         (ts, tf, tk), (ss, sf, sk) = _cell(r["token"]), _cell(r["sequence"])
-        q = r["ratio"]
-        ratio = "n/a" if not q else (_f(q["ratio"]) + (f" [{_f(q['ci'][0])}, {_f(q['ci'][1])}]" if q["ci"] else "")
-                                     + (f" (censored: {', '.join(q['censored'])})" if q["censored"] else ""))
+        ratio = _ratio_text(r["ratio"])
         body.append("<tr>" + "".join(f"<td>{html.escape(x)}</td>" for x in (
             r["task"], r["reward"], ts, ss, ratio, tf, sf, tk, sk)) + "</tr>")
     note = ("<p class='muted'>Gold score of each PPO step's rollouts; target: half the gap from the first batch to "
@@ -99,3 +105,22 @@ def sim_section_html(study: dict) -> str:
             "steps. Censored: some runs of that side never reached it (counted as run length + 1).</p>")
     return (f"<img alt='gold reward per PPO step, token vs sequence' src='{gold_curves_png(study)}'>"
             f"{note}<table>{head}{''.join(body)}</table>")
+
+
+def markdown_table(study: dict) -> str:
+    """The table of ``sim_section_html`` in Markdown: per task and reward, "does token level reach the target
+    faster (ratio of steps, 95% interval), and does it end higher (final gold, 95% intervals)?"."""
+    lines = ["| task | reward | steps to target: token / sequence (reached) | ratio seq/token [95% CI] "
+             "| final gold: token | sequence | KL / length: token | sequence |", "|---|---|---|---|---|---|---|---|"]
+    for r in sim_table_rows(study):
+        (ts, tf, tk), (ss, sf, sk) = _cell(r["token"]), _cell(r["sequence"])
+        ratio = _ratio_text(r["ratio"])
+        lines.append(f"| {r['task']} | {r['reward']} | {ts} / {ss} | {ratio} | {tf} | {sf} | {tk} | {sk} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    import json
+    import sys
+
+    print(markdown_table(json.loads(open(sys.argv[1], encoding="utf-8").read())))
