@@ -12,11 +12,13 @@ from ..errors import FinealignError
 from .loading import resolve_spec
 
 
-def model_fingerprint(model: Any) -> dict:
+def model_fingerprint(model: Any, *, pull: bool = True) -> dict:
     """The fingerprint of a model spec (built-in name, ``.gguf`` file, local folder, PEFT adapter
     folder with its base, hub id from the local cache) or of a loaded model (its ``name_or_path``).
 
     A hub id with no local copy gives ``{"spec": id}`` only (its revision cannot be read offline).
+    ``pull=False``: a built-in model is named by its pinned package (``{"spec", "builtin"}``) instead of
+    being fetched and digested (a recipe's plan fingerprints models before any is loaded).
     """
     if not isinstance(model, (str, Path)):
         base = getattr(model, "get_base_model", lambda: model)()
@@ -26,6 +28,13 @@ def model_fingerprint(model: Any) -> dict:
             out.update(fingerprint_path(name))
         return out
     spec = str(model)
+    if not pull:
+        from .default import BUILTINS, DEFAULT_MODEL
+
+        name = DEFAULT_MODEL if spec == "default" else spec
+        if name in BUILTINS:
+            b = BUILTINS[name]
+            return {"spec": name, "builtin": b.wheel_sha256 or f"generated:{b.name}"}
     if spec.lower().endswith(".gguf") and Path(spec).expanduser().is_file():
         return {"spec": spec, **fingerprint_path(spec)}
 
@@ -43,7 +52,7 @@ def model_fingerprint(model: Any) -> dict:
             except ValueError:
                 base = None
             if base and base != spec:
-                out["base"] = model_fingerprint(base)
+                out["base"] = model_fingerprint(base, pull=pull)
         return out
     try:
         from huggingface_hub import snapshot_download

@@ -139,11 +139,11 @@ def _length(arg=None, **_):
 _NOT_IDENTITY = {"batch_size", "device", "strategy"}  # options that do not change a score
 
 
-def scorer_fingerprint(spec: str | Scorer) -> dict:
+def scorer_fingerprint(spec: str | Scorer, *, pull: bool = True) -> dict:
     """What a scorer is, for the manifest of an output it scores (``data.manifest``): its spec (less
     the options that change no score: batch size, device, FLR's strategy) and a fingerprint of every
     file it reads (the model, a token RM's folder and its base model, an FLR follow-up file). A
-    scorer object without a spec gives its name only."""
+    scorer object without a spec gives its name only. ``pull``: as for ``model_fingerprint``."""
     from ..data.manifest import fingerprint_path
     from ..models.fingerprint import model_fingerprint
 
@@ -162,9 +162,9 @@ def scorer_fingerprint(spec: str | Scorer) -> dict:
         except (OSError, ValueError):
             base = None
         if base:
-            out["base_model"] = model_fingerprint(base)
+            out["base_model"] = model_fingerprint(base, pull=pull)
     elif s.kind in ("flr", "direct", "seqcls") or (s.arg and Path(s.arg).expanduser().exists()):
-        out["model"] = model_fingerprint(s.arg or "smollm2-135m-instruct")
+        out["model"] = model_fingerprint(s.arg or "smollm2-135m-instruct", pull=pull)
     for key in ("followups",):
         if s.options.get(key):
             out[key] = fingerprint_path(s.options[key])

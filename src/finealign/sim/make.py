@@ -49,23 +49,28 @@ class SimMakeConfig(SamplingArgs, RunArgs):
                         help="Task: facts | constraints | arithmetic.")
     n: int = setting(100, help="Training prompts.", check=positive)
     heldout: int = setting(50, help="Held-out prompts (disjoint from the training prompts).", check=non_negative)
-    policy: str = setting("smollm2-135m-instruct", help="Policy that samples the responses (model spec).")
+    policy: str = setting("smollm2-135m-instruct", reads="model",
+                          help="Policy that samples the responses (model spec).")
     k: int = setting(4, help="Samples per prompt.", check=positive)
     task_options: str = setting("", help="Difficulty knobs, key=value comma list: slots=N, relations=capital+element "
                                          "(facts); required=N, letter=true|false, banned=N, penalty=X "
                                          "(constraints); steps=N, max_start=N (arithmetic).")
-    facts_table: str | None = setting(None, help="facts: a relation,subject,answer CSV instead of the bundled table.")
-    p_miss: float = setting(0.0, help="Annotator noise: probability that a wrong span is left unfixed.",
+    facts_table: str | None = setting(None, reads="file",
+                                      help="facts: a relation,subject,answer CSV instead of the bundled table.")
+    p_miss: float = setting(0.0, identity="derived",
+                            help="Annotator noise: probability that a wrong span is left unfixed.",
                             check=unit_interval)
-    p_over_edit: float = setting(0.0, help="Annotator noise: probability that a correct word is changed too.",
+    p_over_edit: float = setting(0.0, identity="derived",
+                                 help="Annotator noise: probability that a correct word is changed too.",
                                  check=unit_interval)
-    p_flip: float = setting(0.0, help="Annotator noise: probability that a preference pair is reversed.",
+    p_flip: float = setting(0.0, identity="derived",
+                            help="Annotator noise: probability that a preference pair is reversed.",
                             check=unit_interval)
-    annotator_seed: int = setting(0, help="Seed of the annotator's noise.")
+    annotator_seed: int = setting(0, identity="derived", help="Seed of the annotator's noise.")
     max_new_tokens: int = setting(64, help="Tokens per response at most.", check=positive)
     batch_size: int = setting(8, help="Rows per generation batch.", check=positive)
     dtype: str = setting("float32", help="Policy weights' dtype.")
-    device: str = setting("auto", choices=("auto", "cpu", "cuda"), help="auto | cpu | cuda.")
+    device: str = setting("auto", identity=False, choices=("auto", "cpu", "cuda"), help="auto | cpu | cuda.")
 
     def validate(self):
         self.dtype = normalize_dtype(self.dtype)  # one dtype vocabulary (bf16 = bfloat16)

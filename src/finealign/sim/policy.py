@@ -59,7 +59,8 @@ class SimPolicyConfig(RunArgs):
     task: str = setting(None, positional=True, required=True, choices=tuple(TASKS),
                         help="Task: facts | constraints | arithmetic.")
     task_options: str = setting("", help="The task's difficulty knobs, as for `finealign sim make`.")
-    facts_table: str | None = setting(None, help="facts: a relation,subject,answer CSV instead of the bundled table.")
+    facts_table: str | None = setting(None, reads="file",
+                                      help="facts: a relation,subject,answer CSV instead of the bundled table.")
     size: str = setting("small", choices=tuple(SIZES),
                         help="Preset of the sizes below: small (a few million parameters, the default) | tiny (tests).")
     error_rate: float = setting(0.3, check=unit_interval,
@@ -76,8 +77,9 @@ class SimPolicyConfig(RunArgs):
                                        help="Prompts of the starting-gold measurement (default: from --size).")
     eval_k: int = setting(4, check=positive, help="Samples per evaluation prompt (temperature 1).")
     max_new_tokens: int = setting(48, check=positive, help="Tokens per evaluation sample at most.")
-    save_every: int = setting(50, check=non_negative, help="Checkpoint every N steps (0: only at the end).")
-    device: str = setting("cpu", choices=("auto", "cpu", "cuda"), help="auto | cpu | cuda.")
+    save_every: int = setting(50, identity=False, check=non_negative,
+                              help="Checkpoint every N steps (0: only at the end).")
+    device: str = setting("cpu", identity=False, choices=("auto", "cpu", "cuda"), help="auto | cpu | cuda.")
 
     def validate(self):
         for k, v in SIZES[self.size].items():

@@ -32,12 +32,13 @@ class TRLTrainArgs(ModelArgs, RunArgs):
     the fields here. ``mixed_precision bf16`` (or ``dtype bfloat16``) sets TRL's ``bf16``.
     """
 
-    data: str = setting(None, short="-d", required=True, help="Training data file.")
-    out: str = setting(None, short="-o", required=True,
+    data: str = setting(None, reads="file", short="-d", required=True, help="Training data file.")
+    out: str = setting(None, identity=False, short="-o", required=True,
                        help="Output folder (checkpoints, then the model or LoRA adapter); a rerun resumes its last "
                             "checkpoint.")
-    model: str = setting("smollm2-135m-instruct", short="-m", help="Model to start from (built-in name, .gguf file, "
-                                                                   "directory or hub id).")
+    model: str = setting("smollm2-135m-instruct", reads="model", short="-m",
+                         help="Model to start from (built-in name, .gguf file, "
+                              "directory or hub id).")
     mixed_precision: str = setting("no", choices=("no", "bf16"), help="Autocast: no | bf16 (TRL's bf16).")
     learning_rate: float = setting(5e-6, flag="--lr", deprecated=("--learning-rate",), check=positive,
                                    help="Learning rate.")
@@ -47,8 +48,8 @@ class TRLTrainArgs(ModelArgs, RunArgs):
     batch_size: int = setting(4, check=positive, help="Examples per device per step.")
     grad_accum: int = setting(1, check=positive, help="Gradient accumulation steps.")
     max_length: int = setting(1024, check=positive, help="Tokens per example (prompt + completion) at most.")
-    logging_steps: int = setting(10, check=positive, help="Steps between logged metrics.")
-    save_steps: int = setting(200, check=positive, help="Steps between checkpoints.")
+    logging_steps: int = setting(10, identity=False, check=positive, help="Steps between logged metrics.")
+    save_steps: int = setting(200, identity=False, check=positive, help="Steps between checkpoints.")
     lora: bool = setting(False, deprecated_off=("--full",), help="Train LoRA adapters instead of all weights.")
     lora_r: int = setting(16, check=positive, help="LoRA rank.")
     lora_alpha: int = setting(32, check=positive, help="LoRA alpha.")

@@ -1,0 +1,252 @@
+"""One output identity: which settings and which inputs made an output (see ``docs/output-identity.md``).
+
+The identity of an output is
+
+* the **identity fields** of the settings dataclass that made it: every field, except those marked on
+  the field itself (``config.setting(..., identity=False)``) as changing nothing the output holds
+  (device, batch size, logging cadence, engine, output path, ...). Two more marks: ``"grows"`` (a
+  larger value extends the output when the run resumes: a trainer's ``steps``) and ``"derived"`` (the
+  part of the output that depends on it is recomputed on every run, so a resume may change it);
+* the **fingerprints** of every input the settings name (fields marked ``reads="file"``, ``"model"``,
+  ``"scorer"``, ``"editor"`` or ``"judge"``): a file or folder is digested by :func:`fingerprint_path`
+  (every file's relative name and content: a sha256 of files up to :data:`HASH_LIMIT` bytes, a stamp of
+  size, modification time and inode for larger ones), a model spec by ``models.fingerprint``.
+
+Every resumable output asks the same questions of it: may a resumed run append here
+(:func:`resumable_fields`: the fields a resume may change), is a recipe stage done, did an input change
+(:func:`differences` names what changed), and which verb made a folder (:func:`check_verb`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from ..errors import FinealignError
+
+HASH_LIMIT = 64 * 1024 * 1024  # bytes: larger files are stamped (size + mtime + inode), smaller ones hashed
+GROWS, DERIVED = "grows", "derived"
+READS = ("file", "model", "scorer", "editor", "judge")
+FOLDER_MANIFEST = "finealign_manifest.json"
+_SKIP_DIRS = re.compile(r"^(\..*|__pycache__|checkpoint-\d+|checkpoints?|runs)$")
+_BLOB = re.compile(r"^[0-9a-f]{40,64}$")
+
+__all__ = ["DERIVED", "FOLDER_MANIFEST", "GROWS", "HASH_LIMIT", "check_verb", "differences", "fingerprint_input",
+           "fingerprint_path", "identity_settings", "input_fingerprints", "non_identity_fields", "reads_fields",
+           "resumable_fields", "role"]
+
+
+# ---------------------------------------------------------------------------------------------- the marks
+
+
+def role(f: dataclasses.Field) -> bool | str:
+    """A field's mark: True (identity), False (changes nothing the output holds), ``"grows"`` or ``"derived"``."""
+    return (f.metadata or {}).get("identity", True)
+
+
+def _fields(classes: Iterable[type | None]) -> list[dataclasses.Field]:
+    seen, out = set(), []
+    for cls in classes:
+        if cls is None:
+            continue
+        for f in dataclasses.fields(cls):
+            if f.name not in seen:
+                seen.add(f.name)
+                out.append(f)
+    return out
+
+
+def non_identity_fields(*classes: type | None) -> frozenset[str]:
+    """Names of the fields of ``classes`` marked ``identity=False``."""
+    return frozenset(f.name for f in _fields(classes) if role(f) is False)
+
+
+def resumable_fields(*classes: type | None) -> frozenset[str]:
+    """Names of the fields a resumed run may change: not identity, ``grows`` and ``derived`` ones."""
+    return frozenset(f.name for f in _fields(classes) if role(f) is not True)
+
+
+def reads_fields(*classes: type | None) -> dict[str, str]:
+    """{field: what it reads} for the fields of ``classes`` that name an input (``reads=...``)."""
+    return {f.name: f.metadata["reads"] for f in _fields(classes) if (f.metadata or {}).get("reads")}
+
+
+def plain(v: Any) -> Any:
+    """JSON-safe value (paths as strings, tuples as lists)."""
+    return json.loads(json.dumps(v, default=str))
+
+
+def identity_settings(cfg: Any, roles: tuple = (True,)) -> dict:
+    """{field: plain value} of ``cfg``'s fields whose mark is in ``roles`` (default: the identity fields)."""
+    return {f.name: plain(getattr(cfg, f.name)) for f in dataclasses.fields(cfg) if role(f) in roles}
+
+
+# ---------------------------------------------------------------------------------------------- fingerprints
+
+
+def _file_digest(p: Path) -> str:
+    target = p.resolve()
+    if p.is_symlink() and _BLOB.match(target.name):  # the Hugging Face cache names blobs by content hash
+        return "blob:" + target.name
+    st = target.stat()
+    if st.st_size > HASH_LIMIT:
+        return f"stamp:{st.st_size}:{st.st_mtime_ns}:{st.st_ino}"
+    h = hashlib.sha256()
+    with open(target, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return "sha256:" + h.hexdigest()
+
+
+def fingerprint_path(path: str | Path) -> dict:
+    """``{"digest", "files", "bytes"}`` of a file or a folder (recursively; hidden entries,
+    ``checkpoint-N``/``checkpoints``/``runs`` folders and manifests left out); ``{"missing": path}``
+    when it does not exist. Files up to :data:`HASH_LIMIT` bytes are hashed (sha256), larger ones
+    stamped (size, modification time in ns, inode); a Hugging Face cache blob is named by its hash."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        return {"missing": str(path)}
+    if path.is_file():
+        files = [(path.name, path)]
+    else:
+        files = []
+        for root, dirs, names in os.walk(path, followlinks=True):
+            dirs[:] = sorted(d for d in dirs if not _SKIP_DIRS.match(d))
+            for n in sorted(names):
+                if n.startswith(".") or n.endswith(".manifest.json") or n == FOLDER_MANIFEST:
+                    continue
+                p = Path(root) / n
+                files.append((p.relative_to(path).as_posix(), p))
+    h = hashlib.sha256()
+    total = 0
+    for rel, p in files:
+        total += p.stat().st_size
+        h.update(f"{rel}\0{_file_digest(p)}\n".encode())
+    return {"digest": h.hexdigest()[:16], "files": len(files), "bytes": total}
+
+
+def _data_fingerprint(value: str) -> dict:
+    """A data file or folder (``NAME[a:b]`` slices allowed); a data set name (no such path) by its name."""
+    base = str(value).split("[")[0]
+    p = Path(base).expanduser()
+    if not p.exists():
+        return {"source": str(value)}
+    return {"source": str(value), **fingerprint_path(p)}
+
+
+def _judge_fingerprint(spec: str, pull: bool) -> dict:
+    from ..eval.judges import judge_key
+    from ..models.fingerprint import model_fingerprint
+    from ..rewards.base import parse_spec, scorer_fingerprint
+
+    out = {"spec": judge_key(spec)}
+    s = parse_spec(spec)
+    if s.kind == "pairwise":
+        out["model"] = model_fingerprint(s.arg or "smollm2-135m-instruct", pull=pull)
+    elif s.kind != "openai":
+        out.update({k: v for k, v in scorer_fingerprint(spec, pull=pull).items() if k != "spec"})
+    return out
+
+
+def fingerprint_input(kind: str, value: Any, *, pull: bool = True) -> Any:
+    """The fingerprint of one input named by a setting of kind ``kind`` (``READS``); a list of them for a
+    list value; None for None. ``pull=False``: a built-in model is named by its pinned package, not
+    fetched (what a recipe's plan uses)."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, (list, tuple)):
+        return [fingerprint_input(kind, v, pull=pull) for v in value]
+    value = str(value)
+    if kind == "file":
+        return _data_fingerprint(value)
+    from ..models.fingerprint import model_fingerprint
+
+    if kind == "model":
+        return model_fingerprint(value, pull=pull)
+    if kind == "scorer":
+        from ..rewards.base import scorer_fingerprint
+
+        return scorer_fingerprint(value, pull=pull)
+    if kind == "editor":
+        head, _, arg = value.partition(":")
+        return {"spec": value, **({"model": model_fingerprint(arg, pull=pull)} if head == "local" and arg else {})}
+    if kind == "judge":
+        return _judge_fingerprint(value, pull)
+    raise ValueError(f"unknown input kind {kind!r}; expected one of {', '.join(READS)}")
+
+
+def input_fingerprints(cfg: Any, *, skip: Callable[[str, Any], bool] = lambda name, value: False,
+                       pull: bool = True) -> dict:
+    """{field: fingerprint} of every input ``cfg`` names (its ``reads`` fields), except those ``skip(name,
+    value)`` leaves out (a recipe's earlier stage's output: covered by that stage's fingerprint)."""
+    out = {}
+    for name, kind in reads_fields(type(cfg)).items():
+        value = getattr(cfg, name)
+        if value in (None, "", []) or skip(name, value):
+            continue
+        out[name] = fingerprint_input(kind, value, pull=pull)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- comparing
+
+
+def _short(v: Any) -> str:
+    if isinstance(v, dict) and ("digest" in v or "missing" in v):
+        name = v.get("spec") or v.get("source") or v.get("missing") or ""
+        what = f"fingerprint {v['digest']}" if "digest" in v else "missing"
+        return f"{name} ({what})".strip()
+    text = json.dumps(v, sort_keys=True, ensure_ascii=False, default=str)
+    return text if len(text) <= 100 else text[:97] + "..."
+
+
+def _canon(v: Any) -> str:
+    return json.dumps(v, sort_keys=True, ensure_ascii=False, default=str)
+
+
+def differences(old: dict, new: dict, keys: Iterable[str] | None = None) -> list[str]:
+    """``name: was X, now Y`` for every key whose value differs (fingerprints shown by name and digest)."""
+    keys = sorted(set(old) | set(new)) if keys is None else keys
+    return [f"{k}: was {_short(old.get(k))}, now {_short(new.get(k))}"
+            for k in keys if _canon(old.get(k)) != _canon(new.get(k))]
+
+
+def grew(old: dict, new: dict) -> bool:
+    """Every value of ``new`` is at least its value in ``old`` (the ``grows`` fields of a resumed run)."""
+    try:
+        return all(old.get(k) is None or (v is not None and v >= old[k]) for k, v in new.items())
+    except TypeError:
+        return False
+
+
+# ---------------------------------------------------------------------------------------------- which verb
+
+
+def read_verb(out: str | Path) -> str | None:
+    """The verb recorded in the folder manifest of ``out`` (None: no manifest, or an unreadable one)."""
+    p = Path(out) / FOLDER_MANIFEST
+    if not p.is_file():
+        return None
+    try:
+        return json.loads(p.read_text(encoding="utf-8")).get("verb")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def check_verb(out: str | Path, verb: str, *, claim: bool = True) -> None:
+    """Refuse an output folder made by another verb, naming it; ``claim``: record ``verb`` in a folder
+    without a manifest (created when missing). Raises ``FinealignError``."""
+    out = Path(out)
+    made_by = read_verb(out)
+    if made_by is not None and made_by != verb:
+        raise FinealignError(f"{out}: made by `finealign {made_by}`, not `finealign {verb}`; choose another output")
+    if claim and made_by is None:
+        from .io import write_json
+
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / FOLDER_MANIFEST, {"format": "finealign-manifest", "version": 1, "verb": verb, "settings": {}})
