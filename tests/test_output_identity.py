@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from finealign.data.identity import (check_verb, differences, fingerprint_input, fingerprint_path,
-                                     non_identity_fields, reads_fields, resumable_fields)
+from finealign.data.identity import (check_verb, differences, fingerprint_path, non_identity_fields, reads_fields,
+                                     resumable_fields)
+from finealign.rewards.inputs import fingerprint_input
 from finealign.errors import FinealignError
 from finealign.pipeline.recipe import load_recipe
 from finealign.pipeline.runner import run_recipe
@@ -228,3 +229,41 @@ def test_a_folder_made_by_another_verb_is_refused_naming_it(tmp_path):
     check_verb(out, "train token-rm")  # the same verb resumes
     with pytest.raises(FinealignError, match="made by `finealign train token-rm`, not `finealign train ppo`"):
         check_verb(out, "train ppo")
+
+
+# ---------------------------------------------------------------------------------------------- eval winrate
+
+
+def test_winrate_refuses_stale_answers_after_prompts_or_weights_change(tmp_path):
+    from finealign.errors import ConfigError
+    from finealign.eval.winrate import WinrateConfig, run_winrate
+
+    prompts = _write_prompts(tmp_path / "prompts.jsonl")
+    model = _tiny_model_dir(tmp_path / "policy")
+    cfg = dict(out=tmp_path / "wr", model=str(model), reference="tiny-random", prompts=prompts, judge="length",
+               judge_check="none", max_new_tokens=3, n_boot=20, device="cpu")
+    run_winrate(WinrateConfig(**cfg))
+    run_winrate(WinrateConfig(**cfg))  # nothing changed: resumes
+    # the prompts file edited in place (same ids): the cached answers answer other prompts
+    _write_prompts(prompts, [{"id": "p1", "prompt": "Name a colour."}, PROMPTS[1]])
+    with pytest.raises(ConfigError, match=r"prompts: was .*prompts.jsonl \(fingerprint \w+\), now"):
+        run_winrate(WinrateConfig(**cfg))
+    res = run_winrate(WinrateConfig(**cfg, overwrite=True))
+    answers = [json.loads(x) for x in (tmp_path / "wr" / "outputs.jsonl").read_text().splitlines()]
+    assert res.n == 2 and {a["prompt"] if isinstance(a["prompt"], str) else a["prompt"][0]["content"]
+                           for a in answers} >= {"Name a colour."}
+    # new weights written at the same path
+    _new_weights(model)
+    with pytest.raises(ConfigError, match=r"model: was .*policy \(fingerprint \w+\), now"):
+        run_winrate(WinrateConfig(**cfg))
+
+
+def test_winrate_folder_of_another_verb_is_refused(tmp_path):
+    from finealign.eval.winrate import WinrateConfig, run_winrate
+
+    out = tmp_path / "o"
+    check_verb(out, "train ppo")
+    prompts = _write_prompts(tmp_path / "prompts.jsonl")
+    with pytest.raises(FinealignError, match="made by `finealign train ppo`, not `finealign eval winrate`"):
+        run_winrate(WinrateConfig(out=out, model="tiny-random", reference="tiny-random", prompts=prompts,
+                                  judge="length", judge_check="none"))

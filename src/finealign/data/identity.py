@@ -10,7 +10,8 @@ The identity of an output is
 * the **fingerprints** of every input the settings name (fields marked ``reads="file"``, ``"model"``,
   ``"scorer"``, ``"editor"`` or ``"judge"``): a file or folder is digested by :func:`fingerprint_path`
   (every file's relative name and content: a sha256 of files up to :data:`HASH_LIMIT` bytes, a stamp of
-  size, modification time and inode for larger ones), a model spec by ``models.fingerprint``.
+  size, modification time and inode for larger ones), a model spec by ``models.fingerprint``; the specs
+  are read by ``rewards.inputs`` (``input_fingerprints``, ``output_identity``), a layer above this one.
 
 Every resumable output asks the same questions of it: may a resumed run append here
 (:func:`resumable_fields`: the fields a resume may change), is a recipe stage done, did an input change
@@ -25,7 +26,7 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
 from ..errors import FinealignError
 
@@ -36,9 +37,8 @@ FOLDER_MANIFEST = "finealign_manifest.json"
 _SKIP_DIRS = re.compile(r"^(\..*|__pycache__|checkpoint-\d+|checkpoints?|runs)$")
 _BLOB = re.compile(r"^[0-9a-f]{40,64}$")
 
-__all__ = ["DERIVED", "FOLDER_MANIFEST", "GROWS", "HASH_LIMIT", "check_verb", "differences", "fingerprint_input",
-           "fingerprint_path", "identity_settings", "input_fingerprints", "non_identity_fields", "reads_fields",
-           "resumable_fields", "role"]
+__all__ = ["DERIVED", "FOLDER_MANIFEST", "GROWS", "HASH_LIMIT", "check_verb", "data_fingerprint", "differences",
+           "fingerprint_path", "identity_settings", "non_identity_fields", "reads_fields", "resumable_fields", "role"]
 
 
 # ---------------------------------------------------------------------------------------------- the marks
@@ -130,7 +130,7 @@ def fingerprint_path(path: str | Path) -> dict:
     return {"digest": h.hexdigest()[:16], "files": len(files), "bytes": total}
 
 
-def _data_fingerprint(value: str) -> dict:
+def data_fingerprint(value: str) -> dict:
     """A data file or folder (``NAME[a:b]`` slices allowed); a data set name (no such path) by its name."""
     base = str(value).split("[")[0]
     p = Path(base).expanduser()
@@ -139,68 +139,16 @@ def _data_fingerprint(value: str) -> dict:
     return {"source": str(value), **fingerprint_path(p)}
 
 
-def _judge_fingerprint(spec: str, pull: bool) -> dict:
-    from ..eval.judges import judge_key
-    from ..models.fingerprint import model_fingerprint
-    from ..rewards.base import parse_spec, scorer_fingerprint
-
-    out = {"spec": judge_key(spec)}
-    s = parse_spec(spec)
-    if s.kind == "pairwise":
-        out["model"] = model_fingerprint(s.arg or "smollm2-135m-instruct", pull=pull)
-    elif s.kind != "openai":
-        out.update({k: v for k, v in scorer_fingerprint(spec, pull=pull).items() if k != "spec"})
-    return out
-
-
-def fingerprint_input(kind: str, value: Any, *, pull: bool = True) -> Any:
-    """The fingerprint of one input named by a setting of kind ``kind`` (``READS``); a list of them for a
-    list value; None for None. ``pull=False``: a built-in model is named by its pinned package, not
-    fetched (what a recipe's plan uses)."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, (list, tuple)):
-        return [fingerprint_input(kind, v, pull=pull) for v in value]
-    value = str(value)
-    if kind == "file":
-        return _data_fingerprint(value)
-    from ..models.fingerprint import model_fingerprint
-
-    if kind == "model":
-        return model_fingerprint(value, pull=pull)
-    if kind == "scorer":
-        from ..rewards.base import scorer_fingerprint
-
-        return scorer_fingerprint(value, pull=pull)
-    if kind == "editor":
-        head, _, arg = value.partition(":")
-        return {"spec": value, **({"model": model_fingerprint(arg, pull=pull)} if head == "local" and arg else {})}
-    if kind == "judge":
-        return _judge_fingerprint(value, pull)
-    raise ValueError(f"unknown input kind {kind!r}; expected one of {', '.join(READS)}")
-
-
-def input_fingerprints(cfg: Any, *, skip: Callable[[str, Any], bool] = lambda name, value: False,
-                       pull: bool = True) -> dict:
-    """{field: fingerprint} of every input ``cfg`` names (its ``reads`` fields), except those ``skip(name,
-    value)`` leaves out (a recipe's earlier stage's output: covered by that stage's fingerprint)."""
-    out = {}
-    for name, kind in reads_fields(type(cfg)).items():
-        value = getattr(cfg, name)
-        if value in (None, "", []) or skip(name, value):
-            continue
-        out[name] = fingerprint_input(kind, value, pull=pull)
-    return out
-
-
 # ---------------------------------------------------------------------------------------------- comparing
 
 
 def _short(v: Any) -> str:
-    if isinstance(v, dict) and ("digest" in v or "missing" in v):
+    if isinstance(v, dict) and any(k in v for k in ("spec", "source", "missing")):
         name = v.get("spec") or v.get("source") or v.get("missing") or ""
-        what = f"fingerprint {v['digest']}" if "digest" in v else "missing"
-        return f"{name} ({what})".strip()
+        digest = v.get("digest") or next((x["digest"] for x in v.values() if isinstance(x, dict) and "digest" in x),
+                                         None)
+        what = "missing" if "missing" in v else f"fingerprint {digest}" if digest else ""
+        return f"{name} ({what})" if what else str(name)
     text = json.dumps(v, sort_keys=True, ensure_ascii=False, default=str)
     return text if len(text) <= 100 else text[:97] + "..."
 
@@ -227,26 +175,41 @@ def grew(old: dict, new: dict) -> bool:
 # ---------------------------------------------------------------------------------------------- which verb
 
 
-def read_verb(out: str | Path) -> str | None:
-    """The verb recorded in the folder manifest of ``out`` (None: no manifest, or an unreadable one)."""
-    p = Path(out) / FOLDER_MANIFEST
+def _folder_record(out: Path) -> dict | None:
+    p = out / FOLDER_MANIFEST
     if not p.is_file():
         return None
     try:
-        return json.loads(p.read_text(encoding="utf-8")).get("verb")
-    except (OSError, ValueError, AttributeError):
+        rec = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
         return None
+    return rec if isinstance(rec, dict) else None
 
 
-def check_verb(out: str | Path, verb: str, *, claim: bool = True) -> None:
-    """Refuse an output folder made by another verb, naming it; ``claim``: record ``verb`` in a folder
-    without a manifest (created when missing). Raises ``FinealignError``."""
+def read_verb(out: str | Path) -> str | None:
+    """The verb recorded in the folder manifest of ``out`` (None: no manifest, or an unreadable one)."""
+    return (_folder_record(Path(out)) or {}).get("verb")
+
+
+def check_verb(out: str | Path, verb: str, *, inputs: dict | None = None, claim: bool = True) -> None:
+    """Refuse an output folder made by another verb, naming it, or one whose recorded ``inputs`` (input
+    fingerprints, :func:`input_fingerprints`) differ from this run's, naming them. ``claim``: record ``verb``
+    (and ``inputs``) in the folder's manifest when it has none (the folder is created when missing).
+    Raises ``FinealignError``."""
     out = Path(out)
-    made_by = read_verb(out)
+    rec = _folder_record(out)
+    made_by = (rec or {}).get("verb")
     if made_by is not None and made_by != verb:
         raise FinealignError(f"{out}: made by `finealign {made_by}`, not `finealign {verb}`; choose another output")
-    if claim and made_by is None:
+    recorded = (rec or {}).get("inputs")
+    if inputs is not None and recorded is not None:
+        diff = differences(recorded, plain(inputs))
+        if diff:
+            raise FinealignError(f"{out}: cannot resume, an input changed since this run started ("
+                                 + "; ".join(diff) + "); choose another output, or restore the input")
+    if claim and (rec is None or (inputs is not None and recorded is None)):
         from .io import write_json
 
         out.mkdir(parents=True, exist_ok=True)
-        write_json(out / FOLDER_MANIFEST, {"format": "finealign-manifest", "version": 1, "verb": verb, "settings": {}})
+        base = rec or {"format": "finealign-manifest", "version": 1, "verb": verb, "settings": {}}
+        write_json(out / FOLDER_MANIFEST, {**base, **({"inputs": plain(inputs)} if inputs is not None else {})})

@@ -34,12 +34,12 @@ class WinrateConfig(Settings):
     model: str | None = field(default=None, metadata={"reads": "model",
                                                       "help": "Model spec whose outputs are evaluated (generated "
                                                               "on --prompts).", "short": "-m"})
-    outputs: Path | None = field(default=None, metadata={"reads": "file",
+    outputs: Path | None = field(default=None, metadata={"identity": "derived", "reads": "file",
                                                          "help": "Outputs to evaluate instead of --model: "
                                                                  "prompt/completion JSONL or AlpacaEval JSON."})
     reference: str | None = field(default=None, metadata={"reads": "model",
                                                           "help": "Reference model spec (generated on --prompts)."})
-    reference_outputs: Path | None = field(default=None, metadata={"reads": "file",
+    reference_outputs: Path | None = field(default=None, metadata={"identity": "derived", "reads": "file",
                                                                    "help": "Reference outputs instead of "
                                                                            "--reference."})
     prompts: Path | None = field(default=None, metadata={"reads": "file",

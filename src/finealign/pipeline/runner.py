@@ -113,7 +113,8 @@ def _check_inputs(recipe: Recipe, spec: StageSpec, cfg, extras, run_dir: Path) -
     """Input files must exist; returns {setting: fingerprint} of every input the stage reads (its
     ``reads`` fields, ``data.identity``), except an earlier stage's output (that stage's fingerprint
     covers it). Raises ``ConfigError`` naming ``file:line`` for a missing input file."""
-    from ..data.identity import fingerprint_input, reads_fields
+    from ..data.identity import reads_fields
+    from ..rewards.inputs import fingerprint_input
 
     stage_dirs = [(run_dir / s.name).resolve() for s in recipe.stages]
     out: dict = {}

@@ -37,8 +37,6 @@ from .annotator import Noise, annotate_edit, preference
 from .base import SimTask, user_text
 
 FILES = ("prompts.jsonl", "samples.jsonl", "ratings.jsonl", "edits.jsonl", "pairs.jsonl")
-# settings that do not change prompts or samples (derived files are rewritten on every run)
-NOT_FINGERPRINTED = ("out", "overwrite", "p_miss", "p_over_edit", "p_flip", "annotator_seed", "device")
 
 
 @dataclass(kw_only=True)
@@ -154,20 +152,29 @@ def derive(task: SimTask, samples: list[dict], noise: Noise, seed: int, *, all_p
 
 
 def _check_settings(out: Path, cfg: SimMakeConfig) -> None:
+    """Refuse ``out`` when its samples were made with other settings or inputs (the policy's weights, the fact
+    table), naming them; the annotator's noise knobs are ``derived`` (``data.identity``): edits and pairs are
+    re-derived on every run. An older ``sim.json`` without input fingerprints is taken as made with these."""
+    from ..data.identity import differences, resumable_fields
+    from ..rewards.inputs import input_fingerprints
+
     path = out / "sim.json"
-    fp = cfg.fingerprint(exclude=NOT_FINGERPRINTED)
+    resumable = tuple(sorted(resumable_fields(SimMakeConfig)))
+    fp = cfg.fingerprint(exclude=resumable)
+    inputs = input_fingerprints(cfg)
     if path.exists() and not cfg.overwrite:
         saved = json.loads(path.read_text(encoding="utf-8"))
-        if saved.get("fingerprint") != fp:
-            old = saved.get("config", {})
-            diff = [k for k, v in cfg.to_dict().items() if k not in NOT_FINGERPRINTED and old.get(k) != v]
+        old = saved.get("config", {})
+        diff = [k for k, v in cfg.to_dict().items() if k not in resumable and old.get(k) != v]
+        if saved.get("fingerprint") != fp or "inputs" in saved and differences(saved["inputs"], inputs):
+            diff = diff + [f"input {d}" for d in differences(saved.get("inputs", inputs), inputs)]
             raise FinealignError(f"{out}: holds sim data made with other settings ({', '.join(diff) or 'unknown'} "
                                  "differ); use another --out, the same settings, or --overwrite")
     if cfg.overwrite:
         for split in ("", "heldout/"):
             for f in FILES:
                 (out / split / f).unlink(missing_ok=True)
-    write_json(path, {"fingerprint": fp, "config": cfg.to_dict()})
+    write_json(path, {"fingerprint": fp, "config": cfg.to_dict(), "inputs": inputs})
 
 
 def make_sim(cfg: SimMakeConfig, *, model=None, on_progress: Callable[[int, int, str], None] | None = None,

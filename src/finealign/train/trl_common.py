@@ -125,26 +125,19 @@ def train_and_save(trainer, cfg, tokenizer, kind: str, on_log=None) -> TrainResu
     return TrainResult(out, trainer.state.global_step, metrics=metrics, history=hist)
 
 
-# settings that change no trained weight
-NOT_MADE_BY = {"out", "logging_steps", "save_steps", "overwrite", "device"}
-
-
 def tie_output(cfg, kind: str) -> None:
-    """Tie ``cfg.out`` to the run's settings, the model's and the data's fingerprints
-    (``data.manifest``) before training: resuming checkpoints made by another run is refused, naming
-    the differing setting; ``cfg.overwrite`` (when the config has it) deletes the checkpoints and
-    the finished-run marker first."""
-    from ..data.manifest import fingerprint_path, prepare_output
-    from ..models.fingerprint import model_fingerprint
+    """Tie ``cfg.out`` to the run's identity (``data.identity.output_identity``: the settings that change the
+    trained weights, the model's and the data's fingerprints) before training: resuming checkpoints made
+    by another run is refused, naming the differing setting; ``cfg.overwrite`` (when the config has it)
+    deletes the checkpoints and the finished-run marker first."""
+    from ..data.identity import check_verb
+    from ..rewards.inputs import output_identity
+    from ..data.manifest import prepare_output
 
     out = Path(cfg.out)
-    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(cfg).items()
-                if k not in NOT_MADE_BY}
-    settings["model"] = model_fingerprint(cfg.model)
-    data = Path(str(cfg.data)).expanduser()
-    settings["data"] = {"source": str(cfg.data), **(fingerprint_path(data) if data.exists() else {})}
+    check_verb(out, kind, claim=False)  # a folder made by another verb (PPO, a token RM) is refused, naming it
     done = [p for p in out.glob("checkpoint-*") if p.is_dir()] + [p for p in [out / "finealign_train.json"] if p.exists()]
-    prepare_output(out, kind, settings, overwrite=bool(getattr(cfg, "overwrite", False)), folder=True,
+    prepare_output(out, kind, output_identity(cfg), overwrite=bool(getattr(cfg, "overwrite", False)), folder=True,
                    side_files=done, has_content=bool(done))
 
 
