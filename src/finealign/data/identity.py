@@ -26,7 +26,7 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from ..errors import FinealignError
 
@@ -103,11 +103,25 @@ def _file_digest(p: Path) -> str:
     return "sha256:" + h.hexdigest()
 
 
-def fingerprint_path(path: str | Path) -> dict:
+_MODEL_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".model", ".tiktoken", ".msgpack", ".h5", ".py",
+                   ".jinja")
+_MODEL_NAMES = ("vocab.json", "vocab.txt", "merges.txt", "special_tokens_map.json", "added_tokens.json")
+
+
+def is_model_file(name: str) -> bool:
+    """A file a model is loaded from: weights, configs (``*config.json``), tokenizer files. A model folder's
+    other files (metrics, evaluations, samples, reports written beside the model) change no weight."""
+    base = name.rsplit("/", 1)[-1]
+    return (base.endswith(_MODEL_SUFFIXES) or base.endswith("config.json") or base.startswith("tokenizer")
+            or base in _MODEL_NAMES)
+
+
+def fingerprint_path(path: str | Path, *, only: Callable[[str], bool] | None = None) -> dict:
     """``{"digest", "files", "bytes"}`` of a file or a folder (recursively; hidden entries,
-    ``checkpoint-N``/``checkpoints``/``runs`` folders and manifests left out); ``{"missing": path}``
-    when it does not exist. Files up to :data:`HASH_LIMIT` bytes are hashed (sha256), larger ones
-    stamped (size, modification time in ns, inode); a Hugging Face cache blob is named by its hash."""
+    ``checkpoint-N``/``checkpoints``/``runs`` folders and manifests left out; in a folder, only the files
+    whose relative name ``only`` accepts, e.g. :func:`is_model_file`); ``{"missing": path}`` when it does
+    not exist. Files up to :data:`HASH_LIMIT` bytes are hashed (sha256), larger ones stamped (size,
+    modification time in ns, inode); a Hugging Face cache blob is named by its hash."""
     path = Path(path).expanduser()
     if not path.exists():
         return {"missing": str(path)}
@@ -121,7 +135,9 @@ def fingerprint_path(path: str | Path) -> dict:
                 if n.startswith(".") or n.endswith(".manifest.json") or n == FOLDER_MANIFEST:
                     continue
                 p = Path(root) / n
-                files.append((p.relative_to(path).as_posix(), p))
+                rel = p.relative_to(path).as_posix()
+                if only is None or only(rel):
+                    files.append((rel, p))
     h = hashlib.sha256()
     total = 0
     for rel, p in files:

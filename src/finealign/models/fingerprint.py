@@ -1,5 +1,7 @@
 """The fingerprint of a model (a spec or a loaded model) for output manifests (``data.manifest``): which
-weights made an output, so a rerun with other weights is refused instead of mixed in."""
+weights made an output, so a rerun with other weights is refused instead of mixed in. A model folder is
+digested by the files a model is loaded from (``data.identity.is_model_file``: weights, configs, tokenizer),
+so metrics or evaluations written beside a model later do not change it."""
 
 from __future__ import annotations
 
@@ -7,7 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..data.manifest import fingerprint_path
+from ..data.identity import fingerprint_path, is_model_file
 from ..errors import FinealignError
 from .loading import resolve_spec
 
@@ -25,7 +27,7 @@ def model_fingerprint(model: Any, *, pull: bool = True) -> dict:
         name = str(getattr(getattr(base, "config", None), "_name_or_path", "") or type(base).__name__)
         out = {"spec": name}
         if name and Path(name).is_dir():
-            out.update(fingerprint_path(name))
+            out.update(fingerprint_path(name, only=is_model_file))
         return out
     spec = str(model)
     if not pull:
@@ -44,7 +46,7 @@ def model_fingerprint(model: Any, *, pull: bool = True) -> dict:
     except FinealignError:  # not resolvable here: loading it will say why
         return out
     if Path(src).is_dir():
-        out.update(fingerprint_path(src))
+        out.update(fingerprint_path(src, only=is_model_file))
         adapter = Path(src) / "adapter_config.json"
         if adapter.is_file():
             try:
@@ -57,7 +59,7 @@ def model_fingerprint(model: Any, *, pull: bool = True) -> dict:
     try:
         from huggingface_hub import snapshot_download
 
-        out.update(fingerprint_path(snapshot_download(spec, local_files_only=True)))
+        out.update(fingerprint_path(snapshot_download(spec, local_files_only=True), only=is_model_file))
     except Exception:  # not in the local cache: the spec is all we know
         pass
     return out

@@ -125,11 +125,13 @@ def _check_inputs(recipe: Recipe, spec: StageSpec, cfg, extras, run_dir: Path) -
             value = getattr(obj, key)
             if key in out or value in (None, "", []):
                 continue
-            if any(r.startswith("stages.") for r in refs_in(spec.settings.get(key))):
-                continue  # an earlier stage's output: checked when the stage runs
             values = value if isinstance(value, list) else [value]
+            raw = spec.settings.get(key)
+            raws = raw if isinstance(raw, list) and len(raw) == len(values) else [raw] * len(values)
             fps = []
-            for v in values:
+            for v, r in zip(values, raws):
+                if any(ref.startswith("stages.") for ref in refs_in(r)):
+                    continue  # an earlier stage's output: that stage's fingerprint covers it
                 p = Path(str(v).split("[")[0] if kind == "file" else str(v).split(",")[0].split(":", 1)[-1])
                 if _looks_like_path(str(p)) and _inside(p, stage_dirs):
                     continue  # an earlier stage's output, named by its path

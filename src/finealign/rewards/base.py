@@ -144,7 +144,7 @@ def scorer_fingerprint(spec: str | Scorer, *, pull: bool = True) -> dict:
     the options that change no score: batch size, device, FLR's strategy) and a fingerprint of every
     file it reads (the model, a token RM's folder and its base model, an FLR follow-up file). A
     scorer object without a spec gives its name only. ``pull``: as for ``model_fingerprint``."""
-    from ..data.manifest import fingerprint_path
+    from ..data.identity import fingerprint_path, is_model_file
     from ..models.fingerprint import model_fingerprint
 
     if isinstance(spec, Scorer):
@@ -155,7 +155,7 @@ def scorer_fingerprint(spec: str | Scorer, *, pull: bool = True) -> dict:
     if s.kind == "length":
         return out
     if s.kind == "token-rm" and s.arg:
-        out["token_rm"] = fingerprint_path(s.arg)
+        out["token_rm"] = fingerprint_path(s.arg, only=is_model_file)  # its weights, not its evaluations
         cfg = Path(s.arg).expanduser() / "token_rm_config.json"
         try:
             base = json.loads(cfg.read_text(encoding="utf-8")).get("base_model")
