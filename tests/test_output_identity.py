@@ -267,3 +267,20 @@ def test_winrate_folder_of_another_verb_is_refused(tmp_path):
     with pytest.raises(FinealignError, match="made by `finealign train ppo`, not `finealign eval winrate`"):
         run_winrate(WinrateConfig(out=out, model="tiny-random", reference="tiny-random", prompts=prompts,
                                   judge="length", judge_check="none"))
+
+
+def test_ppo_resume_with_changed_prompts_is_refused_naming_them(tmp_path):
+    from finealign.train.ppo import check_settings, train_ppo
+    from finealign.train.ppo_config import PPOConfig
+
+    prompts = _write_prompts(tmp_path / "prompts.jsonl")
+    cfg = PPOConfig(policy="tiny-random", reward="length", granularity="sequence", prompts=str(prompts),
+                    out=str(tmp_path / "ppo"), steps=1, batch_size=2, minibatch_size=2, micro_batch_size=2,
+                    ppo_epochs=1, max_new_tokens=3, device="cpu", mixed_precision="no")
+    train_ppo(cfg)
+    check_settings(dataclasses.replace(cfg, steps=2))  # growing steps resumes
+    _write_prompts(prompts, list(reversed(PROMPTS)))  # same prompts, other order: other batches
+    with pytest.raises(FinealignError, match=r"input changed since this run started \(prompts: was .*prompts.jsonl"):
+        check_settings(dataclasses.replace(cfg, steps=2))
+    with pytest.raises(FinealignError, match="input changed"):
+        train_ppo(dataclasses.replace(cfg, steps=2))
