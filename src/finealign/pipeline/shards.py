@@ -40,7 +40,9 @@ EventFn = Callable[[str, dict], None]  # on_event(kind, info): "workers", "shard
 
 @dataclass(kw_only=True)
 class EngineArgs(Settings):
-    """Where the data-parallel work runs (``generate``, ``score``, ``label``, ``eval-rm``)."""
+    """Where the data-parallel work runs (``generate``, ``score``, ``label``, ``eval-rm``). None of these
+    settings changes an output (a sharded run is byte-identical to one process): each is marked
+    ``identity=False`` (``data.identity``), so switching engine resumes the same output."""
 
     engine: str = setting("local", identity=False, choices=ENGINES,
                           help="local: this process | ray: shards processed by Ray workers "
