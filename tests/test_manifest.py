@@ -33,8 +33,8 @@ def test_fingerprint_follows_content_not_location(tmp_path, monkeypatch):
     assert fingerprint_path(a) == fingerprint_path(b)  # a copy is the same model
     (b / "w.bin").write_bytes(b"\x01" + b"\x00" * 99)  # same size, other bytes
     assert fingerprint_path(a)["digest"] != fingerprint_path(b)["digest"]
-    # files over the hash limit are stamped by size and modification time
-    import finealign.data.manifest as m
+    # files over the hash limit are stamped by size, modification time and inode (data.identity)
+    import finealign.data.identity as m
 
     monkeypatch.setattr(m, "HASH_LIMIT", 10)
     before = fingerprint_path(a)["digest"]

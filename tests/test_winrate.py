@@ -333,7 +333,7 @@ def test_refuses_to_resume_with_other_settings(sides, tmp_path):
     o, r, _ = sides
     base = dict(out=tmp_path / "o", outputs=o, reference_outputs=r, judge_check="none", n_boot=50)
     run_winrate(WinrateConfig(judge="length", **base))
-    with pytest.raises(ConfigError, match="judge: .* made with 'length'"):
+    with pytest.raises(ConfigError, match="judge: .* made with other settings .*judge: was length, now direct:tiny"):
         run_winrate(WinrateConfig(judge="direct:tiny-random", **base))
     res = run_winrate(WinrateConfig(judge="direct:tiny-random,device=cpu", overwrite=True, **base))
     assert res.judge == "direct:tiny-random,device=cpu"

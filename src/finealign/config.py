@@ -92,7 +92,8 @@ def normalize_dtype(value: str) -> str:
 def setting(default: Any = MISSING, *, help: str, flag: str | None = None, short: str | None = None,
             deprecated: tuple[str, ...] = (), deprecated_off: tuple[str, ...] = (), choices: tuple | None = None,
             positional: bool = False, required: bool = False, cli: bool = True, metavar: str | None = None,
-            default_factory: Callable | None = None, check: Callable[[Any], str | None] | None = None) -> Any:
+            default_factory: Callable | None = None, check: Callable[[Any], str | None] | None = None,
+            identity: bool | str = True, reads: str | None = None) -> Any:
     """A documented dataclass field.
 
     ``help``: the doc shown by ``--help``; ``flag``: the CLI flag (default ``--field-name``);
@@ -104,8 +105,16 @@ def setting(default: Any = MISSING, *, help: str, flag: str | None = None, short
     set by YAML or flag (the default is then ``None``); ``cli``: False keeps it YAML-only (internal
     knobs); ``metavar``: the value's name in ``--help`` (e.g. ``OUT.jsonl``); ``check``: a function
     returning a problem string (or None) for the value.
+
+    ``identity`` says whether the field changes what the output holds (``data.identity``): True (the
+    default); False for device, batch size, logging cadence, engine, output path (a resumed run may
+    change it); ``"grows"``: a larger value extends the output when the run resumes (a trainer's
+    ``steps``); ``"derived"``: the output's part that depends on it is recomputed on every run.
+    ``reads``: the field names an input whose content is fingerprinted: ``"file"`` (a data file or
+    folder), ``"model"`` (a model spec), ``"scorer"`` / ``"editor"`` / ``"judge"`` (a spec naming a model).
     """
-    meta = {"help": help, "flag": flag, "short": short, "deprecated": tuple(deprecated),
+    meta = {"identity": identity, "reads": reads,
+            "help": help, "flag": flag, "short": short, "deprecated": tuple(deprecated),
             "deprecated_off": tuple(deprecated_off), "choices": choices, "metavar": metavar,
             "positional": positional, "required": required, "cli": cli, "check": check}
     if required and default is MISSING and default_factory is None:
@@ -184,7 +193,7 @@ class DeviceArgs(Settings):
     editor or scorer spec)."""
 
     dtype: str = setting("float32", help="Weights' dtype: float32 | bfloat16 | float16 (fp32/bf16/fp16 accepted).")
-    device: str = setting("auto", choices=DEVICES, help="auto (cuda when available) | cpu | cuda.")
+    device: str = setting("auto", choices=DEVICES, identity=False, help="auto (cuda when available) | cpu | cuda.")
 
     def validate(self):
         self.dtype = normalize_dtype(self.dtype)
@@ -194,7 +203,7 @@ class DeviceArgs(Settings):
 class ModelLoadArgs(DeviceArgs):
     """Which model, in which dtype, on which device (inference verbs without autocast)."""
 
-    model: str = setting("smollm2-135m-instruct", short="-m",
+    model: str = setting("smollm2-135m-instruct", short="-m", reads="model",
                          help="Model spec: built-in name, .gguf file, local directory or hub id.")
 
 
@@ -222,9 +231,9 @@ class SamplingArgs(Settings):
 class RunArgs(Settings):
     """Where the output goes and how the run behaves."""
 
-    out: str = setting(None, short="-o", required=True, help="Output path; a rerun resumes into it.")
+    out: str = setting(None, short="-o", required=True, identity=False, help="Output path; a rerun resumes into it.")
     seed: int = setting(0, help="Random seed.")
-    overwrite: bool = setting(False, help="Start afresh instead of resuming into an existing output.")
+    overwrite: bool = setting(False, identity=False, help="Start afresh instead of resuming into an existing output.")
 
 
 # ------------------------------------------------------------------ building from YAML + overrides

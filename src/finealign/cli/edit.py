@@ -21,20 +21,22 @@ class EditConfig(DeviceArgs):
     The JSON summary goes to stdout. ``dtype``/``device`` apply to a local editor.
     """
 
-    input: str = setting(None, positional=True, required=True, metavar="IN",
+    input: str = setting(None, reads="file", positional=True, required=True, metavar="IN",
                          help="Pairs (the rejected response is edited), responses, or edits.")
-    out: str = setting(None, positional=True, required=True, metavar="OUT",
+    out: str = setting(None, identity=False, positional=True, required=True, metavar="OUT",
                        help="Output JSONL of edit records; a rerun resumes it.")
-    editor: str = setting("local:smollm2-135m-instruct", short="-e",
+    editor: str = setting("local:smollm2-135m-instruct", reads="editor", short="-e",
                           help="local:MODEL_SPEC (in-process) or openai:MODEL (an OpenAI-compatible endpoint).")
     base_url: str | None = setting(None, help="Endpoint of openai:MODEL, e.g. http://127.0.0.1:8000/v1 (default: "
                                               "$OPENAI_BASE_URL, else OpenAI). Key: $FINEALIGN_EDITOR_API_KEY or "
                                               "$OPENAI_API_KEY.")
-    concurrency: int = setting(4, check=positive, help="Requests in flight at once (openai editor).")
-    retries: int = setting(4, check=non_negative, help="Retries per request on 429, 5xx, timeouts (exponential "
-                                                       "backoff).")
-    timeout: float = setting(60.0, check=positive, help="Seconds per request (openai editor).")
-    backoff: float = setting(1.0, check=non_negative, help="First backoff in seconds; doubles per retry, at most 30.")
+    concurrency: int = setting(4, identity=False, check=positive, help="Requests in flight at once (openai editor).")
+    retries: int = setting(4, identity=False, check=non_negative,
+                           help="Retries per request on 429, 5xx, timeouts (exponential "
+                                "backoff).")
+    timeout: float = setting(60.0, identity=False, check=positive, help="Seconds per request (openai editor).")
+    backoff: float = setting(1.0, identity=False, check=non_negative,
+                             help="First backoff in seconds; doubles per retry, at most 30.")
     max_ratio: float = setting(0.5, check=positive, help="Minimality guard: largest allowed edit ratio.")
     on_violation: str = setting("flag", choices=ON_VIOLATION,
                                 help="flag (keep, marked in meta) | drop (to OUT.dropped.jsonl).")
@@ -42,9 +44,10 @@ class EditConfig(DeviceArgs):
     template: str = setting("v1", help="Editing prompt version.")
     temperature: float = setting(0.0, check=non_negative, help="0 = greedy.")
     max_new_tokens: int = setting(1024, check=positive, help="Longest edit, in tokens.")
-    batch_size: int = setting(4, check=positive, help="Sequences decoded together (local editor).")
-    overwrite: bool = setting(False, help="Start afresh (OUT and its side files) instead of resuming (another "
-                                          "editor, template or guard setting is refused without it).")
+    batch_size: int = setting(4, identity=False, check=positive, help="Sequences decoded together (local editor).")
+    overwrite: bool = setting(False, identity=False,
+                              help="Start afresh (OUT and its side files) instead of resuming (another "
+                                   "editor, template or guard setting is refused without it).")
 
 
 def run_edit(cfg: EditConfig, quiet: bool = False) -> None:

@@ -20,13 +20,16 @@ BACKENDS = ("transformers", "vllm")
 class GenerateConfig(ModelLoadArgs, SamplingArgs, RunArgs, EngineArgs):
     """Sample K completions per prompt (chat template, batched, resumable) into OUT."""
 
-    prompts: str = setting(None, short="-p", required=True, help="Prompt-bearing file (.jsonl/.json/.csv/.parquet).")
-    out: str = setting(None, short="-o", required=True, help="Output JSONL of responses; a rerun resumes it.")
+    prompts: str = setting(None, reads="file", short="-p", required=True,
+                           help="Prompt-bearing file (.jsonl/.json/.csv/.parquet).")
+    out: str = setting(None, identity=False, short="-o", required=True,
+                       help="Output JSONL of responses; a rerun resumes it.")
     k: int = setting(4, short="-k", check=positive, help="Completions per prompt.")
     seed: int = setting(0, help="Base seed; sample j of prompt p is seeded from (seed, p, j).")
-    batch_size: int = setting(8, check=positive, help="Sequences decoded together.")
-    overwrite: bool = setting(False, help="Start afresh instead of resuming into OUT (a rerun with another model or "
-                                          "sampling setting is refused without it).")
+    batch_size: int = setting(8, identity=False, check=positive, help="Sequences decoded together.")
+    overwrite: bool = setting(False, identity=False,
+                              help="Start afresh instead of resuming into OUT (a rerun with another model or "
+                                   "sampling setting is refused without it).")
     backend: str = setting("transformers", choices=BACKENDS,
                            help="transformers | vllm (needs vLLM: Linux with a CUDA GPU; greedy text equal, sampled "
                                 "rows other draws).")

@@ -29,19 +29,22 @@ def _window(v) -> str | None:
 class ScoreConfig(EngineArgs):
     """Add reward scores (and FLR's per-dimension scores) to every record of IN, into OUT."""
 
-    input: str = setting(None, positional=True, required=True, metavar="IN",
+    input: str = setting(None, reads="file", positional=True, required=True, metavar="IN",
                          help="Response, pair or rating records (.jsonl/.json/.csv/.parquet).")
-    out: str = setting(None, positional=True, required=True, metavar="OUT", help="Output JSONL; a rerun resumes it.")
-    scorer: str = setting(None, short="-s", required=True, help="Scorer spec, e.g. flr:smollm2-135m-instruct,mode=pmi "
-                                                                "| direct:MODEL | seqcls:PATH | length.")
-    chunk: int = setting(8, check=positive, help="Records scored (and appended) per step.")
+    out: str = setting(None, identity=False, positional=True, required=True, metavar="OUT",
+                       help="Output JSONL; a rerun resumes it.")
+    scorer: str = setting(None, reads="scorer", short="-s", required=True,
+                          help="Scorer spec, e.g. flr:smollm2-135m-instruct,mode=pmi "
+                               "| direct:MODEL | seqcls:PATH | length.")
+    chunk: int = setting(8, identity=False, check=positive, help="Records scored (and appended) per step.")
     max_length: int | None = setting(None, check=_window,
                                      help="Token window of the scorer (default: the model's); longer inputs lose their "
                                           "oldest tokens (docs/long-inputs.md).")
     max_chars: int | None = setting(None, check=positive, help="Cut each response to its first N characters before "
                                                                "scoring (CPU budgets; the records keep their text).")
-    overwrite: bool = setting(False, help="Start afresh instead of resuming into OUT (a rerun with another scorer, or "
-                                          "a changed model, is refused without it).")
+    overwrite: bool = setting(False, identity=False,
+                              help="Start afresh instead of resuming into OUT (a rerun with another scorer, or "
+                                   "a changed model, is refused without it).")
 
     def validate(self):
         if self.max_length is not None and self.scorer and "max_length=" in self.scorer:

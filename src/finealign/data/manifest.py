@@ -14,9 +14,9 @@ files are deleted). The manifest is written (atomically) before the first record
 Settings hold plain values and *fingerprints*: ``models.fingerprint.model_fingerprint`` (a model spec or a loaded
 model) and ``fingerprint_path`` (a file or folder: weights, a token RM, a follow-up file, a data
 file). A fingerprint digests every file's relative name and content: files up to 64 MiB are
-hashed (sha256), larger ones are stamped by size and modification time (a retrained model gets a
-new stamp; a copy that keeps mtimes keeps its fingerprint), and a file in the Hugging Face cache
-is named by its blob's sha256 already. So a token RM retrained at the same path, another model
+hashed (sha256), larger ones are stamped by size, modification time and inode (a retrained model gets
+a new stamp; so does a copy), and a file in the Hugging Face cache is named by its blob's sha256
+already (``data.identity``; ``docs/output-identity.md``). So a token RM retrained at the same path, another model
 behind the same name, or another temperature cannot resume an output made before.
 
 A cache holding the scores of several scorers (``merge=True``) records one fingerprint per scorer
@@ -25,27 +25,19 @@ spec; a new spec is added, a known spec must match.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import re
 import shutil
 from pathlib import Path
 from typing import Any, Sequence
 
 from ..errors import FinealignError
+from .identity import FOLDER_MANIFEST, HASH_LIMIT, fingerprint_path
 
 FORMAT = "finealign-manifest"
 VERSION = 1
-HASH_LIMIT = 64 * 1024 * 1024  # bytes: larger files are stamped (size + mtime), smaller ones hashed
-_SKIP_DIRS = re.compile(r"^(\..*|__pycache__|checkpoint-\d+|checkpoints?|runs)$")
-_BLOB = re.compile(r"^[0-9a-f]{40,64}$")
 
 __all__ = ["FOLDER_MANIFEST", "HASH_LIMIT", "fingerprint_path", "manifest_path", "prepare_output",
            "read_manifest"]
-
-
-FOLDER_MANIFEST = "finealign_manifest.json"
 
 
 def manifest_path(out: str | Path) -> Path:
@@ -55,46 +47,6 @@ def manifest_path(out: str | Path) -> Path:
     if out.is_dir():
         return out / FOLDER_MANIFEST
     return out.with_name(out.name + ".manifest.json")
-
-
-def _file_digest(p: Path) -> str:
-    target = p.resolve()
-    if p.is_symlink() and _BLOB.match(target.name):  # the Hugging Face cache names blobs by content hash
-        return "blob:" + target.name
-    st = target.stat()
-    if st.st_size > HASH_LIMIT:
-        return f"stamp:{st.st_size}:{st.st_mtime_ns}"
-    h = hashlib.sha256()
-    with open(target, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return "sha256:" + h.hexdigest()
-
-
-def fingerprint_path(path: str | Path) -> dict:
-    """``{"digest", "files", "bytes"}`` of a file or a folder (recursively; hidden entries,
-    ``checkpoint-N``/``checkpoints``/``runs`` folders and manifests left out); ``{"missing": path}``
-    when it does not exist. See the module docstring for how files are digested."""
-    path = Path(path).expanduser()
-    if not path.exists():
-        return {"missing": str(path)}
-    if path.is_file():
-        files = [(path.name, path)]
-    else:
-        files = []
-        for root, dirs, names in os.walk(path, followlinks=True):
-            dirs[:] = sorted(d for d in dirs if not _SKIP_DIRS.match(d))
-            for n in sorted(names):
-                if n.startswith(".") or n.endswith(".manifest.json") or n == FOLDER_MANIFEST:
-                    continue
-                p = Path(root) / n
-                files.append((p.relative_to(path).as_posix(), p))
-    h = hashlib.sha256()
-    total = 0
-    for rel, p in files:
-        total += p.stat().st_size
-        h.update(f"{rel}\0{_file_digest(p)}\n".encode())
-    return {"digest": h.hexdigest()[:16], "files": len(files), "bytes": total}
 
 
 def read_manifest(out: str | Path) -> dict | None:

@@ -48,24 +48,26 @@ class EvalConfig(Settings):
     """One reward evaluation (the fields are flags of ``finealign eval-rm``): a scorer on a benchmark, next
     to the length baseline. The length baseline always sees the full responses."""
 
-    scorer: str = setting(None, short="-s", required=True,
+    scorer: str = setting(None, reads="scorer", short="-s", required=True,
                           help="Scorer spec, e.g. flr:smollm2-135m-instruct,mode=pmi | direct:MODEL | length.")
-    benchmark: str = setting(None, short="-b", required=True,
+    benchmark: str = setting(None, reads="file", short="-b", required=True,
                              help="hh-harmless | alpaca-eval | prometheus-mt-bench | prometheus-vicuna | "
                                   "alpaca-eval-systems | a pair/rating FILE.")
-    out: Path = setting(None, short="-o", required=True, help="Output folder: results.json, results.md, "
-                                                              "scores.jsonl (the score cache; a rerun resumes).")
+    out: Path = setting(None, identity=False, short="-o", required=True,
+                        help="Output folder: results.json, results.md, "
+                             "scores.jsonl (the score cache; a rerun resumes).")
     limit: int | None = setting(None, short="-n", check=positive,
                                 help="Evaluate N items (alpaca-eval-systems: N instructions x every system).")
     sample_seed: int | None = setting(None, help="Draw the N items with this seed instead of taking the first N.")
     max_chars: int | None = setting(None, check=positive, help="Cut responses to this many characters before "
                                                                "scoring (CPU budgets).")
-    batch_size: int = setting(8, check=positive, help="Responses per scorer call.")
-    n_boot: int = setting(1000, check=_n_boot, help="Bootstrap resamples for the 95% intervals.")
-    seed: int = setting(0, help="Bootstrap seed.")
+    batch_size: int = setting(8, identity=False, check=positive, help="Responses per scorer call.")
+    n_boot: int = setting(1000, identity="derived", check=_n_boot, help="Bootstrap resamples for the 95% intervals.")
+    seed: int = setting(0, identity="derived", help="Bootstrap seed.")
     data_dir: Path | None = setting(None, help="Shared data folder (built-in benchmarks).")
-    overwrite: bool = setting(False, help="Empty the score cache (and the results) first (a scorer whose model "
-                                          "changed since its scores were cached is refused without it).")
+    overwrite: bool = setting(False, identity=False,
+                              help="Empty the score cache (and the results) first (a scorer whose model "
+                                   "changed since its scores were cached is refused without it).")
 
 
 def item_units(bench: Benchmark, max_chars: int | None = None) -> list[list[Unit]]:

@@ -27,25 +27,32 @@ class WinrateConfig(Settings):
     the flags of ``finealign eval winrate`` (:mod:`finealign.config`).
     """
 
-    out: Path = field(default=None, metadata={"help": "Output folder: results.json, results.md, pairs.jsonl, "
+    out: Path = field(default=None, metadata={"identity": False,
+                                              "help": "Output folder: results.json, results.md, pairs.jsonl, "
                                                       "judgments.jsonl (the verdict cache: a rerun resumes).",
                                               "short": "-o", "required": True})
-    model: str | None = field(default=None, metadata={"help": "Model spec whose outputs are evaluated (generated "
-                                                             "on --prompts).", "short": "-m"})
-    outputs: Path | None = field(default=None, metadata={"help": "Outputs to evaluate instead of --model: "
+    model: str | None = field(default=None, metadata={"reads": "model",
+                                                      "help": "Model spec whose outputs are evaluated (generated "
+                                                              "on --prompts).", "short": "-m"})
+    outputs: Path | None = field(default=None, metadata={"identity": "derived", "reads": "file",
+                                                         "help": "Outputs to evaluate instead of --model: "
                                                                  "prompt/completion JSONL or AlpacaEval JSON."})
-    reference: str | None = field(default=None, metadata={"help": "Reference model spec (generated on --prompts)."})
-    reference_outputs: Path | None = field(default=None, metadata={"help": "Reference outputs instead of "
+    reference: str | None = field(default=None, metadata={"reads": "model",
+                                                          "help": "Reference model spec (generated on --prompts)."})
+    reference_outputs: Path | None = field(default=None, metadata={"identity": "derived", "reads": "file",
+                                                                   "help": "Reference outputs instead of "
                                                                            "--reference."})
-    prompts: Path | None = field(default=None, metadata={"help": "Prompts file (needed when a side is generated).",
+    prompts: Path | None = field(default=None, metadata={"reads": "file",
+                                                         "help": "Prompts file (needed when a side is generated).",
                                                          "short": "-p"})
-    judge: str = field(default="pairwise:smollm2-135m-instruct", metadata={
+    judge: str = field(default="pairwise:smollm2-135m-instruct", metadata={"reads": "judge",
         "help": "Judge spec: pairwise:MODEL (local LM, P('A') vs P('B')), openai:URL,model=NAME (any "
                 "OpenAI-compatible endpoint), or any scorer spec (higher score wins).", "short": "-j"})
-    judge_check: str = field(default="alpaca-eval", metadata={
+    judge_check: str = field(default="alpaca-eval", metadata={"identity": "derived", "reads": "file",
         "help": "Labelled pairwise benchmark the judge is validated on (alpaca-eval | hh-harmless | a pair "
                 "FILE), or 'none' to skip."})
-    judge_check_limit: int = field(default=100, metadata={"help": "Pairs of the judge check (the first N)."})
+    judge_check_limit: int = field(default=100, metadata={"identity": "derived",
+                                                          "help": "Pairs of the judge check (the first N)."})
     preference: str = field(default="hard", metadata={
         "help": "hard: each order's verdict is a win / loss / tie (two orders that disagree make a tie); "
                 "soft: the judge's probabilities are averaged (AlpacaEval's weighted mode)."})
@@ -54,14 +61,17 @@ class WinrateConfig(Settings):
     max_new_tokens: int = field(default=256, metadata={"help": "Generation: new tokens per output."})
     temperature: float = field(default=0.0, metadata={"help": "Generation temperature (0 = greedy)."})
     top_p: float = field(default=0.9, metadata={"help": "Generation nucleus mass."})
-    batch_size: int = field(default=8, metadata={"help": "Rows per generation / judge call."})
+    batch_size: int = field(default=8, metadata={"identity": False, "help": "Rows per generation / judge call."})
     dtype: str = field(default="float32", metadata={"help": "float32 | bfloat16 | float16 (local models)."})
-    device: str = field(default="auto", metadata={"help": "cpu | cuda | auto."})
+    device: str = field(default="auto", metadata={"identity": False, "help": "cpu | cuda | auto."})
     seed: int = field(default=0, metadata={"help": "Generation and bootstrap seed."})
-    n_boot: int = field(default=1000, metadata={"help": "Bootstrap resamples for the 95% intervals."})
-    data_dir: Path | None = field(default=None, metadata={"help": "Shared data folder (judge-check benchmarks)."})
-    overwrite: bool = field(default=False, metadata={"help": "Start over: delete this command's earlier files in "
-                                                            "--out (needed to change settings there)."})
+    n_boot: int = field(default=1000, metadata={"identity": "derived",
+                                                "help": "Bootstrap resamples for the 95% intervals."})
+    data_dir: Path | None = field(default=None, metadata={"identity": "derived",
+                                                          "help": "Shared data folder (judge-check benchmarks)."})
+    overwrite: bool = field(default=False, metadata={"identity": False,
+                                                     "help": "Start over: delete this command's earlier files in "
+                                                             "--out (needed to change settings there)."})
 
     def validate(self):  # (Settings: after each field's type is coerced, e.g. str -> Path)
         if self.out is None:

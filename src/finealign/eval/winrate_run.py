@@ -19,9 +19,7 @@ from .winrate_config import JudgeCheck, WinrateConfig, WinrateResult
 
 FILES = ("results.json", "results.md", "pairs.jsonl", "judgments.jsonl", "outputs.jsonl", "reference_outputs.jsonl",
          "settings.json")
-# settings that change the outputs or the verdicts: a rerun into the same folder must keep them
-GUARDED = ("model", "outputs", "reference", "reference_outputs", "prompts", "judge", "preference", "max_chars",
-           "max_new_tokens", "temperature", "top_p", "seed", "dtype")
+VERB = "eval winrate"
 
 
 @dataclass(frozen=True)
@@ -100,49 +98,51 @@ def match_sides(outputs: list[Output], reference: list[Output], names: tuple[str
 
 
 def _settings(cfg: WinrateConfig) -> dict:
-    out = {}
-    for k in GUARDED:
-        v = getattr(cfg, k)
-        out[k] = str(Path(v).expanduser().resolve()) if isinstance(v, Path) else v
-    return out
+    """The identity of the win rate ``cfg`` makes (``data.identity.output_identity``): the settings that
+    change the generated outputs or the verdicts, with the content fingerprints of the prompts file and of
+    the models (a prompts file edited in place, or new weights at the same path, make another win rate).
+    The judge is named by ``judges.judge_key`` (how it is asked aside)."""
+    from ..rewards.inputs import output_identity
 
-
-def _same_judge(old, new) -> bool:
-    """Two judge specs that give the same verdicts (``judges.judge_key``: transport options and order aside)."""
-    try:
-        return isinstance(old, str) and isinstance(new, str) and judge_key(old) == judge_key(new)
-    except FinealignError:
-        return False
+    return output_identity(cfg)
 
 
 def prepare_out(cfg: WinrateConfig) -> Path:
-    """Create ``cfg.out``; with ``overwrite`` delete this command's files; refuse a folder made with other settings.
+    """Create ``cfg.out``; with ``overwrite`` delete this command's files; refuse a folder made by another verb,
+    or with other settings or inputs (naming them).
 
     The settings are recorded (``settings.json``) by ``claim_out`` just before the first resumable write.
     """
+    from ..data.identity import check_verb, differences
+
     out = Path(cfg.out)
+    check_verb(out, VERB, claim=False)
     out.mkdir(parents=True, exist_ok=True)
     if cfg.overwrite:
         for name in FILES:
             (out / name).unlink(missing_ok=True)
-    new = _settings(cfg)
     sfile = out / "settings.json"
     if sfile.exists():
         try:
             old = json.loads(sfile.read_text(encoding="utf-8"))
         except ValueError:
             raise DataError(sfile, None, None, "not valid JSON; delete it or pass --overwrite") from None
-        for k, v in new.items():
-            if old.get(k) != v and not (k == "judge" and _same_judge(old.get(k), v)):
-                raise ConfigError(k.replace("_", "-"), f"{out} holds a win rate made with {old.get(k)!r}, not {v!r}; "
-                                  "use another --out, or --overwrite to start over")
+        new = _settings(cfg)
+        diff = differences(old, new, keys=list(new))
+        if diff:
+            first = next(k for k in new if json.dumps(old.get(k), sort_keys=True) != json.dumps(new[k], sort_keys=True))
+            raise ConfigError(first.replace("_", "-"), f"{out} holds a win rate made with other settings or inputs ("
+                              + "; ".join(diff) + "); use another --out, or --overwrite to start over")
     return out
 
 
 def claim_out(cfg: WinrateConfig) -> None:
     """Record the settings in ``out/settings.json`` (once), before anything resumable is written there."""
+    from ..data.identity import check_verb
+
     sfile = Path(cfg.out) / "settings.json"
     if not sfile.exists():
+        check_verb(cfg.out, VERB)
         write_json(sfile, _settings(cfg))
 
 

@@ -1,5 +1,7 @@
 """The fingerprint of a model (a spec or a loaded model) for output manifests (``data.manifest``): which
-weights made an output, so a rerun with other weights is refused instead of mixed in."""
+weights made an output, so a rerun with other weights is refused instead of mixed in. A model folder is
+digested by the files a model is loaded from (``data.identity.is_model_file``: weights, configs, tokenizer),
+so metrics or evaluations written beside a model later do not change it."""
 
 from __future__ import annotations
 
@@ -7,25 +9,34 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..data.manifest import fingerprint_path
+from ..data.identity import fingerprint_path, is_model_file
 from ..errors import FinealignError
 from .loading import resolve_spec
 
 
-def model_fingerprint(model: Any) -> dict:
+def model_fingerprint(model: Any, *, pull: bool = True) -> dict:
     """The fingerprint of a model spec (built-in name, ``.gguf`` file, local folder, PEFT adapter
     folder with its base, hub id from the local cache) or of a loaded model (its ``name_or_path``).
 
     A hub id with no local copy gives ``{"spec": id}`` only (its revision cannot be read offline).
+    ``pull=False``: a built-in model is named by its pinned package (``{"spec", "builtin"}``) instead of
+    being fetched and digested (a recipe's plan fingerprints models before any is loaded).
     """
     if not isinstance(model, (str, Path)):
         base = getattr(model, "get_base_model", lambda: model)()
         name = str(getattr(getattr(base, "config", None), "_name_or_path", "") or type(base).__name__)
         out = {"spec": name}
         if name and Path(name).is_dir():
-            out.update(fingerprint_path(name))
+            out.update(fingerprint_path(name, only=is_model_file))
         return out
     spec = str(model)
+    if not pull:
+        from .default import BUILTINS, DEFAULT_MODEL
+
+        name = DEFAULT_MODEL if spec == "default" else spec
+        if name in BUILTINS:
+            b = BUILTINS[name]
+            return {"spec": name, "builtin": b.wheel_sha256 or f"generated:{b.name}"}
     if spec.lower().endswith(".gguf") and Path(spec).expanduser().is_file():
         return {"spec": spec, **fingerprint_path(spec)}
 
@@ -35,7 +46,7 @@ def model_fingerprint(model: Any) -> dict:
     except FinealignError:  # not resolvable here: loading it will say why
         return out
     if Path(src).is_dir():
-        out.update(fingerprint_path(src))
+        out.update(fingerprint_path(src, only=is_model_file))
         adapter = Path(src) / "adapter_config.json"
         if adapter.is_file():
             try:
@@ -43,12 +54,12 @@ def model_fingerprint(model: Any) -> dict:
             except ValueError:
                 base = None
             if base and base != spec:
-                out["base"] = model_fingerprint(base)
+                out["base"] = model_fingerprint(base, pull=pull)
         return out
     try:
         from huggingface_hub import snapshot_download
 
-        out.update(fingerprint_path(snapshot_download(spec, local_files_only=True)))
+        out.update(fingerprint_path(snapshot_download(spec, local_files_only=True), only=is_model_file))
     except Exception:  # not in the local cache: the spec is all we know
         pass
     return out

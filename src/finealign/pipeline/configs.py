@@ -13,10 +13,6 @@ from dataclasses import dataclass
 from ..config import DeviceArgs, ModelLoadArgs, SamplingArgs, Settings, non_negative, positive, setting, unit_interval
 from .shards import EngineArgs
 
-#: The engine settings (``engine``, ``ray_address``, ``workers``, ``shard_size``): they never change a stage's
-#: output (a sharded run is byte-identical to one process), so they are left out of its fingerprint.
-ENGINE_FIELDS = ("engine", "ray_address", "workers", "shard_size")
-
 
 @dataclass(kw_only=True)
 class GenerateStage(EngineArgs, ModelLoadArgs, SamplingArgs):
@@ -24,29 +20,31 @@ class GenerateStage(EngineArgs, ModelLoadArgs, SamplingArgs):
     ``engine: ray``, ``pipeline.sharded.generate_file_sharded``). Model, dtype, device and sampling
     settings are the verbs' common parts (``config.ModelLoadArgs``, ``config.SamplingArgs``)."""
 
-    prompts: str = setting(None, required=True, help="Prompt-bearing file (.jsonl/.json/.csv/.parquet).")
+    prompts: str = setting(None, reads="file", required=True, help="Prompt-bearing file (.jsonl/.json/.csv/.parquet).")
     limit: int | None = setting(None, check=positive, help="Use the first N prompts of the file (unset: all).")
     k: int = setting(4, check=positive, help="Completions per prompt.")
     seed: int = setting(0, help="Base seed; sample j of prompt p is seeded from (seed, p, j).")
-    batch_size: int = setting(8, check=positive, help="Sequences decoded together.")
+    batch_size: int = setting(8, identity=False, check=positive, help="Sequences decoded together.")
 
 
 @dataclass(kw_only=True)
 class ScoreStage(EngineArgs):
     """``finealign score``: add a scorer's score to every record (``rewards.score_file.score_file``)."""
 
-    input: str = setting(None, required=True, help="Response, pair or rating records.")
-    scorer: str = setting(None, required=True, help="Scorer spec, e.g. flr:MODEL, direct:MODEL, token-rm:DIR, length.")
-    chunk: int = setting(8, check=positive, help="Records scored (and appended) per step.")
+    input: str = setting(None, reads="file", required=True, help="Response, pair or rating records.")
+    scorer: str = setting(None, reads="scorer", required=True,
+                          help="Scorer spec, e.g. flr:MODEL, direct:MODEL, token-rm:DIR, length.")
+    chunk: int = setting(8, identity=False, check=positive, help="Records scored (and appended) per step.")
 
 
 @dataclass(kw_only=True)
 class LabelInputs(EngineArgs):
     """``finealign label``'s arguments beside its ``LabelConfig``: what to label and with which scorer."""
 
-    input: str = setting(None, required=True, help="Responses from a generate stage (prompt_id, sample, prompt, "
-                                                   "completion).")
-    scorer: str = setting(None, required=True, help="Scorer spec, e.g. flr:smollm2-135m-instruct.")
+    input: str = setting(None, reads="file", required=True,
+                         help="Responses from a generate stage (prompt_id, sample, prompt, "
+                              "completion).")
+    scorer: str = setting(None, reads="scorer", required=True, help="Scorer spec, e.g. flr:smollm2-135m-instruct.")
 
 
 @dataclass(kw_only=True)
@@ -58,20 +56,22 @@ class EngineStage(EngineArgs):
 class EditStage(DeviceArgs):
     """``finealign edit``: minimal edits of rejected responses (``edits.run.run_edits``)."""
 
-    input: str = setting(None, required=True, help="Pairs (the rejected response is edited), responses or edits.")
-    editor: str = setting("local:smollm2-135m-instruct", help="local:MODEL_SPEC or openai:MODEL.")
+    input: str = setting(None, reads="file", required=True,
+                         help="Pairs (the rejected response is edited), responses or edits.")
+    editor: str = setting("local:smollm2-135m-instruct", reads="editor", help="local:MODEL_SPEC or openai:MODEL.")
     base_url: str | None = setting(None, help="Endpoint of an openai:MODEL editor (default: $OPENAI_BASE_URL).")
-    concurrency: int = setting(4, check=positive, help="Requests in flight at once (openai editor).")
-    retries: int = setting(4, check=non_negative, help="Retries per request on 429, 5xx, timeouts.")
-    timeout: float = setting(60.0, check=positive, help="Seconds per request (openai editor).")
-    backoff: float = setting(1.0, check=non_negative, help="First backoff in seconds; doubles per retry.")
+    concurrency: int = setting(4, identity=False, check=positive, help="Requests in flight at once (openai editor).")
+    retries: int = setting(4, identity=False, check=non_negative, help="Retries per request on 429, 5xx, timeouts.")
+    timeout: float = setting(60.0, identity=False, check=positive, help="Seconds per request (openai editor).")
+    backoff: float = setting(1.0, identity=False, check=non_negative,
+                             help="First backoff in seconds; doubles per retry.")
     max_ratio: float = setting(0.5, check=unit_interval, help="Minimality guard: largest allowed edit ratio.")
     on_violation: str = setting("flag", choices=("flag", "drop"), help="flag (keep, marked) | drop.")
     limit: int | None = setting(None, check=positive, help="Edit only the first N input records.")
     template: str = setting("v1", help="Editing prompt version.")
     temperature: float = setting(0.0, check=non_negative, help="0 = greedy.")
     max_new_tokens: int = setting(1024, check=positive, help="Longest edit, in tokens.")
-    batch_size: int = setting(4, check=positive, help="Sequences decoded together (local editor).")
+    batch_size: int = setting(4, identity=False, check=positive, help="Sequences decoded together (local editor).")
 
 
 @dataclass(kw_only=True)

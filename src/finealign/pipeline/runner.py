@@ -1,21 +1,24 @@
 """The recipe runner: plan (check every setting), select stages, run them in order, resume, skip done ones.
 
 Each stage writes into ``RUN_DIR/NAME/``. When it finishes, the runner writes
-``RUN_DIR/NAME/.finealign-stage.json`` (the done-marker): the stage's type, its full settings (defaults
-included), their fingerprint, the time it took and a summary. On the next run:
+``RUN_DIR/NAME/.finealign-stage.json`` (the done-marker): the stage's type, its identity (settings and
+input fingerprints, ``data.identity``), their fingerprint, the time it took and a summary. On the next run:
 
 * a stage whose marker holds the same fingerprint is skipped;
-* a stage whose settings changed (or whose input stage changed, or whose input file's content
-  changed) is rerun from scratch: its folder is cleared and the changed settings are printed; the
-  stages after it that use its output change fingerprint too, so they rerun as well;
+* a stage whose settings changed (or whose input stage changed, or the content of an input file or
+  model folder it reads) is rerun from scratch: its folder is cleared and what changed is printed
+  (``input prompts: ... (fingerprint a) -> ... (fingerprint b)``); the stages after it that use its
+  output change fingerprint too, so they rerun as well;
+* a finished stage whose only change is a larger ``grows`` setting (a trainer's ``steps``) or a
+  ``derived`` one resumes in place: the trainer extends its run, as on the command line;
 * a stage that was interrupted resumes through its verb's own resume (generate, score, edit, the
   trainers, the evaluations all resume), unless its settings changed since it started
   (``.finealign-started.json``), in which case its partial output is cleared first.
 
-The fingerprint covers the stage's type, settings (paths inside the run folder written relative to
-it, so a moved run folder stays valid), the fingerprints of the stages it refers to and the content
-hash of its input files. Settings that only affect speed or logging (``batch_size``, ``device``,
-``save_every``, ...) are left out (``StageType.volatile``).
+The fingerprint covers the stage's type, its identity settings (paths inside the run folder written
+relative to it, so a moved run folder stays valid), the fingerprints of the stages it refers to and the
+content fingerprints of the files and models it reads. Settings marked ``identity=False`` on their
+dataclass field (``batch_size``, ``device``, ``save_every``, the engine, ...) are left out.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import dataclasses
 import gc
 import hashlib
 import json
+import re
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -40,7 +44,11 @@ DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet", ".ndjson", ".yaml", ".tx
 
 @dataclass(frozen=True)
 class PlannedStage:
-    """A stage ready to run: resolved settings, built config(s), folder, outputs and fingerprint."""
+    """A stage ready to run: resolved settings, built config(s), folder, outputs and fingerprints.
+
+    ``settings``/``inputs``: the identity fields and input fingerprints (``data.identity``) that make
+    ``base``; ``resumable``: the ``grows``/``derived`` fields (and their inputs) a resume may change;
+    ``fingerprint``: all of them with the fingerprints of the stages it reads."""
 
     spec: StageSpec
     type: StageType
@@ -49,8 +57,12 @@ class PlannedStage:
     cfg: Any
     extras: Any
     deps: tuple
-    settings: dict  # plain settings that make the output (fingerprinted)
+    settings: dict
     fingerprint: str
+    base: str = ""
+    inputs: dict = field(default_factory=dict)
+    resumable: dict = field(default_factory=dict)
+    dep_fingerprints: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -73,8 +85,10 @@ def _plain(v, run_dir: Path | None = None):
     if isinstance(v, Path):
         v = str(v)
     if isinstance(v, str) and run_dir is not None:
-        v = v.replace(str(run_dir.resolve()), "${run_dir}").replace(str(run_dir), "${run_dir}")
-        return v.replace(str(bundled_dir()), "${bundled}")
+        for root, name in ((run_dir.resolve(), "${run_dir}"), (run_dir, "${run_dir}"), (bundled_dir(), "${bundled}")):
+            # the folder itself or a path inside it (``exp-prompts.jsonl`` beside a run folder ``exp`` is not)
+            v = re.sub(r"(?<![^:,=])" + re.escape(str(root)) + r"(?=/|$|,|\[)", lambda _: name, v)
+        return v
     if isinstance(v, (list, tuple)):
         return [_plain(x, run_dir) for x in v]
     if isinstance(v, dict):
@@ -89,37 +103,47 @@ def _looks_like_path(v) -> bool:
     return "/" in base or base.lower().endswith(DATA_SUFFIXES)
 
 
-def _file_digest(p: Path) -> str:
-    if p.is_dir():
-        return f"dir:{p.name}"
-    size = p.stat().st_size
-    if size > 200 * 2**20:
-        return f"size:{size}:mtime:{int(p.stat().st_mtime)}"
-    return hashlib.sha256(p.read_bytes()).hexdigest()[:16]
+def _inside(path: Path, folders: list[Path]) -> bool:
+    """``path`` lies in one of ``folders`` (compared as resolved paths, component by component)."""
+    p = path.expanduser().resolve()
+    return any(p == f or p.is_relative_to(f) for f in folders)
 
 
-def _check_inputs(recipe: Recipe, spec: StageSpec, typ: StageType, resolved: dict, run_dir: Path) -> dict:
-    """Literal input files must exist; returns {setting: [content digests]} for the fingerprint."""
-    digests = {}
-    for key in typ.inputs:
-        if key not in resolved or resolved[key] is None:
+def _check_inputs(recipe: Recipe, spec: StageSpec, cfg, extras, run_dir: Path) -> dict:
+    """Input files must exist; returns {setting: fingerprint} of every input the stage reads (its
+    ``reads`` fields, ``data.identity``), except an earlier stage's output (that stage's fingerprint
+    covers it). Raises ``ConfigError`` naming ``file:line`` for a missing input file."""
+    from ..data.identity import reads_fields
+    from ..rewards.inputs import fingerprint_input
+
+    stage_dirs = [(run_dir / s.name).resolve() for s in recipe.stages]
+    out: dict = {}
+    for obj in (cfg, extras):
+        if obj is None:
             continue
-        values = resolved[key] if isinstance(resolved[key], list) else [resolved[key]]
-        refs = {r.split(".")[1] for r in refs_in(spec.settings.get(key)) if r.startswith("stages.")}
-        out = []
-        for v in values:
-            if not _looks_like_path(v):
+        for key, kind in reads_fields(type(obj)).items():
+            value = getattr(obj, key)
+            if key in out or value in (None, "", []):
                 continue
-            p = Path(str(v).split("[")[0])
-            inside_run = str(p.resolve()).startswith(str(run_dir.resolve()))
-            if inside_run or refs:
-                continue  # an earlier stage's output: checked when the stage runs
-            if not p.exists():
-                raise ConfigError(f"{spec.name}.{key}", f"{p}: file not found", where=spec.where(recipe.path, key))
-            out.append(_file_digest(p))
-        if out:
-            digests[key] = out
-    return digests
+            values = value if isinstance(value, list) else [value]
+            raw = spec.settings.get(key)
+            raws = raw if isinstance(raw, list) and len(raw) == len(values) else [raw] * len(values)
+            fps = []
+            for v, r in zip(values, raws):
+                if any(ref.startswith("stages.") for ref in refs_in(r)):
+                    continue  # an earlier stage's output: that stage's fingerprint covers it
+                p = Path(str(v).split("[")[0] if kind == "file" else str(v).split(",")[0].split(":", 1)[-1])
+                if _looks_like_path(str(p)) and _inside(p, stage_dirs):
+                    continue  # an earlier stage's output, named by its path
+                if kind == "file" and _looks_like_path(str(v)):
+                    if not p.expanduser().exists():
+                        raise ConfigError(f"{spec.name}.{key}", f"{p}: file not found",
+                                          where=spec.where(recipe.path, key))
+                fp = fingerprint_input(kind, str(v), pull=False)
+                fps.append(_plain(fp, run_dir))
+            if fps:
+                out[key] = fps if isinstance(value, list) else fps[0]
+    return out
 
 
 def stage_paths(typ: StageType, stage_dir: Path) -> dict:
@@ -129,12 +153,41 @@ def stage_paths(typ: StageType, stage_dir: Path) -> dict:
     return outs
 
 
+def _settings(typ: StageType, cfg, extras, run_dir: Path, roles: tuple) -> dict:
+    """The stage's settings whose identity mark is in ``roles`` (``data.identity``), runner-owned ones aside."""
+    from ..data.identity import role
+
+    out = {}
+    for obj in (extras, cfg):
+        if obj is not None:
+            out.update({f.name: _plain(getattr(obj, f.name), run_dir) for f in dataclasses.fields(obj)
+                        if role(f) in roles and f.name not in typ.owned})
+    return out
+
+
+def _digest(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _build(recipe: Recipe, spec: StageSpec, typ: StageType, resolved: dict, outputs: dict):
+    try:
+        return typ.build(resolved, outputs)
+    except ConfigError as e:
+        key = e.field if e.field in spec.lines else None
+        raise ConfigError(f"{spec.name}.{e.field}", e.problem, where=spec.where(recipe.path, key)) from None
+    except (FinealignError, TypeError, ValueError) as e:
+        key = next((k for k in spec.settings if f"{k}:" in str(e) or f"{k} " in str(e)), None)
+        raise ConfigError(spec.name, str(e), where=spec.where(recipe.path, key)) from None
+
+
 def plan(recipe: Recipe, run_dir: str | Path) -> list[PlannedStage]:
     """Resolve every stage's settings and build its config: all checks before anything runs.
 
     Raises ``ConfigError`` naming ``file:line`` and ``stage.field`` for a bad value, a missing input
     file or an unset environment variable.
     """
+    from ..data.identity import DERIVED, GROWS, role
+
     run_dir = Path(run_dir)
     ctx = resolve_vars(recipe, run_dir)
     ctx["stages"] = {s.name: stage_paths(STAGE_TYPES[s.type], run_dir / s.name) for s in recipe.stages}
@@ -143,24 +196,20 @@ def plan(recipe: Recipe, run_dir: str | Path) -> list[PlannedStage]:
         typ = STAGE_TYPES[spec.type]
         resolved = {k: resolve(v, ctx, spec.where(recipe.path, k), f"{spec.name}.{k}") for k, v in spec.settings.items()}
         outputs = ctx["stages"][spec.name]
-        try:
-            cfg, extras = typ.build(resolved, outputs)
-        except ConfigError as e:
-            key = e.field if e.field in spec.lines else None
-            raise ConfigError(f"{spec.name}.{e.field}", e.problem, where=spec.where(recipe.path, key)) from None
-        except (FinealignError, TypeError, ValueError) as e:
-            key = next((k for k in spec.settings if f"{k}:" in str(e) or f"{k} " in str(e)), None)
-            raise ConfigError(spec.name, str(e), where=spec.where(recipe.path, key)) from None
-        digests = _check_inputs(recipe, spec, typ, resolved, run_dir)
+        cfg, extras = _build(recipe, spec, typ, resolved, outputs)
+        inputs = _check_inputs(recipe, spec, cfg, extras, run_dir)
+        marks = {f.name: role(f) for c in (extras, cfg) if c is not None for f in dataclasses.fields(c)}
         deps = [s.name for s in recipe.stages[: spec.index]] if typ.needs_all else stage_deps(spec)
-        both = {**(_plain(cfg, run_dir) if cfg is not None else {}),
-                **(_plain(extras, run_dir) if extras is not None else {})}
-        settings = {k: v for k, v in both.items() if k not in typ.owned and k not in typ.volatile}
+        settings = _settings(typ, cfg, extras, run_dir, (True,))
         dep_fps = {d: next(p.fingerprint for p in planned if p.spec.name == d) for d in deps}
-        blob = json.dumps({"type": typ.name, "settings": settings, "deps": dep_fps, "inputs": digests},
-                          sort_keys=True, default=str)
-        fp = hashlib.sha256(blob.encode()).hexdigest()[:16]
-        planned.append(PlannedStage(spec, typ, run_dir / spec.name, outputs, cfg, extras, tuple(deps), settings, fp))
+        base_inputs = {k: v for k, v in inputs.items() if marks.get(k, True) is True}
+        base = _digest({"type": typ.name, "settings": settings, "deps": dep_fps, "inputs": base_inputs})
+        resumable = {"settings": _settings(typ, cfg, extras, run_dir, (GROWS, DERIVED)),
+                     "grows": sorted(k for k, m in marks.items() if m == GROWS and k not in typ.owned),
+                     "inputs": {k: v for k, v in inputs.items() if k not in base_inputs}}
+        fp = _digest({"base": base, "resumable": resumable})
+        planned.append(PlannedStage(spec, typ, run_dir / spec.name, outputs, cfg, extras, tuple(deps), settings, fp,
+                                    base, inputs, resumable, dep_fps))
     return planned
 
 
@@ -192,20 +241,55 @@ def select(names: list[str], *, only=(), start: str | None = None, skip=()) -> l
 # ---------------------------------------------------------------------------------------------- state
 
 
+def _extends(rec: dict | None, ps: PlannedStage) -> bool:
+    """``rec`` (a marker) was made with ``ps``'s base and ``ps`` only grows its ``grows`` fields (or changes
+    ``derived`` ones): resuming the stage's output brings it up to date."""
+    from ..data.identity import grew
+
+    if not rec or rec.get("base") != ps.base:
+        return False
+    old = (rec.get("resumable") or {}).get("settings") or {}
+    new = ps.resumable.get("settings") or {}
+    return grew({k: old.get(k) for k in ps.resumable.get("grows", ())},
+                {k: new.get(k) for k in ps.resumable.get("grows", ())})
+
+
 def stage_state(ps: PlannedStage) -> str:
-    """done (same fingerprint) | changed (done with other settings) | partial | partial-changed | new."""
+    """done (same fingerprint) | extend (done; only ``grows``/``derived`` settings changed, so the stage resumes
+    in place) | changed (done with other settings or inputs) | partial | partial-changed | new."""
     m = read_marker(ps.dir)
     if m is not None:
-        return "done" if m.get("fingerprint") == ps.fingerprint else "changed"
+        if m.get("fingerprint") == ps.fingerprint:
+            return "done"
+        return "extend" if _extends(m, ps) else "changed"
     if ps.dir.exists() and any(ps.dir.iterdir()):
         s = read_marker(ps.dir, STARTED)
-        return "partial" if s is None or s.get("fingerprint") == ps.fingerprint else "partial-changed"
+        same = s is None or s.get("fingerprint") == ps.fingerprint or _extends(s, ps)
+        return "partial" if same else "partial-changed"
     return "new"
 
 
-def _changes(old: dict, new: dict) -> list[str]:
-    keys = sorted(set(old) | set(new))
-    return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys if old.get(k) != new.get(k)]
+def _changes(old: dict, ps: PlannedStage) -> list[str]:
+    """What differs between a stage's record (marker or started file) and its plan: settings, inputs
+    (``input NAME: ...``, by content fingerprint) and input stages."""
+    from ..data.identity import differences
+
+    new_settings = {**ps.settings, **(ps.resumable.get("settings") or {})}
+    old_settings = {**(old.get("settings") or {}), **((old.get("resumable") or {}).get("settings") or {})}
+    out = [d.replace(": was ", ": ").replace(", now ", " -> ") for d in differences(old_settings, new_settings)]
+    if "inputs" in old:
+        out += [f"input {d}".replace(": was ", ": ").replace(", now ", " -> ")
+                for d in differences(old.get("inputs") or {}, ps.inputs)]
+    old_deps = old.get("dep_fingerprints")
+    if old_deps is not None:
+        out += [f"input stage {d} changed" for d in ps.deps if old_deps.get(d) != ps.dep_fingerprints.get(d)]
+    return out
+
+
+def _record(ps: PlannedStage) -> dict:
+    """What the started file and the done-marker record of a stage's plan."""
+    return {"fingerprint": ps.fingerprint, "base": ps.base, "settings": ps.settings, "inputs": ps.inputs,
+            "resumable": ps.resumable, "deps": list(ps.deps), "dep_fingerprints": ps.dep_fingerprints}
 
 
 def _check_deps(planned: list[PlannedStage], chosen: list[str]) -> None:
@@ -219,7 +303,7 @@ def _check_deps(planned: list[PlannedStage], chosen: list[str]) -> None:
                 continue
             st = stage_state(by[d])
             if st != "done":
-                what = "was run with other settings" if st == "changed" else "has not finished"
+                what = "was run with other settings" if st in ("changed", "extend") else "has not finished"
                 raise FinealignError(
                     f"stage {p.spec.name} needs the output of stage {d} ({by[d].outputs['out']}), which {what}; "
                     f"run it first (finealign run RECIPE --only {d}) or include it in the selection")
@@ -251,7 +335,7 @@ def run_stage(ps: PlannedStage, run_dir: Path, *, log: Callable[[str], None], pr
 
     ps.dir.mkdir(parents=True, exist_ok=True)
     started = time.time()
-    write_json(ps.dir / STARTED, {"fingerprint": ps.fingerprint, "started_at": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    write_json(ps.dir / STARTED, {**_record(ps), "started_at": time.strftime("%Y-%m-%dT%H:%M:%S")})
     ctx = StageContext(ps.dir, ps.outputs, run_dir, log, progress, quiet)
     try:
         summary = ps.type.run(ps.cfg, ps.extras, ctx) or {}
@@ -263,8 +347,7 @@ def run_stage(ps: PlannedStage, run_dir: Path, *, log: Callable[[str], None], pr
         return StageOutcome(ps.spec.name, ps.type.name, "incomplete", seconds, summary)
     prev = read_marker(ps.dir, STARTED) or {}
     write_json(ps.dir / MARKER, {
-        "stage": ps.spec.name, "type": ps.type.name, "fingerprint": ps.fingerprint, "settings": ps.settings,
-        "deps": list(ps.deps), "recipe": recipe.name, "scale": recipe.scale,
+        "stage": ps.spec.name, "type": ps.type.name, **_record(ps), "recipe": recipe.name, "scale": recipe.scale,
         "started_at": prev.get("started_at"), "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "seconds": round(seconds, 1), "summary": _plain(summary)})
     return StageOutcome(ps.spec.name, ps.type.name, "ran", seconds, summary)
@@ -300,12 +383,17 @@ def run_recipe(recipe: Recipe, run_dir: str | Path, *, only=(), start: str | Non
             m = read_marker(ps.dir) or {}
             outcomes.append(StageOutcome(ps.spec.name, ps.type.name, "skipped", 0.0, m.get("summary") or {}))
             continue
-        if state in ("changed", "partial-changed"):
-            old = (read_marker(ps.dir) or {}).get("settings") or {}
-            diff = _changes(old, ps.settings) if old else []
+        if state in ("changed", "partial-changed", "extend"):
+            old = read_marker(ps.dir) or read_marker(ps.dir, STARTED) or {}
+            diff = _changes(old, ps)
             why = "; ".join(diff) if diff else "an input stage or input file changed"
-            log(f"{head}: settings changed since the last run ({why}); rerunning from scratch")
-            shutil.rmtree(ps.dir)
+            what = "inputs" if diff and all(d.startswith("input ") for d in diff) else "settings"
+            if state == "extend":
+                log(f"{head}: {what} changed since the last run ({why}); resuming its output to bring it up to date")
+                (ps.dir / MARKER).unlink(missing_ok=True)
+            else:
+                log(f"{head}: {what} changed since the last run ({why}); rerunning from scratch")
+                shutil.rmtree(ps.dir)
         elif state == "partial":
             log(f"{head}: resuming the unfinished run in {ps.dir}")
         else:

@@ -256,15 +256,15 @@ def rm_config(a, source: str, out: Path, seed: int, task: str):
     if source == "dpo":
         import dataclasses
 
+        from ..data.identity import resumable_fields
         from ..train.preference import PrefTrainConfig
-        from ..train.trl_common import NOT_MADE_BY
 
         cfg = PrefTrainConfig(method="dpo", model=model_for(a, task), data=out / "pairs.jsonl", out=out, beta=a.dpo_beta,
                               learning_rate=a.dpo_lr, steps=a.rm_steps, batch_size=a.rm_batch, max_length=256,
                               lora=True, seed=seed, save_steps=a.rm_steps, logging_steps=max(1, a.rm_steps // 4))
         wanted = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(cfg).items()}
-        return cfg, out / "finealign_train.json", wanted, NOT_MADE_BY
-    from ..train.token_rm import RESUMABLE
+        return cfg, out / "finealign_train.json", wanted, resumable_fields(PrefTrainConfig)
+    from ..data.identity import resumable_fields
     from ..train.token_rm_config import TokenRMConfig
 
     cfg = TokenRMConfig(data=[str(out / "edits.jsonl")], out=str(out), model=model_for(a, task), loss=source, lora=a.rm_lora,
@@ -272,7 +272,7 @@ def rm_config(a, source: str, out: Path, seed: int, task: str):
                         batch_size=a.rm_batch, learning_rate=a.rm_lr, warmup_steps=max(1, a.rm_steps // 8),
                         max_length=256, mixed_precision=a.mixed_precision, seed=seed, eval_every=0,
                         save_every=a.rm_steps, log_every=max(1, a.rm_steps // 4))
-    return cfg, out / "train_config.json", cfg.run_settings(), RESUMABLE
+    return cfg, out / "train_config.json", cfg.run_settings(), resumable_fields(TokenRMConfig)
 
 
 def check_rm(a, source: str, out: Path, seed: int, task: str):

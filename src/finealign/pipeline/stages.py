@@ -17,7 +17,7 @@
 A stage's ``out`` (and DPO/KTO's ``method``) is set by the runner: outputs go to ``RUN_DIR/NAME/``.
 ``generate``, ``score``, ``label`` and ``eval-rm`` take the verbs' ``engine`` / ``ray_address`` /
 ``workers`` / ``shard_size`` (``engine: ray`` runs them sharded on Ray workers, byte-identical output;
-these settings are not part of the stage's fingerprint, so switching engine resumes the same stage).
+these settings are marked ``identity=False``, so switching engine resumes the same stage).
 Type names may be written with a space (``train dpo``, ``eval winrate``) as on the command line.
 """
 
@@ -53,9 +53,8 @@ class StageType:
     ``config``: the verb's own settings dataclass (None: settings are ``extras`` only); ``extras``: a
     dataclass of settings the verb takes beside ``config``; ``owned``: config fields the runner sets
     ({field: why}); ``outputs``: {name: path inside the stage folder, "" = the folder}, ``out`` first;
-    ``inputs``: settings that name input files (checked to exist, their content fingerprinted);
-    ``volatile``: settings that do not change the output (left out of the fingerprint); ``needs_all``:
-    depends on every earlier stage (the report).
+    ``needs_all``: depends on every earlier stage (the report). Which settings make the output and which
+    name inputs (fingerprinted by content) is marked on the settings' fields (``data.identity``).
     """
 
     name: str
@@ -65,8 +64,6 @@ class StageType:
     owned: dict = field(default_factory=dict)
     fixed: dict = field(default_factory=dict)
     outputs: dict = field(default_factory=lambda: {"out": ""})
-    inputs: tuple = ()
-    volatile: tuple = ()
     needs_all: bool = False
 
     def _fields(self, cls) -> list[str]:
@@ -321,9 +318,6 @@ def run_report(cfg: C.ReportStage, _, ctx: StageContext) -> dict:
 # ---------------------------------------------------------------------------------------------- registry
 
 
-TRAIN_VOLATILE = ("logging_steps", "save_steps", "device")
-
-
 def _registry() -> dict[str, StageType]:
     from ..eval.rm_eval import EvalConfig
     from ..eval.winrate import WinrateConfig
@@ -337,29 +331,19 @@ def _registry() -> dict[str, StageType]:
                   "overwrite": "the runner clears a stage whose settings changed", "quiet": "give --quiet to the runner"}
     method = {"method": "given by the stage type"}
     types = [
-        StageType("generate", run_generate, config=C.GenerateStage, outputs={"out": "responses.jsonl"},
-                  inputs=("prompts",), volatile=("batch_size", "device", *C.ENGINE_FIELDS)),
-        StageType("score", run_score, config=C.ScoreStage, outputs={"out": "scored.jsonl"}, inputs=("input",),
-                  volatile=("chunk", *C.ENGINE_FIELDS)),
-        StageType("label", run_label, config=LabelConfig, extras=C.LabelInputs, outputs={"out": "labels.jsonl"},
-                  inputs=("input",), volatile=("batch_size", *C.ENGINE_FIELDS)),
-        StageType("edit", run_edit, config=C.EditStage, outputs={"out": "edits.jsonl"}, inputs=("input",),
-                  volatile=("concurrency", "retries", "timeout", "backoff", "batch_size", "device")),
+        StageType("generate", run_generate, config=C.GenerateStage, outputs={"out": "responses.jsonl"}),
+        StageType("score", run_score, config=C.ScoreStage, outputs={"out": "scored.jsonl"}),
+        StageType("label", run_label, config=LabelConfig, extras=C.LabelInputs, outputs={"out": "labels.jsonl"}),
+        StageType("edit", run_edit, config=C.EditStage, outputs={"out": "edits.jsonl"}),
         StageType("train-dpo", run_pref, config=PrefTrainConfig, owned={**runner_out, **method},
-                  fixed={"method": "dpo"}, inputs=("data",), volatile=TRAIN_VOLATILE),
+                  fixed={"method": "dpo"}),
         StageType("train-kto", run_pref, config=PrefTrainConfig, owned={**runner_out, **method},
-                  fixed={"method": "kto"}, inputs=("data",), volatile=TRAIN_VOLATILE),
-        StageType("train-followup-sft", run_followup, config=FollowupSFTConfig, owned=runner_out, inputs=("data",),
-                  volatile=TRAIN_VOLATILE),
-        StageType("train-token-rm", run_token_rm, config=TokenRMConfig, owned=runner_out, inputs=("data", "eval_data"),
-                  volatile=("eval_every", "save_every", "log_every", "report_to", "stop_after", "eval_batch_size")),
-        StageType("train-ppo", run_ppo, config=PPOConfig, owned=runner_out, outputs={"out": "", "policy": "policy"},
-                  inputs=("prompts",), volatile=("save_every", "log_samples_every", "report_to", "device")),
-        StageType("eval-rm", run_eval_rm, config=EvalConfig, extras=C.EngineStage, owned=runner_out,
-                  inputs=("benchmark",), volatile=("batch_size", *C.ENGINE_FIELDS)),
-        StageType("eval-winrate", run_winrate, config=WinrateConfig, extras=C.WinrateInputs, owned=runner_out,
-                  inputs=("outputs", "reference_outputs", "prompts", "judge_check"),
-                  volatile=("batch_size", "device")),
+                  fixed={"method": "kto"}),
+        StageType("train-followup-sft", run_followup, config=FollowupSFTConfig, owned=runner_out),
+        StageType("train-token-rm", run_token_rm, config=TokenRMConfig, owned=runner_out),
+        StageType("train-ppo", run_ppo, config=PPOConfig, owned=runner_out, outputs={"out": "", "policy": "policy"}),
+        StageType("eval-rm", run_eval_rm, config=EvalConfig, extras=C.EngineStage, owned=runner_out),
+        StageType("eval-winrate", run_winrate, config=WinrateConfig, extras=C.WinrateInputs, owned=runner_out),
         StageType("report", run_report, config=C.ReportStage, outputs={"out": "report.html"}, needs_all=True),
     ]
     return {t.name: t for t in types}

@@ -139,12 +139,12 @@ def _length(arg=None, **_):
 _NOT_IDENTITY = {"batch_size", "device", "strategy"}  # options that do not change a score
 
 
-def scorer_fingerprint(spec: str | Scorer) -> dict:
+def scorer_fingerprint(spec: str | Scorer, *, pull: bool = True) -> dict:
     """What a scorer is, for the manifest of an output it scores (``data.manifest``): its spec (less
     the options that change no score: batch size, device, FLR's strategy) and a fingerprint of every
     file it reads (the model, a token RM's folder and its base model, an FLR follow-up file). A
-    scorer object without a spec gives its name only."""
-    from ..data.manifest import fingerprint_path
+    scorer object without a spec gives its name only. ``pull``: as for ``model_fingerprint``."""
+    from ..data.identity import fingerprint_path, is_model_file
     from ..models.fingerprint import model_fingerprint
 
     if isinstance(spec, Scorer):
@@ -155,16 +155,16 @@ def scorer_fingerprint(spec: str | Scorer) -> dict:
     if s.kind == "length":
         return out
     if s.kind == "token-rm" and s.arg:
-        out["token_rm"] = fingerprint_path(s.arg)
+        out["token_rm"] = fingerprint_path(s.arg, only=is_model_file)  # its weights, not its evaluations
         cfg = Path(s.arg).expanduser() / "token_rm_config.json"
         try:
             base = json.loads(cfg.read_text(encoding="utf-8")).get("base_model")
         except (OSError, ValueError):
             base = None
         if base:
-            out["base_model"] = model_fingerprint(base)
+            out["base_model"] = model_fingerprint(base, pull=pull)
     elif s.kind in ("flr", "direct", "seqcls") or (s.arg and Path(s.arg).expanduser().exists()):
-        out["model"] = model_fingerprint(s.arg or "smollm2-135m-instruct")
+        out["model"] = model_fingerprint(s.arg or "smollm2-135m-instruct", pull=pull)
     for key in ("followups",):
         if s.options.get(key):
             out[key] = fingerprint_path(s.options[key])

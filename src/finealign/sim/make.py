@@ -37,8 +37,6 @@ from .annotator import Noise, annotate_edit, preference
 from .base import SimTask, user_text
 
 FILES = ("prompts.jsonl", "samples.jsonl", "ratings.jsonl", "edits.jsonl", "pairs.jsonl")
-# settings that do not change prompts or samples (derived files are rewritten on every run)
-NOT_FINGERPRINTED = ("out", "overwrite", "p_miss", "p_over_edit", "p_flip", "annotator_seed", "device")
 
 
 @dataclass(kw_only=True)
@@ -49,23 +47,28 @@ class SimMakeConfig(SamplingArgs, RunArgs):
                         help="Task: facts | constraints | arithmetic.")
     n: int = setting(100, help="Training prompts.", check=positive)
     heldout: int = setting(50, help="Held-out prompts (disjoint from the training prompts).", check=non_negative)
-    policy: str = setting("smollm2-135m-instruct", help="Policy that samples the responses (model spec).")
+    policy: str = setting("smollm2-135m-instruct", reads="model",
+                          help="Policy that samples the responses (model spec).")
     k: int = setting(4, help="Samples per prompt.", check=positive)
     task_options: str = setting("", help="Difficulty knobs, key=value comma list: slots=N, relations=capital+element "
                                          "(facts); required=N, letter=true|false, banned=N, penalty=X "
                                          "(constraints); steps=N, max_start=N (arithmetic).")
-    facts_table: str | None = setting(None, help="facts: a relation,subject,answer CSV instead of the bundled table.")
-    p_miss: float = setting(0.0, help="Annotator noise: probability that a wrong span is left unfixed.",
+    facts_table: str | None = setting(None, reads="file",
+                                      help="facts: a relation,subject,answer CSV instead of the bundled table.")
+    p_miss: float = setting(0.0, identity="derived",
+                            help="Annotator noise: probability that a wrong span is left unfixed.",
                             check=unit_interval)
-    p_over_edit: float = setting(0.0, help="Annotator noise: probability that a correct word is changed too.",
+    p_over_edit: float = setting(0.0, identity="derived",
+                                 help="Annotator noise: probability that a correct word is changed too.",
                                  check=unit_interval)
-    p_flip: float = setting(0.0, help="Annotator noise: probability that a preference pair is reversed.",
+    p_flip: float = setting(0.0, identity="derived",
+                            help="Annotator noise: probability that a preference pair is reversed.",
                             check=unit_interval)
-    annotator_seed: int = setting(0, help="Seed of the annotator's noise.")
+    annotator_seed: int = setting(0, identity="derived", help="Seed of the annotator's noise.")
     max_new_tokens: int = setting(64, help="Tokens per response at most.", check=positive)
     batch_size: int = setting(8, help="Rows per generation batch.", check=positive)
     dtype: str = setting("float32", help="Policy weights' dtype.")
-    device: str = setting("auto", choices=("auto", "cpu", "cuda"), help="auto | cpu | cuda.")
+    device: str = setting("auto", identity=False, choices=("auto", "cpu", "cuda"), help="auto | cpu | cuda.")
 
     def validate(self):
         self.dtype = normalize_dtype(self.dtype)  # one dtype vocabulary (bf16 = bfloat16)
@@ -149,20 +152,29 @@ def derive(task: SimTask, samples: list[dict], noise: Noise, seed: int, *, all_p
 
 
 def _check_settings(out: Path, cfg: SimMakeConfig) -> None:
+    """Refuse ``out`` when its samples were made with other settings or inputs (the policy's weights, the fact
+    table), naming them; the annotator's noise knobs are ``derived`` (``data.identity``): edits and pairs are
+    re-derived on every run. An older ``sim.json`` without input fingerprints is taken as made with these."""
+    from ..data.identity import differences, resumable_fields
+    from ..rewards.inputs import input_fingerprints
+
     path = out / "sim.json"
-    fp = cfg.fingerprint(exclude=NOT_FINGERPRINTED)
+    resumable = tuple(sorted(resumable_fields(SimMakeConfig)))
+    fp = cfg.fingerprint(exclude=resumable)
+    inputs = input_fingerprints(cfg)
     if path.exists() and not cfg.overwrite:
         saved = json.loads(path.read_text(encoding="utf-8"))
-        if saved.get("fingerprint") != fp:
-            old = saved.get("config", {})
-            diff = [k for k, v in cfg.to_dict().items() if k not in NOT_FINGERPRINTED and old.get(k) != v]
+        old = saved.get("config", {})
+        diff = [k for k, v in cfg.to_dict().items() if k not in resumable and old.get(k) != v]
+        if saved.get("fingerprint") != fp or "inputs" in saved and differences(saved["inputs"], inputs):
+            diff = diff + [f"input {d}" for d in differences(saved.get("inputs", inputs), inputs)]
             raise FinealignError(f"{out}: holds sim data made with other settings ({', '.join(diff) or 'unknown'} "
                                  "differ); use another --out, the same settings, or --overwrite")
     if cfg.overwrite:
         for split in ("", "heldout/"):
             for f in FILES:
                 (out / split / f).unlink(missing_ok=True)
-    write_json(path, {"fingerprint": fp, "config": cfg.to_dict()})
+    write_json(path, {"fingerprint": fp, "config": cfg.to_dict(), "inputs": inputs})
 
 
 def make_sim(cfg: SimMakeConfig, *, model=None, on_progress: Callable[[int, int, str], None] | None = None,

@@ -37,6 +37,7 @@ from typing import Callable
 
 
 from ..config import RunArgs, non_negative, positive, setting, unit_interval
+from ..data.identity import resumable_fields
 from ..errors import ConfigError, FinealignError
 from . import TASKS, make_task
 from .base import SimTask
@@ -48,7 +49,6 @@ SIZES = {
     "tiny": dict(vocab_size=300, hidden_size=32, layers=2, heads=2, steps=6, batch_size=4, eval_prompts=3),
     "small": dict(vocab_size=1024, hidden_size=192, layers=4, heads=3, steps=700, batch_size=32, eval_prompts=32),
 }
-NOT_FINGERPRINTED = ("out", "overwrite", "save_every", "device")
 ProgressFn = Callable[[int, int, str], None]
 
 
@@ -59,7 +59,8 @@ class SimPolicyConfig(RunArgs):
     task: str = setting(None, positional=True, required=True, choices=tuple(TASKS),
                         help="Task: facts | constraints | arithmetic.")
     task_options: str = setting("", help="The task's difficulty knobs, as for `finealign sim make`.")
-    facts_table: str | None = setting(None, help="facts: a relation,subject,answer CSV instead of the bundled table.")
+    facts_table: str | None = setting(None, reads="file",
+                                      help="facts: a relation,subject,answer CSV instead of the bundled table.")
     size: str = setting("small", choices=tuple(SIZES),
                         help="Preset of the sizes below: small (a few million parameters, the default) | tiny (tests).")
     error_rate: float = setting(0.3, check=unit_interval,
@@ -76,8 +77,9 @@ class SimPolicyConfig(RunArgs):
                                        help="Prompts of the starting-gold measurement (default: from --size).")
     eval_k: int = setting(4, check=positive, help="Samples per evaluation prompt (temperature 1).")
     max_new_tokens: int = setting(48, check=positive, help="Tokens per evaluation sample at most.")
-    save_every: int = setting(50, check=non_negative, help="Checkpoint every N steps (0: only at the end).")
-    device: str = setting("cpu", choices=("auto", "cpu", "cuda"), help="auto | cpu | cuda.")
+    save_every: int = setting(50, identity=False, check=non_negative,
+                              help="Checkpoint every N steps (0: only at the end).")
+    device: str = setting("cpu", identity=False, choices=("auto", "cpu", "cuda"), help="auto | cpu | cuda.")
 
     def validate(self):
         for k, v in SIZES[self.size].items():
@@ -168,7 +170,7 @@ def _prepare_out(cfg: SimPolicyConfig, out: Path, fp: str) -> dict | None:
         return None
     if rec.get("fingerprint") != fp:
         old = rec.get("config", {})
-        diff = [k for k, v in cfg.to_dict().items() if k not in NOT_FINGERPRINTED and old.get(k) != v]
+        diff = [k for k, v in cfg.to_dict().items() if k not in resumable_fields(SimPolicyConfig) and old.get(k) != v]
         shown = ", ".join(f"{k}: {old.get(k)!r} there, {getattr(cfg, k)!r} now" for k in diff) or "unknown"
         raise FinealignError(f"{out}: holds a sim policy made with other settings ({shown}); use another --out, "
                              "the same settings to resume, or --overwrite")

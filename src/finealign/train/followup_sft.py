@@ -33,10 +33,10 @@ class FollowupSFTConfig(TRLTrainArgs):
     ``max_length``: longer examples lose their oldest context in TRL's truncation.
     """
 
-    data: str = setting(None, short="-d", required=True,
+    data: str = setting(None, reads="file", short="-d", required=True,
                         help="prompt/response/feedback file, or prometheus-vicuna | prometheus-mt-bench (GPT-4 "
                              "feedback).")
-    model: str = setting("smollm2-135m-instruct", short="-m",
+    model: str = setting("smollm2-135m-instruct", reads="model", short="-m",
                          help="Model to fine-tune (built-in name, .gguf file, directory or hub id).")
     feedback_per_item: int = setting(1, check=non_negative,
                                      help="Built-in sources: feedback texts kept per item (0 = all 3).")

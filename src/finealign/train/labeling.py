@@ -57,7 +57,7 @@ class LabelConfig(Settings):
                                         "plain strings (standard format).")
     max_chars: int | None = setting(None, check=positive, help="Cut responses to N characters before scoring (the "
                                                                "written text is the full response).")
-    batch_size: int = setting(8, check=positive, help="Responses per scorer call.")
+    batch_size: int = setting(8, identity=False, check=positive, help="Responses per scorer call.")
 
 
 class PairChoice(NamedTuple):

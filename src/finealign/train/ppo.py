@@ -38,7 +38,9 @@ import torch
 from ..core.ppo import (Advantages, TokenRewards, assemble_rewards, gae, group_advantages, masked_mean,
                         masked_whiten, policy_loss, reinforce_pp_advantages, rewards_to_go, token_group_advantages,
                         update_kl_coef, value_loss)
+from ..data.identity import check_verb, resumable_fields
 from ..errors import FinealignError
+from ..rewards.inputs import input_fingerprints
 from . import run_state
 from .accel import adamw, make_accelerator
 from .ppo_config import PPOConfig, dump_yaml
@@ -46,9 +48,6 @@ from .ppo_rollout import (ActorCritic, Rollout, encode_prompts, length_sorted_ch
                           score_rewards)
 from .run_state import MetricsLog, TrainResult
 
-# settings that may change between a run and its resumption
-RESUMABLE_CHANGES = frozenset({"out", "steps", "save_every", "log_samples_every", "report_to", "device",
-                               "gradient_checkpointing"})
 UPDATE_KEYS = ("pg_loss", "vf_loss", "clipfrac", "vf_clipfrac", "approx_kl", "grad_norm")
 
 
@@ -205,12 +204,15 @@ def _checkpoint_activations(cfg: PPOConfig, config, device: str, models: int) ->
 def _fingerprint(cfg: PPOConfig) -> tuple[dict, dict]:
     """The run's fingerprint and the defaults of its fields (for checkpoints of older versions)."""
     defaults = {f.name: f.default for f in dataclasses.fields(PPOConfig) if f.default is not dataclasses.MISSING}
-    return run_state.fingerprint(cfg.to_dict(), RESUMABLE_CHANGES), run_state.fingerprint(defaults, RESUMABLE_CHANGES)
+    resumable = resumable_fields(PPOConfig)  # marked on its fields (data.identity): steps grows, logging, device
+    return run_state.fingerprint(cfg.to_dict(), resumable), run_state.fingerprint(defaults, resumable)
 
 
 def check_settings(cfg: PPOConfig) -> None:
     """Raise ``FinealignError`` when ``cfg.out`` holds a checkpoint written with other settings (the check a
-    resumed run makes, without loading any model). No checkpoint: nothing to check."""
+    resumed run makes, without loading any model), or a folder made by another verb. No checkpoint: nothing to
+    check."""
+    check_verb(cfg.out, "train ppo", inputs=input_fingerprints(cfg), claim=False)
     ck = run_state.latest_checkpoint(cfg.out)
     if ck is not None:
         saved = json.loads((ck / "trainer_state.json").read_text(encoding="utf-8"))["fingerprint"]
@@ -238,6 +240,7 @@ def train_ppo(cfg: PPOConfig, scorer=None, on_step: Callable[[int, int, dict], N
     acc = make_accelerator(cpu=cfg.device == "cpu" or not torch.cuda.is_available(),
                            mixed_precision=cfg.mixed_precision, **run_state.tracker_kwargs(cfg.report_to, out))
     main = acc.is_main_process
+    check_verb(out, "train ppo", inputs=input_fingerprints(cfg), claim=main)  # another verb's folder, other inputs
     items = read_prompts(cfg.prompts)
     need = cfg.batch_size // cfg.rollouts_per_prompt * acc.num_processes
     if len(items) < need:

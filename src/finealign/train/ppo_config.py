@@ -31,15 +31,18 @@ class PPOConfig(Settings):
     """Everything a PPO run needs; saved as ``config.yaml`` in the output folder."""
 
     # what
-    policy: str = setting("smollm2-135m-instruct", help="Policy model spec (built-in name, .gguf, directory, hub id).")
-    reward: str = setting("length", help="Scorer spec, e.g. token-rm:runs/rm, flr:MODEL, length; a token scorer "
-                                         "gives per-token rewards.")
-    prompts: str = setting(None, short="-p", required=True, help="Prompt-bearing file (JSONL/JSON/CSV/Parquet).")
-    out: str = setting(None, short="-o", required=True,
+    policy: str = setting("smollm2-135m-instruct", reads="model",
+                          help="Policy model spec (built-in name, .gguf, directory, hub id).")
+    reward: str = setting("length", reads="scorer",
+                          help="Scorer spec, e.g. token-rm:runs/rm, flr:MODEL, length; a token scorer "
+                               "gives per-token rewards.")
+    prompts: str = setting(None, reads="file", short="-p", required=True,
+                           help="Prompt-bearing file (JSONL/JSON/CSV/Parquet).")
+    out: str = setting(None, identity=False, short="-o", required=True,
                        help="Output folder (checkpoint, metrics.jsonl, samples.jsonl, policy/); a rerun resumes.")
     granularity: str = setting("token", choices=GRANULARITIES,
                                help="token: reward on every token | sequence: summed onto the last token.")
-    reference: str | None = setting(None, help="Separate reference model spec; unset: LoRA adapters off "
+    reference: str | None = setting(None, reads="model", help="Separate reference model spec; unset: LoRA adapters off "
                                                "(or a frozen copy).")
     # model
     lora: bool = setting(True, help="LoRA policy (reference = adapters off); --no-lora: full fine-tuning.")
@@ -51,9 +54,9 @@ class PPOConfig(Settings):
     mixed_precision: str = setting("auto", choices=MIXED_PRECISIONS,
                                    help="auto | no | bf16: autocast in every phase (" + AUTO_MIXED_PRECISION_HELP
                                         + ").")
-    device: str = setting("auto", choices=("auto", "cpu", "cuda"), help="auto | cpu | cuda.")
+    device: str = setting("auto", identity=False, choices=("auto", "cpu", "cuda"), help="auto | cpu | cuda.")
     # rollout
-    steps: int = setting(100, help="PPO steps (one rollout batch each).", check=positive)
+    steps: int = setting(100, identity="grows", help="PPO steps (one rollout batch each).", check=positive)
     batch_size: int = setting(8, help="Rollouts per step per process.", check=positive)
     max_prompt_length: int = setting(256, help="Prompt tokens at most; longer prompts lose their beginning (counted).",
                                      check=positive)
@@ -102,7 +105,8 @@ class PPOConfig(Settings):
     minibatch_size: int = setting(4, help="Rows per optimizer step.", check=positive)
     micro_batch_size: int = setting(4, help="Rows per forward/backward (accumulated within a minibatch).",
                                     check=positive)
-    gradient_checkpointing: bool | None = setting(None, help="Activation checkpointing of the policy (and critic) in "
+    gradient_checkpointing: bool | None = setting(None, identity=False,
+                                                  help="Activation checkpointing of the policy (and critic) in "
                                                              "the PPO updates: recompute each decoder layer in the "
                                                              "backward pass (far less memory, about twice the update's "
                                                              "compute; rollouts unaffected). Default auto: on only when "
@@ -115,9 +119,11 @@ class PPOConfig(Settings):
     max_grad_norm: float = setting(1.0, help="Gradient clipping norm.", check=positive)
     # run
     seed: int = setting(0, help="Random seed (same seed = same prompts and first rollouts).")
-    save_every: int = setting(10, help="Steps between checkpoints (and at the end).", check=positive)
-    log_samples_every: int = setting(10, help="Steps between logged sample generations.", check=positive)
-    report_to: list[str] = setting(default_factory=list, help="Trackers: tensorboard, wandb (comma separated).")
+    save_every: int = setting(10, identity=False, help="Steps between checkpoints (and at the end).", check=positive)
+    log_samples_every: int = setting(10, identity=False,
+                                     help="Steps between logged sample generations.", check=positive)
+    report_to: list[str] = setting(identity=False, default_factory=list,
+                                   help="Trackers: tensorboard, wandb (comma separated).")
 
     def validate(self):
         self.dtype = normalize_dtype(self.dtype)

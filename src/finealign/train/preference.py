@@ -42,10 +42,10 @@ class PrefTrainConfig(TRLTrainArgs):
     """
 
     method: str = setting("dpo", choices=METHODS, cli=False, help="dpo | kto (set by the command).")
-    data: str = setting(None, short="-d", required=True,
+    data: str = setting(None, reads="file", short="-d", required=True,
                         help="Pairs prompt/chosen/rejected (dpo) or KTO labels prompt/completion/label (kto), e.g. "
                              "from `finealign label`.")
-    model: str = setting("smollm2-135m-instruct", short="-m",
+    model: str = setting("smollm2-135m-instruct", reads="model", short="-m",
                          help="Policy to start from (built-in name, .gguf file, directory or hub id).")
     beta: float = setting(0.1, check=positive, help="KL strength of DPO / KTO.")
     learning_rate: float = setting(5e-6, flag="--lr", deprecated=("--learning-rate",), check=positive,

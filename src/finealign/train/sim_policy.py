@@ -17,7 +17,8 @@ import torch
 
 from ..errors import FinealignError
 from ..sim.base import Instance, SimTask
-from ..sim.policy import NOT_FINGERPRINTED, WORK, ProgressFn, SimPolicyConfig, _prepare_out, _write_record
+from ..data.identity import resumable_fields
+from ..sim.policy import WORK, ProgressFn, SimPolicyConfig, _prepare_out, _write_record
 
 def heldout_prompts(task: SimTask, seed: int, n: int) -> list[Instance]:
     """The ``n`` evaluation prompts (seeded apart from the SFT prompts); ``FinealignError`` when the task cannot
@@ -163,7 +164,7 @@ def train_task_policy(cfg: SimPolicyConfig, *, on_progress: ProgressFn | None = 
     task = cfg.build_task()
     evals = heldout_prompts(task, cfg.seed, cfg.eval_prompts)  # bad sizes fail here, before any output
     out = Path(cfg.out)
-    fp = cfg.fingerprint(exclude=NOT_FINGERPRINTED)
+    fp = cfg.fingerprint(exclude=tuple(sorted(resumable_fields(SimPolicyConfig))))  # marked on its fields
     done = _prepare_out(cfg, out, fp)
     if done is not None:
         log(f"{out}: already trained (sim_policy.json); nothing to do")

@@ -30,18 +30,16 @@ from typing import Callable, NamedTuple
 import torch
 
 from ..core.token_rm import anchored_span_bt_loss, seq_bt_loss, span_bt_loss, token_cls_loss, token_cls_targets
+from ..data.identity import check_verb, resumable_fields
 from ..errors import FinealignError
+from ..rewards.inputs import input_fingerprints
 from ..models.token_rm_data import PairBatch, build_pair_examples, collate_pairs, load_edit_sources
 from . import run_state
 from .accel import adamw, make_accelerator
 from .run_state import MetricsLog, TrainResult
 from .token_rm_config import TokenRMConfig
 
-__all__ = ["RESUMABLE", "TokenRMConfig", "batch_indices", "compute_loss", "load_checkpoint_model", "train_token_rm"]
-
-# settings a resumed run may change
-RESUMABLE = frozenset({"out", "eval_every", "save_every", "log_every", "report_to", "stop_after", "eval_batch_size",
-                       "gradient_checkpointing", "device"})
+__all__ = ["TokenRMConfig", "batch_indices", "compute_loss", "load_checkpoint_model", "train_token_rm"]
 
 
 class Window(NamedTuple):
@@ -187,6 +185,7 @@ def train_token_rm(cfg: TokenRMConfig, *, on_step: Callable[[int, int, dict], No
     acc = make_accelerator(mixed_precision=cfg.mixed_precision, cpu=cfg.device == "cpu",
                            **run_state.tracker_kwargs(cfg.report_to, out))
     main = acc.is_main_process
+    check_verb(out, "train token-rm", inputs=input_fingerprints(cfg), claim=main)  # another verb, other inputs
     # 1. model and data
     model, tok, train_pairs, eval_pairs, bstats = _build(cfg, acc, log)
     # 2. optimizer, learning-rate schedule
@@ -195,7 +194,7 @@ def train_token_rm(cfg: TokenRMConfig, *, on_step: Callable[[int, int, dict], No
     sched = run_state.make_scheduler(opt, schedule=cfg.lr_schedule, warmup_steps=cfg.warmup_steps,
                                      total_steps=cfg.steps)
     # 3. resume
-    fp = run_state.fingerprint(settings, RESUMABLE)
+    fp = run_state.fingerprint(settings, resumable_fields(TokenRMConfig))  # the fields marked on TokenRMConfig
     step, train_tokens, window = _resume(out, acc, fp, model, opt, sched, log)
     # the scheduler stays outside ``prepare``: accelerate would step it once per process, so with N
     # processes the schedule would run N times too fast (the rate hit 0 halfway with 2 processes)

@@ -30,13 +30,14 @@ def _at_least_16(v) -> str | None:
 class TokenRMConfig(ModelArgs):
     """Everything one token RM training run needs; saved as ``OUT/train_config.json``."""
 
-    data: list[str] = setting(default_factory=list, short="-d", required=True,
+    data: list[str] = setting(reads="file", default_factory=list, short="-d", required=True,
                               help="Edit pairs (prompt/original/edited): a file or a data set name (defacto-train, "
                                    "qa-feedback-edits, expertqa-edits), optionally sliced NAME[a:b]. Repeatable.")
-    out: str = setting(None, short="-o", required=True,
+    out: str = setting(None, identity=False, short="-o", required=True,
                        help="Output folder (the model, checkpoint/, metrics.jsonl, eval.json); a rerun resumes.")
-    model: str = setting("smollm2-135m-instruct", short="-m", help="Backbone spec (built-in name, .gguf, directory, "
-                                                                   "hub id).")
+    model: str = setting("smollm2-135m-instruct", reads="model", short="-m",
+                         help="Backbone spec (built-in name, .gguf, directory, "
+                              "hub id).")
     loss: str = setting("span_bt", choices=LOSSES, help="span_bt (edited spans, Bradley-Terry, unchanged tokens "
                                                         "anchored at 0) | span_bt_pure (the paper's span loss, no "
                                                         "anchor) | seq_bt (whole responses) | token_cls (per-token "
@@ -45,8 +46,9 @@ class TokenRMConfig(ModelArgs):
                                                                  "unchanged tokens' rewards toward 0.")
     include_non_minimal: bool = setting(False, help="Train on edits the minimality guard flagged (meta.minimality "
                                                     "other than ok); by default they are left out, counted and named.")
-    eval_data: list[str] = setting(default_factory=list, help="Held-out edit pairs (file or data set name). "
-                                                              "Repeatable.")
+    eval_data: list[str] = setting(reads="file", default_factory=list,
+                                   help="Held-out edit pairs (file or data set name). "
+                                        "Repeatable.")
     limit: int | None = setting(None, check=positive, help="Train on N usable pairs: the first N of a seeded "
                                                            "shuffle (nested subsets).")
     eval_limit: int | None = setting(None, check=positive, help="Evaluate on the first N held-out pairs.")
@@ -66,21 +68,26 @@ class TokenRMConfig(ModelArgs):
     max_grad_norm: float = setting(1.0, check=non_negative, help="Gradient clipping norm (0: none).")
     max_length: int = setting(512, check=_at_least_16, help="Tokens per sequence; longer prompts lose their oldest "
                                                             "context.")
-    gradient_checkpointing: bool | None = setting(None, help="Activation checkpointing: recompute each decoder layer "
+    gradient_checkpointing: bool | None = setting(None, identity=False,
+                                                  help="Activation checkpointing: recompute each decoder layer "
                                                              "in the backward pass instead of keeping its activations "
                                                              "(far less memory, more compute; benchmarks/"
                                                              "train_memory.py). Default auto: on only when one batch's "
                                                              "activations would take over half the free memory.")
     # run
     seed: int = setting(0, help="Random seed (model head, subset, batch order).")
-    eval_every: int = setting(50, check=non_negative, help="Evaluate every N steps (0: at the end only).")
-    eval_batch_size: int = setting(8, check=positive, help="Pairs per evaluation batch.")
-    save_every: int = setting(50, check=non_negative, help="Steps between checkpoints (0: at the end only).")
-    log_every: int = setting(10, check=positive, help="Steps between logged training losses.")
-    report_to: list[str] = setting(default_factory=list, help="Trackers: tensorboard, wandb (comma separated) or "
-                                                              "none.")
-    stop_after: int | None = setting(None, check=positive, help="Stop (as if interrupted) after N steps in this "
-                                                                "call; a rerun resumes.")
+    eval_every: int = setting(50, identity=False, check=non_negative,
+                              help="Evaluate every N steps (0: at the end only).")
+    eval_batch_size: int = setting(8, identity=False, check=positive, help="Pairs per evaluation batch.")
+    save_every: int = setting(50, identity=False, check=non_negative,
+                              help="Steps between checkpoints (0: at the end only).")
+    log_every: int = setting(10, identity=False, check=positive, help="Steps between logged training losses.")
+    report_to: list[str] = setting(identity=False, default_factory=list,
+                                   help="Trackers: tensorboard, wandb (comma separated) or "
+                                        "none.")
+    stop_after: int | None = setting(None, identity=False, check=positive,
+                                     help="Stop (as if interrupted) after N steps in this "
+                                          "call; a rerun resumes.")
 
     def validate(self):
         if self.anchor_weight != 0.1 and self.loss != "span_bt":

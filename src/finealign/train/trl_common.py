@@ -32,12 +32,13 @@ class TRLTrainArgs(ModelArgs, RunArgs):
     the fields here. ``mixed_precision bf16`` (or ``dtype bfloat16``) sets TRL's ``bf16``.
     """
 
-    data: str = setting(None, short="-d", required=True, help="Training data file.")
-    out: str = setting(None, short="-o", required=True,
+    data: str = setting(None, reads="file", short="-d", required=True, help="Training data file.")
+    out: str = setting(None, identity=False, short="-o", required=True,
                        help="Output folder (checkpoints, then the model or LoRA adapter); a rerun resumes its last "
                             "checkpoint.")
-    model: str = setting("smollm2-135m-instruct", short="-m", help="Model to start from (built-in name, .gguf file, "
-                                                                   "directory or hub id).")
+    model: str = setting("smollm2-135m-instruct", reads="model", short="-m",
+                         help="Model to start from (built-in name, .gguf file, "
+                              "directory or hub id).")
     mixed_precision: str = setting("no", choices=("no", "bf16"), help="Autocast: no | bf16 (TRL's bf16).")
     learning_rate: float = setting(5e-6, flag="--lr", deprecated=("--learning-rate",), check=positive,
                                    help="Learning rate.")
@@ -47,8 +48,8 @@ class TRLTrainArgs(ModelArgs, RunArgs):
     batch_size: int = setting(4, check=positive, help="Examples per device per step.")
     grad_accum: int = setting(1, check=positive, help="Gradient accumulation steps.")
     max_length: int = setting(1024, check=positive, help="Tokens per example (prompt + completion) at most.")
-    logging_steps: int = setting(10, check=positive, help="Steps between logged metrics.")
-    save_steps: int = setting(200, check=positive, help="Steps between checkpoints.")
+    logging_steps: int = setting(10, identity=False, check=positive, help="Steps between logged metrics.")
+    save_steps: int = setting(200, identity=False, check=positive, help="Steps between checkpoints.")
     lora: bool = setting(False, deprecated_off=("--full",), help="Train LoRA adapters instead of all weights.")
     lora_r: int = setting(16, check=positive, help="LoRA rank.")
     lora_alpha: int = setting(32, check=positive, help="LoRA alpha.")
@@ -124,26 +125,19 @@ def train_and_save(trainer, cfg, tokenizer, kind: str, on_log=None) -> TrainResu
     return TrainResult(out, trainer.state.global_step, metrics=metrics, history=hist)
 
 
-# settings that change no trained weight
-NOT_MADE_BY = {"out", "logging_steps", "save_steps", "overwrite", "device"}
-
-
 def tie_output(cfg, kind: str) -> None:
-    """Tie ``cfg.out`` to the run's settings, the model's and the data's fingerprints
-    (``data.manifest``) before training: resuming checkpoints made by another run is refused, naming
-    the differing setting; ``cfg.overwrite`` (when the config has it) deletes the checkpoints and
-    the finished-run marker first."""
-    from ..data.manifest import fingerprint_path, prepare_output
-    from ..models.fingerprint import model_fingerprint
+    """Tie ``cfg.out`` to the run's identity (``data.identity.output_identity``: the settings that change the
+    trained weights, the model's and the data's fingerprints) before training: resuming checkpoints made
+    by another run is refused, naming the differing setting; ``cfg.overwrite`` (when the config has it)
+    deletes the checkpoints and the finished-run marker first."""
+    from ..data.identity import check_verb
+    from ..rewards.inputs import output_identity
+    from ..data.manifest import prepare_output
 
     out = Path(cfg.out)
-    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(cfg).items()
-                if k not in NOT_MADE_BY}
-    settings["model"] = model_fingerprint(cfg.model)
-    data = Path(str(cfg.data)).expanduser()
-    settings["data"] = {"source": str(cfg.data), **(fingerprint_path(data) if data.exists() else {})}
+    check_verb(out, kind, claim=False)  # a folder made by another verb (PPO, a token RM) is refused, naming it
     done = [p for p in out.glob("checkpoint-*") if p.is_dir()] + [p for p in [out / "finealign_train.json"] if p.exists()]
-    prepare_output(out, kind, settings, overwrite=bool(getattr(cfg, "overwrite", False)), folder=True,
+    prepare_output(out, kind, output_identity(cfg), overwrite=bool(getattr(cfg, "overwrite", False)), folder=True,
                    side_files=done, has_content=bool(done))
 
 

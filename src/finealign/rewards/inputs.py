@@ -1,0 +1,81 @@
+"""Content fingerprints of the inputs a verb's settings name: the input half of an output's identity
+(``data.identity``; ``docs/output-identity.md``).
+
+A field marked ``reads="file"`` names a data file or folder (digested by ``data.identity.fingerprint_path``;
+a data set name by its name); ``"model"`` a model spec (``models.fingerprint.model_fingerprint``);
+``"scorer"`` a scorer spec (``rewards.base.scorer_fingerprint``: its model, token RM, follow-up file);
+``"editor"`` ``local:MODEL`` or ``openai:MODEL``; ``"judge"`` a judge spec (named by ``judge_key``, with its
+model's fingerprint). It lives here, above ``data`` and ``models``, because scorer and judge specs do.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from ..data.identity import READS, data_fingerprint, identity_settings, reads_fields
+
+__all__ = ["fingerprint_input", "input_fingerprints", "output_identity"]
+
+
+def _judge_fingerprint(spec: str, pull: bool) -> dict:
+    from ..eval.judges import judge_key
+    from ..models.fingerprint import model_fingerprint
+    from .base import parse_spec, scorer_fingerprint
+
+    out = {"spec": judge_key(spec)}
+    s = parse_spec(spec)
+    if s.kind == "pairwise":
+        out["model"] = model_fingerprint(s.arg or "smollm2-135m-instruct", pull=pull)
+    elif s.kind != "openai":
+        out.update({k: v for k, v in scorer_fingerprint(spec, pull=pull).items() if k != "spec"})
+    return out
+
+
+def fingerprint_input(kind: str, value: Any, *, pull: bool = True) -> Any:
+    """The fingerprint of one input named by a setting of kind ``kind`` (``READS``); a list of them for a
+    list value; None for None. ``pull=False``: a built-in model is named by its pinned package, not
+    fetched (what a recipe's plan uses)."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, (list, tuple)):
+        return [fingerprint_input(kind, v, pull=pull) for v in value]
+    value = str(value)
+    if kind == "file":
+        return data_fingerprint(value)
+    from ..models.fingerprint import model_fingerprint
+
+    if kind == "model":
+        return model_fingerprint(value, pull=pull)
+    if kind == "scorer":
+        from .base import scorer_fingerprint
+
+        return scorer_fingerprint(value, pull=pull)
+    if kind == "editor":
+        head, _, arg = value.partition(":")
+        return {"spec": value, **({"model": model_fingerprint(arg, pull=pull)} if head == "local" and arg else {})}
+    if kind == "judge":
+        return _judge_fingerprint(value, pull)
+    raise ValueError(f"unknown input kind {kind!r}; expected one of {', '.join(READS)}")
+
+
+def input_fingerprints(cfg: Any, *, skip: Callable[[str, Any], bool] = lambda name, value: False,
+                       pull: bool = True) -> dict:
+    """{field: fingerprint} of every input ``cfg`` names (its ``reads`` fields), except those ``skip(name,
+    value)`` leaves out (a recipe's earlier stage's output: covered by that stage's fingerprint)."""
+    out = {}
+    for name, kind in reads_fields(type(cfg)).items():
+        value = getattr(cfg, name)
+        if value in (None, "", []) or skip(name, value):
+            continue
+        out[name] = fingerprint_input(kind, value, pull=pull)
+    return out
+
+
+def output_identity(cfg: Any, *, pull: bool = True) -> dict:
+    """The identity of the output ``cfg`` makes: its identity fields (``data.identity``), each input among
+    them (a ``reads`` field) replaced by its fingerprint."""
+    out = identity_settings(cfg)
+    for name, kind in reads_fields(type(cfg)).items():
+        if name in out and out[name] not in (None, "", []):
+            out[name] = fingerprint_input(kind, getattr(cfg, name), pull=pull)
+    return out
