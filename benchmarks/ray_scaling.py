@@ -38,7 +38,7 @@ def load_prompts(n: int) -> list[str]:
 
 def run_stage(name: str, fn, work: Path, n_units: int) -> dict:
     """``fn(engine, out, on_event)`` three ways; seconds, start-up seconds, and whether outputs agree."""
-    from finealign.pipeline.shards import EngineArgs
+    from finealign.engine.shards import EngineArgs
 
     res: dict = {"units": n_units}
     outs = {}
@@ -71,9 +71,9 @@ def main() -> None:
 
     import torch
 
-    from finealign.pipeline.ray_engine import require_ray
-    from finealign.pipeline.sharded import generate_file_sharded, label_file_sharded, score_file_sharded
-    from finealign.pipeline.shards import EngineArgs
+    from finealign.engine.ray_engine import require_ray
+    from finealign.engine.sharded import generate_file_sharded, label_file_sharded, score_file_sharded
+    from finealign.engine.shards import EngineArgs
     from finealign.train.labeling import LabelConfig
 
     cpus = os.cpu_count() or 1

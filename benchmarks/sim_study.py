@@ -1,4 +1,4 @@
-"""The simulated-task study (the program is ``finealign.pipeline.sim_study``, also ``python -m finealign.pipeline.sim_study``).
+"""The simulated-task study (the program is ``finealign.studies.sim_study``, also ``python -m finealign.pipeline.sim_study``).
 
     python benchmarks/sim_study.py --quick --out runs/sim_quick
 """
@@ -6,7 +6,7 @@
 import sys
 
 from finealign.errors import FinealignError
-from finealign.pipeline.sim_study import main
+from finealign.studies.sim_study import main
 
 if __name__ == "__main__":
     try:

@@ -3,7 +3,7 @@
 Layers, lowest first (a module may import its own layer and any lower one):
 
     errors, paths, config, quiet (top-level modules)  <  core  <  data, models  <  rewards, edits, eval,
-    sim, generation, generation_vllm  <  train, integrations  <  pipeline, serve, report  <  cli
+    sim, generation, generation_vllm  <  train, integrations  <  engine  <  pipeline, studies, serve, report  <  cli
 
 Every ``import`` statement counts, also those inside functions (a lazy import is still a dependency).
 """
@@ -23,8 +23,9 @@ LAYERS: dict[str, int] = {
     "data": 2, "models": 2,
     "rewards": 3, "edits": 3, "eval": 3, "sim": 3, "generation": 3, "generation_vllm": 3,
     "train": 4, "integrations": 4,
-    "pipeline": 5, "serve": 5, "report": 5,
-    "cli": 6,
+    "engine": 5,
+    "pipeline": 6, "studies": 6, "serve": 6, "report": 6,
+    "cli": 7,
 }
 
 

@@ -42,7 +42,7 @@ def _kill_session(pid: int) -> None:
 @pytest.fixture(scope="module")
 def local_ray():
     """One local Ray instance (loopback) for the tests below; its workers register the test scorers."""
-    from finealign.pipeline.ray_engine import require_ray
+    from finealign.engine.ray_engine import require_ray
 
     ray = require_ray(local=True)
     path = os.pathsep.join([str(TESTS)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
@@ -58,9 +58,9 @@ DRIVER = """
 import sys
 sys.path.insert(0, {tests!r})
 import logging, ray
-from finealign.pipeline.ray_engine import require_ray
-from finealign.pipeline.sharded import score_file_sharded
-from finealign.pipeline.shards import EngineArgs
+from finealign.engine.ray_engine import require_ray
+from finealign.engine.sharded import score_file_sharded
+from finealign.engine.shards import EngineArgs
 require_ray(local=True).init(address="local", num_cpus=2, include_dashboard=False, logging_level=logging.ERROR,
     log_to_driver=False, runtime_env={{"worker_process_setup_hook": "fault_scorer.register",
                                       "env_vars": {{"PYTHONPATH": {tests!r}}}}})
@@ -71,8 +71,8 @@ score_file_sharded("slow:", sys.argv[1], sys.argv[2], chunk=1, engine=EngineArgs
 def test_killed_driver_rerun_resumes_from_finished_shards(tmp_path, request):
     import fault_scorer
 
-    from finealign.pipeline.sharded import score_file_sharded
-    from finealign.pipeline.shards import EngineArgs
+    from finealign.engine.sharded import score_file_sharded
+    from finealign.engine.shards import EngineArgs
     from finealign.rewards.score_file import score_file
 
     fault_scorer.register()
@@ -100,8 +100,8 @@ def test_killed_driver_rerun_resumes_from_finished_shards(tmp_path, request):
 
 
 def test_two_workers_equal_one_process_with_a_worker_killed(tmp_path, local_ray):
-    from finealign.pipeline.sharded import label_file_sharded, score_file_sharded
-    from finealign.pipeline.shards import EngineArgs
+    from finealign.engine.sharded import label_file_sharded, score_file_sharded
+    from finealign.engine.shards import EngineArgs
     from finealign.rewards.score_file import score_file
     from finealign.train.labeling import LabelConfig, label_file
 

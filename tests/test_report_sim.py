@@ -11,7 +11,7 @@ import pytest
 
 
 def _study():
-    from finealign.pipeline.sim_summary import summarize_ppo
+    from finealign.studies.sim_summary import summarize_ppo
 
     def run(gran, seed, golds):
         return {"task": "constraints", "reward": "gold", "granularity": gran, "seed": seed,

@@ -13,7 +13,7 @@ import pytest
 
 from conftest import run_cli
 from finealign.errors import ConfigError, FinealignError
-from finealign.pipeline.shards import EngineArgs, ShardFailures, ShardStore, plan_shards
+from finealign.engine.shards import EngineArgs, ShardFailures, ShardStore, plan_shards
 
 LOCAL = EngineArgs(engine="local", shard_size=4)
 
@@ -79,7 +79,7 @@ def test_local_engine_outputs_are_byte_identical_to_one_process(tmp_path):
     """The jobs the Ray workers run, run here shard by shard: score, label and generate outputs equal
     the single-process ones byte for byte, and the shard folders are gone afterwards."""
     from finealign.generation import generate_file
-    from finealign.pipeline.sharded import generate_file_sharded, label_file_sharded, score_file_sharded
+    from finealign.engine.sharded import generate_file_sharded, label_file_sharded, score_file_sharded
     from finealign.rewards.score_file import score_file
     from finealign.train.labeling import LabelConfig, label_file
 
@@ -111,7 +111,7 @@ def test_local_engine_outputs_are_byte_identical_to_one_process(tmp_path):
 def test_local_engine_eval_rm_and_max_chars_equal_one_process(tmp_path):
     """eval-rm's score cache and metrics, and score with --max-chars, through shards = one process."""
     from finealign.eval.rm_eval import EvalConfig, run_eval
-    from finealign.pipeline.sharded import run_eval_sharded, score_file_sharded
+    from finealign.engine.sharded import run_eval_sharded, score_file_sharded
     from finealign.rewards.score_file import score_file
 
     pairs = tmp_path / "pairs.jsonl"
@@ -131,7 +131,7 @@ def test_local_engine_eval_rm_and_max_chars_equal_one_process(tmp_path):
 def test_failing_record_is_named_other_shards_finish_and_rerun_resumes(tmp_path):
     import fault_scorer
 
-    from finealign.pipeline.sharded import score_file_sharded
+    from finealign.engine.sharded import score_file_sharded
     from finealign.rewards.score_file import score_file
 
     fault_scorer.register()
@@ -152,7 +152,7 @@ def test_failing_record_is_named_other_shards_finish_and_rerun_resumes(tmp_path)
 
 
 def test_precomputed_scorer_answers_in_order_and_falls_back():
-    from finealign.pipeline.sharded import PrecomputedScorer, ScoreRequest
+    from finealign.engine.sharded import PrecomputedScorer, ScoreRequest
 
     reqs = [ScoreRequest("p", "same", "f:1"), ScoreRequest("p", "same", "f:2"), ScoreRequest("p", "other", "f:3")]
     pre = PrecomputedScorer(reqs, [{"score": 1.0}, {"score": 2.0}, {"score": 3.0}], fallback="length")

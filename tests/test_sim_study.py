@@ -18,7 +18,7 @@ FLAGS = ["--quick", "--model", "tiny-random", "--n", "10", "--heldout", "4", "--
 
 
 def _study():
-    from finealign.pipeline import sim_study
+    from finealign.studies import sim_study
 
     return sim_study
 
@@ -236,7 +236,7 @@ def test_fast_preset_on_tiny_task_policies(tmp_path):
 
 
 def test_steps_ratio_censored_and_interval():
-    from finealign.pipeline.sim_summary import steps_ratio
+    from finealign.studies.sim_summary import steps_ratio
 
     def rows(steps, length=60):
         return [{"steps_to_target": x, "steps": length} for x in steps]

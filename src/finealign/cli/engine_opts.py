@@ -1,7 +1,7 @@
 """CLI helpers of the data-parallel verbs (``generate``, ``score``, ``label``, ``eval-rm``) on an engine.
 
 Their ``--engine ray [--ray-address ADDR] [--workers N] [--shard-size N]`` flags are fields of
-:class:`finealign.pipeline.shards.EngineArgs`, which each verb's config dataclass composes.
+:class:`finealign.engine.shards.EngineArgs`, which each verb's config dataclass composes.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from ..config import part
 from ..eval.rm_eval import EvalConfig
-from ..pipeline.shards import EngineArgs
+from ..engine.shards import EngineArgs
 from .engine_opts import engine_progress, shard_events
 
 
@@ -28,7 +28,7 @@ def run_eval_rm(cfg: EvalRMCommandConfig, quiet: bool = False) -> None:
     with progress(disable=quiet) as p:
         task = p.add_task("scoring", total=None, info="")
         if eng.engine == "ray":
-            from ..pipeline.sharded import run_eval_sharded
+            from ..engine.sharded import run_eval_sharded
 
             res = run_eval_sharded(ecfg, engine=eng, on_event=shard_events(), on_progress=engine_progress(p, task))
         else:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..config import ModelLoadArgs, RunArgs, SamplingArgs, part, positive, setting
 from ..errors import ConfigError
-from ..pipeline.shards import EngineArgs
+from ..engine.shards import EngineArgs
 from .engine_opts import shard_events
 
 BACKENDS = ("transformers", "vllm")
@@ -55,7 +55,7 @@ def run_generate(cfg: GenerateConfig, quiet: bool = False) -> None:
             stats = vllm_generate_file(cfg.model, prompts, out, **sampling, dtype=cfg.dtype,
                                        on_progress=on_progress, overwrite=cfg.overwrite)
         elif cfg.engine == "ray":
-            from ..pipeline.sharded import generate_file_sharded
+            from ..engine.sharded import generate_file_sharded
 
             stats = generate_file_sharded(cfg.model, prompts, out, **sampling, batch_size=cfg.batch_size,
                                           dtype=cfg.dtype, device=cfg.device, engine=part(cfg, EngineArgs),

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..config import part, setting
-from ..pipeline.shards import EngineArgs
+from ..engine.shards import EngineArgs
 from ..train.labeling import LabelConfig
 from .engine_opts import engine_progress, shard_events
 
@@ -35,7 +35,7 @@ def run_label(cfg: LabelCommandConfig, quiet: bool = False) -> None:
     with progress(disable=quiet) as p:
         task = p.add_task("scoring", total=None, info="")
         if eng.engine == "ray":
-            from ..pipeline.sharded import label_file_sharded
+            from ..engine.sharded import label_file_sharded
 
             st = label_file_sharded(cfg.scorer, cfg.input, cfg.out, lcfg, engine=eng, on_event=shard_events(),
                                     on_progress=engine_progress(p, task), overwrite=cfg.overwrite)

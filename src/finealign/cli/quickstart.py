@@ -192,7 +192,7 @@ def _run_sim_slice(out: Path, scale: str, sim_args: list[str] | None) -> dict:
     """The sim study's ``--fast`` preset, 1 seed of the gold reward on ``constraints`` (token and sequence
     level), into ``out``; returns its study dict."""
     from ..paths import home
-    from ..pipeline.sim_study import main as sim_study
+    from ..studies.sim_study import main as sim_study
 
     policies = out / "policies" if scale == "tiny" else home() / "sim-policies"
     args = ["--fast", "--tasks", "constraints", "--ppo-rewards", "gold", "--ppo-seeds", "0", "--stages", "data",

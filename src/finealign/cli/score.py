@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..config import part, positive, setting
 from ..errors import ConfigError
-from ..pipeline.shards import EngineArgs
+from ..engine.shards import EngineArgs
 from .engine_opts import shard_events
 
 # The library function lives in rewards/score_file.py (the pipeline runs it too); names kept here.
@@ -63,7 +63,7 @@ def run_score(cfg: ScoreConfig, quiet: bool = False) -> None:
     console.print(f"loading scorer {scorer} ...")
     with progress_callback("scoring", disable=quiet) as on_progress:
         if cfg.engine == "ray":
-            from ..pipeline.sharded import score_file_sharded
+            from ..engine.sharded import score_file_sharded
 
             st = score_file_sharded(scorer, inp, out, chunk=cfg.chunk, engine=part(cfg, EngineArgs),
                                     on_progress=on_progress, on_event=shard_events(), overwrite=cfg.overwrite,

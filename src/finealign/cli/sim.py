@@ -42,7 +42,7 @@ def run_sim_study(ctx: typer.Context) -> None:
     """Pass every argument to the study's own parser (``finealign.pipeline.sim_study``); its summary JSON on
     stdout, bad input one line on stderr with exit 1."""
     from ..errors import FinealignError
-    from ..pipeline.sim_study import main
+    from ..studies.sim_study import main
 
     try:
         main(list(ctx.args), prog="finealign sim study")

@@ -19,16 +19,15 @@ an unknown model) raise ``EditorFatal``.
 from __future__ import annotations
 
 import abc
-import json
 import os
 import threading
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Iterator, Sequence
-from urllib.parse import urlparse
 
 from ..data.records import Prompt
 from ..errors import FinealignError
+from ..models.endpoint import backoff_delay, check_base_url, error_message, retry_after_seconds  # noqa: F401
 from .template import DEFAULT_TEMPLATE, EditTemplate
 
 __all__ = ["EditRequest", "EditResult", "Editor", "EditorFatal", "LocalEditor", "OpenAIEditor", "backoff_delay",
@@ -167,17 +166,6 @@ def context_window(model) -> int | None:
 # --------------------------------------------------------------------------------- OpenAI-compatible
 
 
-def backoff_delay(attempt: int, base: float, cap: float, retry_after: float | None = None) -> float:
-    """Seconds to wait before retry number ``attempt + 1`` (``attempt`` counts from 0).
-
-    Exponential: ``base * 2**attempt``, at most ``cap``; a server's ``Retry-After`` wins when
-    given (also capped). Example: base 0.5, cap 8: 0.5, 1, 2, 4, 8, 8, ...
-    """
-    if retry_after is not None and retry_after >= 0:
-        return min(cap, retry_after)
-    return min(cap, base * (2 ** attempt))
-
-
 def resolve_api_key(base_url: str | None) -> str:
     """The key from ``FINEALIGN_EDITOR_API_KEY`` or ``OPENAI_API_KEY``; a placeholder for a custom
     ``base_url`` (local servers usually need none); an error for OpenAI itself without a key."""
@@ -189,24 +177,6 @@ def resolve_api_key(base_url: str | None) -> str:
         return "no-key"
     raise FinealignError("no API key for the OpenAI editor: set FINEALIGN_EDITOR_API_KEY or OPENAI_API_KEY "
                          "(or pass --base-url for a local OpenAI-compatible server)")
-
-
-def check_base_url(url: str) -> str:
-    p = urlparse(url)
-    if p.scheme not in ("http", "https") or not p.netloc:
-        raise FinealignError(f"--base-url: expected http(s)://host[:port]/v1, got {url!r}")
-    return url.rstrip("/")
-
-
-def _retry_after(exc) -> float | None:
-    resp = getattr(exc, "response", None)
-    headers = getattr(resp, "headers", None)
-    if not headers:
-        return None
-    try:
-        return float(headers.get("retry-after"))
-    except (TypeError, ValueError):
-        return None
 
 
 class OpenAIEditor(Editor):
@@ -277,7 +247,7 @@ class OpenAIEditor(Editor):
                 reason, error = "connection", f"cannot reach {self.base_url or 'the OpenAI API'}: {e}"
             except oa.APIStatusError as e:
                 status = e.status_code
-                msg = f"HTTP {status}: {_error_message(e)}"
+                msg = f"HTTP {status}: {error_message(e)}"
                 if status in (401, 403):
                     raise EditorFatal(f"editor endpoint refused the API key ({msg}); check FINEALIGN_EDITOR_API_KEY "
                                       "or OPENAI_API_KEY") from None
@@ -287,7 +257,7 @@ class OpenAIEditor(Editor):
                 reason, error = f"http_{status}", msg
                 if status != 429 and status < 500:
                     return EditResult(req.id, None, reason, error, attempt + 1)
-                retry_after = _retry_after(e)
+                retry_after = retry_after_seconds(e)
             except oa.OpenAIError as e:  # malformed response and the like
                 return EditResult(req.id, None, "error", f"{type(e).__name__}: {e}", attempt + 1)
             if attempt < self.retries and self._stop.wait(backoff_delay(attempt, self.backoff, self.max_backoff,
@@ -312,19 +282,6 @@ class OpenAIEditor(Editor):
             if running:
                 self._stop.set()  # stop retry loops; in-flight calls end by their timeout
             pool.shutdown(wait=True, cancel_futures=True)
-
-
-def _error_message(e) -> str:
-    body = getattr(e, "body", None)
-    if isinstance(body, dict):
-        err = body.get("error", body)
-        if isinstance(err, dict) and err.get("message"):
-            return str(err["message"])
-        if isinstance(err, str):
-            return err
-        if "detail" in body:
-            return json.dumps(body["detail"])[:300]
-    return str(getattr(e, "message", "") or e)
 
 
 # --------------------------------------------------------------------------------- spec

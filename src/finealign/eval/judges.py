@@ -235,7 +235,7 @@ class LocalPairwiseJudge(Judge):
     def compare(self, prompts, first, second):
         import torch
 
-        from ..rewards.direct import model_max_length
+        from ..rewards.lm_common import model_max_length
 
         texts = self._texts(prompts, first, second)
         tok = self.tokenizer
@@ -308,7 +308,7 @@ class OpenAIJudge(Judge):
                  max_tokens: int = 16, parse_retries: int = 1, api_key: str | None = None):
         import openai
 
-        from ..edits.editors import check_base_url
+        from ..models.endpoint import check_base_url
 
         if not model:
             raise JudgeError("the openai judge needs a model name: --judge openai:URL,model=NAME")
@@ -375,7 +375,7 @@ class OpenAIJudge(Judge):
     def _one(self, label: str, messages) -> Verdict:
         """One ordered comparison: transport failures retried ``retries`` times with backoff, unparsable replies
         ``parse_retries`` times; then one ``JudgeError`` naming the pair and the last problem."""
-        from ..edits.editors import _error_message, _retry_after, backoff_delay
+        from ..models.endpoint import backoff_delay, error_message, retry_after_seconds
 
         oa = self._openai
         last, attempts, transport, parse = "", 0, 0, 0
@@ -401,7 +401,7 @@ class OpenAIJudge(Judge):
             except oa.APIConnectionError as e:
                 last = f"cannot reach {self.base_url}: {e}"
             except oa.APIStatusError as e:
-                msg = f"HTTP {e.status_code}: {_error_message(e)}"
+                msg = f"HTTP {e.status_code}: {error_message(e)}"
                 if e.status_code in (400, 422) and self._logprobs_spec == "auto" and asked != "no" \
                         and "logprob" in msg.lower():
                     self.logprobs = "no"  # a server without log-probabilities: parse the answer instead
@@ -410,7 +410,7 @@ class OpenAIJudge(Judge):
                 if e.status_code < 500 and e.status_code != 429:
                     raise JudgeError(f"judge endpoint {self.base_url} (model {self.model!r}) refused the pair on "
                                      f"{label}: {msg}") from None
-                last, retry_after = msg, _retry_after(e)
+                last, retry_after = msg, retry_after_seconds(e)
             except oa.OpenAIError as e:
                 last = f"{type(e).__name__}: {e}"
             if transport >= self.retries:

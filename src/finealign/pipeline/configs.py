@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..config import DeviceArgs, ModelLoadArgs, SamplingArgs, Settings, non_negative, positive, setting, unit_interval
-from .shards import EngineArgs
+from ..engine.shards import EngineArgs
 
 
 @dataclass(kw_only=True)

@@ -132,7 +132,7 @@ def _counter(ctx: StageContext, label: str):
 def _engine(cfg):
     """The ``EngineArgs`` part of a stage's settings (``engine: ray`` and its options)."""
     from ..config import part
-    from .shards import EngineArgs
+    from ..engine.shards import EngineArgs
 
     return part(cfg, EngineArgs)
 
@@ -153,7 +153,7 @@ def run_generate(cfg: C.GenerateStage, _, ctx: StageContext) -> dict:
     kw = dict(k=cfg.k, temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed,
               batch_size=cfg.batch_size, dtype=cfg.dtype, device=cfg.device, on_progress=ctx.progress("generate"))
     if cfg.engine == "ray":
-        from .sharded import generate_file_sharded
+        from ..engine.sharded import generate_file_sharded
 
         st = generate_file_sharded(cfg.model, prompts, ctx.outputs["out"], engine=_engine(cfg),
                                    on_event=_shard_log(ctx), **kw)
@@ -168,7 +168,7 @@ def run_score(cfg: C.ScoreStage, _, ctx: StageContext) -> dict:
     from ..rewards.score_file import score_file
 
     if cfg.engine == "ray":
-        from .sharded import score_file_sharded
+        from ..engine.sharded import score_file_sharded
 
         return score_file_sharded(cfg.scorer, Path(cfg.input), ctx.outputs["out"], chunk=cfg.chunk,
                                   engine=_engine(cfg), on_progress=ctx.progress("score"), on_event=_shard_log(ctx))
@@ -181,7 +181,7 @@ def run_label(cfg, ex: C.LabelInputs, ctx: StageContext) -> dict:
     from ..train.labeling import label_file
 
     if ex.engine == "ray":
-        from .sharded import label_file_sharded
+        from ..engine.sharded import label_file_sharded
 
         st = label_file_sharded(ex.scorer, ex.input, ctx.outputs["out"], cfg, engine=_engine(ex),
                                 on_progress=ctx.progress("label"), on_event=_shard_log(ctx))
@@ -272,7 +272,7 @@ def run_eval_rm(cfg, ex: C.EngineStage, ctx: StageContext) -> dict:
     from ..eval.rm_eval import run_eval
 
     if ex is not None and ex.engine == "ray":
-        from .sharded import run_eval_sharded
+        from ..engine.sharded import run_eval_sharded
 
         res = run_eval_sharded(cfg, engine=_engine(ex), on_progress=ctx.progress("eval-rm"), on_event=_shard_log(ctx))
     else:

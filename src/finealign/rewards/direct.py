@@ -1,5 +1,5 @@
 """The "direct" baseline scorer: mean log p(response | prompt) under a causal LM (the FLR paper's
-baseline), plus helpers every language-model scorer shares (window, truncation warnings, options).
+baseline). The helpers every language-model scorer shares are in ``rewards.lm_common``.
 
 ``direct:MODEL[,dtype=bfloat16][,device=cuda][,batch_size=8][,max_length=2048]``. The (prompt,
 response) is rendered by ``data.chat.render_pair`` (the closed assistant turn; a prompt that already
@@ -13,7 +13,6 @@ token's log-probability.
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -25,6 +24,7 @@ from ..data.chat import TurnText, encode_pair, encode_with_span, pad_right, rend
 from ..data.records import Prompt
 from ..errors import FinealignError
 from .base import TokenScorer, TokenScores, register_scorer
+from .lm_common import ScoreStats, load_lm, model_max_length, to_int, warn_truncated  # noqa: F401
 
 
 class EmptyResponseError(FinealignError):
@@ -34,49 +34,6 @@ class EmptyResponseError(FinealignError):
         self.index = index
         super().__init__(f"response {index} is empty: the {scorer} scorer needs response text "
                          "(drop or fill empty responses before scoring)")
-
-
-@dataclass
-class ScoreStats:
-    """Counters a scorer keeps across calls (``truncated``: inputs that lost their oldest tokens)."""
-
-    scored: int = 0
-    truncated: int = 0
-    truncated_tokens: int = 0
-
-
-# ---------------------------------------------------------------- shared helpers
-# (chat rendering lives in ``data.chat``; ``render_turn``, ``TurnText``, ``encode_with_span`` are re-exported)
-
-def model_max_length(model, override: int | None = None) -> int:
-    if override:
-        return int(override)
-    cfg = getattr(model, "config", None)
-    n = getattr(cfg, "max_position_embeddings", None) or getattr(getattr(cfg, "text_config", None), "max_position_embeddings", None)
-    return int(n) if n else 2048
-
-
-def warn_truncated(stats: ScoreStats, what: str, dropped: int, limit: int) -> None:
-    stats.truncated += 1
-    stats.truncated_tokens += dropped
-    warnings.warn(f"{what} exceeds the model window of {limit} tokens: dropped its {dropped} oldest tokens "
-                  f"({stats.truncated} truncated so far)", stacklevel=3)
-
-
-def to_int(name: str, value, minimum: int = 1) -> int:
-    try:
-        v = int(value)
-    except (TypeError, ValueError):
-        raise FinealignError(f"scorer option {name}={value!r}: expected an integer") from None
-    if v < minimum:
-        raise FinealignError(f"scorer option {name}={value!r}: must be >= {minimum}")
-    return v
-
-
-def _load(model: str, dtype: str, device: str):
-    from ..models import load_model
-
-    return load_model(model, dtype=dtype, device=device)
 
 
 # ---------------------------------------------------------------- the direct scorer
@@ -114,7 +71,7 @@ class DirectScorer(TokenScorer):
     def __init__(self, config: DirectConfig = DirectConfig(), model=None, tokenizer=None):
         self.config = config
         if model is None:
-            model, tokenizer = _load(config.model, config.dtype, config.device)
+            model, tokenizer = load_lm(config.model, config.dtype, config.device)
         self.model, self.tokenizer = model, tokenizer
         self.max_length = model_max_length(model, config.max_length)
         self.stats = ScoreStats()

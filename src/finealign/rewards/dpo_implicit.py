@@ -28,7 +28,8 @@ from typing import Sequence
 from ..data.records import Prompt
 from ..errors import FinealignError
 from .base import TokenScorer, TokenScores, register_scorer
-from .direct import DirectConfig, DirectScorer, to_int
+from .direct import DirectConfig, DirectScorer
+from .lm_common import to_int
 
 
 def default_reference(policy: str) -> str | None:

@@ -42,7 +42,7 @@ from ..data.records import Message, Prompt, as_messages
 from ..errors import FinealignError
 from ..models.compat import cache_kwargs, output_cache
 from .base import Scorer, register_scorer
-from .direct import ScoreStats, _load, model_max_length, to_int, warn_truncated
+from .lm_common import ScoreStats, load_lm, model_max_length, to_int, warn_truncated
 from .followups import FollowupSet, load_followups
 from .roleswap import roleswap_messages
 
@@ -117,7 +117,7 @@ class FLRScorer(Scorer):
         if followups is not None and config.dims:
             self.followups = self.followups.subset(config.dims)
         if model is None:
-            model, tokenizer = _load(config.model, config.dtype, config.device)
+            model, tokenizer = load_lm(config.model, config.dtype, config.device)
         self.model, self.tokenizer = model, tokenizer
         self.max_length = model_max_length(model, config.max_length)
         self.stats = ScoreStats()

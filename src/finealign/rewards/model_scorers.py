@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from ..errors import FinealignError
 from .base import register_scorer
-from .direct import DirectConfig, DirectScorer, to_int
+from .direct import DirectConfig, DirectScorer
+from .lm_common import to_int
 from .flr import FLRConfig, FLRScorer
 from .followups import FollowupSet
 from .vllm_scorers import VllmDirectScorer, VllmFLRScorer, check_backend

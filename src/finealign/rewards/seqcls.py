@@ -22,7 +22,7 @@ from ..data.chat import pad_right, render_pair
 from ..data.records import Prompt
 from ..errors import FinealignError, ModelError
 from .base import Scorer, register_scorer
-from .direct import ScoreStats, to_int, warn_truncated
+from .lm_common import ScoreStats, to_int, warn_truncated
 
 
 @dataclass(frozen=True)

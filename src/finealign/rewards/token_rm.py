@@ -44,7 +44,7 @@ class TokenRMScorer(TokenScorer):
             model, tokenizer = load_token_rm(path, device=None if device == "auto" else device, dtype=dtype)
         self.model, self.tokenizer = model, tokenizer
         self.name = f"token-rm:{path},pool={pool}"
-        from .direct import ScoreStats
+        from .lm_common import ScoreStats
 
         self.stats = ScoreStats()  # truncated: inputs over max_length that lost their oldest tokens
 

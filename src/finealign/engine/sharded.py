@@ -184,7 +184,7 @@ class PrecomputedScorer(Scorer):
     name = "precomputed"
 
     def __init__(self, requests: Sequence[ScoreRequest], rows: Sequence[dict], fallback: str, truncated: int = 0):
-        from ..rewards.direct import ScoreStats
+        from ..rewards.lm_common import ScoreStats
 
         self._by: dict[str, deque] = defaultdict(deque)
         for r, row in zip(requests, rows):

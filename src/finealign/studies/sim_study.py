@@ -1,0 +1,541 @@
+"""Token-level vs sequence-level supervision, measured against a gold reward on the simulated tasks.
+
+Stages (each resumable: finished pieces are skipped on rerun, interrupted trainings resume):
+
+1. data: ``finealign sim make`` per task (prompts, k policy samples, held-out sets) under OUT/data/TASK;
+2. reward models: for each task, annotator noise setting, seed and size N, the same seeded, nested
+   subset of N annotated edit pairs trains every source: token RMs with the ``span_bt``, ``seq_bt``
+   and ``token_cls`` losses (``train.token_rm``), and a DPO policy (``train.preference``, LoRA) read as
+   the token scorer ``dpo-implicit``; each is measured on the held-out sets (``sim.evaluate``):
+   pairwise accuracy against the gold preference (sample pairs, and oracle edits) and token AUROC
+   against the gold wrong spans;
+3. PPO (``train.ppo``): token vs sequence granularity with the gold reward ``sim:TASK`` and with each
+   learned reward (trained on the largest size, noise ``--ppo-noise``, seed 0), ``--ppo-seeds`` seeds;
+   the gold score of every rollout batch is logged beside the proxy score and KL. Reported: gold
+   curves; steps to reach ``--target-frac`` of the gap between the initial policy (the first batch) and the
+   best gold-reward run's final value (mean of the last 3 steps; 3-step moving average, from step 2 on; a run
+   that ends below the target has not reached it);
+   the final KL; an over-optimisation flag (proxy up, gold down between the first and last third of the
+   run); and the gold score of the initial and every final policy (``--eval-k`` samples per prompt).
+
+Writes OUT/study.json (and ``--json``), plots with ``--png-prefix`` (``PREFIX_rm.png``, ``PREFIX_ppo.png``).
+
+    python -m finealign.pipeline.sim_study --out runs/sim_study --json docs/sim_study.json --png-prefix docs/sim_study
+    python -m finealign.pipeline.sim_study --quick --out runs/sim_quick          # < 15 min on 2 cores (135M)
+    python -m finealign.pipeline.sim_study --quick --model tiny-random --out /tmp/q --n 10 ...   # CI smoke
+
+``python benchmarks/sim_study.py ARGS`` (in a clone) is the same program. Python: ``main(["--quick", "--out", "q"])`` returns
+the study's dict (what OUT/study.json holds). Bad input raises :class:`finealign.errors.FinealignError`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from ..data.io import JsonlAppender, iter_objects, to_json, write_json, write_jsonl
+from ..train.ppo_config import ADVANTAGES
+from ..errors import FinealignError
+from ..rewards.base import TokenScorer, load_scorer
+from ..sim import make_task
+from ..sim.annotator import REALISTIC, Noise
+from ..sim.evaluate import evaluate_reward
+from ..sim.make import SimMakeConfig, derive, edits_as_pairs, make_sim, read_samples
+from .sim_plots import plot
+from .sim_summary import summarize_ppo, summarize_rm
+
+NOISE = {"zero": Noise(), "realistic": REALISTIC}
+SOURCES = ("span_bt", "span_bt_pure", "seq_bt", "token_cls", "dpo")
+PRESET_SOURCES = ["span_bt", "seq_bt", "token_cls", "dpo"]
+# The default study fits about 2 hours on 2 CPU cores with the 135M model: one task (constraints: several wrong
+# words per response, where token-level rewards have the most to say), all 4 reward sources at 25 and 100 pairs
+# over 3 seeds, then PPO with the gold reward and with the DPO implicit reward (the one learned reward that located
+# wrong words; the measured run also had span_bt, 601 s, which put it 3 minutes over: docs/sim.md). --full is the whole grid (days on
+# this CPU; a GPU's job); --quick a smoke test of every stage (about 10 minutes), whose token RMs train the top 2
+# layers' full weights (about half the time of LoRA on every layer; its figures are not results).
+# settings whose default differs between presets (the 135M presets: LoRA PPO with rloo at 5e-4, bf16 autocast)
+PPO_135M = dict(advantage="rloo", ppo_lora=True, mixed_precision="bf16", lr=5e-4, ppo_epochs=2, jobs=1)
+RM_PARAMS = dict(rm_lora=True, top_layers=0, rm_lr=5e-4)  # token RMs of the default and --full presets
+DEFAULTS = dict(**RM_PARAMS, **PPO_135M, tasks=["constraints"], sizes=[25, 100], seeds=[0, 1, 2], sources=PRESET_SOURCES,
+                noise=["zero"], n=40, heldout=16, k=4, max_new_tokens=24, rm_steps=24, ppo_steps=20, ppo_batch=8,
+                group=4, eval_k=4, ppo_rewards=["gold", "dpo"], ppo_seeds=[0])
+FULL = dict(**RM_PARAMS, **PPO_135M, tasks=["facts", "constraints", "arithmetic"], sizes=[25, 50, 100, 200, 400],
+            seeds=[0, 1, 2], sources=PRESET_SOURCES, noise=["zero", "realistic"], n=240, heldout=60, k=4,
+            max_new_tokens=48, rm_steps=60, ppo_steps=30, ppo_batch=8, group=4, eval_k=4,
+            ppo_rewards=["gold", *PRESET_SOURCES], ppo_seeds=[0, 1, 2])
+# --fast: the small task policies of `finealign sim policy` (a few million parameters, trained from scratch) stand in
+# for the 135M model, so all three tasks x 5 PPO seeds x {token, sequence} fit about an hour on 2 cores (docs/sim.md
+# has the measured time); the learned rewards train the policy's full weights (small enough) and PPO with them runs
+# --learned-seeds seeds. Per-token leave-one-out advantages (prime), full fine-tuning, fp32 (no bf16 on most CPUs).
+FAST = dict(tasks=["facts", "constraints", "arithmetic"], sizes=[50, 200], seeds=[0],
+            sources=["span_bt", "token_cls", "seq_bt", "dpo"], noise=["zero"], n=96, heldout=32, k=4,
+            max_new_tokens=32, rm_steps=100, rm_lora=False, top_layers=0, rm_lr=1e-3, ppo_steps=60, ppo_batch=32,
+            group=4, eval_k=4, ppo_rewards=["gold", "span_bt", "token_cls", "seq_bt", "dpo"],
+            ppo_seeds=[0, 1, 2, 3, 4], learned_seeds=[0], advantage="prime", ppo_lora=False, mixed_precision="no",
+            lr=3e-4, ppo_epochs=1, jobs=2)
+QUICK = dict(tasks=["facts"], sizes=[25, 50], seeds=[0], sources=PRESET_SOURCES, noise=["zero"], n=32, heldout=12,
+             k=4, max_new_tokens=32, rm_steps=8, ppo_steps=4, ppo_batch=4, group=2, eval_k=1,
+             ppo_rewards=["gold", "span_bt"], ppo_seeds=[0], rm_lora=False, top_layers=2, rm_lr=2e-4, **PPO_135M)
+
+
+def _ppo_flags(p: argparse.ArgumentParser) -> None:
+    """The PPO stage's flags (``parse_args``)."""
+    p.add_argument("--ppo-rewards", nargs="+", choices=["gold", *SOURCES],
+                   help="PPO rewards: gold (sim:TASK, the upper bound) and learned sources (seed 0, largest size; "
+                        "default gold dpo)")
+    p.add_argument("--ppo-seeds", nargs="+", type=int, help="PPO seeds (default 0)")
+    p.add_argument("--ppo-steps", type=int, help="PPO steps per run (default 20)")
+    p.add_argument("--ppo-batch", type=int, help="rollouts per PPO step (default 8)")
+    p.add_argument("--ppo-noise", default="zero", choices=list(NOISE),
+                   help="the annotator noise of the learned rewards PPO uses")
+    p.add_argument("--granularities", nargs="+", default=["token", "sequence"], choices=["token", "sequence"])
+    p.add_argument("--lr", type=float,
+                   help="PPO learning rate (default 5e-4, LoRA: 1e-4 did not move the 135M policy in 20 steps, 2e-3 "
+                        "collapsed it; --fast 3e-4, full weights of the small policies)")
+    p.add_argument("--kl-coef", type=float, default=0.05)
+    p.add_argument("--advantage", choices=list(ADVANTAGES),
+                   help="PPO advantages: rloo (no critic, one baseline per response), prime (no critic, per-token "
+                        "leave-one-out baseline), reinforce++ (no critic, batch-normalised) or gae (a critic); rloo "
+                        "and prime take --group responses per prompt (default rloo; --fast prime)")
+    p.add_argument("--group", type=int, help="rollouts per prompt (each step: ppo-batch / group prompts)")
+    p.add_argument("--value-model", default="shared", choices=["shared", "separate"], help="PPO critic")
+    p.add_argument("--critic-lr", type=float, default=1e-3, help="the critic's own learning rate (gae)")
+    p.add_argument("--critic-warmup", type=int, default=0, help="gae: steps that train the critic alone first")
+    p.add_argument("--ppo-lora", action=argparse.BooleanOptionalAction,
+                   help="LoRA policy (default; --no-ppo-lora: full fine-tuning, --fast's for the small `sim policy` "
+                        "models)")
+    p.add_argument("--vf-coef", type=float, default=0.05,
+                   help="value loss weight (train ppo's 0.5 lets a shared value head's loss swamp the policy "
+                        "gradient under clipping: grad norm ~10 from the value loss vs ~1)")
+    p.add_argument("--temperature", type=float, default=1.0, help="PPO rollout temperature")
+    p.add_argument("--ppo-epochs", type=int, help="PPO epochs per rollout batch (default 2; --fast 1)")
+    p.add_argument("--learned-seeds", nargs="+", type=int,
+                   help="PPO seeds of the learned rewards (default: --ppo-seeds; --fast 0)")
+    p.add_argument("--target-frac", type=float, default=0.5,
+                   help="steps to target: the fraction of the gap from the initial policy to the gold run's final gold")
+    p.add_argument("--eval-k", type=int,
+                   help="samples per prompt when the initial and every final PPO policy are scored by the gold reward")
+    p.add_argument("--mixed-precision", choices=["no", "bf16"], help="PPO's autocast (default bf16; --fast no)")
+    p.add_argument("--data-seed", type=int, default=0, help="seed of the prompts and policy samples")
+
+
+def parse_args(argv=None, prog: str | None = None):
+    """The study's settings from ``argv`` (the preset's values where a flag is not given); exits (argparse)
+    on a bad flag."""
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", type=Path, required=True, help="the study's folder (data, reward models, PPO runs, "
+                                                             "study.json); a rerun resumes it")
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="the smoke-test preset (flags given explicitly still win)")
+    size.add_argument("--fast", action="store_true",
+                      help="the small task policies (`finealign sim policy`, built under --policies when missing): 3 "
+                           "tasks x 5 seeds x {token, sequence}, gold and 4 learned rewards, 60 PPO steps x 32")
+    size.add_argument("--full", action="store_true",
+                      help="the whole grid: 3 tasks, 5 sizes, 2 noise settings, 5 PPO rewards (days on 2 CPU cores)")
+    p.add_argument("--model", default="smollm2-135m-instruct", help="backbone of the reward models and the policy")
+    p.add_argument("--policies", type=Path,
+                   help="a folder of `finealign sim policy` models, one per task (DIR/TASK; missing ones are built): "
+                        "each task's policy and reward-model backbone instead of --model (--fast: OUT/policies)")
+    p.add_argument("--policy-size", default="small", choices=["small", "tiny"],
+                   help="size preset of the policies --policies builds (`finealign sim policy --size`; tiny: tests)")
+    p.add_argument("--jobs", type=int,
+                   help="independent trainings run in this many processes of 1 thread each (default 1; --fast 2)")
+    p.add_argument("--tasks", nargs="+", help="simulated tasks: facts, constraints, arithmetic (default: constraints; "
+                                             "--quick: facts; --full: all three)")
+    p.add_argument("--task-options", nargs="*", default=[], metavar="TASK:K=V,...",
+                   help="difficulty knobs per task, e.g. facts:slots=1")
+    p.add_argument("--sizes", nargs="+", type=int,
+                   help="numbers of annotated edit pairs each reward source trains on (nested subsets; default 25 100)")
+    p.add_argument("--seeds", nargs="+", type=int, help="reward-model seeds: subset, annotator noise, training (default 0 1 2)")
+    p.add_argument("--sources", nargs="+", choices=SOURCES,
+                   help="token RM losses span_bt (anchored), span_bt_pure (the paper's), seq_bt, token_cls; dpo: a "
+                        "DPO policy read as the dpo-implicit "
+                        "token scorer (default: span_bt, seq_bt, token_cls, dpo)")
+    p.add_argument("--noise", nargs="+", choices=list(NOISE),
+                   help="simulated annotator: zero (a perfect oracle) or realistic (misses, over-edits, flips)")
+    p.add_argument("--n", type=int, help="training prompts per task (default 40)")
+    p.add_argument("--heldout", type=int, help="held-out prompts per task (default 16)")
+    p.add_argument("--k", type=int, help="policy samples per prompt (default 4)")
+    p.add_argument("--max-new-tokens", type=int, help="longest policy sample and PPO rollout (default 24)")
+    p.add_argument("--rm-steps", type=int, help="optimizer steps of every reward model and DPO policy (default 24)")
+    p.add_argument("--rm-batch", type=int, default=8, help="edit pairs per reward-model step")
+    p.add_argument("--rm-lr", type=float, help="token RMs' learning rate (default 5e-4; --quick 2e-4)")
+    p.add_argument("--rm-lora", action=argparse.BooleanOptionalAction,
+                   help="token RMs train LoRA adapters (r 16) on every layer, like the DPO source; --no-rm-lora "
+                        "trains full weights of the top --top-layers layers (docs/sim.md compares the two)")
+    p.add_argument("--top-layers", type=int, help="token RMs train only the top N layers (0: all; --quick: 2)")
+    p.add_argument("--rm-pool", default="sum", choices=["sum", "mean"],
+                   help="how a token RM's per-token rewards make a response's score (ranking, sequence-level PPO); "
+                        "mean takes the length out of the sum (evaluated apart, in sim_eval_pool-mean.json)")
+    p.add_argument("--dpo-beta", type=float, default=0.1, help="DPO's beta, also the implicit reward's scale")
+    p.add_argument("--dpo-lr", type=float, default=1e-4, help="DPO policy's learning rate (LoRA)")
+    p.add_argument("--eval-limit", type=int, default=200,
+                   help="most records read from each held-out set (sample pairs, oracle edits, rated samples)")
+    _ppo_flags(p)
+    p.add_argument("--stages", nargs="+", default=["data", "rm", "ppo"], choices=["data", "rm", "ppo"],
+                   help="run only these stages (rm needs data, ppo with a learned reward needs rm)")
+    p.add_argument("--json", type=Path, help="also write the study JSON here")
+    p.add_argument("--png-prefix", help="write PREFIX_rm.png and PREFIX_ppo.png")
+    a = p.parse_args(argv)
+    for k, v in (QUICK if a.quick else FAST if a.fast else FULL if a.full else DEFAULTS).items():
+        if getattr(a, k) is None:
+            setattr(a, k, v)
+    bad = [x for x in a.task_options if ":" not in x or x.split(":", 1)[0] not in a.tasks]
+    if bad:
+        p.error(f"--task-options {bad[0]}: expected TASK:K=V,... for one of --tasks {' '.join(a.tasks)} "
+                "(e.g. facts:slots=2)")
+    a.opts = dict(x.split(":", 1) for x in a.task_options)
+    if a.fast and a.policies is None:
+        a.policies = a.out / "policies"
+    a.learned_seeds = a.learned_seeds if a.learned_seeds is not None else a.ppo_seeds
+    if a.jobs < 1:
+        p.error(f"--jobs must be at least 1, got {a.jobs}")
+    bad_group = a.group < 1 or a.ppo_batch % a.group or (a.advantage in ("rloo", "prime") and a.group < 2)
+    if "ppo" in a.stages and bad_group:
+        p.error(f"--group {a.group} must divide --ppo-batch {a.ppo_batch}" + (f" and be >= 2 for --advantage {a.advantage}"
+                                                                              if a.advantage in ("rloo", "prime") else ""))
+    return a
+
+
+# ------------------------------------------------------------------------------------------ 1. data
+
+def model_for(a, task: str) -> str:
+    """The policy and reward-model backbone of ``task``: ``--policies DIR``'s DIR/TASK, else ``--model``."""
+    return str(a.policies / task) if a.policies else a.model
+
+
+def build_policy(a, task: str) -> str:
+    """Train ``task``'s small policy under ``--policies`` (``finealign sim policy``, seed 0, the task's
+    ``--task-options``; a finished one is kept, a half-trained one resumed); returns its folder."""
+    from ..sim.policy import SimPolicyConfig, policy_record
+    from ..train.sim_policy import gold_line, train_task_policy
+
+    out = a.policies / task
+    rec = policy_record(str(out))
+    if rec and rec.get("status") == "done":
+        return str(out)
+    rec = train_task_policy(SimPolicyConfig(task=task, task_options=a.opts.get(task, ""), size=a.policy_size,
+                                            out=str(out)),
+                            log=lambda m: print(m, file=sys.stderr))
+    print(f"policy {task}: {gold_line(rec)}", file=sys.stderr)
+    return str(out)
+
+
+def stage_data(a, task: str) -> Path:
+    """``finealign sim make`` for ``task`` with its policy (``model_for``) under OUT/data/TASK."""
+    cfg = SimMakeConfig(task=task, n=a.n, heldout=a.heldout, policy=model_for(a, task), k=a.k,
+                        max_new_tokens=a.max_new_tokens, task_options=a.opts.get(task, ""), seed=a.data_seed,
+                        out=str(a.out / "data" / task), device="cpu")
+    summary = make_sim(cfg)
+    print(f"data {task}: train {summary['train']}", file=sys.stderr)
+    return Path(cfg.out)
+
+
+def nested_subset(records: list, n: int, seed: int, what: str) -> list:
+    """The first ``n`` of a seeded shuffle, in file order (so the 25 pairs are inside the 50, ...)."""
+    if n > len(records):
+        raise FinealignError(f"asked for {n} annotated pairs, but the pool of {what} holds only {len(records)} "
+                             "edits; raise --n or --k, or lower --sizes")
+    order = list(range(len(records)))
+    random.Random(seed).shuffle(order)
+    return [records[i] for i in sorted(order[:n])]
+
+
+# ------------------------------------------------------------------------------------------ 2. reward models
+
+def rm_config(a, source: str, out: Path, seed: int, task: str):
+    """The training config of one reward source, the file its finished (or started) run saved its settings
+    in, the settings it will save, and the trainer's own set of settings that change no trained weight
+    (``dpo``: ``train.preference``; else ``train.token_rm``)."""
+    if source == "dpo":
+        import dataclasses
+
+        from ..data.identity import resumable_fields
+        from ..train.preference import PrefTrainConfig
+
+        cfg = PrefTrainConfig(method="dpo", model=model_for(a, task), data=out / "pairs.jsonl", out=out, beta=a.dpo_beta,
+                              learning_rate=a.dpo_lr, steps=a.rm_steps, batch_size=a.rm_batch, max_length=256,
+                              lora=True, seed=seed, save_steps=a.rm_steps, logging_steps=max(1, a.rm_steps // 4))
+        wanted = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(cfg).items()}
+        return cfg, out / "finealign_train.json", wanted, resumable_fields(PrefTrainConfig)
+    from ..data.identity import resumable_fields
+    from ..train.token_rm_config import TokenRMConfig
+
+    cfg = TokenRMConfig(data=[str(out / "edits.jsonl")], out=str(out), model=model_for(a, task), loss=source, lora=a.rm_lora,
+                        top_layers=a.top_layers, steps=a.rm_steps, gradient_checkpointing=False,
+                        batch_size=a.rm_batch, learning_rate=a.rm_lr, warmup_steps=max(1, a.rm_steps // 8),
+                        max_length=256, mixed_precision=a.mixed_precision, seed=seed, eval_every=0,
+                        save_every=a.rm_steps, log_every=max(1, a.rm_steps // 4))
+    return cfg, out / "train_config.json", cfg.run_settings(), resumable_fields(TokenRMConfig)
+
+
+def check_rm(a, source: str, out: Path, seed: int, task: str):
+    """``rm_config``'s config, after refusing an ``out`` that holds a reward source trained with other
+    settings (it would otherwise be reported under the new ones). Raises FinealignError naming them."""
+    cfg, marker, wanted, not_made_by = rm_config(a, source, out, seed, task)
+    if marker.exists():
+        saved = json.loads(marker.read_text())
+        saved = saved.get("config", saved) if source == "dpo" else saved
+        diff = sorted(k for k in wanted if k not in not_made_by and k in saved and saved[k] != wanted[k])
+        if diff:
+            raise FinealignError(f"{out} holds a {source} reward model trained with another configuration ("
+                                 + ", ".join(f"{k}: {saved[k]!r} there, {wanted[k]!r} now" for k in diff)
+                                 + "); give the study another --out")
+    return cfg
+
+
+def train_source(a, source: str, cfg, edits: list[dict], out: Path) -> str:
+    """Train one reward source on ``edits`` with ``cfg`` (``check_rm``'s; skipped when finished); returns its
+    scorer spec."""
+    out.mkdir(parents=True, exist_ok=True)
+    if source == "dpo":
+        from ..train.preference import train_preference
+
+        if not (out / "finealign_train.json").exists():
+            write_jsonl(out / "pairs.jsonl", edits_as_pairs(edits))
+            train_preference(cfg)
+        return f"dpo-implicit:{out},beta={a.dpo_beta},device=cpu"
+    from ..train.token_rm import train_token_rm
+
+    if not (out / "eval.json").exists():
+        write_jsonl(out / "edits.jsonl", edits)
+        train_token_rm(cfg)
+    return f"token-rm:{out},device=cpu" + (f",pool={a.rm_pool}" if a.rm_pool != "sum" else "")
+
+
+def eval_path(a, source: str, out: Path) -> Path:
+    """Where the held-out evaluation of the source trained in ``out`` is cached (one file per token-RM pool)."""
+    return out / ("sim_eval.json" if source == "dpo" or a.rm_pool == "sum" else f"sim_eval_pool-{a.rm_pool}.json")
+
+
+def rm_jobs(a, task: str, data: Path) -> list[tuple]:
+    """``rm_row``'s jobs of ``task``: (data, key, edits) per noise, seed, size and source. Raises FinealignError
+    (before anything is trained) when a size does not fit a pool of edits."""
+    t = make_task(task, a.opts.get(task))
+    samples = read_samples(data / "samples.jsonl")
+    pools = {(noise, seed): derive(t, samples, NOISE[noise], seed)[1] for noise in a.noise for seed in a.seeds}
+    for (noise, seed), pool in pools.items():  # every size fits every pool, or nothing is trained
+        nested_subset(pool, max(a.sizes), seed, f"{task} (noise {noise})")
+    return [(data, dict(task=task, noise=noise, seed=seed, size=size, source=source),
+             nested_subset(pools[(noise, seed)], size, seed, f"{task} (noise {noise})"))
+            for noise in a.noise for seed in a.seeds for size in a.sizes for source in a.sources]
+
+
+def rm_line(r: dict) -> str:
+    return (f"rm {r['task']} {r['noise']} s{r['seed']} n{r['size']} {r['source']}: pair {r['pair_acc']} "
+            f"(length-balanced {r['pair_acc_length_balanced']}) edit {r['edit_acc']} auroc {r['token_auroc']}")
+
+
+def run_jobs(a, fn, jobs: list[tuple]) -> list:
+    """``fn(a, *job)`` for every job, in order; with ``--jobs`` N > 1 in N spawned processes of one thread each
+    (their errors are raised here)."""
+    if a.jobs <= 1 or len(jobs) <= 1:
+        return [fn(a, *j) for j in jobs]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(min(a.jobs, len(jobs)), mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_one_thread) as ex:
+        futures = [ex.submit(fn, a, *j) for j in jobs]
+        return [f.result() for f in futures]
+
+
+def _one_thread() -> None:
+    """A worker process of ``run_jobs``: one thread for every math library (two jobs on two cores)."""
+    import os
+
+    for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[k] = "1"
+    import torch
+
+    torch.set_num_threads(1)
+
+
+# keys every cached evaluation must hold; one made by an older study is measured again (not retrained)
+EVAL_KEYS = ("pair_acc", "pair_acc_length_balanced", "edit_acc", "token_auroc", "eval_limit")
+
+
+def rm_row(a, data: Path, key: dict, edits: list[dict]) -> dict:
+    """Train (or reuse) one reward source on ``edits`` and measure it on the held-out sets of ``data``; cached in
+    ``eval_path``."""
+    out = a.out / "rm" / key["task"] / key["noise"] / f"s{key['seed']}" / f"{key['source']}_n{key['size']}"
+    done = eval_path(a, key["source"], out)
+    cfg = check_rm(a, key["source"], out, key["seed"], key["task"])
+    row = json.loads(done.read_text()) if done.exists() else None
+    if row and all(k in row for k in EVAL_KEYS) and row["eval_limit"] == a.eval_limit:
+        return row
+    t = make_task(key["task"], a.opts.get(key["task"]))
+    t0 = time.perf_counter()
+    spec = row["spec"] if row else train_source(a, key["source"], cfg, edits, out)
+    scorer = load_scorer(spec)
+    ev = evaluate_reward(scorer, t, data / "heldout", limit=a.eval_limit)
+    scorer.close()
+    # the training's (with its first evaluation), not a re-evaluation's, nor another pool's evaluation's
+    first = row or next((json.loads(f.read_text()) for f in sorted(out.glob("sim_eval*.json"))), None)
+    seconds = first["seconds"] if first else round(time.perf_counter() - t0, 1)
+    pool = None if key["source"] == "dpo" else a.rm_pool
+    row = {**key, "pool": pool, "spec": spec, "seconds": seconds, "eval_limit": a.eval_limit, **ev}
+    write_json(done, row)
+    print(rm_line(row), file=sys.stderr)
+    return row
+
+
+# ------------------------------------------------------------------------------------------ 3. PPO
+
+class GoldTracking(TokenScorer):
+    """A reward scorer that also records the gold score of every batch it scores (``last``)."""
+
+    def __init__(self, inner, gold):
+        self.inner, self.gold, self.last = inner, gold, []
+        self.name = getattr(inner, "name", "reward")
+
+    def score(self, prompts, responses):
+        self.last = self.gold.score(prompts, responses)
+        return self.inner.score(prompts, responses)
+
+    def score_tokens(self, prompts, responses):
+        self.last = self.gold.score(prompts, responses)
+        return self.inner.score_tokens(prompts, responses)
+
+
+def ppo_jobs(a, data: dict) -> list[tuple]:
+    """``ppo_run``'s jobs: every task x reward x granularity x seed (``--learned-seeds`` for the learned
+    rewards), the gold reward's first (the target every run is measured against)."""
+    return [(t, data[t], rew, g, s) for rew in a.ppo_rewards for t in a.tasks for g in a.granularities
+            for s in (a.ppo_seeds if rew == "gold" else a.learned_seeds)]
+
+
+def ppo_run(a, task: str, data: Path, reward: str, gran: str, seed: int) -> dict:
+    from ..train.ppo import check_settings, train_ppo
+    from ..train.ppo_config import PPOConfig
+
+    out = a.out / "ppo" / task / f"{reward}_{gran}_s{seed}"
+    gold = load_scorer(f"sim:{task}")
+    if reward == "gold":
+        spec = f"sim:{task}"
+    else:
+        size = max(a.sizes)
+        spec = json.loads(eval_path(a, reward, a.out / "rm" / task / a.ppo_noise / "s0" / f"{reward}_n{size}")
+                          .read_text())["spec"]
+    log_path = out / "gold.jsonl"
+    have = {o["step"] for _, o in iter_objects(log_path)} if log_path.exists() else set()
+    mb = min(4, a.ppo_batch)
+    cfg = PPOConfig(policy=model_for(a, task), reward=spec, prompts=str(data / "prompts.jsonl"), out=str(out),
+                    granularity=gran, steps=a.ppo_steps, batch_size=a.ppo_batch, minibatch_size=a.ppo_batch,
+                    micro_batch_size=mb if a.ppo_batch % mb == 0 else 1, ppo_epochs=a.ppo_epochs,
+                    value_model=a.value_model, vf_coef=a.vf_coef, temperature=a.temperature, lora=a.ppo_lora,
+                    critic_lr=a.critic_lr, critic_warmup=a.critic_warmup,
+                    advantage=a.advantage, rollouts_per_prompt=a.group,
+                    max_new_tokens=a.max_new_tokens, learning_rate=a.lr, kl_coef=a.kl_coef,
+                    mixed_precision=a.mixed_precision, seed=seed, save_every=max(1, a.ppo_steps // 3))
+    check_settings(cfg)  # a finished run made with other settings is refused, not reported as this one
+    if len(have) < a.ppo_steps:
+        scorer = GoldTracking(load_scorer(spec), gold)
+        with JsonlAppender(log_path, key=lambda o: o["step"]) as app:
+            def on_step(step, total, m):
+                if step not in app:
+                    app.append({"step": step, "gold": statistics.fmean(scorer.last), "proxy": m["score"],
+                                "kl": m["kl"], "response_length": m.get("response_length")})
+
+            train_ppo(cfg, scorer=scorer, on_step=on_step)
+        scorer.inner.close()
+    curve = sorted((o for _, o in iter_objects(log_path)), key=lambda o: o["step"])
+    final = policy_gold(a, task, data, str(out / "policy"), out / "final_eval.json")
+    print(f"ppo {task} {reward}/{gran} s{seed}: gold {curve[0]['gold']:.3f} -> {curve[-1]['gold']:.3f} "
+          f"({len(curve)} steps, KL {curve[-1]['kl']:.2f}, length {curve[-1].get('response_length') or 0:.1f})",
+          file=sys.stderr)
+    return {"task": task, "reward": reward, "granularity": gran, "seed": seed, "spec": spec, "curve": curve,
+            "final_eval": final, "seconds": _phase_seconds(out / "metrics.jsonl")}
+
+
+def _phase_seconds(metrics: Path) -> dict | None:
+    """Total seconds per phase of a PPO run's steps (``train.ppo``'s metrics: generate, reward, ref_value,
+    update, total), None when the run logged none."""
+    rows = [o for _, o in iter_objects(metrics)] if metrics.exists() else []
+    if not rows:
+        return None
+    phases = {k: round(sum(o.get(f"seconds_{k}", 0.0) for o in rows), 1)
+              for k in ("generate", "reward", "ref_value", "update")}
+    return {**phases, "total": round(sum(o.get("seconds", 0.0) for o in rows), 1)}
+
+
+def policy_gold(a, task: str, data: Path, spec: str, cache: Path) -> dict:
+    """Gold score of ``--eval-k`` samples per prompt of the policy ``spec`` (at the rollout temperature,
+    top-p 1) on the training prompts (what PPO optimised) and the held-out prompts; cached in ``cache``."""
+    settings = {"spec": spec, "k": a.eval_k, "temperature": a.temperature, "max_new_tokens": a.max_new_tokens}
+    cached = json.loads(cache.read_text()) if cache.exists() else {}
+    if cached.get("settings") == settings:
+        return cached
+    from ..generation import generate_batch
+    from ..models import load_model
+
+    model, tok = load_model(spec, device="cpu")
+    gold = load_scorer(f"sim:{task}")
+    res: dict = {"settings": settings}
+    for split, d in (("train", data), ("heldout", data / "heldout")):
+        prompts = [o["prompt"] for _, o in iter_objects(d / "prompts.jsonl")] if (d / "prompts.jsonl").exists() else []
+        if not prompts:
+            continue
+        rows = generate_batch(model, tok, prompts, n=a.eval_k, temperature=a.temperature, top_p=1.0,
+                              max_new_tokens=a.max_new_tokens, seed=a.data_seed + 1, batch_size=8)
+        scores = gold.score([p for p, row in zip(prompts, rows) for _ in row], [r for row in rows for r in row])
+        res[split] = {"gold": statistics.fmean(scores), "perfect": sum(x >= 1.0 for x in scores) / len(scores),
+                      "samples": len(scores)}
+    write_json(cache, res)
+    return res
+
+
+# ------------------------------------------------------------------------------------------ report
+
+def main(argv=None, prog: str | None = None, echo: bool = True) -> dict:
+    """Run (or resume) the study; returns what it writes to OUT/study.json (see the module docstring) and, with
+    ``echo``, prints its summary as JSON on stdout."""
+    a = parse_args(argv, prog)
+    for task in a.tasks:  # an unknown task or option, a policy made for another task: fails before any output
+        make_task(task, a.opts.get(task))
+        if a.policies:
+            from ..sim.policy import check_policy_task
+
+            check_policy_task(model_for(a, task), task, flag="--policies")
+    a.out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    if a.policies:
+        run_jobs(a, build_policy, [(t,) for t in a.tasks])
+    t_policies = time.perf_counter()
+    data = {t: stage_data(a, t) for t in a.tasks}
+    t_data = time.perf_counter()
+    rm_rows = run_jobs(a, rm_row, [j for t in a.tasks for j in rm_jobs(a, t, data[t])]) if "rm" in a.stages else []
+    t_rm = time.perf_counter()
+    runs = run_jobs(a, ppo_run, ppo_jobs(a, data)) if "ppo" in a.stages else []
+    initial_eval = {t: policy_gold(a, t, data[t], model_for(a, t), a.out / "ppo" / t / "initial_eval.json")
+                    for t in a.tasks} if runs else {}
+    result = {"settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items()},
+              "initial_policy": {t: json.loads((data[t] / "summary.json").read_text())["train"] for t in a.tasks},
+              "reward_models": summarize_rm(rm_rows), "ppo": summarize_ppo(runs, a.target_frac, initial_eval),
+              "ppo_curves": runs, "seconds": {"policies": round(t_policies - t0, 1), "data": round(t_data - t_policies, 1), "reward_models": round(t_rm - t_data, 1),
+                                              "ppo": round(time.perf_counter() - t_rm, 1),
+                                              "total": round(time.perf_counter() - t0, 1)}}
+    # a rerun skips finished pieces, so its wall time is not the study's: keep every earlier invocation's
+    prev = json.loads((a.out / "study.json").read_text()) if (a.out / "study.json").exists() else {}
+    result["earlier_invocations"] = [*prev.get("earlier_invocations", []), *([prev["seconds"]] if prev else [])]
+    write_json(a.out / "study.json", result)
+    if a.json:
+        write_json(a.json, result)
+    if a.png_prefix:
+        plot(a, result["reward_models"], runs, result["ppo"])
+    if echo:
+        print(to_json({k: result[k] for k in ("initial_policy", "reward_models", "ppo", "seconds")}))
+    return result
+
+
+if __name__ == "__main__":
+    try:
+        main(prog="python -m finealign.pipeline.sim_study")
+    except FinealignError as e:  # bad input: one line, no traceback
+        sys.exit(f"error: {e}")
