@@ -179,8 +179,13 @@ def run_score(cfg: C.ScoreStage, _, ctx: StageContext) -> dict:
                       on_progress=ctx.progress("score"))
 
 
+SCORE_CACHE = ".score-cache"  # RUN_DIR/.score-cache/: scores shared by stages with the same scorer
+
+
 def run_label(cfg, ex: C.LabelInputs, ctx: StageContext) -> dict:
-    """``train.labeling.label_file``; raises ``FinealignError`` when no pair / label survives."""
+    """``train.labeling.label_file``; raises ``FinealignError`` when no pair / label survives. Label stages
+    of one run with the same scorer share one score cache (``RUN_DIR/.score-cache/``): the second labeling
+    of the same responses (``label-dpo`` then ``label-kto``) scores nothing and loads no model."""
     from ..train.labeling import label_file
 
     if ex.engine == "ray":
@@ -189,8 +194,12 @@ def run_label(cfg, ex: C.LabelInputs, ctx: StageContext) -> dict:
         st = label_file_sharded(ex.scorer, ex.input, ctx.outputs["out"], cfg, engine=_engine(ex),
                                 on_progress=ctx.progress("label"), on_event=_shard_log(ctx))
     else:
+        from ..rewards.cache import shared_cache_path
+
         on_total, on_advance = _counter(ctx, "label")
-        st = label_file(ex.scorer, ex.input, ctx.outputs["out"], cfg, on_total=on_total, on_progress=on_advance)
+        cache = shared_cache_path(ctx.run_dir / SCORE_CACHE, ex.scorer)  # shared by the run's labelings
+        st = label_file(ex.scorer, ex.input, ctx.outputs["out"], cfg, on_total=on_total, on_progress=on_advance,
+                        cache=cache)
     if not st.written:
         raise FinealignError(f"label: no {'pairs' if cfg.format == 'dpo' else 'labels'} written from {ex.input} "
                              f"(dropped: {dict(st.dropped)}); more prompts or samples per prompt may help")

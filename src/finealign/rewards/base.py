@@ -130,6 +130,19 @@ def _ensure_builtin_kinds() -> None:
                 raise
 
 
+def check_spec(spec: str) -> None:
+    """Check a scorer spec without loading a model: its syntax, its kind and, for a kind with an options
+    dataclass, every option. Raises ``FinealignError`` (one line) as ``load_scorer`` would."""
+    _ensure_builtin_kinds()
+    s = parse_spec(spec)
+    if s.kind not in _REGISTRY:
+        raise FinealignError(f"unknown scorer {spec!r}: kind {s.kind!r} is not one of {', '.join(sorted(_REGISTRY))}")
+    if s.kind in _OPTIONS:
+        from .options import parse_options
+
+        parse_options(s.kind, _OPTIONS[s.kind], s.options)
+
+
 def load_scorer(spec: str | Scorer, **overrides) -> Scorer:
     """Build a scorer from a spec string (or return a scorer unchanged).
 
