@@ -14,6 +14,14 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, 
 console = Console(stderr=True, soft_wrap=True)
 out = Console(soft_wrap=True)
 
+resume_target: list = []  # [path] a running verb resumes into when it is not its config's ``out``
+
+
+def resumes_into(path) -> None:
+    """Name the folder a rerun of the running command resumes into, for the Ctrl-C hint, where the
+    config's ``out`` does not (``finealign run`` without ``--out``: ``runs/NAME``)."""
+    resume_target[:] = [str(path)]
+
 
 def progress(disable: bool = False, **kw) -> Progress:
     """A rich progress bar with count, elapsed and remaining time, plus a free ``info`` field.

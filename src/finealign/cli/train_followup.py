@@ -26,4 +26,4 @@ def register(train_app, **_):
 
     command_from_config(train_app, "followup-sft", FollowupSFTConfig, run_followup,
                         help="SFT a follow-up model on (prompt, response, feedback) in the role-swapped template; "
-                             "score with flr:OUT,mode=finetuned. Rerun the same command to resume.")
+                             "score with flr:OUT,mode=finetuned. Rerun the same command to resume.", resumable=True)

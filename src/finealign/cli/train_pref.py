@@ -35,4 +35,4 @@ def register(train_app, **_):
     for method in ("dpo", "kto"):
         command_from_config(train_app, method, PrefTrainConfig, run_pref, fixed={"method": method},
                             help=f"{method.upper()} with TRL's {method.upper()}Trainer on labeled data (YAML recipe + "
-                                 "flags; LoRA option). Rerun the same command to resume.")
+                                 "flags; LoRA option). Rerun the same command to resume.", resumable=True)

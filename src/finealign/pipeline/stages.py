@@ -10,7 +10,7 @@
 | ``train-followup-sft`` | ``finealign train followup-sft`` | ``train.followup_sft.FollowupSFTConfig`` | the folder |
 | ``train-token-rm`` | ``finealign train token-rm`` | ``train.token_rm.TokenRMConfig`` | the folder (model) |
 | ``train-ppo`` | ``finealign train ppo`` | ``train.ppo_config.PPOConfig`` | the folder; ``policy``: ``policy/`` |
-| ``eval-rm`` | ``finealign eval-rm`` | ``eval.rm_eval.EvalConfig`` + :class:`~.configs.EngineStage` | the folder |
+| ``eval-rm`` | ``finealign eval rm`` | ``eval.rm_eval.EvalConfig`` + :class:`~.configs.EngineStage` | the folder |
 | ``eval-winrate`` | ``finealign eval winrate`` | ``eval.winrate.WinrateConfig`` + ``limit`` | the folder |
 | ``report`` | ``finealign report`` | :class:`~.configs.ReportStage` | ``report.html`` |
 

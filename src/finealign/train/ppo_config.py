@@ -31,7 +31,8 @@ class PPOConfig(Settings):
     """Everything a PPO run needs; saved as ``config.yaml`` in the output folder."""
 
     # what
-    policy: str = setting("smollm2-135m-instruct", help="Policy model spec (built-in name, .gguf, directory, hub id).")
+    model: str = setting("smollm2-135m-instruct", short="-m", deprecated=("--policy",),
+                         help="The policy to train: model spec (built-in name, .gguf, directory, hub id).")
     reward: str = setting("length", help="Scorer spec, e.g. token-rm:runs/rm, flr:MODEL, length; a token scorer "
                                          "gives per-token rewards.")
     prompts: str = setting(None, short="-p", required=True, help="Prompt-bearing file (JSONL/JSON/CSV/Parquet).")
@@ -147,6 +148,11 @@ class PPOConfig(Settings):
     def from_overrides(cls, yaml_path: str | Path | None = None, **overrides) -> "PPOConfig":
         """Defaults < YAML file < ``overrides`` (keys whose value is None are left out)."""
         return build_config(cls, yaml_path, **overrides)
+
+    @property
+    def policy(self) -> str:
+        """The policy model spec, ``model`` (the setting's name before ``--policy`` became ``--model``)."""
+        return self.model
 
 
 def load_yaml(path: str | Path) -> dict:
