@@ -253,14 +253,14 @@ def run_pref(cfg, _, ctx: StageContext) -> dict:
     """``train.preference.train_preference`` (DPO or KTO, ``cfg.method`` set by the stage type)."""
     from ..train.preference import train_preference
 
-    return _train_summary(train_preference(cfg), ctx)
+    return _train_summary(train_preference(cfg, on_step=_step_progress(ctx, cfg.method, ("loss",))), ctx)
 
 
 def run_followup(cfg, _, ctx: StageContext) -> dict:
     """``train.followup_sft.train_followup``."""
     from ..train.followup_sft import train_followup
 
-    return _train_summary(train_followup(cfg), ctx)
+    return _train_summary(train_followup(cfg, on_step=_step_progress(ctx, "followup-sft", ("loss",))), ctx)
 
 
 def run_token_rm(cfg, _, ctx: StageContext) -> dict:

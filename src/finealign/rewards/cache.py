@@ -49,6 +49,21 @@ def shared_cache_path(folder: str | Path, spec: str) -> Path:
     return Path(folder) / f"scores-{hashlib.sha256(ident.encode('utf-8')).hexdigest()[:16]}.jsonl"
 
 
+def cached_count(cache: Path, spec: str, keys: set[str]) -> int:
+    """How many of ``keys`` the cache file already holds for ``spec`` (0 when there is no file)."""
+    if not Path(cache).exists():
+        return 0
+    seen = set()
+    for line in Path(cache).read_text(encoding="utf-8").splitlines():
+        try:
+            o = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(o, dict) and o.get("scorer") == spec and o.get("key") in keys:
+            seen.add(o["key"])
+    return len(seen)
+
+
 class LazyScorer:
     """A scorer loaded on its first ``score`` call (``make()`` builds it): a pass whose scores are all
     cached never loads the model."""

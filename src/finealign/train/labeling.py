@@ -201,7 +201,7 @@ def label_file(scorer_spec: str, src: str | Path, dst: str | Path, cfg: LabelCon
     scorer is loaded only when some response is not cached yet. Raises ``DataError`` for a bad input
     and ``FinealignError`` for a bad scorer spec (checked before anything is written)."""
     from ..data.io import read_records, write_jsonl
-    from ..rewards.cache import LazyScorer, score_units, unit
+    from ..rewards.cache import LazyScorer, cached_count, score_units, unit
     from ..rewards import load_scorer
 
     src, dst = Path(src), Path(dst)
@@ -225,8 +225,9 @@ def label_file(scorer_spec: str, src: str | Path, dst: str | Path, cfg: LabelCon
 
     def score(rs: list[ResponseRecord]) -> list[float]:
         units = [unit(r.prompt, r.completion, cfg.max_chars) for r in rs]
-        if on_total:
-            on_total(len({u.key for u in units}))
+        if on_total:  # what is left to score (a shared cache may hold every one)
+            keys = {u.key for u in units}
+            on_total(len(keys) - cached_count(cache, scorer_spec, keys))
         got = score_units(scorer_obj, scorer_spec, units, cache, batch_size=cfg.batch_size, on_progress=on_progress)
         return [got[u.key] for u in units]
 
