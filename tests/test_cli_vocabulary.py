@@ -107,3 +107,19 @@ def test_run_without_out_names_its_default_folder(tmp_path, monkeypatch, capsys)
     assert run_cli(["run", "flr-dpo", "--scale", "tiny", "-q"]) == 130
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last == "interrupted; rerun the same command to resume from runs/flr-dpo-tiny"
+
+
+def test_recipe_key_policy_is_read_as_model_with_a_deprecation_line(tmp_path):
+    from finealign.errors import ConfigError
+    from finealign.pipeline.recipe import load_recipe
+
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text(json.dumps({"prompt": "Hi"}) + "\n")
+    body = f"name: r\nstages:\n  - name: ppo\n    type: train-ppo\n    prompts: {prompts}\n    policy: tiny-random\n"
+    (tmp_path / "r.yaml").write_text(body)
+    with pytest.warns(FutureWarning, match=r"r\.yaml:6: ppo\.policy is deprecated .*; use model"):
+        rec = load_recipe(tmp_path / "r.yaml")
+    assert rec.stages[0].settings["model"] == "tiny-random" and "policy" not in rec.stages[0].settings
+    (tmp_path / "both.yaml").write_text(body + "    model: tiny-random\n")
+    with pytest.raises(ConfigError, match=r"both\.yaml:6: ppo\.policy: give model only"):
+        load_recipe(tmp_path / "both.yaml")

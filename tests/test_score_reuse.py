@@ -118,3 +118,40 @@ def test_recipe_label_stages_score_the_responses_once(tmp_path, counted):
     out = run_recipe(load_recipe(path), tmp_path / "run", log=lambda m: None)
     assert [o.status for o in out] == ["ran", "ran", "ran"]
     assert counted == {"loads": 1, "scored": 9}  # 3 prompts x 3 samples, scored by label-dpo only
+
+
+def test_win_rates_sharing_a_check_cache_judge_the_check_once(tmp_path):
+    from finealign.eval.judges import load_judge
+    from finealign.eval.winrate import WinrateConfig, run_winrate
+
+    def jsonl(path, rows):
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        return path
+
+    prompts = [f"q{i}" for i in range(4)]
+    ours = jsonl(tmp_path / "o.jsonl", [{"prompt": p, "completion": "a long answer " * (i + 1)} for i, p in enumerate(prompts)])
+    ref = jsonl(tmp_path / "r.jsonl", [{"prompt": p, "completion": "short"} for p in prompts])
+    check = jsonl(tmp_path / "chk.jsonl", [{"prompt": f"c{i}", "chosen": "a fuller answer", "rejected": "no"}
+                                           for i in range(6)])
+
+    class Counting:
+        def __init__(self, judge):
+            self.judge, self.asked = judge, 0
+
+        def __getattr__(self, name):
+            return getattr(self.judge, name)
+
+        def verdicts_iter(self, prompts, a, b):
+            self.asked += len(prompts)
+            return self.judge.verdicts_iter(prompts, a, b)
+
+    shared = tmp_path / "cache" / "check.jsonl"
+    asked = []
+    for name in ("first", "second"):
+        judge = Counting(load_judge("length"))
+        cfg = WinrateConfig(out=tmp_path / name, outputs=ours, reference_outputs=ref, judge="length",
+                            judge_check=str(check), n_boot=50)
+        res = run_winrate(cfg, judge=judge, check_cache=shared)
+        asked.append(judge.asked)
+        assert res.judge_check.n == 6 and res.judge_check.accuracy == 1.0
+    assert asked == [4 + 6, 4]  # the length judge is order-free: one verdict per pair; the check only once

@@ -294,7 +294,8 @@ def run_eval_rm(cfg, ex: C.EngineStage, ctx: StageContext) -> dict:
 
 
 def run_winrate(cfg, ex: C.WinrateInputs, ctx: StageContext) -> dict:
-    """``eval.winrate.run_winrate`` on the first ``limit`` prompts; returns the headline of ``results.json``."""
+    """``eval.winrate.run_winrate`` on the first ``limit`` prompts; returns the headline of ``results.json``. The
+    judge check's verdicts are shared by the run's win-rate stages with the same judge (``RUN_DIR/.score-cache/``)."""
     from ..eval.winrate import run_winrate as _run
 
     if ex is not None and ex.limit and cfg.prompts is not None:
@@ -306,7 +307,9 @@ def run_winrate(cfg, ex: C.WinrateInputs, ctx: StageContext) -> dict:
             bars[stage] = ctx.progress(stage)
         bars[stage](done, total, "")
 
-    _run(cfg, on_progress=on_progress)
+    shared = None if cfg.judge_check.strip().lower() == "none" else _judge_check_cache(ctx.run_dir / SCORE_CACHE,
+                                                                                        cfg.judge)
+    _run(cfg, on_progress=on_progress, check_cache=shared)  # the run's win rates judge the check once
     import json
 
     d = json.loads((Path(cfg.out) / "results.json").read_text(encoding="utf-8"))
@@ -316,6 +319,25 @@ def run_winrate(cfg, ex: C.WinrateInputs, ctx: StageContext) -> dict:
         if w:
             ctx.log(f"warning: {w}")
     return summary
+
+
+def _judge_check_cache(folder: Path, judge: str) -> Path:
+    """The verdict cache that a run's win-rate stages with the same judge share for the judge check (the check
+    is judged once, not once per stage): named by a hash of the judge's key (``judges.judge_key``) and the
+    fingerprint of its local model, so a changed model starts a fresh file. Verdicts inside are keyed by
+    judge identity, template and texts (``judge_orders``), so only equal comparisons are shared."""
+    import hashlib
+    import json
+
+    from ..eval.judges import judge_key
+    from ..models.fingerprint import model_fingerprint
+    from ..rewards.base import parse_spec, scorer_fingerprint
+
+    s = parse_spec(judge)
+    fp = (model_fingerprint(s.arg) if s.kind == "pairwise" and s.arg else {} if s.kind == "openai"
+          else scorer_fingerprint(judge))
+    ident = json.dumps({"judge": judge_key(judge), "fingerprint": fp}, sort_keys=True, default=str)
+    return folder / f"judge-check-{hashlib.sha256(ident.encode('utf-8')).hexdigest()[:16]}.jsonl"
 
 
 def run_report(cfg: C.ReportStage, _, ctx: StageContext) -> dict:
