@@ -19,7 +19,7 @@ from typing import Callable, Sequence
 
 from ..data.records import Prompt
 from ..errors import FinealignError
-from .options import ScorerOptions
+from .options import ScorerOptions, option_fields, options_dict, parse_options
 
 
 @dataclass(frozen=True)
@@ -138,8 +138,6 @@ def check_spec(spec: str) -> None:
     if s.kind not in _REGISTRY:
         raise FinealignError(f"unknown scorer {spec!r}: kind {s.kind!r} is not one of {', '.join(sorted(_REGISTRY))}")
     if s.kind in _OPTIONS:
-        from .options import parse_options
-
         parse_options(s.kind, _OPTIONS[s.kind], s.options)
 
 
@@ -158,8 +156,6 @@ def load_scorer(spec: str | Scorer, **overrides) -> Scorer:
     cls = _OPTIONS.get(s.kind)
     if cls is None:
         return _REGISTRY[s.kind](s.arg, **{**s.options, **overrides})
-    from .options import option_fields, options_dict, parse_options
-
     names = set(option_fields(cls))
     objects = {k: v for k, v in overrides.items() if k.replace("-", "_") not in names}
     given = {**s.options, **{k: v for k, v in overrides.items() if k.replace("-", "_") in names}}
