@@ -102,7 +102,10 @@ def _parse(path: str, argv: list) -> tuple:
     ("label", ["i.jsonl", "o.jsonl", "--scorer", "length", "--standard"], "conversational", False,
      "--standard is deprecated and will be removed in the next release; use --no-conversational"),
     ("quickstart", ["--out-dir", "qs"], "out", "qs", "--out-dir is deprecated"),
-    ("eval-token-rm", ["rm", "--data", "d.jsonl", "--output", "m.json"], "out", "m.json", "--output is deprecated"),
+    ("eval token-rm", ["rm", "--data", "d.jsonl", "--output", "m.json"], "out", "m.json", "--output is deprecated"),
+    ("train ppo", ["--policy", "tiny-random", "--prompts", "p.jsonl", "--out", "o"], "model", "tiny-random",
+     "--policy is deprecated and will be removed in the next release; use --model"),
+    ("sim make", ["facts", "--policy", "tiny-random", "--out", "o"], "model", "tiny-random", "use --model"),
     ("train followup-sft", ["--data", "d", "--out", "o", "--max-steps", "3"], "steps", 3, "use --steps"),
     ("train kto", ["--data", "d", "--out", "o", "--full", "--learning-rate", "0.5"], "lora", False, "use --no-lora"),
 ])

@@ -83,7 +83,7 @@ def test_spec_options_and_errors(tmp_path):
         load_scorer("dpo-implicit")
     with pytest.raises(FinealignError, match="unknown option"):
         load_scorer("dpo-implicit:tiny-random,alpha=1")
-    with pytest.raises(FinealignError, match="beta must be positive"):
+    with pytest.raises(FinealignError, match=r"^scorer dpo-implicit: option beta='0': must be positive"):
         load_scorer("dpo-implicit:tiny-random,beta=0")
     with pytest.raises(FinealignError, match="give the reference"):
         load_scorer("dpo-implicit:tiny-random,device=cpu")

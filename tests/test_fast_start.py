@@ -11,7 +11,7 @@ import pytest
 HEAVY = ("torch", "fastapi", "transformers")
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["train", "ppo", "--help"], ["sim", "--help"], ["eval", "winrate", "--help"],
+@pytest.mark.parametrize("argv", [["--help"], ["--version"], ["train", "ppo", "--help"], ["sim", "--help"], ["eval-winrate"], ["eval-rm", "--help"], ["eval", "winrate", "--help"],
                                   ["train", "ppo", "--prompts", "p.jsonl", "--out", "o", "--steps", "2",
                                    "--critic-warmup", "3", "--advantage", "gae"]])
 def test_cli_start_imports_no_heavy_library(argv):

@@ -201,7 +201,7 @@ def test_train_token_rm_skips_an_over_long_pair_and_trains_on_the_others(tmp_pat
 
 def test_train_ppo_cuts_over_long_prompts(tmp_path):
     prompts = _jsonl(tmp_path / "p.jsonl", [{"prompt": LONG}, {"prompt": "Say something nice."}])
-    rc, stdout, stderr, peak = run_verb(["train", "ppo", "--policy", "tiny-random", "--reward", "length", "--prompts",
+    rc, stdout, stderr, peak = run_verb(["train", "ppo", "--model", "tiny-random", "--reward", "length", "--prompts",
                                          prompts, "--out", tmp_path / "ppo", "--steps", "1", "--batch-size", "2",
                                          "--minibatch-size", "2", "--micro-batch-size", "1", "--max-new-tokens", "4",
                                          "--device", "cpu", "--quiet"], tmp_path)

@@ -159,7 +159,7 @@ def _ppo_cfg(tmp_path):
     from finealign.train.ppo_config import PPOConfig
 
     def make(name):
-        return PPOConfig(policy="tiny-random", reward="length", prompts=str(PROMPTS), out=str(tmp_path / name), steps=3,
+        return PPOConfig(model="tiny-random", reward="length", prompts=str(PROMPTS), out=str(tmp_path / name), steps=3,
                          batch_size=2, minibatch_size=2, micro_batch_size=1, ppo_epochs=1, max_new_tokens=5,
                          device="cpu", learning_rate=1e-3, save_every=2, log_samples_every=1, warmup_steps=1,
                          lr_schedule="linear")

@@ -12,7 +12,7 @@ from conftest import run_cli
 from finealign.data.io import read_records
 from finealign.errors import FinealignError
 
-MAKE = ["sim", "make", "facts", "--n", "6", "--heldout", "3", "--policy", "tiny-random", "--k", "3",
+MAKE = ["sim", "make", "facts", "--n", "6", "--heldout", "3", "--model", "tiny-random", "--k", "3",
         "--max-new-tokens", "12", "--device", "cpu", "-q"]
 
 
@@ -57,10 +57,10 @@ def test_resume_noise_rederive_and_refusals(simdir, tmp_path):
     with pytest.raises(FinealignError, match="other settings.*k"):
         from finealign.sim.make import SimMakeConfig, make_sim
 
-        make_sim(SimMakeConfig(task="facts", n=6, heldout=3, policy="tiny-random", k=2, max_new_tokens=12,
+        make_sim(SimMakeConfig(task="facts", n=6, heldout=3, model="tiny-random", k=2, max_new_tokens=12,
                                device="cpu", out=str(simdir)))
     assert run_cli(["sim", "make", "facts", "--n", "60", "--heldout", "0", "--task-options",
-                    "slots=1,relations=element", "--policy", "tiny-random", "--out", tmp_path / "x", "-q"]) == 1
+                    "slots=1,relations=element", "--model", "tiny-random", "--out", tmp_path / "x", "-q"]) == 1
     assert run_cli(["sim", "make", "poems", "--out", tmp_path / "y", "-q"]) == 1
 
 
@@ -68,7 +68,7 @@ def test_too_many_prompts_message(tmp_path):
     from finealign.sim.make import SimMakeConfig, make_sim
 
     cfg = SimMakeConfig(task="facts", n=50, heldout=10, task_options="slots=1,relations=element",
-                        policy="tiny-random", out=str(tmp_path / "never"))
+                        model="tiny-random", out=str(tmp_path / "never"))
     with pytest.raises(FinealignError, match="asked for 60 facts prompts, but only 52 distinct"):
         make_sim(cfg)
     assert not (tmp_path / "never").exists()  # refused before anything is written
@@ -118,7 +118,7 @@ def test_sim_reward_in_ppo(simdir, tmp_path):
             seen.append(self.score(prompts, responses))
             return out
 
-    cfg = PPOConfig(policy="tiny-random", reward="sim:facts", prompts=str(simdir / "prompts.jsonl"),
+    cfg = PPOConfig(model="tiny-random", reward="sim:facts", prompts=str(simdir / "prompts.jsonl"),
                     out=str(tmp_path / "ppo"), steps=2, batch_size=2, minibatch_size=2, micro_batch_size=1,
                     max_new_tokens=8, device="cpu", ppo_epochs=1)
     res = train_ppo(cfg, scorer=Spy("facts"))

@@ -165,7 +165,7 @@ def test_bad_input_one_line_nothing_written(tmp_path, capsys):
 
 
 def test_sim_make_and_ppo_take_the_folder_and_refuse_another_task(policy_dir, tmp_path, capsys):
-    make = ["sim", "make", "--n", "4", "--heldout", "0", "--k", "2", "--max-new-tokens", "8", "--policy", policy_dir,
+    make = ["sim", "make", "--n", "4", "--heldout", "0", "--k", "2", "--max-new-tokens", "8", "--model", policy_dir,
             "--device", "cpu", "-q"]
     capsys.readouterr()
     assert run_cli(make[:2] + ["facts"] + make[2:] + ["--out", tmp_path / "f"]) == 1
@@ -174,7 +174,7 @@ def test_sim_make_and_ppo_take_the_folder_and_refuse_another_task(policy_dir, tm
     assert run_cli(make[:2] + ["constraints"] + make[2:] + ["--out", tmp_path / "c"]) == 0
     summary = json.loads((tmp_path / "c" / "summary.json").read_text())
     assert summary["task"] == "constraints" and summary["train"]["samples"] == 8
-    ppo = ["train", "ppo", "--policy", policy_dir, "--steps", "1", "--batch-size", "2", "--minibatch-size", "2",
+    ppo = ["train", "ppo", "--model", policy_dir, "--steps", "1", "--batch-size", "2", "--minibatch-size", "2",
            "--micro-batch-size", "1", "--max-new-tokens", "6", "--device", "cpu", "--mixed-precision", "no", "-q"]
     assert run_cli(ppo + ["--reward", "sim:facts", "--prompts", tmp_path / "c" / "prompts.jsonl",
                           "--out", tmp_path / "p_bad"]) == 1
@@ -188,7 +188,7 @@ def test_sim_make_and_ppo_take_the_folder_and_refuse_another_task(policy_dir, tm
     from finealign.train.ppo_config import PPOConfig
 
     with pytest.raises(_FE, match="made for sim task 'constraints', but the reward is sim:facts"):  # the Python API too
-        train_ppo(PPOConfig(policy=str(policy_dir), reward="sim:facts", prompts=str(tmp_path / "c" / "prompts.jsonl"),
+        train_ppo(PPOConfig(model=str(policy_dir), reward="sim:facts", prompts=str(tmp_path / "c" / "prompts.jsonl"),
                             out=str(tmp_path / "p_api"), device="cpu"))
 
 

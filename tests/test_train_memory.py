@@ -68,7 +68,7 @@ def test_ppo_checkpoints_the_policy_when_asked_or_needed(tmp_path, monkeypatch, 
     monkeypatch.setattr(compat, "enable_activation_checkpointing", lambda m: (calls.append(m), real(m)))
     prompts = tmp_path / "p.jsonl"
     prompts.write_text("".join(json.dumps({"prompt": f"Say {w}."}) + "\n" for w in ("hi", "bye", "yes", "no")))
-    assert run_cli(["train", "ppo", "--policy", "tiny-random", "--reward", "length", "--prompts", prompts,
+    assert run_cli(["train", "ppo", "--model", "tiny-random", "--reward", "length", "--prompts", prompts,
                     "--out", tmp_path / "ppo", "--steps", "1", "--batch-size", "2", "--minibatch-size", "2",
                     "--micro-batch-size", "1", "--max-new-tokens", "4", "--device", "cpu", "--quiet", *flag]) == 0
     assert bool(calls) is expected

@@ -78,7 +78,7 @@ register_scorer("test-vowels")(lambda arg=None, **_: Vowels())
 
 
 def cfg(tmp: Path, name: str, **kw) -> PPOConfig:
-    base = dict(policy="tiny-random", reward="test-words", prompts=str(PROMPTS), out=str(tmp / name), steps=2,
+    base = dict(model="tiny-random", reward="test-words", prompts=str(PROMPTS), out=str(tmp / name), steps=2,
                 batch_size=2, minibatch_size=2, micro_batch_size=1, ppo_epochs=1, max_new_tokens=6, device="cpu",
                 learning_rate=1e-3, save_every=1, log_samples_every=1, mixed_precision="no")  # fp32: exact comparisons
     base.update(kw)
@@ -95,7 +95,7 @@ def strip_timing(rows):
 
 def test_cli_end_to_end_changes_parameters(tmp_path, capsys):
     out = tmp_path / "run"
-    code = run_cli(["train", "ppo", "--policy", "tiny-random", "--reward", "test-words", "--prompts", PROMPTS,
+    code = run_cli(["train", "ppo", "--model", "tiny-random", "--reward", "test-words", "--prompts", PROMPTS,
                     "--out", out, "--steps", 2, "--batch-size", 4, "--minibatch-size", 2, "--micro-batch-size", 1,
                     "--ppo-epochs", 2, "--max-new-tokens", 8, "--lr", 1e-3, "--device", "cpu", "--quiet",
                     "--mixed-precision", "bf16", "--old-logprobs", "recompute",
@@ -308,12 +308,12 @@ def test_robustness_nan_reward_and_long_prompts(tmp_path):
 
 
 def test_broken_scorer_and_bad_config(tmp_path, capsys):
-    code = run_cli(["train", "ppo", "--policy", "tiny-random", "--reward", "test-broken", "--prompts", PROMPTS,
+    code = run_cli(["train", "ppo", "--model", "tiny-random", "--reward", "test-broken", "--prompts", PROMPTS,
                     "--out", tmp_path / "b", "--steps", 1, "--batch-size", 2, "--minibatch-size", 2,
                     "--micro-batch-size", 2, "--max-new-tokens", 4, "--device", "cpu", "--quiet"])
     assert code == 1
     assert "reward server unreachable" in capsys.readouterr().err
-    code = run_cli(["train", "ppo", "--policy", "tiny-random", "--reward", "length", "--prompts", PROMPTS,
+    code = run_cli(["train", "ppo", "--model", "tiny-random", "--reward", "length", "--prompts", PROMPTS,
                     "--out", tmp_path / "m", "--mixed-precision", "fp8", "--quiet"])
     assert code == 1 and "mixed_precision" in capsys.readouterr().err and not (tmp_path / "m").exists()
     with pytest.raises(FinealignError, match="granularity"):
@@ -347,7 +347,7 @@ def test_two_processes_ddp_gloo(tmp_path):
     # (``--cpu --num_processes 2`` would start ONE process in accelerate 1.x unless mpirun is configured.)
     env["CUDA_VISIBLE_DEVICES"] = ""
     cmd = ["accelerate", "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-           "--dynamo_backend", "no", "-m", "finealign.cli.main", "train", "ppo", "--policy", "tiny-random",
+           "--dynamo_backend", "no", "-m", "finealign.cli.main", "train", "ppo", "--model", "tiny-random",
            "--reward", "length", "--prompts", str(PROMPTS), "--out", str(out),
            "--steps", "2", "--batch-size", "2", "--minibatch-size", "2", "--micro-batch-size", "1",
            "--ppo-epochs", "1", "--max-new-tokens", "8", "--lr", "1e-3", "--device", "cpu", "--quiet"]

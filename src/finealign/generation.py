@@ -362,6 +362,27 @@ def checked_generate_inputs(prompts_path, out_path, *, k: int, batch_size: int, 
     return items, out_path
 
 
+HEARTBEAT_S = 5.0  # a chunk that decodes longer than this reports its token rate while it runs
+
+
+def _heartbeat(counted: list[int], on_progress, done: int, total: int, tokens_before: int, seconds_before: float,
+               t0: float) -> Callable[[int], None]:
+    """An ``on_step(rows)`` for one chunk: records the rows decoded per step in ``counted`` and, at most every
+    ``HEARTBEAT_S`` seconds, calls ``on_progress(done, total, "N tok/s")`` with the rate so far, so a
+    chunk that decodes for minutes still shows the run is alive."""
+    last = [time.perf_counter()]
+
+    def step(rows: int) -> None:
+        counted.append(rows)
+        now = time.perf_counter()
+        if on_progress is not None and now - last[0] >= HEARTBEAT_S:
+            last[0] = now
+            rate = (tokens_before + sum(counted)) / max(seconds_before + now - t0, 1e-9)
+            on_progress(done, total, f"{rate:.1f} tok/s")
+
+    return step
+
+
 def generate_file(
     model,
     prompts_path: str | Path,
@@ -433,10 +454,11 @@ def generate_file(
             t0 = time.perf_counter()
             counted: list[int] = []
             cuts: dict[str, int] = {}
+            step = _heartbeat(counted, on_progress, done, total, new_tokens, seconds, t0)
             comps = generate_completions(
                 lm, tok, [p.prompt for p in chunk], n=k, temperature=temperature, top_p=top_p,
                 max_new_tokens=max_new_tokens, seed=seed, batch_size=batch_size,
-                prompt_ids=[p.id for p in chunk], on_step=counted.append,
+                prompt_ids=[p.id for p in chunk], on_step=step,
                 on_cut=lambda i, n_cut: cuts.__setitem__(chunk[i].id, n_cut))
             seconds += time.perf_counter() - t0
             new_tokens += sum(counted)

@@ -79,4 +79,4 @@ def register(app, **_):
     from .options import command_from_config
 
     command_from_config(app, "edit", EditConfig, run_edit,
-                        help=" ".join(EditConfig.__doc__.split("``dtype``")[0].split()))
+                        help=" ".join(EditConfig.__doc__.split("``dtype``")[0].split()), resumable=True)

@@ -1,4 +1,4 @@
-"""``finealign eval-rm``: pairwise accuracy / rating correlation / system ranking of any scorer.
+"""``finealign eval rm``: pairwise accuracy / rating correlation / system ranking of any scorer.
 
 Flags are generated from :class:`EvalRMCommandConfig`: the library's
 :class:`~finealign.eval.rm_eval.EvalConfig` and the engine options.
@@ -39,7 +39,7 @@ def run_eval_rm(cfg: EvalRMCommandConfig, quiet: bool = False) -> None:
                   f"{res.seconds:.1f} s -> {res.paths['json']}")
 
 
-def register(app, **_):
+def register(eval_app, **_):
     from .options import command_from_config
 
-    command_from_config(app, "eval-rm", EvalRMCommandConfig, run_eval_rm)
+    command_from_config(eval_app, "rm", EvalRMCommandConfig, run_eval_rm, resumable=True)

@@ -41,4 +41,4 @@ def register(eval_app, **_):
     command_from_config(eval_app, "winrate", WinrateConfig, run_winrate_cli,
                         help="Win rate (ties 1/2, SE, bootstrap CI) and AlpacaEval-2 length-controlled win rate vs a "
                              "reference, judged in both orders by a judge whose own accuracy is measured and printed "
-                             "beside it.")
+                             "beside it.", resumable=True)

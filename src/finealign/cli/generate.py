@@ -77,4 +77,4 @@ def run_generate(cfg: GenerateConfig, quiet: bool = False) -> None:
 def register(app, **_):
     from .options import command_from_config
 
-    command_from_config(app, "generate", GenerateConfig, run_generate)
+    command_from_config(app, "generate", GenerateConfig, run_generate, resumable=True)

@@ -53,4 +53,4 @@ def run_label(cfg: LabelCommandConfig, quiet: bool = False) -> None:
 def register(app, **_):
     from .options import command_from_config
 
-    command_from_config(app, "label", LabelCommandConfig, run_label)
+    command_from_config(app, "label", LabelCommandConfig, run_label, resumable=True)

@@ -19,8 +19,23 @@ app.add_typer(models_app, name="models")
 app.add_typer(data_app, name="data")
 app.add_typer(train_app, name="train")
 app.add_typer(annotate_app, name="annotate")
-eval_app = typer.Typer(no_args_is_help=True, help="Evaluations: winrate (win rate vs a reference, validated judge).")
+eval_app = typer.Typer(no_args_is_help=True, help="Evaluations: rm (a reward on a benchmark), token-rm (a token RM on "
+                                                  "edit pairs), winrate (win rate vs a reference, validated judge).")
 app.add_typer(eval_app, name="eval")
+
+
+def _version(value: bool) -> None:
+    if value:
+        from .. import __version__
+
+        print(f"finealign {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print finealign's version and exit.")) -> None:
+    """Align language models with fine-grained reward signals."""
 
 # One module per verb; each defines register(app, models_app, data_app, train_app).
 VERB_MODULES = [
@@ -41,6 +56,20 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
     print(f"warning: {message}", file=file or sys.stderr)
 
 
+def _checked_args(args: list[str]) -> list[str]:
+    """``args`` with renamed commands replaced (one deprecation line each); a command that does not exist
+    is refused here with the command it most likely meant (exit 2, as a usage error)."""
+    from .common import console
+    from .vocabulary import rename_commands, unknown_command
+
+    args = rename_commands(args, lambda m: console.print(m, style="yellow", highlight=False, soft_wrap=True))
+    bad = unknown_command(args, typer.main.get_command(app))
+    if bad is not None and bad[1] is not None:
+        print(f"error: no such command {bad[0]!r}; did you mean `finealign {bad[1]}`?", file=sys.stderr)
+        raise SystemExit(2)
+    return args
+
+
 def _run(argv: list[str] | None) -> None:
     """Run the app; under ``-q``/``--quiet`` the libraries' own progress bars are off too. Deprecation
     warnings that one library raises about another's calls (TRL calling transformers, PEFT calling
@@ -51,14 +80,14 @@ def _run(argv: list[str] | None) -> None:
         warnings.filterwarnings("ignore", category=category,
                                 module=r"(transformers|trl|peft|accelerate|datasets|torch|huggingface_hub)(\.|$)")
     warnings.showwarning = _one_line_warning
-    args = sys.argv[1:] if argv is None else argv
+    args = _checked_args(list(sys.argv[1:] if argv is None else argv))
     if "-q" in args or "--quiet" in args or "--no-progress" in args:  # (--no-progress: deprecated)
         from ..quiet import no_library_progress
 
         with no_library_progress():
-            app(args=argv, standalone_mode=True)
+            app(args=args, standalone_mode=True)
     else:
-        app(args=argv, standalone_mode=True)
+        app(args=args, standalone_mode=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,8 +103,8 @@ def main(argv: list[str] | None = None) -> int:
         if argv is None:
             sys.exit(1)
         return 1
-    except KeyboardInterrupt:
-        print("interrupted; rerun the same command to resume", file=sys.stderr)
+    except KeyboardInterrupt:  # outside a verb (each verb prints its own resume hint, cli/options.py)
+        print("interrupted", file=sys.stderr)
         if argv is None:
             sys.exit(130)
         return 130

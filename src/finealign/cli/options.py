@@ -139,12 +139,22 @@ def config_from_cli(cls: type, values: dict, deprecated: dict[str, tuple[str, bo
     return build_config(cls, yaml_path, warn=warn, **overrides)
 
 
+def interrupted_message(resumable: bool, out: str | None) -> str:
+    """The one line printed on Ctrl-C: where a rerun resumes from, for a resumable verb."""
+    if not resumable:
+        return "interrupted"
+    return "interrupted; rerun the same command to resume" + (f" from {out}" if out else "")
+
+
 def command_from_config(app: typer.Typer, name: str, cls: type, run: Callable[[Any], Any], *,
-                        help: str | None = None, hidden: bool = False, fixed: dict | None = None) -> Callable:
+                        help: str | None = None, hidden: bool = False, fixed: dict | None = None,
+                        resumable: bool = False) -> Callable:
     """Register ``name`` on ``app``: flags generated from ``cls``, then ``run(cfg)`` (or ``run(cfg,
     quiet=...)``). ``fixed``: fields the command sets (give them ``cli=False``), see
-    :func:`config_from_cli`."""
-    from .common import console
+    :func:`config_from_cli`. ``resumable``: a rerun of the same command resumes; Ctrl-C then prints
+    ``interrupted; rerun the same command to resume from OUT`` (OUT: the config's ``out``, or the folder
+    the verb named with :func:`~finealign.cli.common.resumes_into`), else ``interrupted``; exit 130."""
+    from .common import console, resume_target
 
     params, deprecated = config_parameters(cls)
 
@@ -157,9 +167,14 @@ def command_from_config(app: typer.Typer, name: str, cls: type, run: Callable[[A
             warn("warning: --no-progress is deprecated and will be removed in the next release; use --quiet")
             quiet = True
         cfg = config_from_cli(cls, dict(kwargs), deprecated, warn, fixed)
-        if quiet is None:
-            return run(cfg)
-        return run(cfg, quiet=bool(quiet))
+        resume_target.clear()
+        try:
+            return run(cfg) if quiet is None else run(cfg, quiet=bool(quiet))
+        except KeyboardInterrupt:
+            out = resume_target[0] if resume_target else getattr(cfg, "out", None)
+            console.print(interrupted_message(resumable, None if out is None else str(out)), highlight=False,
+                          markup=False, soft_wrap=True)
+            raise typer.Exit(130) from None
 
     command.__signature__ = inspect.Signature(params)
     command.config_class = cls  # tests walk the app and check every verb's settings

@@ -240,4 +240,4 @@ def run_quickstart_cli(cfg: QuickstartConfig, quiet: bool = False) -> None:
 def register(app, **_):
     from .options import command_from_config
 
-    command_from_config(app, "quickstart", QuickstartConfig, run_quickstart_cli)
+    command_from_config(app, "quickstart", QuickstartConfig, run_quickstart_cli, resumable=True)

@@ -75,10 +75,11 @@ def run_run(cfg: RunConfig, quiet: bool = False) -> None:
 
     from ..pipeline.recipe import load_recipe
     from ..pipeline.runner import plan, run_recipe
-    from .common import console, out as stdout
+    from .common import console, out as stdout, resumes_into
 
     rec = load_recipe(cfg.recipe, scale=cfg.scale, var_overrides=parse_vars(cfg.var))
     run_dir = Path(cfg.out) if cfg.out else default_run_dir(rec)
+    resumes_into(run_dir)
     plan(rec, run_dir)  # every setting checked before any output (run_recipe plans again, cheaply)
     console.print(f"recipe {rec.name} (scale {rec.scale}) -> {run_dir}", highlight=False)
     with progress_bars(disable=quiet or cfg.dry_run) as bars:
@@ -101,4 +102,4 @@ def register(app, **_):
     from .options import command_from_config
 
     command_from_config(app, "run", RunConfig, run_run,
-                        help=" ".join(RunConfig.__doc__.split()))
+                        help=" ".join(RunConfig.__doc__.split()), resumable=True)

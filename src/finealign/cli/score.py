@@ -80,4 +80,4 @@ def run_score(cfg: ScoreConfig, quiet: bool = False) -> None:
 def register(app, **_):
     from .options import command_from_config
 
-    command_from_config(app, "score", ScoreConfig, run_score)
+    command_from_config(app, "score", ScoreConfig, run_score, resumable=True)

@@ -21,7 +21,7 @@ def run_sim_make(cfg, quiet: bool = False):
     from .common import console, out as stdout, progress_callback
 
     console.print(f"sim {cfg.task}: {cfg.n} + {cfg.heldout} held-out prompts, {cfg.k} samples each from "
-                  f"{cfg.policy} -> {cfg.out}", soft_wrap=True, highlight=False)
+                  f"{cfg.model} -> {cfg.out}", soft_wrap=True, highlight=False)
     with progress_callback(f"sample {cfg.task}", disable=quiet) as cb:
         summary = make_sim(cfg, on_progress=cb, log=lambda m: console.print(m, highlight=False, soft_wrap=True))
     stdout.print(to_json(summary), soft_wrap=True, highlight=False)
@@ -59,10 +59,11 @@ def register(app, **_):
     app.add_typer(sim_app, name="sim")
     command_from_config(sim_app, "make", SimMakeConfig, run_sim_make,
                         help="Prompts, policy samples, oracle minimal edits (edits.jsonl), gold-preference pairs "
-                             "(pairs.jsonl) and held-out sets of a simulated task. Rerun to resume.")
+                             "(pairs.jsonl) and held-out sets of a simulated task. Rerun to resume.", resumable=True)
     command_from_config(sim_app, "policy", SimPolicyConfig, run_sim_policy,
                         help="A small causal LM trained from scratch for one task: a BPE tokenizer on the task's text, "
-                             "SFT on synthetic answers (--error-rate), its starting gold recorded. Rerun to resume.")
+                             "SFT on synthetic answers (--error-rate), its starting gold recorded. Rerun to resume.",
+                        resumable=True)
     sim_app.command("study", add_help_option=False,
                     context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
                     help="Token vs sequence supervision against the gold reward: reward models from oracle edits, "

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 
 def run_followup(cfg, quiet: bool = False) -> None:
-    """Fine-tune per ``cfg``; prints the steps, loss and the scorer spec that uses the result."""
+    """Fine-tune per ``cfg`` with a progress bar (steps, rate, ETA, loss); prints the steps, loss and the
+    scorer spec that uses the result."""
     from ..train.followup_sft import train_followup
-    from .common import console, out as stdout
+    from .common import console, out as stdout, progress_callback, step_info
 
     console.print(f"follow-up SFT on {cfg.data} from {cfg.model}{' (LoRA)' if cfg.lora else ''} -> {cfg.out}",
                   highlight=False, markup=False)
-    res = train_followup(cfg)
+    with progress_callback("followup-sft", disable=quiet) as bar:
+        res = train_followup(cfg, on_step=lambda step, total, m: bar(step, total, step_info(m, ("loss",))))
     loss = res.metrics.get("train_loss", res.metrics.get("loss"))
     stdout.print(f"followup-sft: {res.steps} steps, train loss {loss if loss is None else round(loss, 4)} -> "
                  f"{res.out}  (score with flr:{res.out},mode=finetuned)", highlight=False, markup=False)
@@ -26,4 +28,4 @@ def register(train_app, **_):
 
     command_from_config(train_app, "followup-sft", FollowupSFTConfig, run_followup,
                         help="SFT a follow-up model on (prompt, response, feedback) in the role-swapped template; "
-                             "score with flr:OUT,mode=finetuned. Rerun the same command to resume.")
+                             "score with flr:OUT,mode=finetuned. Rerun the same command to resume.", resumable=True)

@@ -13,7 +13,7 @@ def run_ppo_cli(cfg, quiet: bool = False):
     from ..train.ppo import train_ppo
     from .common import console, out as stdout, progress
 
-    console.print(f"PPO: policy {cfg.policy}, reward {cfg.reward}, granularity {cfg.granularity}, "
+    console.print(f"PPO: policy {cfg.model}, reward {cfg.reward}, granularity {cfg.granularity}, "
                   f"{cfg.steps} steps x {cfg.batch_size} rollouts -> {cfg.out}", soft_wrap=True)
     with progress(disable=quiet) as bar:
         task = bar.add_task("ppo", total=cfg.steps, info="")
@@ -39,4 +39,4 @@ def register(train_app, **_):
 
     command_from_config(train_app, "ppo", PPOConfig, run_ppo_cli,
                         help="PPO with per-token rewards (--granularity token) or the sequence-level baseline "
-                             "(sequence). Rerun the same command to resume.")
+                             "(sequence). Rerun the same command to resume.", resumable=True)

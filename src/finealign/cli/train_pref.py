@@ -8,9 +8,10 @@ from __future__ import annotations
 
 
 def run_pref(cfg, quiet: bool = False) -> None:
-    """Train DPO or KTO per ``cfg``; one status line per logging step on stderr (none with ``quiet``)."""
+    """Train DPO or KTO per ``cfg``: a progress bar (steps, rate, ETA, loss) and one status line per logging
+    step on stderr (none with ``quiet``)."""
     from ..train.preference import train_preference
-    from .common import console, out as stdout
+    from .common import console, out as stdout, progress_callback, step_info
 
     method = cfg.method
     console.print(f"{method.upper()} on {cfg.data} from {cfg.model}{' (LoRA)' if cfg.lora else ''} -> {cfg.out}",
@@ -22,7 +23,9 @@ def run_pref(cfg, quiet: bool = False) -> None:
         if shown:
             console.print(f"step {step}: {shown}", highlight=False, markup=False)
 
-    res = train_preference(cfg, on_log=None if quiet else on_log)
+    with progress_callback(method, disable=quiet) as bar:
+        res = train_preference(cfg, on_log=None if quiet else on_log,
+                               on_step=lambda step, total, m: bar(step, total, step_info(m, ("loss",))))
     loss = res.metrics.get("train_loss", res.metrics.get("loss"))
     stdout.print(f"{method}: {res.steps} steps, train loss {loss if loss is None else round(loss, 4)} -> {res.out}",
                  highlight=False, markup=False)
@@ -35,4 +38,4 @@ def register(train_app, **_):
     for method in ("dpo", "kto"):
         command_from_config(train_app, method, PrefTrainConfig, run_pref, fixed={"method": method},
                             help=f"{method.upper()} with TRL's {method.upper()}Trainer on labeled data (YAML recipe + "
-                                 "flags; LoRA option). Rerun the same command to resume.")
+                                 "flags; LoRA option). Rerun the same command to resume.", resumable=True)

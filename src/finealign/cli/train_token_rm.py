@@ -1,4 +1,4 @@
-"""``finealign train token-rm`` (train a token-level reward model) and ``finealign eval-token-rm``.
+"""``finealign train token-rm`` (train a token-level reward model) and ``finealign eval token-rm``.
 
 Flags are generated from :class:`finealign.train.token_rm_config.TokenRMConfig` and
 :class:`EvalTokenRMConfig` (every field, with its help; ``--config`` reads the same fields from YAML).
@@ -86,11 +86,11 @@ def run_eval_token_rm(cfg: EvalTokenRMConfig, quiet: bool = False) -> None:
     out.print_json(to_json(result))
 
 
-def register(app, train_app, **_):
+def register(train_app, eval_app, **_):
     from ..train.token_rm_config import TokenRMConfig
     from .options import command_from_config
 
     command_from_config(train_app, "token-rm", TokenRMConfig, run_train_token_rm,
                         help="Train a token-level reward model on minimal-edit pairs. Rerun the same command to "
-                             "resume.")
-    command_from_config(app, "eval-token-rm", EvalTokenRMConfig, run_eval_token_rm)
+                             "resume.", resumable=True)
+    command_from_config(eval_app, "token-rm", EvalTokenRMConfig, run_eval_token_rm)

@@ -356,7 +356,7 @@ def label_file_sharded(scorer_spec: str, src: str | Path, dst: str | Path, cfg, 
 
 def run_eval_sharded(cfg, *, engine: EngineArgs, on_progress: ProgressFn | None = None,
                      on_event: EventFn | None = None):
-    """``finealign eval-rm`` on an engine: ``eval.rm_eval.run_eval``'s result (and files)."""
+    """``finealign eval rm`` on an engine: ``eval.rm_eval.run_eval``'s result (and files)."""
     from ..eval.benchmarks import load_benchmark
     from ..eval.rm_eval import run_eval
 

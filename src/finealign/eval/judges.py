@@ -496,11 +496,11 @@ def load_judge(spec: str, *, dtype: str = "float32", device: str = "auto", batch
 
     from ..rewards.base import _REGISTRY, _ensure_builtin_kinds
 
-    s = parse_spec(spec)
     keys = [o.partition("=")[0].strip() for o in spec.split(",")[1:]]
     twice = sorted({k for k in keys if keys.count(k) > 1})
     if twice:
         raise JudgeError(f"judge {spec!r}: option {', '.join(twice)} given more than once")
+    s = parse_spec(spec)
     opts = dict(s.options)
     _ensure_builtin_kinds()
     if s.kind not in ("pairwise", "openai") and s.kind not in _REGISTRY:

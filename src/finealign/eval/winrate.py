@@ -32,7 +32,8 @@ from .winrate_run import joint_lc_win_rates as _joint, run as _run
 __all__ = ["JudgeCheck", "WinrateConfig", "WinrateResult", "joint_lc_win_rates", "run_winrate"]
 
 
-def run_winrate(cfg: WinrateConfig, on_progress: ProgressFn | None = None, *, judge=None) -> WinrateResult:
+def run_winrate(cfg: WinrateConfig, on_progress: ProgressFn | None = None, *, judge=None,
+                check_cache=None) -> WinrateResult:
     """Evaluate ``cfg.model`` (or ``cfg.outputs``) against the reference with ``cfg.judge``; write the report.
 
     Steps: read / generate both sides (generation through ``finealign.generation``, resumable into
@@ -43,14 +44,16 @@ def run_winrate(cfg: WinrateConfig, on_progress: ProgressFn | None = None, *, ju
     ``results.json``, ``results.md`` and ``pairs.jsonl`` atomically. ``on_progress(stage, done, total)``
     reports progress (see ``ProgressFn``); nothing is printed. ``judge``: an already built
     ``finealign.eval.judges.Judge`` to use instead of loading ``cfg.judge`` (``cfg.judge`` still names it
-    in the cache and the report); it is not closed.
+    in the cache and the report); it is not closed. ``check_cache``: a verdict cache file for the judge check
+    shared by several win rates with the same judge and check set (a recipe's win-rate stages: the check is
+    judged once), instead of ``out/judgments.jsonl``.
 
     Raises ``FinealignError`` for user errors: unreadable files (``DataError``), prompts that do not match
     between the two sides (the count and the first mismatch), a judge that fails or answers garbage after
     its retries (nothing half-written: the verdicts so far stay cached), a judge-check set that cannot
     be loaded.
     """
-    return _run(cfg, on_progress, judge=judge)
+    return _run(cfg, on_progress, judge=judge, check_cache=check_cache)
 
 
 def joint_lc_win_rates(out_dirs):

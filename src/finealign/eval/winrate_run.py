@@ -250,7 +250,7 @@ def _warning(cfg: WinrateConfig, chk: JudgeCheck | None) -> str | None:
 
 
 def run(cfg: WinrateConfig, on_progress: Callable[[str, int, int], None] | None = None, *,
-        judge: Judge | None = None) -> WinrateResult:
+        judge: Judge | None = None, check_cache: str | Path | None = None) -> WinrateResult:
     report = on_progress or (lambda *_: None)
     out = prepare_out(cfg)
     ours = _side(cfg, out, "model", report)
@@ -267,13 +267,18 @@ def run(cfg: WinrateConfig, on_progress: Callable[[str, int, int], None] | None 
     if own_judge:
         judge = load_judge(cfg.judge, dtype=cfg.dtype, device=cfg.device, batch_size=cfg.batch_size)
     cache = VerdictCache(out / "judgments.jsonl")
+    if check_cache is not None:
+        Path(check_cache).parent.mkdir(parents=True, exist_ok=True)
+    chk_cache = cache if check_cache is None else VerdictCache(check_cache)
     try:
-        chk, by_subset = judge_check(judge, cfg, cache, report)
+        chk, by_subset = judge_check(judge, cfg, chk_cache, report)
         ov = judge_orders(judge, [o.prompt for o, _ in pairs], [_cut(o.text, cfg.max_chars) for o, _ in pairs],
                           [_cut(r.text, cfg.max_chars) for _, r in pairs], cache=cache, judge_id=judge_key(cfg.judge),
                           on_progress=lambda d, t: report("judge", d, t))
     finally:
         cache.close()
+        if chk_cache is not cache:
+            chk_cache.close()
         if own_judge:
             judge.close()
     p1, p2 = ov.first, ov.second

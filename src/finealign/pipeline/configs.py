@@ -49,7 +49,7 @@ class LabelInputs(EngineArgs):
 
 @dataclass(kw_only=True)
 class EngineStage(EngineArgs):
-    """``finealign eval-rm``'s settings beside its ``EvalConfig``: where the scoring runs (``--engine``)."""
+    """``finealign eval rm``'s settings beside its ``EvalConfig``: where the scoring runs (``--engine``)."""
 
 
 @dataclass(kw_only=True)

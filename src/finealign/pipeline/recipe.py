@@ -199,6 +199,7 @@ def load_recipe(spec: str | Path, *, scale: str | None = None, var_overrides: di
             raise ConfigError(f"stages[{i}].name", f"a stage named {name!r} already exists; give each a `name:`",
                               where=f"{path}:{lines.get('name', line)}")
         known = STAGE_TYPES[typ].setting_names()
+        raw = _renamed_keys(raw, STAGE_TYPES[typ], lines, path, name, line)
         for k in raw:
             if k in STAGE_KEYS:
                 continue
@@ -215,6 +216,31 @@ def load_recipe(spec: str | Path, *, scale: str | None = None, var_overrides: di
         for k, v in s.settings.items():
             check_refs(recipe, s, k, v)
     return recipe
+
+
+def _renamed_keys(raw: dict, stage_type, lines: dict, path: Path, name: str, line: int) -> dict:
+    """``raw`` with a setting's deprecated key (``policy`` for ``model``: ``config.renamed_fields``) read as
+    its new name, after one deprecation warning naming the file and line; both given is a ConfigError."""
+    import warnings
+
+    from ..config import renamed_fields
+
+    renamed = renamed_fields(stage_type.config) if stage_type.config is not None else {}
+    known = stage_type.setting_names()
+    out = {}
+    for k, v in raw.items():
+        new = renamed.get(k) if k not in known else None
+        if new is None:
+            out[k] = v
+            continue
+        where = f"{path}:{lines.get(k, line)}"
+        if new in raw:
+            raise ConfigError(f"{name}.{k}", f"give {new} only ({k} is its deprecated name)", where=where)
+        warnings.warn(f"{where}: {name}.{k} is deprecated and will be removed in the next release; use {new}",
+                      FutureWarning, stacklevel=2)
+        lines[new] = lines.get(k, line)
+        out[new] = v
+    return out
 
 
 def _load_vars(path: Path, data: dict, node, scale: str | None, overrides: dict):

@@ -10,7 +10,7 @@
 | ``train-followup-sft`` | ``finealign train followup-sft`` | ``train.followup_sft.FollowupSFTConfig`` | the folder |
 | ``train-token-rm`` | ``finealign train token-rm`` | ``train.token_rm.TokenRMConfig`` | the folder (model) |
 | ``train-ppo`` | ``finealign train ppo`` | ``train.ppo_config.PPOConfig`` | the folder; ``policy``: ``policy/`` |
-| ``eval-rm`` | ``finealign eval-rm`` | ``eval.rm_eval.EvalConfig`` + :class:`~.configs.EngineStage` | the folder |
+| ``eval-rm`` | ``finealign eval rm`` | ``eval.rm_eval.EvalConfig`` + :class:`~.configs.EngineStage` | the folder |
 | ``eval-winrate`` | ``finealign eval winrate`` | ``eval.winrate.WinrateConfig`` + ``limit`` | the folder |
 | ``report`` | ``finealign report`` | :class:`~.configs.ReportStage` | ``report.html`` |
 
@@ -176,8 +176,13 @@ def run_score(cfg: C.ScoreStage, _, ctx: StageContext) -> dict:
                       on_progress=ctx.progress("score"))
 
 
+SCORE_CACHE = ".score-cache"  # RUN_DIR/.score-cache/: scores shared by stages with the same scorer
+
+
 def run_label(cfg, ex: C.LabelInputs, ctx: StageContext) -> dict:
-    """``train.labeling.label_file``; raises ``FinealignError`` when no pair / label survives."""
+    """``train.labeling.label_file``; raises ``FinealignError`` when no pair / label survives. Label stages
+    of one run with the same scorer share one score cache (``RUN_DIR/.score-cache/``): the second labeling
+    of the same responses (``label-dpo`` then ``label-kto``) scores nothing and loads no model."""
     from ..train.labeling import label_file
 
     if ex.engine == "ray":
@@ -186,8 +191,12 @@ def run_label(cfg, ex: C.LabelInputs, ctx: StageContext) -> dict:
         st = label_file_sharded(ex.scorer, ex.input, ctx.outputs["out"], cfg, engine=_engine(ex),
                                 on_progress=ctx.progress("label"), on_event=_shard_log(ctx))
     else:
+        from ..rewards.cache import shared_cache_path
+
         on_total, on_advance = _counter(ctx, "label")
-        st = label_file(ex.scorer, ex.input, ctx.outputs["out"], cfg, on_total=on_total, on_progress=on_advance)
+        cache = shared_cache_path(ctx.run_dir / SCORE_CACHE, ex.scorer)  # shared by the run's labelings
+        st = label_file(ex.scorer, ex.input, ctx.outputs["out"], cfg, on_total=on_total, on_progress=on_advance,
+                        cache=cache)
     if not st.written:
         raise FinealignError(f"label: no {'pairs' if cfg.format == 'dpo' else 'labels'} written from {ex.input} "
                              f"(dropped: {dict(st.dropped)}); more prompts or samples per prompt may help")
@@ -241,14 +250,14 @@ def run_pref(cfg, _, ctx: StageContext) -> dict:
     """``train.preference.train_preference`` (DPO or KTO, ``cfg.method`` set by the stage type)."""
     from ..train.preference import train_preference
 
-    return _train_summary(train_preference(cfg), ctx)
+    return _train_summary(train_preference(cfg, on_step=_step_progress(ctx, cfg.method, ("loss",))), ctx)
 
 
 def run_followup(cfg, _, ctx: StageContext) -> dict:
     """``train.followup_sft.train_followup``."""
     from ..train.followup_sft import train_followup
 
-    return _train_summary(train_followup(cfg), ctx)
+    return _train_summary(train_followup(cfg, on_step=_step_progress(ctx, "followup-sft", ("loss",))), ctx)
 
 
 def run_token_rm(cfg, _, ctx: StageContext) -> dict:
@@ -282,7 +291,8 @@ def run_eval_rm(cfg, ex: C.EngineStage, ctx: StageContext) -> dict:
 
 
 def run_winrate(cfg, ex: C.WinrateInputs, ctx: StageContext) -> dict:
-    """``eval.winrate.run_winrate`` on the first ``limit`` prompts; returns the headline of ``results.json``."""
+    """``eval.winrate.run_winrate`` on the first ``limit`` prompts; returns the headline of ``results.json``. The
+    judge check's verdicts are shared by the run's win-rate stages with the same judge (``RUN_DIR/.score-cache/``)."""
     from ..eval.winrate import run_winrate as _run
 
     if ex is not None and ex.limit and cfg.prompts is not None:
@@ -294,7 +304,9 @@ def run_winrate(cfg, ex: C.WinrateInputs, ctx: StageContext) -> dict:
             bars[stage] = ctx.progress(stage)
         bars[stage](done, total, "")
 
-    _run(cfg, on_progress=on_progress)
+    shared = None if cfg.judge_check.strip().lower() == "none" else _judge_check_cache(ctx.run_dir / SCORE_CACHE,
+                                                                                        cfg.judge)
+    _run(cfg, on_progress=on_progress, check_cache=shared)  # the run's win rates judge the check once
     import json
 
     d = json.loads((Path(cfg.out) / "results.json").read_text(encoding="utf-8"))
@@ -304,6 +316,25 @@ def run_winrate(cfg, ex: C.WinrateInputs, ctx: StageContext) -> dict:
         if w:
             ctx.log(f"warning: {w}")
     return summary
+
+
+def _judge_check_cache(folder: Path, judge: str) -> Path:
+    """The verdict cache that a run's win-rate stages with the same judge share for the judge check (the check
+    is judged once, not once per stage): named by a hash of the judge's key (``judges.judge_key``) and the
+    fingerprint of its local model, so a changed model starts a fresh file. Verdicts inside are keyed by
+    judge identity, template and texts (``judge_orders``), so only equal comparisons are shared."""
+    import hashlib
+    import json
+
+    from ..eval.judges import judge_key
+    from ..models.fingerprint import model_fingerprint
+    from ..rewards.base import parse_spec, scorer_fingerprint
+
+    s = parse_spec(judge)
+    fp = (model_fingerprint(s.arg) if s.kind == "pairwise" and s.arg else {} if s.kind == "openai"
+          else scorer_fingerprint(judge))
+    ident = json.dumps({"judge": judge_key(judge), "fingerprint": fp}, sort_keys=True, default=str)
+    return folder / f"judge-check-{hashlib.sha256(ident.encode('utf-8')).hexdigest()[:16]}.jsonl"
 
 
 def run_report(cfg: C.ReportStage, _, ctx: StageContext) -> dict:

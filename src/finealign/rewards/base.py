@@ -19,6 +19,7 @@ from typing import Callable, Sequence
 
 from ..data.records import Prompt
 from ..errors import FinealignError
+from .options import ScorerOptions, option_fields, options_dict, parse_options
 
 
 @dataclass(frozen=True)
@@ -65,16 +66,32 @@ class TokenScorer(Scorer):
 
 
 _REGISTRY: dict[str, Callable[..., Scorer]] = {}
+_OPTIONS: dict[str, type] = {}  # kind -> its ScorerOptions dataclass (rewards/options.py)
 
 
-def register_scorer(kind: str):
-    """Decorator: ``@register_scorer("flr")`` on a factory ``f(arg: str | None, **options) -> Scorer``."""
+def register_scorer(kind: str, options: type | None = None):
+    """Decorator: ``@register_scorer("flr", options=FLROptions)`` on a factory ``f(arg: str | None, **options)
+    -> Scorer``.
+
+    ``options``: the kind's :class:`~finealign.rewards.options.ScorerOptions` dataclass; the factory then
+    gets every option typed and checked (defaults included), and a bad option is one error line naming it.
+    Without it the factory gets the spec's options as strings, as written."""
 
     def deco(factory):
         _REGISTRY[kind] = factory
+        if options is not None:
+            _OPTIONS[kind] = options
+        else:
+            _OPTIONS.pop(kind, None)
         return factory
 
     return deco
+
+
+def scorer_options(kind: str) -> type | None:
+    """The options dataclass of a scorer kind (None: a kind registered without one)."""
+    _ensure_builtin_kinds()
+    return _OPTIONS.get(kind)
 
 
 @dataclass(frozen=True)
@@ -95,6 +112,8 @@ def parse_spec(spec: str) -> ScorerSpec:
         k, eq, v = o.partition("=")
         if not eq or not k.strip():
             raise FinealignError(f"scorer spec {spec!r}: option {o!r} is not key=value")
+        if k.strip() in options:
+            raise FinealignError(f"scorer spec {spec!r}: option {k.strip()} given more than once")
         options[k.strip()] = v.strip()
     return ScorerSpec(kind.strip(), arg.strip() or None, options)
 
@@ -111,15 +130,36 @@ def _ensure_builtin_kinds() -> None:
                 raise
 
 
+def check_spec(spec: str) -> None:
+    """Check a scorer spec without loading a model: its syntax, its kind and, for a kind with an options
+    dataclass, every option. Raises ``FinealignError`` (one line) as ``load_scorer`` would."""
+    _ensure_builtin_kinds()
+    s = parse_spec(spec)
+    if s.kind not in _REGISTRY:
+        raise FinealignError(f"unknown scorer {spec!r}: kind {s.kind!r} is not one of {', '.join(sorted(_REGISTRY))}")
+    if s.kind in _OPTIONS:
+        parse_options(s.kind, _OPTIONS[s.kind], s.options)
+
+
 def load_scorer(spec: str | Scorer, **overrides) -> Scorer:
-    """Build a scorer from a spec string (or return a scorer unchanged)."""
+    """Build a scorer from a spec string (or return a scorer unchanged).
+
+    ``overrides``: options (they win over the spec's) and objects the factory takes (``model=``,
+    ``tokenizer=``). Raises ``FinealignError`` for an unknown kind or a bad option (one line naming it,
+    see :mod:`finealign.rewards.options`)."""
     if isinstance(spec, Scorer):
         return spec
     _ensure_builtin_kinds()
     s = parse_spec(spec)
     if s.kind not in _REGISTRY:
         raise FinealignError(f"unknown scorer {spec!r}: kind {s.kind!r} is not one of {', '.join(sorted(_REGISTRY))}")
-    return _REGISTRY[s.kind](s.arg, **{**s.options, **overrides})
+    cls = _OPTIONS.get(s.kind)
+    if cls is None:
+        return _REGISTRY[s.kind](s.arg, **{**s.options, **overrides})
+    names = set(option_fields(cls))
+    objects = {k: v for k, v in overrides.items() if k.replace("-", "_") not in names}
+    given = {**s.options, **{k: v for k, v in overrides.items() if k.replace("-", "_") in names}}
+    return _REGISTRY[s.kind](s.arg, **options_dict(parse_options(s.kind, cls, given)), **objects)
 
 
 class LengthScorer(Scorer):
@@ -131,7 +171,7 @@ class LengthScorer(Scorer):
         return [float(len(r)) for r in responses]
 
 
-@register_scorer("length")
+@register_scorer("length", options=ScorerOptions)
 def _length(arg=None, **_):
     return LengthScorer()
 

@@ -4,7 +4,9 @@ A *unit* is one (prompt, response) to score, keyed by a hash of its content, so 
 by several items (AlpacaEval's reference outputs, several labelings of one file) is scored once.
 Scores are cached in a JSONL file (a ``JsonlAppender`` keyed by scorer spec + unit key): a killed
 run resumes where it stopped. Used by reward evaluation (``eval.rm_eval``) and preference labeling
-(``train.labeling``).
+(``train.labeling``). Stages of a recipe that score the same responses with the same scorer share one
+cache file (:func:`shared_cache_path`), so the second stage scores nothing (the quickstart's
+``label-dpo`` and ``label-kto`` stages: one FLR pass instead of two).
 """
 
 from __future__ import annotations
@@ -33,6 +35,50 @@ def unit(prompt: Prompt, response: str, max_chars: int | None = None) -> Unit:
     text = response if max_chars is None else response[:max_chars]
     h = hashlib.sha1(json.dumps([prompt, text], ensure_ascii=False).encode("utf-8")).hexdigest()[:20]
     return Unit(h, prompt, text)
+
+
+def shared_cache_path(folder: str | Path, spec: str) -> Path:
+    """The score cache in ``folder`` that every stage scoring with ``spec`` shares.
+
+    Named by a hash of the spec and its fingerprint (``rewards.base.scorer_fingerprint``: the model
+    files behind it), so the same spec over a changed model gets a fresh file instead of a refusal;
+    entries inside are keyed by unit (prompt + cut response), so only equal responses share scores."""
+    from .base import scorer_fingerprint
+
+    ident = json.dumps({"spec": spec, "fingerprint": scorer_fingerprint(spec)}, sort_keys=True, default=str)
+    return Path(folder) / f"scores-{hashlib.sha256(ident.encode('utf-8')).hexdigest()[:16]}.jsonl"
+
+
+def cached_count(cache: Path, spec: str, keys: set[str]) -> int:
+    """How many of ``keys`` the cache file already holds for ``spec`` (0 when there is no file)."""
+    if not Path(cache).exists():
+        return 0
+    seen = set()
+    for line in Path(cache).read_text(encoding="utf-8").splitlines():
+        try:
+            o = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(o, dict) and o.get("scorer") == spec and o.get("key") in keys:
+            seen.add(o["key"])
+    return len(seen)
+
+
+class LazyScorer:
+    """A scorer loaded on its first ``score`` call (``make()`` builds it): a pass whose scores are all
+    cached never loads the model."""
+
+    def __init__(self, make: Callable[[], object]):
+        self._make, self._scorer = make, None
+
+    @property
+    def loaded(self) -> bool:
+        return self._scorer is not None
+
+    def score(self, prompts, responses):
+        if self._scorer is None:
+            self._scorer = self._make()
+        return self._scorer.score(prompts, responses)
 
 
 def score_units(scorer, spec: str, units: list[Unit], cache: Path | None, *, batch_size: int = 8,

@@ -28,8 +28,8 @@ from typing import Sequence
 from ..data.records import Prompt
 from ..errors import FinealignError
 from .base import TokenScorer, TokenScores, register_scorer
+from .options import DPOImplicitOptions
 from .direct import DirectConfig, DirectScorer
-from .lm_common import to_int
 
 
 def default_reference(policy: str) -> str | None:
@@ -94,22 +94,8 @@ class DPOImplicitScorer(TokenScorer):
         self.policy = self.ref = None
 
 
-@register_scorer("dpo-implicit")
+@register_scorer("dpo-implicit", options=DPOImplicitOptions)
 def _dpo_implicit(arg=None, model=None, tokenizer=None, **opts) -> DPOImplicitScorer:
     if not arg:
         raise FinealignError("dpo-implicit scorer needs the DPO policy: dpo-implicit:POLICY[,ref=MODEL][,beta=0.1]")
-    known = {"ref", "beta", "dtype", "device", "batch_size", "max_length"}
-    bad = sorted(set(opts) - known)
-    if bad:
-        raise FinealignError(f"dpo-implicit scorer: unknown option(s) {', '.join(bad)}; "
-                             f"known: {', '.join(sorted(known))}")
-    kw: dict = {k: opts[k] for k in ("ref", "dtype", "device") if k in opts}
-    if "beta" in opts:
-        try:
-            kw["beta"] = float(opts["beta"])
-        except ValueError:
-            raise FinealignError(f"dpo-implicit scorer: beta={opts['beta']!r} is not a number") from None
-    for k in ("batch_size", "max_length"):
-        if k in opts:
-            kw[k] = to_int(k, opts[k])
-    return DPOImplicitScorer(arg, model=model, tokenizer=tokenizer, **kw)
+    return DPOImplicitScorer(arg, model=model, tokenizer=tokenizer, **opts)

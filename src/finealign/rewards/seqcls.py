@@ -22,7 +22,8 @@ from ..data.chat import pad_right, render_pair
 from ..data.records import Prompt
 from ..errors import FinealignError, ModelError
 from .base import Scorer, register_scorer
-from .lm_common import ScoreStats, to_int, warn_truncated
+from .options import SeqClsOptions
+from .lm_common import ScoreStats, warn_truncated
 
 
 @dataclass(frozen=True)
@@ -115,16 +116,11 @@ class SeqClsScorer(Scorer):
         self.model = None
 
 
-@register_scorer("seqcls")
-def _seqcls(arg=None, model=None, tokenizer=None, **options):
-    known = {"label", "dtype", "device", "batch_size", "max_length"}
-    bad = sorted(set(options) - known)
-    if bad:
-        raise FinealignError(f"seqcls scorer: unknown option(s) {', '.join(bad)}; known: {', '.join(sorted(known))}")
+@register_scorer("seqcls", options=SeqClsOptions)
+def _seqcls(arg=None, model=None, tokenizer=None, *, label=None, dtype="float32", device="auto", batch_size=8,
+            max_length=None):
     if not arg and model is None:
         raise FinealignError("seqcls scorer needs a model: seqcls:PATH_OR_HUB_ID")
-    cfg = SeqClsConfig(model=arg or "<given>", label=to_int("label", options["label"], 0) if "label" in options else None,
-                       dtype=options.get("dtype", "float32"), device=options.get("device", "auto"),
-                       batch_size=to_int("batch_size", options.get("batch_size", 8)),
-                       max_length=to_int("max_length", options["max_length"], 8) if "max_length" in options else None)
+    cfg = SeqClsConfig(model=arg or "<given>", label=label, dtype=dtype, device=device, batch_size=batch_size,
+                       max_length=max_length)
     return SeqClsScorer(cfg, model=model, tokenizer=tokenizer)

@@ -24,6 +24,7 @@ from ..data.chat import pad_right
 from ..core.batching import length_batches
 from ..models.token_rm import EncodedResponse, TooLong, encode_response, load_token_rm
 from .base import TokenScorer, TokenScores, register_scorer
+from .options import TokenRMOptions
 
 POOLS = ("sum", "mean")
 
@@ -34,7 +35,7 @@ class TokenRMScorer(TokenScorer):
     name = "token-rm"
 
     def __init__(self, path: str, *, pool: str = "sum", batch_size: int = 8, max_length: int = 1024,
-                 device: str = "cpu", dtype: str = "float32", model=None, tokenizer=None):
+                 device: str = "auto", dtype: str = "float32", model=None, tokenizer=None):
         if pool not in POOLS:
             raise FinealignError(f"token-rm scorer: pool must be one of {', '.join(POOLS)}, got {pool!r}")
         if batch_size <= 0 or max_length <= 0:
@@ -94,19 +95,8 @@ class TokenRMScorer(TokenScorer):
         self.model = None
 
 
-@register_scorer("token-rm")
-def _token_rm(arg=None, **opts) -> TokenRMScorer:
+@register_scorer("token-rm", options=TokenRMOptions)
+def _token_rm(arg=None, model=None, tokenizer=None, **opts) -> TokenRMScorer:
     if not arg:
         raise FinealignError("token-rm scorer needs a path: token-rm:PATH[,pool=sum|mean]")
-    kw = {}
-    for k, v in opts.items():
-        if k in ("batch_size", "max_length"):
-            try:
-                kw[k] = int(v)
-            except ValueError:
-                raise FinealignError(f"token-rm scorer: {k} must be an integer, got {v!r}") from None
-        elif k in ("pool", "device", "dtype"):
-            kw[k] = v
-        else:
-            raise FinealignError(f"token-rm scorer: unknown option {k!r} (pool, batch_size, max_length, device, dtype)")
-    return TokenRMScorer(arg, **kw)
+    return TokenRMScorer(arg, model=model, tokenizer=tokenizer, **opts)

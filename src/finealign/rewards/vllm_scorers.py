@@ -20,6 +20,7 @@ from ..errors import FinealignError
 from ..models.vllm import logprob_request, parse_prompt_logprobs, run_requests
 from .direct import DirectConfig, DirectScorer
 from .flr import FLRConfig, FLRScorer
+from .options import BACKENDS  # noqa: F401  (the `backend` option's choices; checked in rewards.options)
 
 
 class _ConfigOnly:
@@ -99,13 +100,3 @@ class VllmDirectScorer(DirectScorer):
         return [torch.tensor(parse_prompt_logprobs(o, [t for t, s in enumerate(e.scored) if s]), dtype=torch.float32)
                 for o, e in zip(outs, encs)]
 
-
-BACKENDS = ("transformers", "vllm")
-
-
-def check_backend(options: dict) -> str:
-    """Pop and check the ``backend`` scorer option (``transformers`` by default)."""
-    backend = str(options.pop("backend", "transformers"))
-    if backend not in BACKENDS:
-        raise FinealignError(f"scorer option backend={backend!r}: one of {', '.join(BACKENDS)}")
-    return backend

@@ -47,8 +47,8 @@ class SimMakeConfig(SamplingArgs, RunArgs):
                         help="Task: facts | constraints | arithmetic.")
     n: int = setting(100, help="Training prompts.", check=positive)
     heldout: int = setting(50, help="Held-out prompts (disjoint from the training prompts).", check=non_negative)
-    policy: str = setting("smollm2-135m-instruct", reads="model",
-                          help="Policy that samples the responses (model spec).")
+    model: str = setting("smollm2-135m-instruct", reads="model", short="-m", deprecated=("--policy",),
+                         help="The policy that samples the responses (model spec).")
     k: int = setting(4, help="Samples per prompt.", check=positive)
     task_options: str = setting("", help="Difficulty knobs, key=value comma list: slots=N, relations=capital+element "
                                          "(facts); required=N, letter=true|false, banned=N, penalty=X "
@@ -181,7 +181,7 @@ def make_sim(cfg: SimMakeConfig, *, model=None, on_progress: Callable[[int, int,
              log: Callable[[str], None] = lambda m: None) -> dict:
     """Write (or resume) the data sets described in the module docstring; returns the summary.
 
-    ``model``: an already loaded ``(model, tokenizer)`` pair (else ``cfg.policy`` is loaded).
+    ``model``: an already loaded ``(model, tokenizer)`` pair (else ``cfg.model`` is loaded).
     Raises ``FinealignError`` for an unknown task, a bad fact table, more prompts than the task can
     make distinct, a policy folder made by ``finealign sim policy`` for another task, or an output folder
     made with other settings.
@@ -191,7 +191,7 @@ def make_sim(cfg: SimMakeConfig, *, model=None, on_progress: Callable[[int, int,
     from .policy import check_policy_task
 
     task = cfg.build_task()
-    check_policy_task(cfg.policy, task.name)  # a `sim policy` folder made for another task: refused
+    check_policy_task(cfg.model, task.name)  # a `sim policy` folder made for another task: refused
     insts = task.sample(random.Random(cfg.seed), cfg.n + cfg.heldout)  # bad sizes fail before any output
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -202,8 +202,8 @@ def make_sim(cfg: SimMakeConfig, *, model=None, on_progress: Callable[[int, int,
     if model is None:
         from ..models import load_model
 
-        model = load_model(cfg.policy, dtype=cfg.dtype, device=cfg.device)
-    summary: dict = {"task": task.name, "task_options": task.options.describe(), "policy": cfg.policy,
+        model = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device)
+    summary: dict = {"task": task.name, "task_options": task.options.describe(), "policy": cfg.model,
                      "noise": cfg.noise.__dict__}
     for name, (d, recs) in splits.items():
         write_jsonl(d / "prompts.jsonl", recs)

@@ -10,7 +10,7 @@ The policy of the fast token-vs-sequence testbed (docs/sim-policy.md). ``train_t
 4. measures its starting gold on ``eval_prompts`` prompts: ``eval_k`` samples each at temperature 1 (top-p
    1), judged by the task's gold scorer: mean, mean of the best of k, share of perfect samples;
 5. saves a Hugging Face model directory in ``OUT`` (``config.json``, weights, tokenizer, generation config)
-   that every verb loads as ``--policy OUT`` / ``--model OUT``, plus ``OUT/sim_policy.json``: the task and
+   that every verb loads as ``--model OUT``, plus ``OUT/sim_policy.json``: the task and
    its options, the settings, parameter count, wall time, threads and the starting gold.
 
 Evaluation prompts are held out of the SFT prompts for ``constraints`` and ``arithmetic``. ``facts`` is a
@@ -113,7 +113,7 @@ def policy_record(spec) -> dict | None:
         raise FinealignError(f"{path}: unreadable sim policy record ({e})") from None
 
 
-def check_policy_task(spec, task: str | None, *, flag: str = "--policy") -> None:
+def check_policy_task(spec, task: str | None, *, flag: str = "--model") -> None:
     """``FinealignError`` when ``spec`` is a ``finealign sim policy`` folder made for another task than ``task``
     (nothing to check when ``task`` is None or ``spec`` is no such folder)."""
     rec = policy_record(spec)
@@ -154,7 +154,7 @@ def check_ppo_policy(policy, reference, reward, prompts) -> None:
     if task and made_for and made_for != task:
         raise FinealignError(f"--prompts {prompts}: prompts made for sim task {made_for!r}, but the reward is "
                              f"sim:{task}; use --reward sim:{made_for} or prompts of task {task!r}")
-    check_policy_task(policy, task, flag="--policy")
+    check_policy_task(policy, task, flag="--model")
     check_policy_task(reference, task, flag="--reference")
 
 

@@ -229,7 +229,7 @@ def build_policy(a, task: str) -> str:
 
 def stage_data(a, task: str) -> Path:
     """``finealign sim make`` for ``task`` with its policy (``model_for``) under OUT/data/TASK."""
-    cfg = SimMakeConfig(task=task, n=a.n, heldout=a.heldout, policy=model_for(a, task), k=a.k,
+    cfg = SimMakeConfig(task=task, n=a.n, heldout=a.heldout, model=model_for(a, task), k=a.k,
                         max_new_tokens=a.max_new_tokens, task_options=a.opts.get(task, ""), seed=a.data_seed,
                         out=str(a.out / "data" / task), device="cpu")
     summary = make_sim(cfg)
@@ -426,7 +426,7 @@ def ppo_run(a, task: str, data: Path, reward: str, gran: str, seed: int) -> dict
     log_path = out / "gold.jsonl"
     have = {o["step"] for _, o in iter_objects(log_path)} if log_path.exists() else set()
     mb = min(4, a.ppo_batch)
-    cfg = PPOConfig(policy=model_for(a, task), reward=spec, prompts=str(data / "prompts.jsonl"), out=str(out),
+    cfg = PPOConfig(model=model_for(a, task), reward=spec, prompts=str(data / "prompts.jsonl"), out=str(out),
                     granularity=gran, steps=a.ppo_steps, batch_size=a.ppo_batch, minibatch_size=a.ppo_batch,
                     micro_batch_size=mb if a.ppo_batch % mb == 0 else 1, ppo_epochs=a.ppo_epochs,
                     value_model=a.value_model, vf_coef=a.vf_coef, temperature=a.temperature, lora=a.ppo_lora,

@@ -180,7 +180,8 @@ def build_trainer(cfg: FollowupSFTConfig, model=None, tokenizer=None, examples: 
                       peft_config=peft), tokenizer
 
 
-def train_followup(cfg: FollowupSFTConfig, *, model=None, tokenizer=None, examples=None) -> TrainResult:
-    """Fine-tune a follow-up model per ``cfg``; saved (model or LoRA adapter + tokenizer) to ``cfg.out``."""
+def train_followup(cfg: FollowupSFTConfig, *, model=None, tokenizer=None, examples=None, on_step=None) -> TrainResult:
+    """Fine-tune a follow-up model per ``cfg``; saved (model or LoRA adapter + tokenizer) to ``cfg.out``.
+    ``on_step(step, total, metrics)`` is called every optimizer step."""
     trainer, tok = build_trainer(cfg, model, tokenizer, examples)
-    return train_and_save(trainer, cfg, tok, "followup-sft")
+    return train_and_save(trainer, cfg, tok, "followup-sft", on_step=on_step)

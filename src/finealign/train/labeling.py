@@ -190,14 +190,18 @@ def label_records(records: Sequence[ResponseRecord], score: Callable[[list[Respo
 
 
 def label_file(scorer_spec: str, src: str | Path, dst: str | Path, cfg: LabelConfig, *, scorer=None,
-               on_total=None, on_progress=None, overwrite: bool = False) -> LabelStats:
-    """Read a ``generate`` output file, score every response (cached in ``DST.scores.jsonl``, so a
-    rerun, e.g. with another margin, does not rescore), write DPO pairs / KTO labels to ``dst`` atomically.
+               on_total=None, on_progress=None, overwrite: bool = False, cache: str | Path | None = None) -> LabelStats:
+    """Read a ``generate`` output file, score every response (cached in ``cache``, default
+    ``DST.scores.jsonl``, so a rerun, e.g. with another margin, does not rescore), write DPO pairs / KTO
+    labels to ``dst`` atomically.
 
     The cache is tied to the scorer's fingerprint (``data.manifest``): a changed model behind the
-    same spec refuses to reuse it; ``overwrite`` empties it first."""
+    same spec refuses to reuse it; ``overwrite`` empties it first. Several labelings of the same
+    responses with the same scorer may share one ``cache`` (``rewards.cache.shared_cache_path``): the
+    scorer is loaded only when some response is not cached yet. Raises ``DataError`` for a bad input
+    and ``FinealignError`` for a bad scorer spec (checked before anything is written)."""
     from ..data.io import read_records, write_jsonl
-    from ..rewards.cache import score_units, unit
+    from ..rewards.cache import LazyScorer, cached_count, score_units, unit
     from ..rewards import load_scorer
 
     src, dst = Path(src), Path(dst)
@@ -209,18 +213,21 @@ def label_file(scorer_spec: str, src: str | Path, dst: str | Path, cfg: LabelCon
                                       f"got {records[0].kind} records")
     if src.resolve() == dst.resolve():
         raise FinealignError(f"{dst}: the output must differ from the input")
-    cache = dst.with_name(dst.name + ".scores.jsonl")
+    cache = Path(cache) if cache is not None else dst.with_name(dst.name + ".scores.jsonl")
     from ..data.manifest import prepare_output
-    from ..rewards.base import scorer_fingerprint
+    from ..rewards.base import check_spec, scorer_fingerprint
 
+    if scorer is None:
+        check_spec(scorer_spec)  # a bad spec fails here, before any output, even when every score is cached
     prepare_output(cache, "score-cache", {scorer_spec: scorer_fingerprint(scorer_spec)}, merge=True,
                    overwrite=overwrite)  # checked before the scorer is loaded
-    scorer_obj = load_scorer(scorer if scorer is not None else scorer_spec)
+    scorer_obj = scorer if scorer is not None else LazyScorer(lambda: load_scorer(scorer_spec))
 
     def score(rs: list[ResponseRecord]) -> list[float]:
         units = [unit(r.prompt, r.completion, cfg.max_chars) for r in rs]
-        if on_total:
-            on_total(len({u.key for u in units}))
+        if on_total:  # what is left to score (a shared cache may hold every one)
+            keys = {u.key for u in units}
+            on_total(len(keys) - cached_count(cache, scorer_spec, keys))
         got = score_units(scorer_obj, scorer_spec, units, cache, batch_size=cfg.batch_size, on_progress=on_progress)
         return [got[u.key] for u in units]
 

@@ -31,13 +31,11 @@ class PPOConfig(Settings):
     """Everything a PPO run needs; saved as ``config.yaml`` in the output folder."""
 
     # what
-    policy: str = setting("smollm2-135m-instruct", reads="model",
-                          help="Policy model spec (built-in name, .gguf, directory, hub id).")
-    reward: str = setting("length", reads="scorer",
-                          help="Scorer spec, e.g. token-rm:runs/rm, flr:MODEL, length; a token scorer "
-                               "gives per-token rewards.")
-    prompts: str = setting(None, reads="file", short="-p", required=True,
-                           help="Prompt-bearing file (JSONL/JSON/CSV/Parquet).")
+    model: str = setting("smollm2-135m-instruct", reads="model", short="-m", deprecated=("--policy",),
+                         help="The policy to train: model spec (built-in name, .gguf, directory, hub id).")
+    reward: str = setting("length", reads="scorer", help="Scorer spec, e.g. token-rm:runs/rm, flr:MODEL, length; a token scorer "
+                                         "gives per-token rewards.")
+    prompts: str = setting(None, reads="file", short="-p", required=True, help="Prompt-bearing file (JSONL/JSON/CSV/Parquet).")
     out: str = setting(None, identity=False, short="-o", required=True,
                        help="Output folder (checkpoint, metrics.jsonl, samples.jsonl, policy/); a rerun resumes.")
     granularity: str = setting("token", choices=GRANULARITIES,
@@ -156,6 +154,11 @@ class PPOConfig(Settings):
     def from_overrides(cls, yaml_path: str | Path | None = None, **overrides) -> "PPOConfig":
         """Defaults < YAML file < ``overrides`` (keys whose value is None are left out)."""
         return build_config(cls, yaml_path, **overrides)
+
+    @property
+    def policy(self) -> str:
+        """The policy model spec, ``model`` (the setting's name before ``--policy`` became ``--model``)."""
+        return self.model
 
 
 def load_yaml(path: str | Path) -> dict:

@@ -166,8 +166,9 @@ def build_trainer(cfg: PrefTrainConfig, model=None, tokenizer=None, dataset=None
                       peft_config=peft), tokenizer
 
 
-def train_preference(cfg: PrefTrainConfig, *, model=None, tokenizer=None, on_log=None) -> TrainResult:
+def train_preference(cfg: PrefTrainConfig, *, model=None, tokenizer=None, on_log=None, on_step=None) -> TrainResult:
     """Run DPO or KTO per ``cfg``; the trained model (or adapter) is saved to ``cfg.out``.
-    ``on_log(step, metrics)`` receives TRL's logged metrics (nothing is printed on stdout)."""
+    ``on_log(step, metrics)`` receives TRL's logged metrics and ``on_step(step, total, metrics)`` every
+    optimizer step (nothing is printed on stdout)."""
     trainer, tok = build_trainer(cfg, model, tokenizer)
-    return train_and_save(trainer, cfg, tok, cfg.method, on_log=on_log)
+    return train_and_save(trainer, cfg, tok, cfg.method, on_log=on_log, on_step=on_step)

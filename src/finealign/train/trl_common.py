@@ -84,29 +84,45 @@ def common_args(cfg) -> dict:
     return args
 
 
-def route_logs(trainer, on_log=None) -> None:
+def route_logs(trainer, on_log=None, on_step=None) -> None:
     """Take the trainer's log lines off stdout: transformers' printer / progress callbacks print each
-    raw metrics dict there; ``on_log(step, logs)`` (optional) gets them instead."""
+    raw metrics dict there; ``on_log(step, logs)`` (optional) gets them instead, and ``on_step(step,
+    total, metrics)`` (optional) is called after every optimizer step (``total``: the run's steps,
+    ``metrics``: the last logged ones), the same shape as the token RM's and PPO's ``on_step``."""
     from transformers import TrainerCallback
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
-    if on_log is not None:
-        class _OnLog(TrainerCallback):
-            def on_log(self, args, state, control, logs=None, **kw):
+    if on_log is None and on_step is None:
+        return
+    last: dict = {}
+
+    class _Report(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kw):
+            if on_step is not None:
+                on_step(state.global_step, state.max_steps, dict(last))
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            last.update({k: v for k, v in (logs or {}).items() if isinstance(v, (int, float))})
+            if on_log is not None:
                 on_log(state.global_step, dict(logs or {}))
 
-        trainer.add_callback(_OnLog())
+        def on_step_end(self, args, state, control, **kw):
+            if on_step is not None:
+                on_step(state.global_step, state.max_steps, dict(last))
+
+    trainer.add_callback(_Report())
 
 
-def train_and_save(trainer, cfg, tokenizer, kind: str, on_log=None) -> TrainResult:
+def train_and_save(trainer, cfg, tokenizer, kind: str, on_log=None, on_step=None) -> TrainResult:
     """Train (resuming from the last checkpoint in ``cfg.out`` if there is one), save the model (or
     LoRA adapter) and tokenizer to ``cfg.out``, then ``finealign_train.json`` last, as the marker of a
-    finished run. Nothing is printed on stdout; ``on_log(step, logs)`` receives the logged metrics."""
+    finished run. Nothing is printed on stdout; ``on_log(step, logs)`` receives the logged metrics and
+    ``on_step(step, total, metrics)`` every step (a progress bar, :func:`route_logs`)."""
     from transformers.trainer_utils import get_last_checkpoint
 
-    route_logs(trainer, on_log)
+    route_logs(trainer, on_log, on_step)
     out = Path(cfg.out)
     tie_output(cfg, kind)
     last = get_last_checkpoint(str(out)) if out.is_dir() else None
