@@ -23,7 +23,7 @@ from ..core.flr import token_logprobs
 from ..data.chat import TurnText, encode_pair, encode_with_span, pad_right, render_turn, with_stop_token  # noqa: F401
 from ..data.records import Prompt
 from ..errors import FinealignError
-from .base import TokenScorer, TokenScores, register_scorer
+from .base import TokenScorer, TokenScores
 from .lm_common import ScoreStats, load_lm, model_max_length, to_int, warn_truncated  # noqa: F401
 
 

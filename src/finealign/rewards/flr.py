@@ -41,8 +41,8 @@ from ..data.chat import encode_with_span, is_rendered, pad_right, render_pair, r
 from ..data.records import Message, Prompt, as_messages
 from ..errors import FinealignError
 from ..models.compat import cache_kwargs, output_cache
-from .base import Scorer, register_scorer
-from .lm_common import ScoreStats, load_lm, model_max_length, to_int, warn_truncated
+from .base import Scorer
+from .lm_common import ScoreStats, load_lm, model_max_length, warn_truncated
 from .followups import FollowupSet, load_followups
 from .roleswap import roleswap_messages
 
