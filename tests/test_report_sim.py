@@ -53,3 +53,15 @@ def test_markdown_table_command(tmp_path):
     r = subprocess.run([sys.executable, "-m", "finealign.report.sim_section", str(path)], capture_output=True,
                        text=True)
     assert r.returncode == 0 and r.stdout.splitlines()[2].startswith("| constraints | gold |")
+
+
+def test_markdown_table_with_another_target_fraction(tmp_path):
+    """--target-frac summarises the same curves again: at 0.9 of the gap (target 0.72) the token runs need
+    steps 5 and 6, the sequence runs never reach it (their last 3 steps average 0.6): a censored ratio."""
+    from finealign.report.sim_section import main
+
+    path = tmp_path / "study.json"
+    path.write_text(json.dumps(_study()))
+    lines = main([str(path), "--target-frac", "0.9"]).splitlines()
+    assert "(censored: sequence)" in lines[2] and "(0 of 2)" in lines[2]
+    assert "censored" not in main([str(path)]).splitlines()[2]

@@ -119,8 +119,24 @@ def markdown_table(study: dict) -> str:
     return "\n".join(lines)
 
 
-if __name__ == "__main__":
+def main(argv: list[str] | None = None) -> str:
+    """``python -m finealign.report.sim_section STUDY.json [--target-frac F]``: the Markdown table of a study's
+    ``study.json``, its PPO runs summarised again with another target fraction when ``--target-frac`` is
+    given (the same curves, another target: a sensitivity check of steps to target)."""
+    import argparse
     import json
-    import sys
 
-    print(markdown_table(json.loads(open(sys.argv[1], encoding="utf-8").read())))
+    p = argparse.ArgumentParser(prog="python -m finealign.report.sim_section", description=main.__doc__)
+    p.add_argument("study", help="a sim study's study.json")
+    p.add_argument("--target-frac", type=float, help="summarise the PPO runs again with this fraction of the gap")
+    a = p.parse_args(argv)
+    study = json.loads(open(a.study, encoding="utf-8").read())
+    if a.target_frac is not None:
+        from ..studies.sim_summary import summarize_ppo
+
+        study = {**study, "ppo": summarize_ppo(study["ppo_curves"], a.target_frac)}
+    return markdown_table(study)
+
+
+if __name__ == "__main__":
+    print(main())
