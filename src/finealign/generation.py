@@ -4,7 +4,9 @@ Two entry points:
 
 * ``generate_batch(model, tokenizer, prompts, n=...)``: ``n`` completions per prompt, in memory.
 * ``generate_file(spec, prompts_path, out_path, k=...)``: reads a prompt-bearing file, appends one
-  ``ResponseRecord`` line per (prompt, sample) to ``out_path``, and resumes on rerun.
+  ``ResponseRecord`` line per (prompt, sample) to ``out_path``, and resumes on rerun: the one generate
+  job (``generate_job.run_generate_job``, which also runs vLLM, the engines and eval winrate's answers)
+  with this module's ``TransformersBackend``.
 
 Every sampled row owns a ``torch.Generator`` seeded from ``(seed, prompt id, sample index)``, and
 sampling is an inverse-CDF draw of one uniform number per row and step, so a row's completion does
