@@ -3,7 +3,7 @@
 Layers, lowest first (a module may import its own layer and any lower one):
 
     errors, paths, config, quiet (top-level modules)  <  core  <  data, models  <  rewards, edits, eval,
-    sim, generation, generation_vllm  <  train, integrations  <  engine  <  pipeline, studies, serve, report  <  cli
+    sim, generation, generation_vllm, generate_job  <  train, integrations  <  engine  <  pipeline, studies, serve, report  <  cli
 
 Every ``import`` statement counts, also those inside functions (a lazy import is still a dependency).
 """
@@ -21,7 +21,7 @@ LAYERS: dict[str, int] = {
     "errors": 0, "paths": 0, "config": 0, "quiet": 0, "resources": 0,
     "core": 1,
     "data": 2, "models": 2,
-    "rewards": 3, "edits": 3, "eval": 3, "sim": 3, "generation": 3, "generation_vllm": 3,
+    "rewards": 3, "edits": 3, "eval": 3, "sim": 3, "generation": 3, "generation_vllm": 3, "generate_job": 3,
     "train": 4, "integrations": 4,
     "engine": 5,
     "pipeline": 6, "studies": 6, "serve": 6, "report": 6,

@@ -64,9 +64,10 @@ def test_rate_and_eta_leave_out_the_items_a_task_started_with():
 
 
 def test_generate_reports_token_rate_inside_a_chunk(tmp_path, monkeypatch):
+    import finealign.generate_job as generate_job
     import finealign.generation as generation
 
-    monkeypatch.setattr(generation, "HEARTBEAT_S", 0.0)
+    monkeypatch.setattr(generate_job, "HEARTBEAT_S", 0.0)  # the generate job owns progress
     prompts = tmp_path / "p.jsonl"
     prompts.write_text("".join(json.dumps({"id": f"p{i}", "prompt": f"Say {i}."}) + "\n" for i in range(2)))
     calls = []

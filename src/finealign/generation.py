@@ -4,7 +4,9 @@ Two entry points:
 
 * ``generate_batch(model, tokenizer, prompts, n=...)``: ``n`` completions per prompt, in memory.
 * ``generate_file(spec, prompts_path, out_path, k=...)``: reads a prompt-bearing file, appends one
-  ``ResponseRecord`` line per (prompt, sample) to ``out_path``, and resumes on rerun.
+  ``ResponseRecord`` line per (prompt, sample) to ``out_path``, and resumes on rerun: the one generate
+  job (``generate_job.run_generate_job``, which also runs vLLM, the engines and eval winrate's answers)
+  with this module's ``TransformersBackend``.
 
 Every sampled row owns a ``torch.Generator`` seeded from ``(seed, prompt id, sample index)``, and
 sampling is an inverse-CDF draw of one uniform number per row and step, so a row's completion does
@@ -22,9 +24,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
 
 import torch
 
@@ -33,26 +33,18 @@ from .data.prompts import PromptItem, read_prompts
 from .data import chat
 from .data.records import Prompt
 from .errors import FinealignError
+from .generate_job import (FINISH_LENGTH, FINISH_STOP, HEARTBEAT_S, Chunk, Completion, GenerateStats, Produced,
+                           Pulse, Row, Sampling, check_sampling, checked_generate_inputs, tie_generate_output)
 
 __all__ = ["FINISH_LENGTH", "FINISH_STOP", "Completion", "GenerateStats", "PromptItem", "decode_rows",
            "decode_steps", "generate_batch", "generate_completions", "generate_file", "inverse_cdf_sample",
-           "read_prompts", "render_prompt", "row_seed", "stop_token_ids", "tie_generate_output", "top_p_filter"]
-
-FINISH_STOP = "stop"
-FINISH_LENGTH = "length"
+           "read_prompts", "render_prompt", "row_seed", "stop_token_ids", "tie_generate_output", "top_p_filter",
+           "TransformersBackend", "checked_generate_inputs", "HEARTBEAT_S"]
 
 ProgressFn = Callable[[int, int, str], None]  # on_progress(done, total, info)
 
 
 # --------------------------------------------------------------------------- decoding loop
-
-
-class Completion(NamedTuple):
-    """One generated completion: text (special tokens stripped), why it ended, tokens before EOS."""
-
-    text: str
-    finish_reason: str  # "stop" (an EOS token) | "length" (max_new_tokens reached)
-    n_tokens: int
 
 
 def stop_token_ids(model, tokenizer) -> list[int]:
@@ -191,20 +183,6 @@ def decode_rows(
     return result
 
 
-def _check_sampling(temperature: float, top_p: float, max_new_tokens: int, do_sample: bool | None) -> bool:
-    if temperature < 0:
-        raise FinealignError(f"temperature must be >= 0, got {temperature}")
-    if not 0.0 < top_p <= 1.0:
-        raise FinealignError(f"top_p must be in (0, 1], got {top_p}")
-    if max_new_tokens < 1:
-        raise FinealignError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-    if do_sample is None:
-        return temperature > 0
-    if do_sample and temperature == 0:
-        raise FinealignError("do_sample=True needs a temperature > 0 (temperature 0 means greedy)")
-    return bool(do_sample)
-
-
 def fit_prompts(model, tokenizer, prompts: Sequence[Prompt], max_new_tokens: int) -> list:
     """Each prompt fitted to the model's window minus ``max_new_tokens``, the oldest context cut first
     (``models.window.fit_prompt``; docs/long-inputs.md). Returns ``models.window.Fitted`` per prompt.
@@ -246,7 +224,7 @@ def generate_completions(
     prompt length (``core.batching.length_batches``: at most ``batch_size`` rows and ``batch_tokens``
     padded prompt tokens, default ``DEFAULT_BATCH_TOKENS``), so one long prompt runs alone.
     """
-    sample = _check_sampling(temperature, top_p, max_new_tokens, do_sample)
+    sample = check_sampling(temperature, top_p, max_new_tokens, do_sample)
     if n < 1 or batch_size < 1:
         raise FinealignError(f"n and batch_size must be >= 1, got n={n}, batch_size={batch_size}")
     if seed is None:
@@ -297,90 +275,71 @@ def generate_batch(
 # --------------------------------------------------------------------------- files
 
 
-@dataclass(frozen=True)
-class GenerateStats:
-    """What one ``generate_file`` run did."""
-
-    prompts: int  # prompts in the input file
-    responses_written: int  # response lines appended by this run
-    skipped: int  # responses already in the output file (a resumed run)
-    empty: int  # written completions that are empty or whitespace only (kept in the file)
-    truncated: int  # written completions that hit max_new_tokens (finish_reason "length")
-    new_tokens: int  # tokens decoded by this run (a regenerated chunk's done rows included)
-    seconds: float  # wall time spent decoding
-    prompts_cut: int = 0  # prompts of this run cut to fit the window (meta.prompt_cut_tokens on their lines)
-
-    @property
-    def tokens_per_s(self) -> float:
-        return self.new_tokens / self.seconds if self.seconds > 0 else 0.0
-
-
 def _model_name(model) -> str:
     base = getattr(model, "get_base_model", lambda: model)()
     return str(getattr(getattr(base, "config", None), "_name_or_path", "") or type(base).__name__)
 
 
-def tie_generate_output(out_path: str | Path, model, *, temperature: float, top_p: float, max_new_tokens: int,
-                        seed: int, dtype: str, backend: str = "transformers", overwrite: bool = False,
-                        check_only: bool = False) -> None:
-    """Tie a ``generate`` output to what makes its samples (``data.manifest``): the model's
-    fingerprint (a spec or a loaded model), the sampling settings, the dtype and the decoding
-    backend. Raises ``FinealignError`` naming every differing setting when ``out_path`` was made
-    otherwise; ``overwrite`` deletes it first; ``check_only`` refuses but writes nothing (a job that
-    computes first checks early). Every writer of generate outputs calls this."""
-    from .data.manifest import prepare_output
-    from .models.fingerprint import model_fingerprint
-    from .models.loading import DTYPES
+class TransformersBackend:
+    """The transformers backend of the generate job (``generate_job.run_generate_job``): each chunk of
+    prompts is decoded whole by ``generate_completions`` (every sample of every prompt of the chunk, so a
+    resumed run computes what an uninterrupted run computes). ``model``: a spec (loaded with ``dtype`` /
+    ``device`` on the first chunk to decode) or a ``(model, tokenizer)`` pair. ``model_name``: the lines'
+    ``meta.model`` (default: the spec, or the loaded model's name)."""
 
-    dt = str(dtype).removeprefix("torch.")
-    dt = str(DTYPES.get(dt.lower(), dt)).removeprefix("torch.")  # fp32 and float32 are one setting
-    prepare_output(out_path, "generate", {
-        "model": model_fingerprint(model), "temperature": temperature, "top_p": top_p,
-        "max_new_tokens": max_new_tokens, "seed": seed, "dtype": dt, "backend": backend}, overwrite=overwrite,
-        check_only=check_only)
+    name = "transformers"
 
+    def __init__(self, model, *, k: int, sampling: Sampling, batch_size: int = 8, dtype: str = "float32",
+                 device: str = "auto", model_name: str | None = None):
+        if isinstance(model, (tuple, list)):
+            self._lm, self._tok = model
+            self.fingerprint_model, self.dtype = self._lm, str(next(self._lm.parameters()).dtype)
+            self.model_name = model_name or _model_name(self._lm)
+        else:
+            self._lm = self._tok = None
+            self.fingerprint_model, self.dtype, self.model_name = str(model), dtype, model_name or str(model)
+        self.k, self.sampling, self.rows_per_chunk, self.device = k, sampling, batch_size, device
+        self.meta: dict = {}
 
-def _response_line(rid: str, p: PromptItem, sample: int, c: Completion, model_name: str, cut: int = 0) -> dict:
-    meta = {"model": model_name, "finish_reason": c.finish_reason, "n_tokens": c.n_tokens}
-    if cut:
-        meta["prompt_cut_tokens"] = cut  # the oldest context tokens dropped to fit the window
-    return {"id": rid, "prompt_id": p.id, "sample": sample, "prompt": p.prompt, "completion": c.text, "meta": meta}
+    def __enter__(self) -> "TransformersBackend":
+        return self
 
+    def __exit__(self, *exc) -> None:
+        return None
 
-def checked_generate_inputs(prompts_path, out_path, *, k: int, batch_size: int, temperature: float, top_p: float,
-                            max_new_tokens: int) -> tuple[list, Path]:
-    """The prompts of ``prompts_path`` and ``out_path`` as a Path, after the checks every ``generate`` engine
-    makes: sampling settings, ``k`` and ``batch_size`` >= 1, and an output that is not the prompts file.
-    Raises ``FinealignError`` (and ``DataError`` for a bad prompts file)."""
-    _check_sampling(temperature, top_p, max_new_tokens, None)
-    if k < 1 or batch_size < 1:
-        raise FinealignError(f"k and batch_size must be >= 1, got k={k}, batch_size={batch_size}")
-    items = read_prompts(prompts_path)
-    out_path = Path(out_path)
-    if out_path.exists() and out_path.resolve() == Path(prompts_path).resolve():
-        raise FinealignError(f"{out_path}: the output file must differ from the prompts file")
-    return items, out_path
+    def load(self):
+        """The model and tokenizer (loaded once), the tokenizer padding on the left."""
+        if self._lm is None:
+            from .models import load_model
 
+            self._lm, self._tok = load_model(self.fingerprint_model, dtype=self.dtype, device=self.device)
+        if self._tok.padding_side != "left":
+            self._tok.padding_side = "left"
+        return self._lm, self._tok
 
-HEARTBEAT_S = 5.0  # a chunk that decodes longer than this reports its token rate while it runs
+    def produce(self, chunks: Sequence[Chunk], pulse: Pulse | None) -> Iterator[Produced]:
+        """One ``Produced`` per chunk: its rows (all k samples of each prompt), tokens decoded, seconds."""
+        if not chunks:
+            return
+        lm, tok = self.load()
+        s = self.sampling
+        for chunk in chunks:
+            t0 = time.perf_counter()
+            counted = [0]
+            cuts: dict[str, int] = {}
 
+            def step(rows: int) -> None:
+                counted[0] += rows
+                if pulse is not None:
+                    pulse.step(rows)
 
-def _heartbeat(counted: list[int], on_progress, done: int, total: int, tokens_before: int, seconds_before: float,
-               t0: float) -> Callable[[int], None]:
-    """An ``on_step(rows)`` for one chunk: records the rows decoded per step in ``counted`` and, at most every
-    ``HEARTBEAT_S`` seconds, calls ``on_progress(done, total, "N tok/s")`` with the rate so far, so a
-    chunk that decodes for minutes still shows the run is alive."""
-    last = [time.perf_counter()]
-
-    def step(rows: int) -> None:
-        counted.append(rows)
-        now = time.perf_counter()
-        if on_progress is not None and now - last[0] >= HEARTBEAT_S:
-            last[0] = now
-            rate = (tokens_before + sum(counted)) / max(seconds_before + now - t0, 1e-9)
-            on_progress(done, total, f"{rate:.1f} tok/s")
-
-    return step
+            comps = generate_completions(
+                lm, tok, [p.prompt for p in chunk.items], n=self.k, temperature=s.temperature, top_p=s.top_p,
+                max_new_tokens=s.max_new_tokens, seed=s.seed, batch_size=self.rows_per_chunk,
+                prompt_ids=[p.id for p in chunk.items], on_step=step,
+                on_cut=lambda i, n_cut: cuts.__setitem__(chunk.items[i].id, n_cut))
+            rows = [Row(p, j, c, cuts.get(p.id, 0)) for p, row in zip(chunk.items, comps) for j, c in enumerate(row)]
+            yield Produced(rows, counted[0], time.perf_counter() - t0)
 
 
 def generate_file(
@@ -399,7 +358,8 @@ def generate_file(
     on_progress: ProgressFn | None = None,
     overwrite: bool = False,
 ) -> GenerateStats:
-    """Sample ``k`` completions for every prompt of ``prompts_path`` into ``out_path`` (JSONL).
+    """Sample ``k`` completions for every prompt of ``prompts_path`` into ``out_path`` (JSONL): the generate
+    job (``generate_job.run_generate_job``) with the transformers backend.
 
     ``model`` is a model spec (loaded with ``dtype`` / ``device``) or a ``(model, tokenizer)`` pair.
     Each line: ``{"id": "<prompt_id>:<sample>", "prompt_id", "sample", "prompt", "completion",
@@ -415,63 +375,9 @@ def generate_file(
     (``k`` and the prompts may grow: more samples of the same settings extend the file). Raises
     ``DataError`` for a bad prompts file and ``FinealignError`` for bad arguments.
     """
-    from .data.io import JsonlAppender
+    from .generate_job import run_generate_job
 
-    items, out_path = checked_generate_inputs(prompts_path, out_path, k=k, batch_size=batch_size,
-                                              temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens)
-
-    def rid(pid: str, s: int) -> str:
-        return f"{pid}:{s}"
-
-    sampling = dict(temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed)
-    if isinstance(model, (tuple, list)):
-        lm, tok = model
-        name = _model_name(lm)
-        tie_generate_output(out_path, lm, dtype=str(next(lm.parameters()).dtype), overwrite=overwrite, **sampling)
-    else:
-        from .models import load_model
-
-        name = str(model)
-        tie_generate_output(out_path, name, dtype=dtype, overwrite=overwrite, **sampling)
-        lm, tok = load_model(name, dtype=dtype, device=device)
-    if tok.padding_side != "left":
-        tok.padding_side = "left"
-
-    per_chunk = max(1, batch_size // k)
-    chunks = [items[i : i + per_chunk] for i in range(0, len(items), per_chunk)]
-    total = len(items) * k
-    written = empty = truncated = new_tokens = 0
-    seconds = 0.0
-    cut_ids: set[str] = set()
-    with JsonlAppender(out_path, key=lambda o: o["id"]) as app:
-        skipped = done = sum(rid(p.id, s) in app for p in items for s in range(k))
-        if on_progress is not None:
-            on_progress(skipped, total, "")
-        for chunk in chunks:
-            todo = [(p, s) for p in chunk for s in range(k) if rid(p.id, s) not in app]
-            if not todo:
-                continue
-            t0 = time.perf_counter()
-            counted: list[int] = []
-            cuts: dict[str, int] = {}
-            step = _heartbeat(counted, on_progress, done, total, new_tokens, seconds, t0)
-            comps = generate_completions(
-                lm, tok, [p.prompt for p in chunk], n=k, temperature=temperature, top_p=top_p,
-                max_new_tokens=max_new_tokens, seed=seed, batch_size=batch_size,
-                prompt_ids=[p.id for p in chunk], on_step=step,
-                on_cut=lambda i, n_cut: cuts.__setitem__(chunk[i].id, n_cut))
-            seconds += time.perf_counter() - t0
-            new_tokens += sum(counted)
-            by_id = {p.id: row for p, row in zip(chunk, comps)}
-            for p, s in todo:
-                c = by_id[p.id][s]
-                app.append(_response_line(rid(p.id, s), p, s, c, name, cuts.get(p.id, 0)))
-                if p.id in cuts:
-                    cut_ids.add(p.id)
-                empty += not c.text.strip()
-                truncated += c.finish_reason == FINISH_LENGTH
-            written, done = written + len(todo), done + len(todo)
-            if on_progress is not None:
-                on_progress(done, total, f"{new_tokens / max(seconds, 1e-9):.1f} tok/s")
-    return GenerateStats(prompts=len(items), responses_written=written, skipped=skipped, empty=empty,
-                         truncated=truncated, new_tokens=new_tokens, seconds=seconds, prompts_cut=len(cut_ids))
+    sampling = Sampling(temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed)
+    backend = TransformersBackend(model, k=k, sampling=sampling, batch_size=batch_size, dtype=dtype, device=device)
+    return run_generate_job(backend, prompts_path, out_path, k=k, sampling=sampling, overwrite=overwrite,
+                            on_progress=on_progress)

@@ -13,9 +13,10 @@ touches a model:
    every call from the shards' results: the output (and score cache) is written by the ordinary code.
 
 Because the workers make exactly the single-process calls, in the same batches, the output is
-byte-identical to the single-process output. ``generate`` has no scorer to stand in for: its shards
-are chunks of prompts (generate's own ``max(1, batch_size // k)``), sampled by ``generation.generate_file``
-in the workers, and their lines are appended in order. The shard folder (``OUT.shards``,
+byte-identical to the single-process output. ``generate`` has no scorer to stand in for: it is the generate job
+(``generate_job.run_generate_job``) with ``ShardedBackend``, whose shards are chunks of prompts (generate's
+own ``max(1, batch_size // k)``), sampled by ``generation.TransformersBackend`` in the workers; the job
+appends their lines in order. The shard folder (``OUT.shards``,
 ``OUT/shards``) is removed once the output is complete.
 """
 
@@ -108,7 +109,8 @@ class ScoreJob:
 
 @dataclass
 class GenerateJob:
-    """Sample ``k`` completions for the prompts of a shard with ``generation.generate_file``."""
+    """Sample ``k`` completions for the prompts of a shard (whole chunks of ``max(1, batch_size // k)``
+    prompts) with ``generation.TransformersBackend``; its rows are generate's records."""
 
     model: str
     k: int
@@ -128,29 +130,78 @@ class GenerateJob:
         self._lm, self._tok = load_model(self.model, dtype=self.dtype, device=self.device)
 
     def run(self, payload: Sequence) -> tuple[list[dict], dict]:
-        from ..data.io import write_jsonl
-        from ..generation import generate_file
+        from ..generate_job import GENERATE, Chunk, Sampling
+        from ..generation import TransformersBackend
 
-        with tempfile.TemporaryDirectory(prefix="finealign-shard-") as d:
-            src, dst = Path(d) / "prompts.jsonl", Path(d) / "out.jsonl"
-            write_jsonl(src, [{"id": p.id, "prompt": p.prompt} for p in payload])
-            try:
-                st = generate_file((self._lm, self._tok), src, dst, k=self.k, temperature=self.temperature,
-                                   top_p=self.top_p, max_new_tokens=self.max_new_tokens, seed=self.seed,
-                                   batch_size=self.batch_size)
-            except Exception as e:  # noqa: BLE001 - named by locate_failure
-                raise locate_failure(self._probe, list(payload), [f"{self.source}: prompt {p.id}" for p in payload],
-                                     e) from None
-            rows = [json.loads(x) for x in dst.read_text(encoding="utf-8").splitlines() if x.strip()]
-        for o in rows:  # the name a single-process run records (it loaded the model from this spec)
-            o.setdefault("meta", {})["model"] = self.model
-        return rows, {"new_tokens": st.new_tokens, "seconds": st.seconds, "empty": st.empty, "truncated": st.truncated}
+        sampling = Sampling(self.temperature, self.top_p, self.max_new_tokens, self.seed)
+        backend = TransformersBackend((self._lm, self._tok), k=self.k, sampling=sampling, batch_size=self.batch_size,
+                                      model_name=self.model)  # the name a single-process run records
+        per = max(1, self.batch_size // self.k)
+        items = list(payload)
+        try:
+            produced = list(backend.produce([Chunk(items[i: i + per], []) for i in range(0, len(items), per)], None))
+        except Exception as e:  # noqa: BLE001 - named by locate_failure
+            raise locate_failure(self._probe, items, [f"{self.source}: prompt {p.id}" for p in items], e) from None
+        rows = [GENERATE.line(GENERATE.rid(r.item.id, r.sample), r, self.model, {}) for b in produced for r in b.rows]
+        return rows, {"new_tokens": sum(b.new_tokens for b in produced), "seconds": sum(b.seconds for b in produced),
+                      "empty": sum(not o["completion"].strip() for o in rows),
+                      "truncated": sum(o["meta"]["finish_reason"] == "length" for o in rows)}
 
     def _probe(self, items) -> None:
         from ..generation import generate_completions
 
         generate_completions(self._lm, self._tok, [p.prompt for p in items], n=1, max_new_tokens=1, temperature=0,
                              prompt_ids=[p.id for p in items])
+
+
+class ShardedBackend:
+    """The generate job's backend on an engine (``generate_job.run_generate_job``): the chunks still to write
+    are cut into shards of chunks, sampled by ``GenerateJob`` on the engine's workers (``OUT.shards`` keeps
+    finished shards for a rerun; removed once their rows are written), and handed back in order."""
+
+    name = "transformers"
+
+    def __init__(self, job: GenerateJob, engine: EngineArgs, folder: Path, *, fresh: bool = False,
+                 on_event: EventFn | None = None):
+        self.job, self.engine, self.folder, self.fresh, self.on_event = job, engine, Path(folder), fresh, on_event
+        self.fingerprint_model = self.model_name = job.model
+        self.dtype, self.rows_per_chunk, self.meta = job.dtype, job.batch_size, {}
+
+    def __enter__(self) -> "ShardedBackend":
+        self._engine = open_engine(self.engine)  # connected first: an unreachable cluster fails before any write
+        self._runner = self._engine.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return self._engine.__exit__(*exc)
+
+    def produce(self, chunks: Sequence, pulse) -> Any:
+        """One batch: every row of the chunks (each chunk decoded whole), after all shards ran."""
+        from ..generate_job import Produced, rows_of_records
+
+        j = self.job
+        if self.fresh:
+            shutil.rmtree(self.folder, ignore_errors=True)
+        per_chunk = max(1, j.batch_size // j.k)
+        shards = plan_shards(len(chunks), self.engine.shard_size and max(1, self.engine.shard_size // per_chunk))
+        size_of = lambda i: sum(len(c.todo) for c in chunks[shards[i].start: shards[i].end])  # noqa: E731
+
+        def event(kind: str, info: dict) -> None:
+            if kind == "shard" and pulse is not None:
+                pulse.report(size_of(info["shard"]), f"shard {info['shard']} in {info['seconds']:.1f} s")
+            if self.on_event:
+                self.on_event(kind, info)
+
+        store = ShardStore(self.folder, fingerprint("generate", j.model, j.k, j.temperature, j.top_p,
+                                                    j.max_new_tokens, j.seed, j.batch_size, j.dtype), shards,
+                           lambda s: [[(p.id, p.prompt) for p in c.items] for c in chunks[s.start: s.end]],
+                           describe={"verb": "generate", "model": j.model,
+                                     "prompts": sum(len(c.items) for c in chunks)})
+        self._runner.run(j, store, lambda s: [p for c in chunks[s.start: s.end] for p in c.items], event)
+        rows, stats = store.results()
+        yield Produced(rows_of_records(rows, [p for c in chunks for p in c.items]),
+                       int(stats.get("new_tokens", 0)), float(stats.get("seconds", 0.0)))
+        store.remove()
 
 
 # ------------------------------------------------------------------------- recorded and precomputed
@@ -392,47 +443,14 @@ def generate_file_sharded(model: str, prompts_path: str | Path, out_path: str | 
                           batch_size: int = 8, dtype: str = "float32", device: str = "auto", engine: EngineArgs,
                           overwrite: bool = False, on_progress: ProgressFn | None = None,
                           on_event: EventFn | None = None):
-    """``finealign generate`` on an engine: the lines ``generation.generate_file`` would write, in its
-    order, appended to ``out_path`` (ids already there are kept). Returns ``GenerateStats``."""
-    from ..data.io import JsonlAppender
-    from ..generation import GenerateStats, checked_generate_inputs, tie_generate_output
+    """``finealign generate`` on an engine: the generate job (``generate_job.run_generate_job``) with
+    ``ShardedBackend``, so the lines ``generation.generate_file`` would write, in its order, are appended
+    to ``out_path`` (ids already there, of any engine, are kept). Returns ``GenerateStats``."""
+    from ..generate_job import Sampling, run_generate_job
 
-    items, out_path = checked_generate_inputs(prompts_path, out_path, k=k, batch_size=batch_size,
-                                              temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens)
-    per_chunk = max(1, batch_size // k)
-    chunks = [items[i: i + per_chunk] for i in range(0, len(items), per_chunk)]
-    folder = out_path.with_name(out_path.name + ".shards")
     job = GenerateJob(model, k, temperature, top_p, max_new_tokens, seed, batch_size, dtype, device,
                       source=str(prompts_path))
-    with open_engine(engine) as runner:  # connected first: an unreachable cluster fails before any write
-        tie_generate_output(out_path, model, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
-                            seed=seed, dtype=dtype, overwrite=overwrite)
-        if overwrite:
-            shutil.rmtree(folder, ignore_errors=True)
-        done_ids: set = set()
-        if out_path.exists():  # a partial output (of any engine): its ids are kept, not recomputed
-            with JsonlAppender(out_path, key=lambda o: o["id"]) as app:
-                done_ids = set(app.done)
-        todo = [c for c in chunks if any(f"{p.id}:{s}" not in done_ids for p in c for s in range(k))]
-        shards = plan_shards(len(todo), engine.shard_size and max(1, engine.shard_size // per_chunk))
-        size_of = lambda i: sum(len(c) for c in todo[shards[i].start: shards[i].end]) * k  # noqa: E731
-        events = _events(on_progress, on_event, len(items) * k, size_of, done=len(done_ids))
-        store = ShardStore(folder, fingerprint("generate", model, k, temperature, top_p, max_new_tokens, seed,
-                                               batch_size, dtype), shards,
-                           lambda s: [[(p.id, p.prompt) for p in c] for c in todo[s.start: s.end]],
-                           describe={"verb": "generate", "model": model, "prompts": len(items)})
-        runner.run(job, store, lambda s: [p for c in todo[s.start: s.end] for p in c], events)
-    rows, stats = store.results()
-    written = empty = truncated = 0
-    with JsonlAppender(out_path, key=lambda o: o["id"]) as app:
-        for o in rows:
-            if o["id"] not in app:
-                app.append(o)
-                written += 1
-                empty += not o["completion"].strip()
-                truncated += o["meta"].get("finish_reason") == "length"
-    store.remove()
-    skipped = sum(f"{p.id}:{s}" in done_ids for p in items for s in range(k))
-    return GenerateStats(prompts=len(items), responses_written=written, skipped=skipped, empty=empty,
-                         truncated=truncated, new_tokens=int(stats.get("new_tokens", 0)),
-                         seconds=float(stats.get("seconds", 0.0)))
+    folder = Path(out_path).with_name(Path(out_path).name + ".shards")
+    backend = ShardedBackend(job, engine, folder, fresh=overwrite, on_event=on_event)
+    return run_generate_job(backend, prompts_path, out_path, k=k, sampling=Sampling(temperature, top_p,
+                            max_new_tokens, seed), overwrite=overwrite, on_progress=on_progress)

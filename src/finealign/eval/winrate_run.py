@@ -11,14 +11,14 @@ from typing import Callable
 import numpy as np
 
 from ..core import winrate as wr
-from ..data.io import JsonlAppender, iter_objects, write_json, write_jsonl, write_text_atomic
+from ..data.io import iter_objects, write_json, write_jsonl, write_text_atomic
 from ..data.records import FieldError, Prompt, check_prompt, check_text
 from ..errors import ConfigError, DataError, FinealignError
 from .judges import Judge, VerdictCache, judge_key, judge_orders, load_judge
 from .winrate_config import JudgeCheck, WinrateConfig, WinrateResult
 
 FILES = ("results.json", "results.md", "pairs.jsonl", "judgments.jsonl", "outputs.jsonl", "reference_outputs.jsonl",
-         "settings.json")
+         "outputs.jsonl.manifest.json", "reference_outputs.jsonl.manifest.json", "settings.json")
 VERB = "eval winrate"
 
 
@@ -147,30 +147,27 @@ def claim_out(cfg: WinrateConfig) -> None:
 
 
 def _generate(cfg: WinrateConfig, spec: str, path: Path, stage: str, report) -> list[Output]:
-    """Greedy (or sampled) outputs of ``spec`` on ``cfg.prompts`` into ``path``, resumable; one per prompt."""
+    """Greedy (or sampled) outputs of ``spec`` on ``cfg.prompts`` into ``path``, one per prompt: the generate
+    job (``generate_job.run_generate_job``, transformers backend) with the ``ANSWERS`` layout. ``path`` gets
+    generate's manifest (``PATH.manifest.json``: the model's fingerprint and the sampling settings), so a
+    rerun with another model or other settings is refused even where ``settings.json`` is gone; answers
+    written before they had a manifest are adopted (``settings.json``, checked by ``prepare_out``, vouches
+    for them)."""
+    from ..data.manifest import manifest_path
     from ..data.prompts import read_prompts
-    from ..generation import generate_completions
+    from ..generate_job import ANSWERS, Sampling, run_generate_job
+    from ..generation import TransformersBackend
 
-    items = read_prompts(cfg.prompts)
+    items = read_prompts(cfg.prompts)  # a bad prompts file fails before the folder is claimed
     claim_out(cfg)
-    with JsonlAppender(path, key=lambda o: o["id"]) as app:
-        todo = [p for p in items if p.id not in app]
-        report(stage, len(items) - len(todo), len(items))
-        if todo:
-            from ..models import load_model
-
-            lm, tok = load_model(spec, dtype=cfg.dtype, device=cfg.device)
-            for s in range(0, len(todo), cfg.batch_size):
-                chunk = todo[s:s + cfg.batch_size]
-                comps = generate_completions(lm, tok, [p.prompt for p in chunk], n=1, temperature=cfg.temperature,
-                                             top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed,
-                                             batch_size=cfg.batch_size, prompt_ids=[p.id for p in chunk])
-                for p, row in zip(chunk, comps):
-                    c = row[0]
-                    app.append({"id": p.id, "prompt_id": p.id, "prompt": p.prompt, "completion": c.text,
-                                "meta": {"model": spec, "finish_reason": c.finish_reason, "n_tokens": c.n_tokens}})
-                report(stage, len(items) - len(todo) + s + len(chunk), len(items))
-            del lm, tok
+    sampling = Sampling(temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens,
+                        seed=cfg.seed)
+    backend = TransformersBackend(spec, k=1, sampling=sampling, batch_size=cfg.batch_size, dtype=cfg.dtype,
+                                  device=cfg.device)
+    run_generate_job(backend, cfg.prompts, path, k=1, sampling=sampling, layout=ANSWERS,
+                     adopt=path.is_file() and not manifest_path(path).exists(),
+                     on_progress=lambda done, total, _info: report(stage, done, total))
+    del backend  # the model is freed before the other side's is loaded
     by_id = {}
     for line, o in iter_objects(path):
         by_id[str(o["id"])] = Output(o["prompt"], o["completion"], f"{path}:{line}")
