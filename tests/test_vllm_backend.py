@@ -184,5 +184,5 @@ def test_cli_without_vllm_says_what_to_install(tmp_path, monkeypatch, capsys):
     assert "pip install vllm" in capsys.readouterr().err
     assert run_cli(["score", prompts, tmp_path / "s.jsonl", "--scorer", "flr:tiny-random,backend=onnx",
                     "--quiet"]) == 1
-    assert "backend='onnx': one of transformers, vllm" in capsys.readouterr().err
+    assert "option backend='onnx': 'onnx' is not one of transformers, vllm" in capsys.readouterr().err
     assert not (tmp_path / "o.jsonl").exists() and not (tmp_path / "s.jsonl").exists()
