@@ -163,12 +163,6 @@ def progress_callback(label: str, *, disable: bool = False):
         yield update
 
 
-def step_info(metrics: dict | None, keys: tuple[str, ...]) -> str:
-    """``loss 0.693 kl 0.012``: the numeric ``keys`` of a trainer's last metrics, for a bar's ``info``."""
-    m = metrics or {}
-    return " ".join(f"{k} {m[k]:.3f}" for k in keys if isinstance(m.get(k), (int, float)))
-
-
 @contextmanager
 def verb_hooks(quiet: bool = False, *, steps: bool = False):
     """The ``verbs.run.Hooks`` of a command: one rich bar per progress label on stderr, log lines on stderr

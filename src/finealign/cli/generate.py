@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..verbs.settings import BACKENDS, GenerateConfig  # noqa: F401 (the command's settings, kept importable here)
+from ..verbs.settings import GenerateConfig
 
 
 def run_generate(cfg: GenerateConfig, quiet: bool = False) -> None:

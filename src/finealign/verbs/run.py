@@ -9,11 +9,10 @@ has two run functions, ``local`` and ``sharded``; :func:`dispatch` picks one by 
 
 from __future__ import annotations
 
-import dataclasses
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 from ..errors import FinealignError
 
@@ -37,7 +36,6 @@ class Hooks:
     log: Callable[[str], None] = lambda message: None
     shared: Path | None = None
     steps: bool = False
-    extra: dict = field(default_factory=dict)
 
 
 def dispatch(verb, cfg, hooks: Hooks):
@@ -336,5 +334,6 @@ def report_summary(path, cfg, hooks: Hooks) -> dict:
     return {"report": str(path)}
 
 
-def plain_summary(result: Any, cfg, hooks: Hooks) -> dict:
-    return dict(result) if isinstance(result, dict) else dataclasses.asdict(result)
+def plain_summary(result: dict, cfg, hooks: Hooks) -> dict:
+    """A result that is already a dict of counts (``score``)."""
+    return dict(result)
