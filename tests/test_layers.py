@@ -3,7 +3,10 @@
 Layers, lowest first (a module may import its own layer and any lower one):
 
     errors, paths, config, quiet (top-level modules)  <  core  <  data, models  <  rewards, edits, eval,
-    sim, generation, generation_vllm, generate_job  <  train, integrations  <  engine  <  pipeline, studies, serve, report  <  cli
+    sim, generation, generation_vllm, generate_job  <  train, integrations  <  engine  <  verbs, pipeline, studies, serve, report  <  cli
+
+(``verbs``, the verb table, sits beside ``pipeline`` and ``report``: ``pipeline`` builds its stage types from it;
+it imports ``report`` for the report verb and never ``pipeline``.)
 
 Every ``import`` statement counts, also those inside functions (a lazy import is still a dependency).
 """
@@ -24,7 +27,7 @@ LAYERS: dict[str, int] = {
     "rewards": 3, "edits": 3, "eval": 3, "sim": 3, "generation": 3, "generation_vllm": 3, "generate_job": 3,
     "train": 4, "integrations": 4,
     "engine": 5,
-    "pipeline": 6, "studies": 6, "serve": 6, "report": 6,
+    "verbs": 6, "pipeline": 6, "studies": 6, "serve": 6, "report": 6,
     "cli": 7,
 }
 

@@ -59,7 +59,6 @@ def _verb_configs():
     from finealign.cli.score import ScoreConfig
     from finealign.eval.rm_eval import EvalConfig
     from finealign.eval.winrate_config import WinrateConfig
-    from finealign.pipeline.configs import EditStage, GenerateStage, ScoreStage
     from finealign.sim.make import SimMakeConfig
     from finealign.sim.policy import SimPolicyConfig
     from finealign.train.followup_sft import FollowupSFTConfig
@@ -67,7 +66,7 @@ def _verb_configs():
     from finealign.train.preference import PrefTrainConfig
     from finealign.train.token_rm_config import TokenRMConfig
 
-    return [EditConfig, GenerateConfig, ScoreConfig, EvalConfig, WinrateConfig, EditStage, GenerateStage, ScoreStage,
+    return [EditConfig, GenerateConfig, ScoreConfig, EvalConfig, WinrateConfig,
             SimMakeConfig, SimPolicyConfig, FollowupSFTConfig, PPOConfig, PrefTrainConfig, TokenRMConfig]
 
 

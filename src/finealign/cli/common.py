@@ -163,7 +163,25 @@ def progress_callback(label: str, *, disable: bool = False):
         yield update
 
 
-def step_info(metrics: dict | None, keys: tuple[str, ...]) -> str:
-    """``loss 0.693 kl 0.012``: the numeric ``keys`` of a trainer's last metrics, for a bar's ``info``."""
-    m = metrics or {}
-    return " ".join(f"{k} {m[k]:.3f}" for k in keys if isinstance(m.get(k), (int, float)))
+@contextmanager
+def verb_hooks(quiet: bool = False, *, steps: bool = False):
+    """The ``verbs.run.Hooks`` of a command: one rich bar per progress label on stderr, log lines on stderr
+    (``steps``: also one line per trainer logging step, none with ``quiet``).
+
+    Use ``with verb_hooks(quiet) as h: result = run_verb("generate", cfg, h)``, then print the result."""
+    from ..verbs.run import Hooks
+
+    with progress(disable=quiet) as bar:
+        tasks: dict = {}
+
+        def progress_for(label: str):
+            def update(done: int, total: int, info: str = "") -> None:
+                if label not in tasks:
+                    tasks[label] = bar.add_task(label, total=total, completed=done, info=info)
+                else:
+                    bar.update(tasks[label], completed=done, total=total, info=info)
+
+            return update
+
+        yield Hooks(progress=progress_for, log=lambda m: console.print(m, highlight=False, markup=False, soft_wrap=True),
+                    steps=steps and not quiet)

@@ -7,27 +7,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-STAGES = {"generate-model": "generate (model)", "generate-reference": "generate (reference)",
-          "judge-check": "judge check", "judge": "judge"}
-
-
 def run_winrate_cli(cfg, quiet: bool = False) -> None:
-    """Run the evaluation with a progress bar per stage; the markdown report on stdout."""
-    from ..eval.winrate import run_winrate
-    from .common import console, out as stdout, progress
-
-    tasks: dict[str, int] = {}
-    with progress(disable=quiet) as p:
-        def on_progress(stage: str, done: int, total: int) -> None:
-            if stage not in tasks:
-                tasks[stage] = p.add_task(STAGES.get(stage, stage), total=total, info="")
-            p.update(tasks[stage], completed=done, total=total)
-
-        res = run_winrate(cfg, on_progress=on_progress)
-    stdout.print(Path(res.paths["markdown"]).read_text(encoding="utf-8"), soft_wrap=True, highlight=False,
-                 markup=False)
+    """Run the evaluation (the verb table's ``eval-winrate``) with a progress bar per step; the markdown report
+    on stdout."""
     from rich.markup import escape
 
+    from ..verbs import run_verb
+    from .common import console, out as stdout, verb_hooks
+
+    with verb_hooks(quiet) as hooks:
+        res = run_verb("eval-winrate", cfg, hooks)
+    stdout.print(Path(res.paths["markdown"]).read_text(encoding="utf-8"), soft_wrap=True, highlight=False,
+                 markup=False)
     for warning in (res.warning, res.lc_warning):
         if warning:
             console.print(f"[bold red]warning:[/] {escape(warning)}", soft_wrap=True, highlight=False)

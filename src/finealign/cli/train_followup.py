@@ -8,15 +8,15 @@ from __future__ import annotations
 
 
 def run_followup(cfg, quiet: bool = False) -> None:
-    """Fine-tune per ``cfg`` with a progress bar (steps, rate, ETA, loss); prints the steps, loss and the
-    scorer spec that uses the result."""
-    from ..train.followup_sft import train_followup
-    from .common import console, out as stdout, progress_callback, step_info
+    """Fine-tune per ``cfg`` (the verb table's ``train-followup-sft``) with a progress bar (steps, rate, ETA,
+    loss); prints the steps, loss and the scorer spec that uses the result."""
+    from ..verbs import run_verb
+    from .common import console, out as stdout, verb_hooks
 
     console.print(f"follow-up SFT on {cfg.data} from {cfg.model}{' (LoRA)' if cfg.lora else ''} -> {cfg.out}",
                   highlight=False, markup=False)
-    with progress_callback("followup-sft", disable=quiet) as bar:
-        res = train_followup(cfg, on_step=lambda step, total, m: bar(step, total, step_info(m, ("loss",))))
+    with verb_hooks(quiet) as hooks:
+        res = run_verb("train-followup-sft", cfg, hooks)
     loss = res.metrics.get("train_loss", res.metrics.get("loss"))
     stdout.print(f"followup-sft: {res.steps} steps, train loss {loss if loss is None else round(loss, 4)} -> "
                  f"{res.out}  (score with flr:{res.out},mode=finetuned)", highlight=False, markup=False)

@@ -9,21 +9,14 @@ from ..data.io import to_json
 
 
 def run_ppo_cli(cfg, quiet: bool = False):
-    """Run PPO for ``cfg`` with a progress bar; prints a JSON summary on stdout."""
-    from ..train.ppo import train_ppo
-    from .common import console, out as stdout, progress
+    """Run PPO for ``cfg`` (the verb table's ``train-ppo``) with a progress bar; prints a JSON summary on stdout."""
+    from ..verbs import run_verb
+    from .common import console, out as stdout, verb_hooks
 
     console.print(f"PPO: policy {cfg.model}, reward {cfg.reward}, granularity {cfg.granularity}, "
                   f"{cfg.steps} steps x {cfg.batch_size} rollouts -> {cfg.out}", soft_wrap=True)
-    with progress(disable=quiet) as bar:
-        task = bar.add_task("ppo", total=cfg.steps, info="")
-
-        def on_step(step, total, m):
-            info = (f"score {m.get('score', float('nan')):.3f} kl {m.get('kl', float('nan')):.3f} "
-                    f"{m.get('tokens_per_s', 0):.0f} tok/s")
-            bar.update(task, completed=step, info=info)
-
-        result = train_ppo(cfg, on_step=on_step, log=lambda msg: console.print(msg, highlight=False, soft_wrap=True))
+    with verb_hooks(quiet) as hooks:
+        result = run_verb("train-ppo", cfg, hooks)
     c = result.details["counters"]
     if c["skipped_batches"] or c["skipped_updates"] or c["truncated_prompts"] or c["empty_responses"]:
         console.print(f"warnings: {c['skipped_batches']} batches skipped (non-finite reward), {c['skipped_updates']} "

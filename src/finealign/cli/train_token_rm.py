@@ -14,16 +14,12 @@ from .common import console, out
 
 
 def run_train_token_rm(cfg, quiet: bool = False) -> None:
-    """Train (or resume) ``cfg``; prints a JSON summary on stdout."""
-    from ..train.token_rm import train_token_rm
-    from .common import progress_callback
+    """Train (or resume) ``cfg`` (the verb table's ``train-token-rm``); prints a JSON summary on stdout."""
+    from ..verbs import run_verb
+    from .common import verb_hooks
 
-    with progress_callback(f"token-rm {cfg.loss}", disable=quiet) as bar:
-        def on_step(step, total, event):
-            info = f"loss {event['loss']:.4f}  {event['tokens_per_s']:,.0f} tok/s" if event else ""
-            bar(step, total, info)
-
-        res = train_token_rm(cfg, on_step=on_step, log=console.print)
+    with verb_hooks(quiet) as hooks:
+        res = run_verb("train-token-rm", cfg, hooks)
     d = res.details
     summary = {"out": str(res.out), "step": res.steps, "finished": res.finished, "train_pairs": d["build"],
                "trained_on_pairs": d["trained_pairs"], "train_tokens": d["train_tokens"],
