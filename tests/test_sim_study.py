@@ -284,3 +284,24 @@ def test_fast_refuses_a_policy_made_for_another_task(tmp_path):
         study.main(["--fast", "--tasks", "constraints", "--policies", str(tmp_path / "pol"),
                     "--out", str(tmp_path / "o")], echo=False)
     assert not (tmp_path / "o").exists()
+
+
+def test_target_depends_on_the_gold_runs_only():
+    study = _study()
+
+    def run(rew, gran, seed, golds):
+        return {"task": "facts", "reward": rew, "granularity": gran, "seed": seed,
+                "curve": [{"step": i + 1, "gold": g, "proxy": 0.0, "kl": 0.1} for i, g in enumerate(golds)]}
+
+    gold = [run("gold", g, 0, [0, .2, .4, .6, .6, .6]) for g in ("token", "sequence")]
+    gold += [run("gold", g, 1, [.2, .2, .4, .6, .6, .6]) for g in ("token", "sequence")]
+    # initial gold: seed 0's step 1 is 0, seed 1's .2 -> (0 + .2) / 2 = .1; both granularities end at .6;
+    # target = .1 + 0.5 * (.6 - .1) = .35
+    alone = study.summarize_ppo(gold, 0.5)["facts"]
+    assert alone["initial_gold"] == pytest.approx(0.1) and alone["target"] == pytest.approx(0.35)
+    # four learned-reward runs on seed 0 whose step-1 batch scored -.6 leave the target where it was (the
+    # mean over all runs' step 1 would give (0 + 0 + .2 + .2 - 2.4) / 8 = -.25 and target .175)
+    learned = [run(rw, g, 0, [-.6, -.6, -.6, -.6, -.6, -.6]) for rw in ("span_bt", "dpo") for g in ("token", "sequence")]
+    mixed = study.summarize_ppo(gold + learned, 0.5)["facts"]
+    assert mixed["target"] == pytest.approx(0.35)
+    assert mixed["by_run"]["gold/token"]["runs"] == alone["by_run"]["gold/token"]["runs"]

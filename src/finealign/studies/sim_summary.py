@@ -91,10 +91,21 @@ def steps_ratio(token: list[dict], sequence: list[dict]) -> dict | None:
             "seeds": [len(token), len(sequence)]}
 
 
+def _initial_gold(runs: list[dict]) -> float:
+    """The initial policy's gold: step 1's gold (rollouts of the initial policy) averaged within each seed, then
+    over seeds, over the gold-reward runs (all runs where there are none). So the target of a task depends on
+    its gold runs only, not on how many learned-reward runs share a seed."""
+    gold = [r for r in runs if r["reward"] == "gold"] or runs
+    per_seed: dict = {}
+    for r in gold:
+        per_seed.setdefault(r["seed"], []).append(r["curve"][0]["gold"])
+    return statistics.fmean(statistics.fmean(v) for v in per_seed.values())
+
+
 def summarize_ppo(runs: list[dict], frac: float, initial_eval: dict | None = None) -> dict:
     """Per task: initial gold, target, and per (reward, granularity) the finals, steps to target, KL, flags.
 
-    The target is ``frac`` of the gap from the initial gold (mean of step 1 over runs) to the best gold-reward
+    The target is ``frac`` of the gap from the initial gold (``_initial_gold``: step 1, seed by seed) to the best gold-reward
     granularity's final gold. ``speedup_token_over_sequence``: the ratio of mean steps, with its range over the
     seeds' extremes, when every run of both reached the target; ``steps_ratio`` (every reward with both
     granularities): the censored ratio with a bootstrap interval. ``initial_eval``: per task, ``policy_gold`` of
@@ -102,7 +113,7 @@ def summarize_ppo(runs: list[dict], frac: float, initial_eval: dict | None = Non
     out = {}
     for task in sorted({r["task"] for r in runs}):
         rs = [r for r in runs if r["task"] == task and r["curve"]]
-        init = statistics.fmean(r["curve"][0]["gold"] for r in rs)
+        init = _initial_gold(rs)
         golds = [statistics.fmean(_final(r) for r in rs if r["reward"] == "gold" and r["granularity"] == g)
                  for g in {r["granularity"] for r in rs if r["reward"] == "gold"}]
         best = max(golds) if golds else None
