@@ -153,3 +153,30 @@ def test_masked_sum_shape_check():
     assert masked_sum(T([[1.0, 2.0]]), T([[1, 1]])).tolist() == [3.0]
     with pytest.raises(ValueError):
         masked_sum(T([[1.0, 2.0]]), T([[1]]))
+
+
+def test_token_rewards_from_head_hand_worked():
+    from finealign.core.token_rm import natural_threshold, token_rewards_from_head
+
+    head = torch.tensor([[0.0, 2.0, -2.0]])
+    # log sigmoid(x) = -log(1 + e^-x): x=0 -> -log 2 = -0.6931; x=2 -> -log(1.1353) = -0.1269;
+    # x=-2 -> -log(1 + 7.3891) = -2.1269
+    assert token_rewards_from_head(head, "log_sigmoid")[0].tolist() == pytest.approx([-0.6931, -0.1269, -2.1269], abs=1e-4)
+    assert torch.equal(token_rewards_from_head(head, "logit"), head)
+    assert natural_threshold("logit") == 0.0 and natural_threshold("log_sigmoid") == pytest.approx(-0.6931, abs=1e-4)
+    with pytest.raises(ValueError, match="log_sigmoid"):
+        token_rewards_from_head(head, "sigmoid")
+
+
+def test_log_p_fine_rewards_do_not_pay_for_length():
+    from finealign.core.token_rm import token_rewards_from_head
+
+    # a classifier sure of fine tokens (logit 4) and of one wrong token (logit -3): a short right answer
+    # [4, 4] against a longer one with the wrong token [4, 4, 4, 4, 4, -3].
+    short, long = torch.tensor([4.0, 4.0]), torch.tensor([4.0, 4.0, 4.0, 4.0, 4.0, -3.0])
+    # raw logits summed: 8 < 17, the longer wrong answer wins (every fine token pays)
+    assert token_rewards_from_head(short, "logit").sum() < token_rewards_from_head(long, "logit").sum()
+    # log P(fine): log sigmoid(4) = -0.0181, log sigmoid(-3) = -3.0486: short 2 * -0.0181 = -0.0363,
+    # long 5 * -0.0181 - 3.0486 = -3.1393: the short right answer wins
+    assert token_rewards_from_head(short, "log_sigmoid").sum().item() == pytest.approx(-0.0363, abs=1e-3)
+    assert token_rewards_from_head(long, "log_sigmoid").sum().item() == pytest.approx(-3.1393, abs=1e-3)

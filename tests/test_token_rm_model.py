@@ -117,3 +117,35 @@ def test_examples_include_the_stop_token_and_mark_it_on_end_insertions(tiny):
     kept, st2 = build_pair_examples(recs, tok, 128, skip_non_minimal=True)
     assert st2.kept == 2 and st2.not_minimal == 1 and st2.not_minimal_names == ("big (too_large)",)
     assert "1 flagged by the minimality guard" in st2.summary()
+
+
+def test_token_classifier_rewards_are_log_p_fine_and_say_so_after_a_reload(tmp_path):
+    """A token_cls RM scores log sigmoid(head) (core.token_rm.token_rewards_from_head); its folder records
+    the kind, and a folder saved before the kind was recorded takes it from train_config.json's loss."""
+    import json
+
+    import torch.nn.functional as F
+
+    from finealign.rewards.base import load_scorer
+
+    model, tok = new_token_rm("tiny-random", mode="full", top_layers=1, seed=0, reward="log_sigmoid")
+    _perturb(model)
+    model.save(tmp_path / "rm", tok)
+    assert json.loads((tmp_path / "rm" / "token_rm_config.json").read_text())["reward"] == "log_sigmoid"
+    s = load_scorer(f"token-rm:{tmp_path / 'rm'}")
+    ts = s.score_tokens(["Hi there"], ["Hello, friend."])[0]
+    enc = encode_response(tok, "Hi there", "Hello, friend.", None)
+    with torch.no_grad():
+        head = model(torch.tensor([enc.input_ids]))[0]
+    pos = [j for j, m in enumerate(enc.response_mask) if m]
+    assert ts.rewards == pytest.approx(F.logsigmoid(head[pos]).tolist(), abs=1e-5)
+    assert max(ts.rewards) < 0  # log P(fine) of every token
+    # an older folder: no "reward" in its config; its training settings say token_cls, or nothing
+    cfg = json.loads((tmp_path / "rm" / "token_rm_config.json").read_text())
+    del cfg["reward"]
+    (tmp_path / "rm" / "token_rm_config.json").write_text(json.dumps(cfg))
+    assert load_token_rm(tmp_path / "rm")[0].spec.reward == "logit"
+    (tmp_path / "rm" / "train_config.json").write_text(json.dumps({"loss": "token_cls"}))
+    assert load_token_rm(tmp_path / "rm")[0].spec.reward == "log_sigmoid"
+    (tmp_path / "rm" / "train_config.json").write_text(json.dumps({"loss": "span_bt"}))
+    assert load_token_rm(tmp_path / "rm")[0].spec.reward == "logit"

@@ -44,7 +44,9 @@ class EvalTokenRMConfig(Settings):
                               help="Tokens per sequence; longer prompts lose their oldest context.")
     limit: int | None = setting(None, check=positive, help="Evaluate the first N pairs.")
     batch_size: int = setting(8, check=positive, help="Pairs per batch.")
-    threshold: float = setting(0.0, help="Flag tokens with reward below this as changed (precision/recall).")
+    threshold: float | None = setting(None, help="Flag tokens with reward below this as changed (precision/recall); "
+                                      "default: the model's natural threshold (0 for a Bradley-Terry RM, "
+                                      "log 0.5 for a token classifier).")
     mixed_precision: str = setting("no", choices=("no", "bf16"),
                                    help="no | bf16 (autocast; faster on CPUs with AMX and on GPUs).")
 

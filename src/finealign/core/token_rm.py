@@ -26,15 +26,52 @@ marks the original's stop token as changed (``core.align.inserts_at_end``).
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 
 __all__ = ["BTStats", "LOSSES", "anchored_span_bt_loss", "masked_sum", "bt_loss_from_sums", "span_bt_loss",
-           "seq_bt_loss", "token_cls_loss", "token_cls_targets"]
+           "seq_bt_loss", "token_cls_loss", "token_cls_targets", "REWARD_KINDS", "token_rewards_from_head", "reward_kind_of_loss",
+           "natural_threshold"]
 
 LOSSES = ("span_bt", "span_bt_pure", "seq_bt", "token_cls")
+# what a token RM's head output is as a reward: a Bradley-Terry loss trains the reward itself ("logit"); a
+# token classifier trains the logit of P(token is fine), whose reward is log P(fine) ("log_sigmoid")
+REWARD_KINDS = ("logit", "log_sigmoid")
+
+
+def reward_kind_of_loss(loss: str) -> str:
+    """The ``REWARD_KINDS`` entry of a model trained with ``loss`` (one of ``LOSSES``)."""
+    return "log_sigmoid" if loss == "token_cls" else "logit"
+
+
+def token_rewards_from_head(head: torch.Tensor, kind: str) -> torch.Tensor:
+    """Per-token rewards (B, T) from a token RM's head outputs ``head`` (B, T).
+
+    ``kind="logit"``: the head output is the reward (span/sequence Bradley-Terry, Rafailov et al. 2024's
+    token-level rewards). ``kind="log_sigmoid"``: the head output is the logit of P(token is fine) of a
+    token classifier (``token_cls_loss``), and the reward is ``log sigmoid(r_t) = log P(fine) <= 0`` (in
+    nats): a token the classifier is sure of costs ~0 and a wrong one costs much, so the sum over a
+    response is log P(no token wrong) under independence (cf. FineGrainedRLHF, Wu et al. 2023, whose
+    error-span RMs penalise the flagged spans) instead of the raw logits' sum, which grows with every
+    confidently fine token and so pays for length. Pointwise, so it keeps a causal reward causal.
+    Raises ``ValueError`` for another kind.
+    """
+    if kind == "logit":
+        return head
+    if kind == "log_sigmoid":
+        return F.logsigmoid(head)
+    raise ValueError(f"token reward kind must be one of {', '.join(REWARD_KINDS)}, got {kind!r}")
+
+
+def natural_threshold(kind: str) -> float:
+    """The reward below which a token is flagged as wrong: 0 for a logit reward, log 0.5 (P(fine) < 1/2) for
+    ``log_sigmoid``. Raises ``ValueError`` for another kind."""
+    if kind not in REWARD_KINDS:
+        raise ValueError(f"token reward kind must be one of {', '.join(REWARD_KINDS)}, got {kind!r}")
+    return 0.0 if kind == "logit" else math.log(0.5)
 
 
 class BTStats(NamedTuple):

@@ -5,7 +5,8 @@
   baseline (response tokens) that every reward must beat (DESIGN.md).
 * token level, on the original (less-preferred) responses: ``token_auroc`` = AUROC of *low*
   rewards for the changed tokens E_l (0.5 = chance); ``r_precision``; ``precision``/``recall``/
-  ``f1`` of flagging ``reward < threshold`` (default 0) as changed.
+  ``f1`` of flagging ``reward < threshold`` (default: ``core.token_rm.natural_threshold`` of the model's
+  reward kind: 0 for a Bradley-Terry RM, log 0.5 for a token classifier) as changed.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ def pair_token_rewards(model, pairs: Sequence[PairExample], pad_id: int, batch_s
         for i in range(0, len(pairs), batch_size):
             chunk = pairs[i:i + batch_size]
             b = collate_pairs(chunk, pad_id)
-            r = model(b.input_ids.to(dev), b.attention_mask.to(dev)).float().cpu()
+            r = model.token_rewards(b.input_ids.to(dev), b.attention_mask.to(dev)).float().cpu()
             n = b.n_pairs
             for k in range(n):
                 out.append((r[k][b.response[k]].tolist(), r[n + k][b.response[n + k]].tolist()))
@@ -64,8 +65,12 @@ def pair_token_rewards(model, pairs: Sequence[PairExample], pad_id: int, batch_s
 
 
 def evaluate_token_rm(model, pairs: Sequence[PairExample], pad_id: int, *, batch_size: int = 8,
-                      threshold: float = 0.0, on_batch=None) -> TokenRMEval:
+                      threshold: float | None = None, on_batch=None) -> TokenRMEval:
     """All metrics of ``model`` on ``pairs`` (see the module docstring)."""
+    if threshold is None:
+        from ..core.token_rm import natural_threshold
+
+        threshold = natural_threshold(getattr(getattr(model, "spec", None), "reward", "logit"))
     rw = pair_token_rewards(model, pairs, pad_id, batch_size, on_batch)
     sum_w = [sum(w) for w, _ in rw]
     sum_l = [sum(l) for _, l in rw]

@@ -43,8 +43,13 @@ class TokenRMSpec:
     lora_r: int = 16
     lora_alpha: int = 32
     hidden_size: int = 0
+    reward: str = "logit"  # core.token_rm.REWARD_KINDS: how the head output becomes a reward
 
     def __post_init__(self):
+        from ..core.token_rm import REWARD_KINDS
+
+        if self.reward not in REWARD_KINDS:
+            raise ValueError(f"reward must be one of {', '.join(REWARD_KINDS)}, got {self.reward!r}")
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
         if self.top_layers < 0:
@@ -84,6 +89,13 @@ class TokenRewardModel(nn.Module):
         out = self.decoder(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
         h = out.last_hidden_state
         return self.head(h.to(self.head.weight.dtype)).squeeze(-1)
+
+    def token_rewards(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Per-position rewards (B, T): the head output made a reward by the spec's kind
+        (``core.token_rm.token_rewards_from_head``; ``forward`` is the head output that training fits)."""
+        from ..core.token_rm import token_rewards_from_head
+
+        return token_rewards_from_head(self(input_ids, attention_mask), self.spec.reward)
 
     def set_trainable(self) -> None:
         """Freeze everything the spec does not train (the head is always trainable)."""
@@ -147,10 +159,11 @@ def is_token_rm_dir(path: str | Path) -> bool:
 
 
 def new_token_rm(base_model: str, *, mode: str = "lora", top_layers: int = 0, lora: LoraOptions | None = None,
-                 dtype: str = "float32", device: str | None = "cpu", seed: int | None = None):
-    """A fresh token RM on ``base_model``: ``(TokenRewardModel, tokenizer)`` with trainable parts set."""
+                 dtype: str = "float32", device: str | None = "cpu", seed: int | None = None, reward: str = "logit"):
+    """A fresh token RM on ``base_model``: ``(TokenRewardModel, tokenizer)`` with trainable parts set.
+    ``reward``: how its head output becomes a reward (``core.token_rm.REWARD_KINDS``)."""
     spec = TokenRMSpec(base_model=base_model, mode=mode, top_layers=top_layers,
-                       lora_r=(lora or LoraOptions()).r, lora_alpha=(lora or LoraOptions()).alpha)
+                       lora_r=(lora or LoraOptions()).r, lora_alpha=(lora or LoraOptions()).alpha, reward=reward)
     lm, tok = load_model(base_model, dtype=dtype, device=device, padding_side="right")
     if mode == "lora":
         lm = _add_lora(lm, lora or LoraOptions(), top_layers)
@@ -180,6 +193,18 @@ def _add_lora(lm, lora: LoraOptions, top_layers: int):
         return get_peft_model(lm, lora.peft_config(task_type=None, target_modules=target, layers_to_transform=layers))
 
 
+def _reward_kind_from_training(path: Path) -> str:
+    """The reward kind of a token RM saved without one, from its ``train_config.json`` loss ("logit" when
+    there is none)."""
+    from ..core.token_rm import reward_kind_of_loss
+
+    try:
+        loss = json.loads((path / "train_config.json").read_text()).get("loss", "")
+    except (OSError, ValueError, AttributeError):
+        return "logit"
+    return reward_kind_of_loss(str(loss))
+
+
 def load_token_rm(path: str | Path, *, dtype: str = "float32", device: str | None = "cpu", trainable: bool = False):
     """Load a saved token RM: ``(TokenRewardModel, tokenizer)`` in eval mode."""
     from safetensors.torch import load_file
@@ -194,7 +219,10 @@ def load_token_rm(path: str | Path, *, dtype: str = "float32", device: str | Non
         raise ModelError(f"{cfg_path}: invalid JSON: {e}") from e
     if cfg.get("format") != FORMAT:
         raise ModelError(f"{cfg_path}: format is {cfg.get('format')!r}, expected {FORMAT!r}")
-    fields = {k: cfg[k] for k in ("base_model", "mode", "top_layers", "lora_r", "lora_alpha", "hidden_size") if k in cfg}
+    fields = {k: cfg[k] for k in ("base_model", "mode", "top_layers", "lora_r", "lora_alpha", "hidden_size", "reward")
+              if k in cfg}
+    if "reward" not in fields:  # saved before the kind was recorded: the training settings say the loss
+        fields["reward"] = _reward_kind_from_training(path)
     try:
         spec = TokenRMSpec(**fields)
     except (TypeError, ValueError) as e:

@@ -30,7 +30,9 @@ POOLS = ("sum", "mean")
 
 
 class TokenRMScorer(TokenScorer):
-    """Per-token rewards ``r_t = head(h_t)`` of a trained token RM; score = sum or mean over the response."""
+    """Per-token rewards of a trained token RM (its head ``head(h_t)`` made a reward by the model's kind,
+    ``core.token_rm.token_rewards_from_head``: the head itself for Bradley-Terry RMs, log P(fine) for a token
+    classifier); score = sum or mean over the response."""
 
     name = "token-rm"
 
@@ -76,7 +78,7 @@ class TokenRMScorer(TokenScorer):
             chunk = [encs[i] for i in batch]
             ids, att, (resp,) = pad_right([e.input_ids for e in chunk], self.tokenizer.pad_token_id,
                                           [e.response_mask for e in chunk])
-            r = self.model(ids.to(dev), att.to(dev)).float().cpu()
+            r = self.model.token_rewards(ids.to(dev), att.to(dev)).float().cpu()
             for k, (i, e) in enumerate(zip(batch, chunk)):
                 pos = [j for j, m in enumerate(e.response_mask) if m]
                 out[i] = TokenScores(token_ids=[e.input_ids[j] for j in pos], offsets=[tuple(e.offsets[j]) for j in pos],

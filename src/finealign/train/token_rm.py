@@ -100,15 +100,22 @@ def _checkpoint_activations(cfg: TokenRMConfig, config, device: str) -> bool:
     return use_activation_checkpointing(cfg.gradient_checkpointing, need, device)
 
 
-def _build(cfg: TokenRMConfig, acc, log: Callable[[str], None]):
-    """The fresh model and tokenizer, the training and held-out examples, the build counts."""
+def _fresh_model(cfg: TokenRMConfig, device: str):
+    """A fresh token RM of ``cfg`` on ``device`` (``models.token_rm.new_token_rm``), its reward kind that of
+    ``cfg.loss`` (``core.token_rm.reward_kind_of_loss``)."""
+    from ..core.token_rm import reward_kind_of_loss
     from ..models.loading import LoraOptions
     from ..models.token_rm import new_token_rm
 
+    return new_token_rm(cfg.model, mode="lora" if cfg.lora else "full", top_layers=cfg.top_layers,
+                        lora=LoraOptions(r=cfg.lora_r, alpha=cfg.lora_alpha), dtype=cfg.dtype, device=device,
+                        seed=cfg.seed, reward=reward_kind_of_loss(cfg.loss))
+
+
+def _build(cfg: TokenRMConfig, acc, log: Callable[[str], None]):
+    """The fresh model and tokenizer, the training and held-out examples, the build counts."""
     torch.manual_seed(cfg.seed)
-    model, tok = new_token_rm(cfg.model, mode="lora" if cfg.lora else "full", top_layers=cfg.top_layers,
-                              lora=LoraOptions(r=cfg.lora_r, alpha=cfg.lora_alpha), dtype=cfg.dtype,
-                              device=str(acc.device), seed=cfg.seed)
+    model, tok = _fresh_model(cfg, str(acc.device))
     if _checkpoint_activations(cfg, model.lm.config, str(acc.device)):
         from ..models.compat import enable_activation_checkpointing
         from .memory import release_freed_memory
@@ -267,17 +274,13 @@ def load_checkpoint_model(out: str | Path):
     Rebuilds the fresh model from ``OUT/train_config.json`` and loads the checkpoint's trainable
     weights, so a running or interrupted training can be evaluated at its last checkpoint.
     """
-    from ..models.loading import LoraOptions
-    from ..models.token_rm import new_token_rm
-
     out = Path(out)
     ck = run_state.latest_checkpoint(out)
     if ck is None or not (out / "train_config.json").is_file():
         raise FinealignError(f"{out}: no checkpoint/ with train_config.json (not a token-rm training folder)")
     raw = json.loads((out / "train_config.json").read_text())
     cfg = TokenRMConfig.from_run_settings(raw)
-    model, tok = new_token_rm(cfg.model, mode="lora" if cfg.lora else "full", top_layers=cfg.top_layers,
-                              lora=LoraOptions(r=cfg.lora_r, alpha=cfg.lora_alpha), dtype=cfg.dtype, seed=cfg.seed)
+    model, tok = _fresh_model(cfg, "cpu")
     model.load_trainable_state(torch.load(ck / "trainable.pt", map_location="cpu"))
     model.eval()
     step = int(json.loads((ck / "trainer_state.json").read_text())["step"])
