@@ -305,3 +305,13 @@ def test_target_depends_on_the_gold_runs_only():
     mixed = study.summarize_ppo(gold + learned, 0.5)["facts"]
     assert mixed["target"] == pytest.approx(0.35)
     assert mixed["by_run"]["gold/token"]["runs"] == alone["by_run"]["gold/token"]["runs"]
+
+
+def test_a_ppo_step_larger_than_the_prompt_pool_is_refused_before_any_work(tmp_path, capsys):
+    study = _study()
+    # 8 rollouts in groups of 2 draw 8 / 2 = 4 prompts a step; --n 3 holds 3
+    with pytest.raises(SystemExit):
+        study.main(FLAGS + ["--out", str(tmp_path / "n"), "--n", "3", "--ppo-batch", "8", "--group", "2"])
+    assert "--n 3 training prompts are fewer than one PPO step draws" in capsys.readouterr().err
+    assert not (tmp_path / "n").exists()
+    assert study.parse_args(FLAGS + ["--out", str(tmp_path / "m"), "--n", "4", "--ppo-batch", "8", "--group", "2"]).n == 4

@@ -204,6 +204,9 @@ def parse_args(argv=None, prog: str | None = None):
     if "ppo" in a.stages and bad_group:
         p.error(f"--group {a.group} must divide --ppo-batch {a.ppo_batch}" + (f" and be >= 2 for --advantage {a.advantage}"
                                                                               if a.advantage in ("rloo", "prime") else ""))
+    elif "ppo" in a.stages and a.n < a.ppo_batch // a.group:
+        p.error(f"--n {a.n} training prompts are fewer than one PPO step draws (--ppo-batch {a.ppo_batch} / "
+                f"--group {a.group} = {a.ppo_batch // a.group} prompts)")
     return a
 
 
