@@ -315,3 +315,24 @@ def test_a_ppo_step_larger_than_the_prompt_pool_is_refused_before_any_work(tmp_p
     assert "--n 3 training prompts are fewer than one PPO step draws" in capsys.readouterr().err
     assert not (tmp_path / "n").exists()
     assert study.parse_args(FLAGS + ["--out", str(tmp_path / "m"), "--n", "4", "--ppo-batch", "8", "--group", "2"]).n == 4
+
+
+def test_reward_kind_benchmark_scores_the_same_token_classifier_both_ways(tmp_path):
+    """benchmarks/token_rm_reward_kind.py on a tiny study: every token_cls RM scored as raw logits and as
+    log P(fine); the token AUROC is the same both ways (log sigmoid is monotone), the JSON names both."""
+    study = _study()
+    out = tmp_path / "s"
+    study.main(FLAGS + ["--out", str(out), "--stages", "data", "rm", "--sizes", "4", "--sources", "token_cls"], echo=False)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    r = subprocess.run([sys.executable, str(REPO / "benchmarks" / "token_rm_reward_kind.py"), str(out), "--json",
+                        str(tmp_path / "k.json")], capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    got = json.loads((tmp_path / "k.json").read_text())
+    kinds = {k.rsplit("/", 1)[1] for k in got}
+    assert kinds == {"logit", "log_sigmoid"}
+    for key, row in got.items():
+        if key.endswith("/logit") and row["token_auroc"] is not None:
+            assert got[key[:-len("logit")] + "log_sigmoid"]["token_auroc"] == pytest.approx(row["token_auroc"])
+    r = subprocess.run([sys.executable, str(REPO / "benchmarks" / "token_rm_reward_kind.py"), str(tmp_path / "none")],
+                       capture_output=True, text=True, env=env)
+    assert r.returncode != 0 and "no rm/TASK/NOISE/sS/token_cls_nN folders" in r.stderr
