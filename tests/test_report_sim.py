@@ -65,3 +65,16 @@ def test_markdown_table_with_another_target_fraction(tmp_path):
     lines = main([str(path), "--target-frac", "0.9"]).splitlines()
     assert "(censored: sequence)" in lines[2] and "(0 of 2)" in lines[2]
     assert "censored" not in main([str(path)]).splitlines()[2]
+
+
+def test_markdown_table_says_why_a_task_has_no_target():
+    from finealign.report.sim_section import markdown_table
+    from finealign.studies.sim_summary import summarize_ppo
+
+    # gold runs that end below their first batch (0 -> -.1): no target, so "n/a" steps, and a note says why
+    runs = [{"task": "arithmetic", "reward": "gold", "granularity": g, "seed": 0,
+             "curve": [{"step": i + 1, "gold": v, "proxy": v, "kl": 0.1} for i, v in enumerate([0, -.1, -.1, -.1])]}
+            for g in ("token", "sequence")]
+    text = markdown_table({"ppo": summarize_ppo(runs, 0.5), "ppo_curves": runs})
+    assert "n/a" in text and "- arithmetic: no target, so no steps" in text
+    assert "no target" not in markdown_table(_study())

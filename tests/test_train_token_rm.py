@@ -88,6 +88,13 @@ def test_eval_cli_and_token_cls(tmp_path, capsys):
     res = json.loads((tmp_path / "ev.json").read_text())
     assert res["n_pairs"] == 4 and res["pairs"]["records"] == 4
     assert res["n_changed"] > 0 and 0.0 <= res["token_auroc"] <= 1.0
+    # a token classifier's reward is log P(fine): flagged below log 0.5 = -0.6931 unless --threshold says otherwise
+    assert res["reward"] == "log_sigmoid" and res["threshold"] == pytest.approx(-0.6931, abs=1e-4)
+    assert "log 0.5" in res["threshold_is"]
+    assert run_cli(["eval-token-rm", tmp_path / "rm", "--data", f"{data}[:4]", "--max-length", "64",
+                    "--out", tmp_path / "ev0.json", "--quiet", "--threshold", "0"]) == 0
+    res0 = json.loads((tmp_path / "ev0.json").read_text())
+    assert res0["threshold"] == 0.0 and res0["threshold_is"] == "given"
 
 
 def test_limit_counts_usable_pairs(tmp_path, capsys):

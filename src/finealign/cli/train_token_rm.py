@@ -77,8 +77,11 @@ def run_eval_token_rm(cfg: EvalTokenRMConfig, quiet: bool = False) -> None:
         task = bar.add_task("eval-token-rm", total=len(pairs), info="")
         ev = evaluate_token_rm(model, pairs, tok.pad_token_id, batch_size=cfg.batch_size, threshold=cfg.threshold,
                                on_batch=lambda n: bar.advance(task, n))
+    kind = model.spec.reward
     result = {"token_rm": cfg.token_rm, "checkpoint_step": step, "data": cfg.data, "pairs": st._asdict(),
-              **ev.to_dict()}
+              "reward": kind, "threshold_is": "given" if cfg.threshold is not None else (
+                  "the default for log P(fine) rewards: log 0.5, P(fine) < 1/2" if kind == "log_sigmoid"
+                  else "the default for logit rewards: 0"), **ev.to_dict()}
     if cfg.out is not None:
         write_json(cfg.out, result)
     out.print_json(to_json(result))

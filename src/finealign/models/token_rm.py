@@ -137,14 +137,17 @@ class TokenRewardModel(nn.Module):
         """Write the model to ``out`` in Hugging Face formats (see the module docstring)."""
         from safetensors.torch import save_file
 
+        from ..quiet import quiet_library_output
+
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
-        if self.spec.mode == "lora":
-            self.lm.save_pretrained(out / "adapter")
-        else:
-            self.lm.save_pretrained(out / "backbone")
-            if tokenizer is not None:
-                tokenizer.save_pretrained(out / "backbone")
+        with quiet_library_output():  # no "Writing model shards" bar
+            if self.spec.mode == "lora":
+                self.lm.save_pretrained(out / "adapter")
+            else:
+                self.lm.save_pretrained(out / "backbone")
+                if tokenizer is not None:
+                    tokenizer.save_pretrained(out / "backbone")
         save_file({"weight": self.head.weight.detach().contiguous().cpu(),
                    "bias": self.head.bias.detach().contiguous().cpu()}, str(out / HEAD_NAME))
         if tokenizer is not None:

@@ -116,7 +116,9 @@ def markdown_table(study: dict) -> str:
         (ts, tf, tk), (ss, sf, sk) = _cell(r["token"]), _cell(r["sequence"])
         ratio = _ratio_text(r["ratio"])
         lines.append(f"| {r['task']} | {r['reward']} | {ts} / {ss} | {ratio} | {tf} | {sf} | {tk} | {sk} |")
-    return "\n".join(lines)
+    notes = [f"- {task}: no target, so no steps (no gold-reward run ended above its first batch)"
+             for task, t in sorted(study.get("ppo", {}).items()) if isinstance(t, dict) and t.get("target") is None]
+    return "\n".join(lines + ([""] + notes if notes else []))
 
 
 def main(argv: list[str] | None = None) -> str:

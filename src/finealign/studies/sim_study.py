@@ -94,11 +94,12 @@ def _ppo_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ppo-batch", type=int, help="rollouts per PPO step (default 8)")
     p.add_argument("--ppo-noise", default="zero", choices=list(NOISE),
                    help="the annotator noise of the learned rewards PPO uses")
-    p.add_argument("--granularities", nargs="+", default=["token", "sequence"], choices=["token", "sequence"])
+    p.add_argument("--granularities", nargs="+", default=["token", "sequence"], choices=["token", "sequence"],
+                   help="where PPO's reward lands: on every token (token) or all on the stop token (sequence)")
     p.add_argument("--lr", type=float,
                    help="PPO learning rate (default 5e-4, LoRA: 1e-4 did not move the 135M policy in 20 steps, 2e-3 "
                         "collapsed it; --fast 3e-4, full weights of the small policies)")
-    p.add_argument("--kl-coef", type=float, default=0.05)
+    p.add_argument("--kl-coef", type=float, default=0.05, help="PPO's KL penalty to the initial policy, per token")
     p.add_argument("--advantage", choices=list(ADVANTAGES),
                    help="PPO advantages: rloo (no critic, one baseline per response), prime (no critic, per-token "
                         "leave-one-out baseline), reinforce++ (no critic, batch-normalised) or gae (a critic); rloo "
@@ -189,25 +190,39 @@ def parse_args(argv=None, prog: str | None = None):
     for k, v in (QUICK if a.quick else FAST if a.fast else FULL if a.full else DEFAULTS).items():
         if getattr(a, k) is None:
             setattr(a, k, v)
-    bad = [x for x in a.task_options if ":" not in x or x.split(":", 1)[0] not in a.tasks]
-    if bad:
-        p.error(f"--task-options {bad[0]}: expected TASK:K=V,... for one of --tasks {' '.join(a.tasks)} "
-                "(e.g. facts:slots=2)")
+    _check_task_options(a.task_options, a.tasks)
     a.opts = dict(x.split(":", 1) for x in a.task_options)
     if a.fast and a.policies is None:
         a.policies = a.out / "policies"
     a.learned_seeds = a.learned_seeds if a.learned_seeds is not None else a.ppo_seeds
     a.learned_tasks = [t for t in (a.learned_tasks if a.learned_tasks is not None else a.tasks) if t in a.tasks]
-    if a.jobs < 1:
-        p.error(f"--jobs must be at least 1, got {a.jobs}")
-    bad_group = a.group < 1 or a.ppo_batch % a.group or (a.advantage in ("rloo", "prime") and a.group < 2)
-    if "ppo" in a.stages and bad_group:
-        p.error(f"--group {a.group} must divide --ppo-batch {a.ppo_batch}" + (f" and be >= 2 for --advantage {a.advantage}"
-                                                                              if a.advantage in ("rloo", "prime") else ""))
-    elif "ppo" in a.stages and a.n < a.ppo_batch // a.group:
-        p.error(f"--n {a.n} training prompts are fewer than one PPO step draws (--ppo-batch {a.ppo_batch} / "
-                f"--group {a.group} = {a.ppo_batch // a.group} prompts)")
+    _check_sizes(a)
     return a
+
+
+def _check_task_options(options: list[str], tasks: list[str]) -> None:
+    """Each ``--task-options`` entry is ``TASK:K=V,...`` for a task of ``--tasks``; raises FinealignError."""
+    for x in options:
+        if ":" not in x:
+            raise FinealignError(f"--task-options {x}: expected TASK:K=V,... (e.g. facts:slots=2)")
+        task = x.split(":", 1)[0]
+        if task not in tasks:
+            raise FinealignError(f"--task-options {x}: {task} is not one of --tasks ({' '.join(tasks)}); "
+                                 f"add it to --tasks or drop the option")
+
+
+def _check_sizes(a) -> None:
+    """Settings that cannot run together, refused before any work (one line: FinealignError)."""
+    if a.jobs < 1:
+        raise FinealignError(f"--jobs must be at least 1, got {a.jobs}")
+    if "ppo" not in a.stages:
+        return
+    if a.group < 1 or a.ppo_batch % a.group or (a.advantage in ("rloo", "prime") and a.group < 2):
+        raise FinealignError(f"--group {a.group} must divide --ppo-batch {a.ppo_batch}"
+                             + (f" and be >= 2 for --advantage {a.advantage}" if a.advantage in ("rloo", "prime") else ""))
+    if a.n < a.ppo_batch // a.group:
+        raise FinealignError(f"--n {a.n} training prompts are fewer than one PPO step draws (--ppo-batch "
+                             f"{a.ppo_batch} / --group {a.group} = {a.ppo_batch // a.group} prompts)")
 
 
 # ------------------------------------------------------------------------------------------ 1. data
@@ -418,6 +433,10 @@ def ppo_jobs(a, data: dict) -> list[tuple]:
             for g in a.granularities for s in (a.ppo_seeds if rew == "gold" else a.learned_seeds)]
 
 
+def _mean(steps: list[dict], key: str) -> float:
+    return statistics.fmean(o.get(key) or 0.0 for o in steps) if steps else 0.0
+
+
 def ppo_run(a, task: str, data: Path, reward: str, gran: str, seed: int) -> dict:
     from ..train.ppo import check_settings, train_ppo
     from ..train.ppo_config import PPOConfig
@@ -454,8 +473,9 @@ def ppo_run(a, task: str, data: Path, reward: str, gran: str, seed: int) -> dict
         scorer.inner.close()
     curve = sorted((o for _, o in iter_objects(log_path)), key=lambda o: o["step"])
     final = policy_gold(a, task, data, str(out / "policy"), out / "final_eval.json")
-    print(f"ppo {task} {reward}/{gran} s{seed}: gold {curve[0]['gold']:.3f} -> {curve[-1]['gold']:.3f} "
-          f"({len(curve)} steps, KL {curve[-1]['kl']:.2f}, length {curve[-1].get('response_length') or 0:.1f})",
+    last = curve[-3:]  # the summary's final values: the mean of the last 3 steps (studies.sim_summary)
+    print(f"ppo {task} {reward}/{gran} s{seed}: gold {curve[0]['gold']:.3f} -> {_mean(last, 'gold'):.3f} "
+          f"({len(curve)} steps; last 3: KL {_mean(last, 'kl'):.2f}, length {_mean(last, 'response_length'):.1f})",
           file=sys.stderr)
     return {"task": task, "reward": reward, "granularity": gran, "seed": seed, "spec": spec, "curve": curve,
             "final_eval": final, "seconds": _phase_seconds(out / "metrics.jsonl")}
@@ -538,7 +558,7 @@ def main(argv=None, prog: str | None = None, echo: bool = True) -> dict:
     if a.png_prefix:
         plot(a, result["reward_models"], runs, result["ppo"])
     if echo:
-        print(to_json({k: result[k] for k in ("initial_policy", "reward_models", "ppo", "seconds")}))
+        print(to_json({k: result[k] for k in ("initial_policy", "reward_models", "ppo", "seconds")}, indent=1))
     return result
 
 

@@ -538,10 +538,13 @@ def _record_step(run: Run, done: StepOutput, metrics: MetricsLog, samples: Metri
 
 def _save_final(out: Path, ac: ActorCritic, tok) -> None:
     """The trained policy (PEFT adapter or full model) with its tokenizer, and the value head."""
+    from ..quiet import quiet_library_output
+
     tmp = out / ".policy.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    ac.policy.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
+    with quiet_library_output():  # no "Writing model shards" bar: the trainer prints its own lines
+        ac.policy.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
     dst = out / "policy"
     shutil.rmtree(dst, ignore_errors=True)
     os.replace(tmp, dst)
