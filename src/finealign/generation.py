@@ -284,7 +284,7 @@ class TransformersBackend:
     """The transformers backend of the generate job (``generate_job.run_generate_job``): each chunk of
     prompts is decoded whole by ``generate_completions`` (every sample of every prompt of the chunk, so a
     resumed run computes what an uninterrupted run computes). ``model``: a spec (loaded with ``dtype`` /
-    ``device`` when the job opens the backend, before its output) or a ``(model, tokenizer)`` pair. ``model_name``: the lines'
+    ``device`` on the first chunk to decode; the job checks that it exists before opening its output) or a ``(model, tokenizer)`` pair. ``model_name``: the lines'
     ``meta.model`` (default: the spec, or the loaded model's name)."""
 
     name = "transformers"
@@ -302,7 +302,10 @@ class TransformersBackend:
         self.meta: dict = {}
 
     def __enter__(self) -> "TransformersBackend":
-        self.load()  # a model that cannot load fails here, before the output is opened
+        if self._lm is None:  # a missing model fails here, before the output is opened; loading waits for work
+            from .models.loading import resolve_spec
+
+            resolve_spec(self.fingerprint_model)
         return self
 
     def __exit__(self, *exc) -> None:

@@ -59,6 +59,7 @@ from typing import Iterator, Sequence
 
 from ..data.records import Message, Prompt, as_messages
 from ..errors import FinealignError
+from ..rewards.inputs import TRANSPORT_OPTIONS, judge_key  # noqa: F401  (judge specs' identity, kept importable here)
 from .judge_orders import OrderedVerdicts, VerdictCache, judge_both_orders, judge_orders, path_counts, verdict_key
 from .verdicts import PATH_LOGPROB, PATH_PARSED, PATH_SCORE, PATH_TIE, Verdict, letter_probability, parse_answer, \
     parse_verdict
@@ -455,26 +456,6 @@ class OpenAIJudge(Judge):
             self._stop.clear()
         if error is not None:
             raise error
-
-
-#: options that change how a judge is asked, never what it answers: left out of ``judge_key``
-TRANSPORT_OPTIONS = {"openai": ("timeout", "retries", "backoff", "max_backoff", "concurrency", "parse_retries"),
-                     "pairwise": ("batch_size", "device")}
-_VERDICT_DEFAULTS = {"openai": {"logprobs": "auto", "max_tokens": "16"}}
-
-
-def judge_key(spec: str) -> str:
-    """The judge spec with only what changes a verdict, in a fixed order: the key of a win-rate folder's settings
-    and of its cached verdicts, so a rerun with other retries, timeout, backoff, concurrency or option order
-    resumes. ``openai:URL/,retries=1,model=m`` -> ``openai:URL,logprobs=auto,max_tokens=16,model=m``."""
-    from ..rewards.base import parse_spec
-
-    s = parse_spec(spec)
-    drop = TRANSPORT_OPTIONS.get(s.kind, ())
-    opts = {**_VERDICT_DEFAULTS.get(s.kind, {}), **{k: v for k, v in s.options.items() if k not in drop}}
-    arg = (s.arg or "").rstrip("/") if s.kind == "openai" else (s.arg or "")
-    head = f"{s.kind}:{arg}" if arg else s.kind
-    return ",".join([head] + [f"{k}={opts[k]}" for k in sorted(opts)])
 
 
 def _opt(spec: str, options: dict, name: str, cast, default):

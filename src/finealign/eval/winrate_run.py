@@ -14,7 +14,8 @@ from ..core import winrate as wr
 from ..data.io import iter_objects, write_json, write_jsonl, write_text_atomic
 from ..data.records import FieldError, Prompt, check_prompt, check_text
 from ..errors import ConfigError, DataError, FinealignError
-from .judges import Judge, VerdictCache, judge_key, judge_orders, load_judge
+from ..rewards.inputs import judge_key
+from .judges import Judge, VerdictCache, judge_orders, load_judge
 from .winrate_config import JudgeCheck, WinrateConfig, WinrateResult
 
 FILES = ("results.json", "results.md", "pairs.jsonl", "judgments.jsonl", "outputs.jsonl", "reference_outputs.jsonl",

@@ -14,11 +14,29 @@ from typing import Any, Callable
 
 from ..data.identity import READS, data_fingerprint, identity_settings, reads_fields
 
-__all__ = ["fingerprint_input", "input_fingerprints", "output_identity"]
+__all__ = ["TRANSPORT_OPTIONS", "fingerprint_input", "input_fingerprints", "judge_key", "output_identity"]
+
+#: options that change how a judge is asked, never what it answers: left out of ``judge_key``
+TRANSPORT_OPTIONS = {"openai": ("timeout", "retries", "backoff", "max_backoff", "concurrency", "parse_retries"),
+                     "pairwise": ("batch_size", "device")}
+_VERDICT_DEFAULTS = {"openai": {"logprobs": "auto", "max_tokens": "16"}}
+
+
+def judge_key(spec: str) -> str:
+    """The judge spec with only what changes a verdict, in a fixed order: the key of a win-rate folder's settings
+    and of its cached verdicts, so a rerun with other retries, timeout, backoff, concurrency or option order
+    resumes. ``openai:URL/,retries=1,model=m`` -> ``openai:URL,logprobs=auto,max_tokens=16,model=m``."""
+    from .base import parse_spec
+
+    s = parse_spec(spec)
+    drop = TRANSPORT_OPTIONS.get(s.kind, ())
+    opts = {**_VERDICT_DEFAULTS.get(s.kind, {}), **{k: v for k, v in s.options.items() if k not in drop}}
+    arg = (s.arg or "").rstrip("/") if s.kind == "openai" else (s.arg or "")
+    head = f"{s.kind}:{arg}" if arg else s.kind
+    return ",".join([head] + [f"{k}={opts[k]}" for k in sorted(opts)])
 
 
 def _judge_fingerprint(spec: str, pull: bool) -> dict:
-    from ..eval.judges import judge_key
     from ..models.fingerprint import model_fingerprint
     from .base import parse_spec, scorer_fingerprint
 

@@ -300,7 +300,7 @@ def _judge_check_cache(folder: Path, judge: str) -> Path:
     model starts a fresh file. Verdicts inside are keyed by judge identity, template and texts."""
     import hashlib
 
-    from ..eval.judges import judge_key
+    from ..rewards.inputs import judge_key
     from ..models.fingerprint import model_fingerprint
     from ..rewards.base import parse_spec, scorer_fingerprint
 
