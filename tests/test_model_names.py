@@ -76,3 +76,36 @@ def test_cli_unknown_model_is_one_line_without_retries(monkeypatch, tmp_path, ca
     err = capsys.readouterr().err
     assert "did you mean 'tiny-random'" in err and "Retrying" not in err and "Traceback" not in err
     assert not out.exists()
+
+
+# every verb that names a model checks it before its output exists: a mistyped name leaves nothing behind, so
+# the corrected rerun is not refused as "a run made with another model"
+_MISTYPED = {
+    "generate": ["generate", "--model", "tiny-randon", "--prompts", "{p}", "--out", "{o}"],
+    "train dpo": ["train", "dpo", "--model", "tiny-randon", "--data", "{pairs}", "--out", "{o}"],
+    "train kto": ["train", "kto", "--model", "tiny-randon", "--data", "{pairs}", "--out", "{o}"],
+    "train token-rm": ["train", "token-rm", "--model", "tiny-randon", "--data", "{pairs}", "--out", "{o}"],
+    "train ppo policy": ["train", "ppo", "--model", "tiny-randon", "--prompts", "{p}", "--reward", "length",
+                         "--out", "{o}"],
+    "train ppo reward": ["train", "ppo", "--model", "tiny-random", "--prompts", "{p}", "--reward", "flr:tiny-randon",
+                         "--out", "{o}"],
+    "eval winrate model": ["eval", "winrate", "--model", "tiny-randon", "--reference", "tiny-random", "--prompts",
+                           "{p}", "--judge", "length", "--out", "{o}"],
+    "eval winrate reference": ["eval", "winrate", "--model", "tiny-random", "--reference", "tiny-randon",
+                               "--prompts", "{p}", "--judge", "length", "--out", "{o}"],
+}
+
+
+@pytest.mark.parametrize("case", list(_MISTYPED))
+def test_a_mistyped_model_leaves_no_output(case, monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{_closed_port()}")
+    p = tmp_path / "p.jsonl"
+    p.write_text("".join(f'{{"prompt": "question {i}"}}\n' for i in range(8)))
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text('{"prompt": "hi", "chosen": "hello", "rejected": "go away"}\n')
+    out = tmp_path / "out"
+    args = [a.format(p=p, pairs=pairs, o=out) for a in _MISTYPED[case]]
+    assert run_cli([*args, "-q"]) == 1
+    err = capsys.readouterr().err
+    assert "did you mean 'tiny-random'" in err and "Traceback" not in err
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["p.jsonl", "pairs.jsonl"]

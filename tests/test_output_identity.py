@@ -283,3 +283,15 @@ def test_ppo_resume_with_changed_prompts_is_refused_naming_them(tmp_path):
         check_settings(dataclasses.replace(cfg, steps=2))
     with pytest.raises(FinealignError, match="input changed"):
         train_ppo(dataclasses.replace(cfg, steps=2))
+
+
+def test_a_folder_holding_only_its_manifest_is_claimed_afresh_by_a_corrected_run(tmp_path):
+    # a run that failed after recording its inputs but before writing anything has nothing to resume: a rerun
+    # with other inputs claims it; once the folder holds work, other inputs are refused
+    out = tmp_path / "o"
+    check_verb(out, "train token-rm", inputs={"model": {"spec": "tiny-randon"}})
+    check_verb(out, "train token-rm", inputs={"model": {"spec": "tiny-random"}})
+    assert json.loads((out / "finealign_manifest.json").read_text())["inputs"] == {"model": {"spec": "tiny-random"}}
+    (out / "metrics.jsonl").write_text("{}\n")
+    with pytest.raises(FinealignError, match="model: was tiny-random, now tiny-randon"):
+        check_verb(out, "train token-rm", inputs={"model": {"spec": "tiny-randon"}})

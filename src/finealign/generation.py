@@ -303,9 +303,9 @@ class TransformersBackend:
 
     def __enter__(self) -> "TransformersBackend":
         if self._lm is None:  # a missing model fails here, before the output is opened; loading waits for work
-            from .models.loading import resolve_spec
+            from .models.loading import check_model
 
-            resolve_spec(self.fingerprint_model)
+            check_model(self.fingerprint_model)
         return self
 
     def __exit__(self, *exc) -> None:

@@ -207,6 +207,14 @@ def read_verb(out: str | Path) -> str | None:
     return (_folder_record(Path(out)) or {}).get("verb")
 
 
+def _holds_work(out: Path) -> bool:
+    """Whether folder ``out`` holds anything besides its manifest and hidden files."""
+    try:
+        return any(not p.name.startswith(".") and p.name != FOLDER_MANIFEST for p in out.iterdir())
+    except OSError:
+        return False
+
+
 def check_verb(out: str | Path, verb: str, *, inputs: dict | None = None, claim: bool = True) -> None:
     """Refuse an output folder made by another verb, naming it, or one whose recorded ``inputs`` (input
     fingerprints, :func:`input_fingerprints`) differ from this run's, naming them. ``claim``: record ``verb``
@@ -218,6 +226,8 @@ def check_verb(out: str | Path, verb: str, *, inputs: dict | None = None, claim:
     if made_by is not None and made_by != verb:
         raise FinealignError(f"{out}: made by `finealign {made_by}`, not `finealign {verb}`; choose another output")
     recorded = (rec or {}).get("inputs")
+    if recorded is not None and not _holds_work(out):  # a run that failed before writing anything: nothing to
+        recorded, rec = None, {**rec, "inputs": None}  # resume, so a corrected rerun claims the folder afresh
     if inputs is not None and recorded is not None:
         diff = differences(recorded, plain(inputs))
         if diff:

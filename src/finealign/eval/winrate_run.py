@@ -118,6 +118,7 @@ def prepare_out(cfg: WinrateConfig) -> Path:
 
     out = Path(cfg.out)
     check_verb(out, VERB, claim=False)
+    new = _settings(cfg)  # a model that cannot load fails here, before the folder is made
     out.mkdir(parents=True, exist_ok=True)
     if cfg.overwrite:
         for name in FILES:
@@ -128,7 +129,6 @@ def prepare_out(cfg: WinrateConfig) -> Path:
             old = json.loads(sfile.read_text(encoding="utf-8"))
         except ValueError:
             raise DataError(sfile, None, None, "not valid JSON; delete it or pass --overwrite") from None
-        new = _settings(cfg)
         diff = differences(old, new, keys=list(new))
         if diff:
             first = next(k for k in new if json.dumps(old.get(k), sort_keys=True) != json.dumps(new[k], sort_keys=True))
@@ -143,8 +143,9 @@ def claim_out(cfg: WinrateConfig) -> None:
 
     sfile = Path(cfg.out) / "settings.json"
     if not sfile.exists():
+        settings = _settings(cfg)
         check_verb(cfg.out, VERB)
-        write_json(sfile, _settings(cfg))
+        write_json(sfile, settings)
 
 
 def _generate(cfg: WinrateConfig, spec: str, path: Path, stage: str, report) -> list[Output]:

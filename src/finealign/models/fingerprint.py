@@ -11,14 +11,15 @@ from typing import Any
 
 from ..data.identity import fingerprint_path, is_model_file
 from ..errors import FinealignError
-from .loading import resolve_spec
+from .loading import check_model, resolve_spec
 
 
 def model_fingerprint(model: Any, *, pull: bool = True) -> dict:
     """The fingerprint of a model spec (built-in name, ``.gguf`` file, local folder, PEFT adapter
     folder with its base, hub id from the local cache) or of a loaded model (its ``name_or_path``).
 
-    A hub id with no local copy gives ``{"spec": id}`` only (its revision cannot be read offline).
+    A hub id with no local copy gives ``{"spec": id}`` only (its revision cannot be read offline). Raises
+    ``ModelError`` (``pull=True``) when the spec names no model that could load (``loading.check_model``).
     ``pull=False``: a built-in model is named by its pinned package (``{"spec", "builtin"}``) instead of
     being fetched and digested (a recipe's plan fingerprints models before any is loaded).
     """
@@ -41,10 +42,13 @@ def model_fingerprint(model: Any, *, pull: bool = True) -> dict:
         return {"spec": spec, **fingerprint_path(spec)}
 
     out = {"spec": spec}
-    try:
-        src = resolve_spec(spec)
-    except FinealignError:  # not resolvable here: loading it will say why
-        return out
+    if pull:  # a model that cannot load fails here, before an output is tied to it (ModelError)
+        src = check_model(spec)
+    else:
+        try:
+            src = resolve_spec(spec)
+        except FinealignError:  # a recipe's plan: a later stage may make it; loading it will say why
+            return out
     if Path(src).is_dir():
         out.update(fingerprint_path(src, only=is_model_file))
         adapter = Path(src) / "adapter_config.json"

@@ -99,6 +99,19 @@ def resolve_spec(spec: str) -> str:
     return spec  # a hub id
 
 
+def check_model(spec: str) -> str:
+    """Fail now, the way ``load_model`` would, when ``spec`` names no loadable model, without loading
+    weights: a local directory or GGUF is checked by ``resolve_spec``; a hub id must be in the cache or
+    on a reachable hub (its ``config.json`` is read). Returns the resolved source. Raises ``ModelError``
+    (one line, with the closest known names for a mistyped one)."""
+    src = resolve_spec(spec)
+    if not Path(src).exists():
+        from transformers import AutoConfig
+
+        _from_pretrained(AutoConfig, spec, src)
+    return src
+
+
 def load_tokenizer(spec: str, *, padding_side: str = "left"):
     """The tokenizer of ``spec``, with a pad token (EOS when it has none)."""
     from transformers import AutoTokenizer

@@ -240,12 +240,12 @@ def train_ppo(cfg: PPOConfig, scorer=None, on_step: Callable[[int, int, dict], N
     acc = make_accelerator(cpu=cfg.device == "cpu" or not torch.cuda.is_available(),
                            mixed_precision=cfg.mixed_precision, **run_state.tracker_kwargs(cfg.report_to, out))
     main = acc.is_main_process
-    check_verb(out, "train ppo", inputs=input_fingerprints(cfg), claim=main)  # another verb's folder, other inputs
-    items = read_prompts(cfg.prompts)
+    items = read_prompts(cfg.prompts)  # bad or too few prompts fail before the folder is claimed
     need = cfg.batch_size // cfg.rollouts_per_prompt * acc.num_processes
     if len(items) < need:
         raise FinealignError(f"{cfg.prompts}: {len(items)} prompts, fewer than batch_size / rollouts_per_prompt x "
                              f"processes = {need}")
+    check_verb(out, "train ppo", inputs=input_fingerprints(cfg), claim=main)  # another verb's folder, other inputs
     run_state.seed_all(cfg.seed)
     ac, tok, ref = _load_models(cfg, str(acc.device))
     scorer = load_scorer(scorer or cfg.reward)

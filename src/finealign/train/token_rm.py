@@ -185,6 +185,7 @@ def train_token_rm(cfg: TokenRMConfig, *, on_step: Callable[[int, int, dict], No
     from ..eval.token_rm_eval import evaluate_token_rm
 
     out = Path(cfg.out)
+    inputs = input_fingerprints(cfg)  # a model that cannot load fails here, before the folder is made
     out.mkdir(parents=True, exist_ok=True)
     settings = cfg.run_settings()  # the first release's names and field set: older runs still resume
     if cfg.device == "cuda" and not torch.cuda.is_available():
@@ -192,7 +193,7 @@ def train_token_rm(cfg: TokenRMConfig, *, on_step: Callable[[int, int, dict], No
     acc = make_accelerator(mixed_precision=cfg.mixed_precision, cpu=cfg.device == "cpu",
                            **run_state.tracker_kwargs(cfg.report_to, out))
     main = acc.is_main_process
-    check_verb(out, "train token-rm", inputs=input_fingerprints(cfg), claim=main)  # another verb, other inputs
+    check_verb(out, "train token-rm", inputs=inputs, claim=main)  # another verb, other inputs
     # 1. model and data
     model, tok, train_pairs, eval_pairs, bstats = _build(cfg, acc, log)
     # 2. optimizer, learning-rate schedule
