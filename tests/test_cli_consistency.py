@@ -39,15 +39,8 @@ def test_the_walk_finds_the_verbs():
             "data stats", "models pull"} <= names
 
 
-# commands that hand every argument to a program with its own parser (known debt: the sim study is not yet on the
-# settings mechanism, issue 25); each must still take --help and reject bad flags (test_sim_study)
-PASSTHROUGH = {"sim study"}
-
-
 @pytest.mark.parametrize("name,cmd", COMMANDS, ids=[n for n, _ in COMMANDS])
 def test_every_command_has_config_and_quiet_and_no_old_spellings(name, cmd):
-    if name in PASSTHROUGH:
-        pytest.skip(f"{name}: its own argparse program")
     flags = _visible(cmd)
     assert "--config" in flags and "--quiet" in flags, f"{name}: {sorted(flags)}"
     assert not flags & {"--max-steps", "--no-progress", "--output", "--out-dir"}, name

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from finealign.errors import FinealignError
+
 REPO = Path(__file__).resolve().parents[1]
 FLAGS = ["--quick", "--model", "tiny-random", "--n", "10", "--heldout", "4", "--k", "2", "--max-new-tokens", "8",
          "--sizes", "4", "8", "--rm-steps", "2", "--rm-batch", "2", "--ppo-steps", "2", "--ppo-batch", "2",
@@ -185,7 +187,7 @@ def test_study_entry_points(tmp_path, entry):
     assert r.returncode == 0, r.stderr[-2000:]
     rows = json.loads((out / "study.json").read_text())["reward_models"]
     assert [(x["source"], x["size"], x["seeds"]) for x in rows] == [("seq_bt", 4, 1)]
-    for bad, why in ((["--tasks", "nosuch"], "unknown sim task 'nosuch'"),
+    for bad, why in ((["--tasks", "nosuch"], "tasks: 'nosuch' is not one of facts, constraints, arithmetic"),
                      (["--task-options", "facts:slots=zero"], "slots"),
                      (["--task-options", "slots=2"], "--task-options slots=2: expected TASK:K=V"),
                      (["--task-options", "constraints:required=3"], "constraints is not one of --tasks (facts)"),
@@ -337,3 +339,47 @@ def test_reward_kind_benchmark_scores_the_same_token_classifier_both_ways(tmp_pa
     r = subprocess.run([sys.executable, str(REPO / "benchmarks" / "token_rm_reward_kind.py"), str(tmp_path / "none")],
                        capture_output=True, text=True, env=env)
     assert r.returncode != 0 and "no rm/TASK/NOISE/sS/token_cls_nN folders" in r.stderr
+
+
+def test_a_recipe_stage_runs_the_same_study_as_the_command(tmp_path):
+    """``type: sim-study`` (the verb table's row) takes the command's settings as keys and writes the same
+    study.json rows into its stage folder; its summary names the study file."""
+    from finealign.pipeline.recipe import load_recipe
+    from finealign.pipeline.runner import run_recipe
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("name: s\nstages:\n  - name: study\n    type: sim-study\n    quick: true\n    model: tiny-random\n"
+                      "    n: 10\n    heldout: 4\n    k: 2\n    max_new_tokens: 8\n    sizes: [4]\n    rm_steps: 2\n"
+                      "    rm_batch: 2\n    eval_limit: 10\n    mixed_precision: 'no'\n    stages: [data, rm]\n"
+                      "    sources: [seq_bt]\n", encoding="utf-8")
+    (outcome,) = run_recipe(load_recipe(str(recipe)), tmp_path / "run")
+    study = json.loads((tmp_path / "run" / "study" / "study.json").read_text())
+    assert [(x["source"], x["size"], x["seeds"]) for x in study["reward_models"]] == [("seq_bt", 4, 1)]
+    assert outcome.summary["study"] == str(tmp_path / "run" / "study" / "study.json")
+    with pytest.raises(FinealignError, match="sources"):  # a bad value: the command's check, with its line
+        recipe.write_text(recipe.read_text().replace("[seq_bt]", "[nosuch]"), encoding="utf-8")
+        load_recipe(str(recipe))
+
+
+def test_list_flags_take_their_values_up_to_the_next_flag():
+    import typer
+
+    from finealign.cli.main import app
+    from finealign.cli.vocabulary import expand_list_flags
+
+    root = typer.main.get_command(app)
+    args = ["sim", "study", "--out", "o", "--tasks", "facts", "arithmetic", "--n", "4", "--seeds", "0", "1", "2", "-q"]
+    # the other args keep their order; each list follows them as the repeated option click parses
+    assert expand_list_flags(args, root) == ["sim", "study", "--out", "o", "--n", "4", "-q", "--tasks", "facts",
+                                             "--tasks", "arithmetic", "--seeds", "0", "--seeds", "1", "--seeds", "2"]
+    # given twice, the last one wins (as the argparse program reads it)
+    assert expand_list_flags(["sim", "study", "--sizes", "4", "8", "--n", "2", "--sizes", "4"], root) == [
+        "sim", "study", "--n", "2", "--sizes", "4"]
+    # a command without list options, and a group, are left as they are
+    assert expand_list_flags(["generate", "--k", "2"], root) == ["generate", "--k", "2"]
+    assert expand_list_flags(["sim"], root) == ["sim"]
+    # the study's settings from the command line equal the argparse program's
+    from finealign.studies.sim_study_config import parse_study_args
+
+    cfg = parse_study_args(["--out", "o", "--tasks", "facts", "arithmetic", "--seeds", "0", "1", "2", "--fast"])
+    assert (cfg.tasks, cfg.seeds, cfg.fast) == (["facts", "arithmetic"], [0, 1, 2], True)

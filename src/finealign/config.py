@@ -161,8 +161,9 @@ class Settings(metaclass=_SettingsMeta):
             value = _coerce(f.name, value, hints.get(f.name))
             setattr(self, f.name, value)
             meta = f.metadata or {}
-            if meta.get("choices") and value is not None and value not in meta["choices"]:
-                raise ConfigError(f.name, f"{value!r} is not one of {', '.join(map(str, meta['choices']))}")
+            for v in (value if isinstance(value, list) else [value]):  # a list: each of its values
+                if meta.get("choices") and v is not None and v not in meta["choices"]:
+                    raise ConfigError(f.name, f"{v!r} is not one of {', '.join(map(str, meta['choices']))}")
             if meta.get("check") and value is not None:
                 problem = meta["check"](value)
                 if problem:
@@ -416,7 +417,8 @@ def _coerce(name: str, value, hint):
                 value = [s.strip() for s in value.split(",") if s.strip()]
             if not isinstance(value, (list, tuple)):
                 raise ValueError(value)
-            return [str(v) if args and args[0] is str else v for v in value]
+            elem = args[0] if args else None
+            return [_coerce(name, v, elem) if elem in (str, int, float) else v for v in value]
     except (TypeError, ValueError):
         tname = getattr(hint, "__name__", str(hint))
         raise ConfigError(name, f"expected {tname}, got {value!r}") from None

@@ -60,14 +60,15 @@ def _checked_args(args: list[str]) -> list[str]:
     """``args`` with renamed commands replaced (one deprecation line each); a command that does not exist
     is refused here with the command it most likely meant (exit 2, as a usage error)."""
     from .common import console
-    from .vocabulary import rename_commands, unknown_command
+    from .vocabulary import expand_list_flags, rename_commands, unknown_command
 
     args = rename_commands(args, lambda m: console.print(m, style="yellow", highlight=False, soft_wrap=True))
-    bad = unknown_command(args, typer.main.get_command(app))
+    root = typer.main.get_command(app)
+    bad = unknown_command(args, root)
     if bad is not None and bad[1] is not None:
         print(f"error: no such command {bad[0]!r}; did you mean `finealign {bad[1]}`?", file=sys.stderr)
         raise SystemExit(2)
-    return args
+    return expand_list_flags(args, root)
 
 
 def _run(argv: list[str] | None) -> None:

@@ -1,9 +1,10 @@
 """``finealign sim make TASK``: a simulated task's data sets with a gold reward (see ``finealign.sim.make``);
 ``finealign sim policy TASK``: a small policy trained from scratch for one task (``finealign.sim.policy``);
-``finealign sim study ...``: token vs sequence supervision against the gold reward (the program
-``finealign.pipeline.sim_study``, also ``python -m finealign.pipeline.sim_study`` and ``benchmarks/sim_study.py``).
+``finealign sim study ...``: token vs sequence supervision against the gold reward (the verb table's ``sim-study``
+row; also ``python -m finealign.studies.sim_study`` and ``benchmarks/sim_study.py``).
 
-Flags are generated from :class:`finealign.sim.make.SimMakeConfig` and :class:`finealign.sim.policy.SimPolicyConfig`.
+Flags are generated from :class:`finealign.sim.make.SimMakeConfig`, :class:`finealign.sim.policy.SimPolicyConfig`
+and :class:`finealign.studies.sim_study_config.SimStudyConfig`.
 """
 
 from __future__ import annotations
@@ -38,17 +39,14 @@ def run_sim_policy(cfg, quiet: bool = False):
     stdout.print(to_json(rec), soft_wrap=True, highlight=False)
 
 
-def run_sim_study(ctx: typer.Context) -> None:
-    """Pass every argument to the study's own parser (``finealign.pipeline.sim_study``); its summary JSON on
-    stdout, bad input one line on stderr with exit 1."""
-    from ..errors import FinealignError
-    from ..studies.sim_study import main
+def run_sim_study(cfg, quiet: bool = False) -> None:
+    """Run (or resume) the study (the verb table's ``sim-study`` row); its summary JSON on stdout."""
+    from ..verbs import run_verb
+    from .common import out as stdout
 
-    try:
-        main(list(ctx.args), prog="finealign sim study")
-    except FinealignError as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(1) from None
+    result = run_verb("sim-study", cfg)
+    stdout.print(to_json({k: result[k] for k in ("initial_policy", "reward_models", "ppo", "seconds")}, indent=1),
+                 soft_wrap=True, highlight=False)
 
 
 def register(app, **_):
@@ -64,8 +62,6 @@ def register(app, **_):
                         help="A small causal LM trained from scratch for one task: a BPE tokenizer on the task's text, "
                              "SFT on synthetic answers (--error-rate), its starting gold recorded. Rerun to resume.",
                         resumable=True)
-    sim_app.command("study", add_help_option=False,
-                    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
-                    help="Token vs sequence supervision against the gold reward: reward models from oracle edits, "
-                         "PPO curves, steps to target (presets --fast, --quick, --full; `finealign sim study "
-                         "--help` lists every flag). Rerun to resume.")(run_sim_study)
+    from ..studies.sim_study_config import SimStudyConfig
+
+    command_from_config(sim_app, "study", SimStudyConfig, run_sim_study, resumable=True)

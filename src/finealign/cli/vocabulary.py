@@ -86,3 +86,35 @@ def suggest(prefix: list[str], word: str, paths: list[tuple[str, ...]]) -> str |
         return ends[0]
     close = difflib.get_close_matches(query, list(by_norm), n=1, cutoff=0.6)
     return by_norm[close[0]] if close else None
+
+
+def expand_list_flags(args: list[str], group) -> list[str]:
+    """``--tasks facts arithmetic`` -> ``--tasks facts --tasks arithmetic`` for every option of the named leaf
+    command that takes several values (a list setting), so a list is given as the study's flags always took it
+    (the values up to the next option; given twice, the last one wins, as with argparse); click repeats such an
+    option instead. Other args are kept as they are."""
+    g, i = group, 0
+    while i < len(args) and getattr(g, "commands", None) is not None:
+        if not args[i].startswith("-") and args[i] in g.commands:
+            g = g.commands[args[i]]
+        i += 1
+    if getattr(g, "commands", None) is not None:
+        return args
+    multi = {name: p.opts[0] for p in getattr(g, "params", []) if getattr(p, "multiple", False) for name in p.opts}
+    if not multi:
+        return args
+    rest: list[str] = []
+    lists: dict[str, list[str]] = {}  # the option's first name -> its values (the last time it is given)
+    current = None
+    for a in args[i:]:
+        if a.startswith("-"):
+            current = multi.get(a)
+            if current is not None:
+                lists[current] = []
+                continue
+            rest.append(a)
+        elif current is not None:
+            lists[current].append(a)
+        else:
+            rest.append(a)
+    return [*args[:i], *rest, *(x for name, values in lists.items() for v in values for x in (name, v))]

@@ -11,7 +11,8 @@ The identity of an output is
   ``"scorer"``, ``"editor"`` or ``"judge"``): a file or folder is digested by :func:`fingerprint_path`
   (every file's relative name and content: a sha256 of files up to :data:`HASH_LIMIT` bytes, a stamp of
   size, modification time and inode for larger ones), a model spec by ``models.fingerprint``; the specs
-  are read by ``rewards.inputs`` (``input_fingerprints``, ``output_identity``), a layer above this one.
+  are read by ``models.inputs`` (files and models) and ``rewards.inputs`` (``input_fingerprints``,
+  ``output_identity``: scorers, editors, judges too), the layers above this one.
 
 Every resumable output asks the same questions of it: may a resumed run append here
 (:func:`resumable_fields`: the fields a resume may change), is a recipe stage done, did an input change

@@ -98,27 +98,30 @@ def match_sides(outputs: list[Output], reference: list[Output], names: tuple[str
 # ------------------------------------------------------------------------------------------ setup
 
 
-def _settings(cfg: WinrateConfig) -> dict:
+def _settings(cfg: WinrateConfig, judge_given: bool = False) -> dict:
     """The identity of the win rate ``cfg`` makes (``data.identity.output_identity``): the settings that
     change the generated outputs or the verdicts, with the content fingerprints of the prompts file and of
     the models (a prompts file edited in place, or new weights at the same path, make another win rate).
-    The judge is named by ``judges.judge_key`` (how it is asked aside)."""
+    The judge is named by ``judges.judge_key`` (how it is asked aside). ``judge_given``: the caller passed the
+    judge object, so its spec is a name only (no model to check or digest). Raises ``ModelError`` for a model
+    or judge model that cannot load."""
     from ..rewards.inputs import output_identity
 
-    return output_identity(cfg)
+    return output_identity(cfg, given=("judge",) if judge_given else ())
 
 
-def prepare_out(cfg: WinrateConfig) -> Path:
+def prepare_out(cfg: WinrateConfig, settings: dict | None = None) -> Path:
     """Create ``cfg.out``; with ``overwrite`` delete this command's files; refuse a folder made by another verb,
     or with other settings or inputs (naming them).
 
     The settings are recorded (``settings.json``) by ``claim_out`` just before the first resumable write.
+    ``settings``: the identity (``_settings``), computed here when not given.
     """
     from ..data.identity import check_verb, differences
 
     out = Path(cfg.out)
     check_verb(out, VERB, claim=False)
-    new = _settings(cfg)  # a model that cannot load fails here, before the folder is made
+    new = settings if settings is not None else _settings(cfg)  # a model that cannot load fails here, first
     out.mkdir(parents=True, exist_ok=True)
     if cfg.overwrite:
         for name in FILES:
@@ -137,18 +140,19 @@ def prepare_out(cfg: WinrateConfig) -> Path:
     return out
 
 
-def claim_out(cfg: WinrateConfig) -> None:
-    """Record the settings in ``out/settings.json`` (once), before anything resumable is written there."""
+def claim_out(cfg: WinrateConfig, settings: dict | None = None) -> None:
+    """Record the settings (``settings``, else ``_settings(cfg)``) in ``out/settings.json`` (once), before
+    anything resumable is written there."""
     from ..data.identity import check_verb
 
     sfile = Path(cfg.out) / "settings.json"
     if not sfile.exists():
-        settings = _settings(cfg)
+        settings = settings if settings is not None else _settings(cfg)
         check_verb(cfg.out, VERB)
         write_json(sfile, settings)
 
 
-def _generate(cfg: WinrateConfig, spec: str, path: Path, stage: str, report) -> list[Output]:
+def _generate(cfg: WinrateConfig, spec: str, path: Path, stage: str, report, settings: dict) -> list[Output]:
     """Greedy (or sampled) outputs of ``spec`` on ``cfg.prompts`` into ``path``, one per prompt: the generate
     job (``generate_job.run_generate_job``, transformers backend) with the ``ANSWERS`` layout. ``path`` gets
     generate's manifest (``PATH.manifest.json``: the model's fingerprint and the sampling settings), so a
@@ -161,7 +165,7 @@ def _generate(cfg: WinrateConfig, spec: str, path: Path, stage: str, report) -> 
     from ..generation import TransformersBackend
 
     items = read_prompts(cfg.prompts)  # a bad prompts file fails before the folder is claimed
-    claim_out(cfg)
+    claim_out(cfg, settings)
     sampling = Sampling(temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens,
                         seed=cfg.seed)
     backend = TransformersBackend(spec, k=1, sampling=sampling, batch_size=cfg.batch_size, dtype=cfg.dtype,
@@ -176,14 +180,14 @@ def _generate(cfg: WinrateConfig, spec: str, path: Path, stage: str, report) -> 
     return [by_id[p.id] for p in items]
 
 
-def _side(cfg: WinrateConfig, out: Path, which: str, report) -> list[Output]:
+def _side(cfg: WinrateConfig, out: Path, which: str, report, settings: dict) -> list[Output]:
     if which == "model":
         if cfg.outputs is not None:
             return read_outputs(Path(cfg.outputs))
-        return _generate(cfg, cfg.model, out / "outputs.jsonl", "generate-model", report)
+        return _generate(cfg, cfg.model, out / "outputs.jsonl", "generate-model", report, settings)
     if cfg.reference_outputs is not None:
         return read_outputs(Path(cfg.reference_outputs))
-    return _generate(cfg, cfg.reference, out / "reference_outputs.jsonl", "generate-reference", report)
+    return _generate(cfg, cfg.reference, out / "reference_outputs.jsonl", "generate-reference", report, settings)
 
 
 def _cut(text: str, n: int | None) -> str:
@@ -251,9 +255,10 @@ def _warning(cfg: WinrateConfig, chk: JudgeCheck | None) -> str | None:
 def run(cfg: WinrateConfig, on_progress: Callable[[str, int, int], None] | None = None, *,
         judge: Judge | None = None, check_cache: str | Path | None = None) -> WinrateResult:
     report = on_progress or (lambda *_: None)
-    out = prepare_out(cfg)
-    ours = _side(cfg, out, "model", report)
-    theirs = _side(cfg, out, "reference", report)
+    settings = _settings(cfg, judge_given=judge is not None)  # computed once: models and files are digested
+    out = prepare_out(cfg, settings)
+    ours = _side(cfg, out, "model", report, settings)
+    theirs = _side(cfg, out, "reference", report, settings)
     if cfg.prompts is not None and (cfg.outputs is not None or cfg.reference_outputs is not None):
         from ..data.prompts import read_prompts
 
@@ -261,7 +266,7 @@ def run(cfg: WinrateConfig, on_progress: Callable[[str, int, int], None] | None 
         match_sides(listed, ours, (str(cfg.prompts), str(cfg.outputs or cfg.model)))
         match_sides(listed, theirs, (str(cfg.prompts), str(cfg.reference_outputs or cfg.reference)))
     pairs = match_sides(ours, theirs, (str(cfg.outputs or cfg.model), str(cfg.reference_outputs or cfg.reference)))
-    claim_out(cfg)
+    claim_out(cfg, settings)
     own_judge = judge is None
     if own_judge:
         judge = load_judge(cfg.judge, dtype=cfg.dtype, device=cfg.device, batch_size=cfg.batch_size)

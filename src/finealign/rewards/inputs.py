@@ -5,14 +5,16 @@ A field marked ``reads="file"`` names a data file or folder (digested by ``data.
 a data set name by its name); ``"model"`` a model spec (``models.fingerprint.model_fingerprint``);
 ``"scorer"`` a scorer spec (``rewards.base.scorer_fingerprint``: its model, token RM, follow-up file);
 ``"editor"`` ``local:MODEL`` or ``openai:MODEL``; ``"judge"`` a judge spec (named by ``judge_key``, with its
-model's fingerprint). It lives here, above ``data`` and ``models``, because scorer and judge specs do.
+model's fingerprint). Files and models are fingerprinted a floor down (``models.inputs``, which a verb below
+the rewards uses directly); the kinds that name a scorer, an editor or a judge are added here, above
+``data`` and ``models``, because scorer and judge specs live here.
 """
 
 from __future__ import annotations
 
 from typing import Any, Callable
 
-from ..data.identity import READS, data_fingerprint, identity_settings, reads_fields
+from ..data.identity import READS, identity_settings, reads_fields
 
 __all__ = ["TRANSPORT_OPTIONS", "fingerprint_input", "input_fingerprints", "judge_key", "output_identity"]
 
@@ -49,21 +51,10 @@ def _judge_fingerprint(spec: str, pull: bool) -> dict:
     return out
 
 
-def fingerprint_input(kind: str, value: Any, *, pull: bool = True) -> Any:
-    """The fingerprint of one input named by a setting of kind ``kind`` (``READS``); a list of them for a
-    list value; None for None. ``pull=False``: a built-in model is named by its pinned package, not
-    fetched (what a recipe's plan uses)."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, (list, tuple)):
-        return [fingerprint_input(kind, v, pull=pull) for v in value]
-    value = str(value)
-    if kind == "file":
-        return data_fingerprint(value)
+def _upper_kinds(kind: str, value: str, pull: bool) -> Any:
+    """The fingerprint of an input of kind scorer, editor or judge (``models.inputs`` does file and model)."""
     from ..models.fingerprint import model_fingerprint
 
-    if kind == "model":
-        return model_fingerprint(value, pull=pull)
     if kind == "scorer":
         from .base import scorer_fingerprint
 
@@ -76,24 +67,33 @@ def fingerprint_input(kind: str, value: Any, *, pull: bool = True) -> Any:
     raise ValueError(f"unknown input kind {kind!r}; expected one of {', '.join(READS)}")
 
 
+def fingerprint_input(kind: str, value: Any, *, pull: bool = True) -> Any:
+    """The fingerprint of one input named by a setting of kind ``kind`` (``READS``); a list of them for a
+    list value; None for None. ``pull=False``: a built-in model is named by its pinned package, not
+    fetched (what a recipe's plan uses). Files and models: ``models.inputs``; scorers, editors, judges: here."""
+    from ..models import inputs
+
+    return inputs.fingerprint_input(kind, value, pull=pull, upper=_upper_kinds)
+
+
 def input_fingerprints(cfg: Any, *, skip: Callable[[str, Any], bool] = lambda name, value: False,
                        pull: bool = True) -> dict:
     """{field: fingerprint} of every input ``cfg`` names (its ``reads`` fields), except those ``skip(name,
     value)`` leaves out (a recipe's earlier stage's output: covered by that stage's fingerprint)."""
-    out = {}
-    for name, kind in reads_fields(type(cfg)).items():
-        value = getattr(cfg, name)
-        if value in (None, "", []) or skip(name, value):
-            continue
-        out[name] = fingerprint_input(kind, value, pull=pull)
-    return out
+    from ..models import inputs
+
+    return inputs.input_fingerprints(cfg, skip=skip, pull=pull, upper=_upper_kinds)
 
 
-def output_identity(cfg: Any, *, pull: bool = True) -> dict:
+def output_identity(cfg: Any, *, pull: bool = True, given: tuple[str, ...] = ()) -> dict:
     """The identity of the output ``cfg`` makes: its identity fields (``data.identity``), each input among
-    them (a ``reads`` field) replaced by its fingerprint."""
+    them (a ``reads`` field) replaced by its fingerprint. ``given``: fields whose object the caller passed
+    itself (a judge object given to ``run_winrate``): named by their spec only, nothing loaded or checked.
+    Raises ``ModelError`` for a model the settings name that cannot load."""
     out = identity_settings(cfg)
     for name, kind in reads_fields(type(cfg)).items():
         if name in out and out[name] not in (None, "", []):
-            out[name] = fingerprint_input(kind, getattr(cfg, name), pull=pull)
+            value = getattr(cfg, name)
+            out[name] = ({"spec": judge_key(value) if kind == "judge" else str(value)} if name in given
+                         else fingerprint_input(kind, value, pull=pull))
     return out

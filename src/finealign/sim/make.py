@@ -156,7 +156,7 @@ def _check_settings(out: Path, cfg: SimMakeConfig) -> None:
     table), naming them; the annotator's noise knobs are ``derived`` (``data.identity``): edits and pairs are
     re-derived on every run. An older ``sim.json`` without input fingerprints is taken as made with these."""
     from ..data.identity import differences, resumable_fields
-    from ..rewards.inputs import input_fingerprints
+    from ..models.inputs import input_fingerprints  # files and models: the kinds a sim config reads
 
     path = out / "sim.json"
     resumable = tuple(sorted(resumable_fields(SimMakeConfig)))

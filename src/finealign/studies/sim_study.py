@@ -30,7 +30,6 @@ the study's dict (what OUT/study.json holds). Bad input raises :class:`finealign
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import random
@@ -40,7 +39,6 @@ import time
 from pathlib import Path
 
 from ..data.io import JsonlAppender, iter_objects, to_json, write_json, write_jsonl
-from ..train.ppo_config import ADVANTAGES
 from ..errors import FinealignError
 from ..rewards.base import TokenScorer, load_scorer
 from ..sim import make_task
@@ -48,181 +46,17 @@ from ..sim.annotator import REALISTIC, Noise
 from ..sim.evaluate import evaluate_reward
 from ..sim.make import SimMakeConfig, derive, edits_as_pairs, make_sim, read_samples
 from .sim_plots import plot
+from .sim_study_config import (DEFAULTS, FAST, FULL, PRESET_SOURCES, PRESETS, QUICK, SOURCES,  # noqa: F401
+                               SimStudyConfig, parse_study_args, resolve)
 from .sim_summary import summarize_ppo, summarize_rm
 
 NOISE = {"zero": Noise(), "realistic": REALISTIC}
-SOURCES = ("span_bt", "span_bt_pure", "seq_bt", "token_cls", "dpo")
-PRESET_SOURCES = ["span_bt", "seq_bt", "token_cls", "dpo"]
-# The default study fits about 2 hours on 2 CPU cores with the 135M model: one task (constraints: several wrong
-# words per response, where token-level rewards have the most to say), all 4 reward sources at 25 and 100 pairs
-# over 3 seeds, then PPO with the gold reward and with the DPO implicit reward (the one learned reward that located
-# wrong words; the measured run also had span_bt, 601 s, which put it 3 minutes over: docs/sim.md). --full is the whole grid (days on
-# this CPU; a GPU's job); --quick a smoke test of every stage (about 10 minutes), whose token RMs train the top 2
-# layers' full weights (about half the time of LoRA on every layer; its figures are not results).
-# settings whose default differs between presets (the 135M presets: LoRA PPO with rloo at 5e-4, bf16 autocast)
-PPO_135M = dict(advantage="rloo", ppo_lora=True, mixed_precision="bf16", lr=5e-4, ppo_epochs=2, jobs=1)
-RM_PARAMS = dict(rm_lora=True, top_layers=0, rm_lr=5e-4)  # token RMs of the default and --full presets
-DEFAULTS = dict(**RM_PARAMS, **PPO_135M, tasks=["constraints"], sizes=[25, 100], seeds=[0, 1, 2], sources=PRESET_SOURCES,
-                noise=["zero"], n=40, heldout=16, k=4, max_new_tokens=24, rm_steps=24, ppo_steps=20, ppo_batch=8,
-                group=4, eval_k=4, ppo_rewards=["gold", "dpo"], ppo_seeds=[0])
-FULL = dict(**RM_PARAMS, **PPO_135M, tasks=["facts", "constraints", "arithmetic"], sizes=[25, 50, 100, 200, 400],
-            seeds=[0, 1, 2], sources=PRESET_SOURCES, noise=["zero", "realistic"], n=240, heldout=60, k=4,
-            max_new_tokens=48, rm_steps=60, ppo_steps=30, ppo_batch=8, group=4, eval_k=4,
-            ppo_rewards=["gold", *PRESET_SOURCES], ppo_seeds=[0, 1, 2])
-# --fast: the small task policies of `finealign sim policy` (a few million parameters, trained from scratch) stand in
-# for the 135M model, so all three tasks x 5 PPO seeds x {token, sequence} fit about an hour on 2 cores (docs/sim.md
-# has the measured time); the learned rewards train the policy's full weights (small enough) and PPO with them runs
-# --learned-seeds seeds. Per-token leave-one-out advantages (prime), full fine-tuning, fp32 (no bf16 on most CPUs).
-FAST = dict(tasks=["facts", "constraints", "arithmetic"], sizes=[50, 200], seeds=[0],
-            sources=["span_bt", "token_cls", "seq_bt", "dpo"], noise=["zero"], n=96, heldout=32, k=4,
-            max_new_tokens=32, rm_steps=100, rm_lora=False, top_layers=0, rm_lr=1e-3, ppo_steps=60, ppo_batch=32,
-            group=4, eval_k=4, ppo_rewards=["gold", "span_bt", "token_cls", "seq_bt", "dpo"],
-            ppo_seeds=[0, 1, 2, 3, 4], learned_seeds=[0], learned_tasks=["constraints", "arithmetic"],
-            advantage="prime", ppo_lora=False, mixed_precision="no", lr=3e-4, ppo_epochs=1, jobs=2)
-QUICK = dict(tasks=["facts"], sizes=[25, 50], seeds=[0], sources=PRESET_SOURCES, noise=["zero"], n=32, heldout=12,
-             k=4, max_new_tokens=32, rm_steps=8, ppo_steps=4, ppo_batch=4, group=2, eval_k=1,
-             ppo_rewards=["gold", "span_bt"], ppo_seeds=[0], rm_lora=False, top_layers=2, rm_lr=2e-4, **PPO_135M)
-
-
-def _ppo_flags(p: argparse.ArgumentParser) -> None:
-    """The PPO stage's flags (``parse_args``)."""
-    p.add_argument("--ppo-rewards", nargs="+", choices=["gold", *SOURCES],
-                   help="PPO rewards: gold (sim:TASK, the upper bound) and learned sources (seed 0, largest size; "
-                        "default gold dpo)")
-    p.add_argument("--ppo-seeds", nargs="+", type=int, help="PPO seeds (default 0)")
-    p.add_argument("--ppo-steps", type=int, help="PPO steps per run (default 20)")
-    p.add_argument("--ppo-batch", type=int, help="rollouts per PPO step (default 8)")
-    p.add_argument("--ppo-noise", default="zero", choices=list(NOISE),
-                   help="the annotator noise of the learned rewards PPO uses")
-    p.add_argument("--granularities", nargs="+", default=["token", "sequence"], choices=["token", "sequence"],
-                   help="where PPO's reward lands: on every token (token) or all on the stop token (sequence)")
-    p.add_argument("--lr", type=float,
-                   help="PPO learning rate (default 5e-4, LoRA: 1e-4 did not move the 135M policy in 20 steps, 2e-3 "
-                        "collapsed it; --fast 3e-4, full weights of the small policies)")
-    p.add_argument("--kl-coef", type=float, default=0.05, help="PPO's KL penalty to the initial policy, per token")
-    p.add_argument("--advantage", choices=list(ADVANTAGES),
-                   help="PPO advantages: rloo (no critic, one baseline per response), prime (no critic, per-token "
-                        "leave-one-out baseline), reinforce++ (no critic, batch-normalised) or gae (a critic); rloo "
-                        "and prime take --group responses per prompt (default rloo; --fast prime)")
-    p.add_argument("--group", type=int, help="rollouts per prompt (each step: ppo-batch / group prompts)")
-    p.add_argument("--value-model", default="shared", choices=["shared", "separate"], help="PPO critic")
-    p.add_argument("--critic-lr", type=float, default=1e-3, help="the critic's own learning rate (gae)")
-    p.add_argument("--critic-warmup", type=int, default=0, help="gae: steps that train the critic alone first")
-    p.add_argument("--ppo-lora", action=argparse.BooleanOptionalAction,
-                   help="LoRA policy (default; --no-ppo-lora: full fine-tuning, --fast's for the small `sim policy` "
-                        "models)")
-    p.add_argument("--vf-coef", type=float, default=0.05,
-                   help="value loss weight (train ppo's 0.5 lets a shared value head's loss swamp the policy "
-                        "gradient under clipping: grad norm ~10 from the value loss vs ~1)")
-    p.add_argument("--temperature", type=float, default=1.0, help="PPO rollout temperature")
-    p.add_argument("--ppo-epochs", type=int, help="PPO epochs per rollout batch (default 2; --fast 1)")
-    p.add_argument("--learned-tasks", nargs="+",
-                   help="tasks whose learned rewards are trained and used by PPO (default: --tasks; --fast: constraints "
-                        "arithmetic: the facts policy answers 93%% of its samples right, leaving 26 oracle edits)")
-    p.add_argument("--learned-seeds", nargs="+", type=int,
-                   help="PPO seeds of the learned rewards (default: --ppo-seeds; --fast 0)")
-    p.add_argument("--target-frac", type=float, default=0.5,
-                   help="steps to target: the fraction of the gap from the initial policy to the gold run's final gold")
-    p.add_argument("--eval-k", type=int,
-                   help="samples per prompt when the initial and every final PPO policy are scored by the gold reward")
-    p.add_argument("--mixed-precision", choices=["no", "bf16"], help="PPO's autocast (default bf16; --fast no)")
-    p.add_argument("--data-seed", type=int, default=0, help="seed of the prompts and policy samples")
 
 
 def parse_args(argv=None, prog: str | None = None):
-    """The study's settings from ``argv`` (the preset's values where a flag is not given); exits (argparse)
-    on a bad flag."""
-    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", type=Path, required=True, help="the study's folder (data, reward models, PPO runs, "
-                                                             "study.json); a rerun resumes it")
-    size = p.add_mutually_exclusive_group()
-    size.add_argument("--quick", action="store_true", help="the smoke-test preset (flags given explicitly still win)")
-    size.add_argument("--fast", action="store_true",
-                      help="the small task policies (`finealign sim policy`, built under --policies when missing): 3 "
-                           "tasks x 5 seeds x {token, sequence}, gold and 4 learned rewards, 60 PPO steps x 32")
-    size.add_argument("--full", action="store_true",
-                      help="the whole grid: 3 tasks, 5 sizes, 2 noise settings, 5 PPO rewards (days on 2 CPU cores)")
-    p.add_argument("--model", default="smollm2-135m-instruct", help="backbone of the reward models and the policy")
-    p.add_argument("--policies", type=Path,
-                   help="a folder of `finealign sim policy` models, one per task (DIR/TASK; missing ones are built): "
-                        "each task's policy and reward-model backbone instead of --model (--fast: OUT/policies)")
-    p.add_argument("--policy-size", default="small", choices=["small", "tiny"],
-                   help="size preset of the policies --policies builds (`finealign sim policy --size`; tiny: tests)")
-    p.add_argument("--jobs", type=int,
-                   help="independent trainings run in this many processes of 1 thread each (default 1; --fast 2)")
-    p.add_argument("--tasks", nargs="+", help="simulated tasks: facts, constraints, arithmetic (default: constraints; "
-                                             "--quick: facts; --full: all three)")
-    p.add_argument("--task-options", nargs="*", default=[], metavar="TASK:K=V,...",
-                   help="difficulty knobs per task, e.g. facts:slots=1")
-    p.add_argument("--sizes", nargs="+", type=int,
-                   help="numbers of annotated edit pairs each reward source trains on (nested subsets; default 25 100)")
-    p.add_argument("--seeds", nargs="+", type=int, help="reward-model seeds: subset, annotator noise, training (default 0 1 2)")
-    p.add_argument("--sources", nargs="+", choices=SOURCES,
-                   help="token RM losses span_bt (anchored), span_bt_pure (the paper's), seq_bt, token_cls; dpo: a "
-                        "DPO policy read as the dpo-implicit "
-                        "token scorer (default: span_bt, seq_bt, token_cls, dpo)")
-    p.add_argument("--noise", nargs="+", choices=list(NOISE),
-                   help="simulated annotator: zero (a perfect oracle) or realistic (misses, over-edits, flips)")
-    p.add_argument("--n", type=int, help="training prompts per task (default 40)")
-    p.add_argument("--heldout", type=int, help="held-out prompts per task (default 16)")
-    p.add_argument("--k", type=int, help="policy samples per prompt (default 4)")
-    p.add_argument("--max-new-tokens", type=int, help="longest policy sample and PPO rollout (default 24)")
-    p.add_argument("--rm-steps", type=int, help="optimizer steps of every reward model and DPO policy (default 24)")
-    p.add_argument("--rm-batch", type=int, default=8, help="edit pairs per reward-model step")
-    p.add_argument("--rm-lr", type=float, help="token RMs' learning rate (default 5e-4; --quick 2e-4)")
-    p.add_argument("--rm-lora", action=argparse.BooleanOptionalAction,
-                   help="token RMs train LoRA adapters (r 16) on every layer, like the DPO source; --no-rm-lora "
-                        "trains full weights of the top --top-layers layers (docs/sim.md compares the two)")
-    p.add_argument("--top-layers", type=int, help="token RMs train only the top N layers (0: all; --quick: 2)")
-    p.add_argument("--rm-pool", default="sum", choices=["sum", "mean"],
-                   help="how a token RM's per-token rewards make a response's score (ranking, sequence-level PPO); "
-                        "mean takes the length out of the sum (evaluated apart, in sim_eval_pool-mean.json)")
-    p.add_argument("--dpo-beta", type=float, default=0.1, help="DPO's beta, also the implicit reward's scale")
-    p.add_argument("--dpo-lr", type=float, default=1e-4, help="DPO policy's learning rate (LoRA)")
-    p.add_argument("--eval-limit", type=int, default=200,
-                   help="most records read from each held-out set (sample pairs, oracle edits, rated samples)")
-    _ppo_flags(p)
-    p.add_argument("--stages", nargs="+", default=["data", "rm", "ppo"], choices=["data", "rm", "ppo"],
-                   help="run only these stages (rm needs data, ppo with a learned reward needs rm)")
-    p.add_argument("--json", type=Path, help="also write the study JSON here")
-    p.add_argument("--png-prefix", help="write PREFIX_rm.png and PREFIX_ppo.png")
-    a = p.parse_args(argv)
-    for k, v in (QUICK if a.quick else FAST if a.fast else FULL if a.full else DEFAULTS).items():
-        if getattr(a, k) is None:
-            setattr(a, k, v)
-    _check_task_options(a.task_options, a.tasks)
-    a.opts = dict(x.split(":", 1) for x in a.task_options)
-    if a.fast and a.policies is None:
-        a.policies = a.out / "policies"
-    a.learned_seeds = a.learned_seeds if a.learned_seeds is not None else a.ppo_seeds
-    a.learned_tasks = [t for t in (a.learned_tasks if a.learned_tasks is not None else a.tasks) if t in a.tasks]
-    _check_sizes(a)
-    return a
-
-
-def _check_task_options(options: list[str], tasks: list[str]) -> None:
-    """Each ``--task-options`` entry is ``TASK:K=V,...`` for a task of ``--tasks``; raises FinealignError."""
-    for x in options:
-        if ":" not in x:
-            raise FinealignError(f"--task-options {x}: expected TASK:K=V,... (e.g. facts:slots=2)")
-        task = x.split(":", 1)[0]
-        if task not in tasks:
-            raise FinealignError(f"--task-options {x}: {task} is not one of --tasks ({' '.join(tasks)}); "
-                                 f"add it to --tasks or drop the option")
-
-
-def _check_sizes(a) -> None:
-    """Settings that cannot run together, refused before any work (one line: FinealignError)."""
-    if a.jobs < 1:
-        raise FinealignError(f"--jobs must be at least 1, got {a.jobs}")
-    if "ppo" not in a.stages:
-        return
-    if a.group < 1 or a.ppo_batch % a.group or (a.advantage in ("rloo", "prime") and a.group < 2):
-        raise FinealignError(f"--group {a.group} must divide --ppo-batch {a.ppo_batch}"
-                             + (f" and be >= 2 for --advantage {a.advantage}" if a.advantage in ("rloo", "prime") else ""))
-    if a.n < a.ppo_batch // a.group:
-        raise FinealignError(f"--n {a.n} training prompts are fewer than one PPO step draws (--ppo-batch "
-                             f"{a.ppo_batch} / --group {a.group} = {a.ppo_batch // a.group} prompts)")
+    """The study's settings from ``argv``, resolved (``sim_study_config.resolve``: the preset's values where a
+    flag is not given); exits (argparse) on an unknown flag, raises ``FinealignError`` for a bad value."""
+    return resolve(parse_study_args(argv, prog, description=__doc__.split("\n\n")[0]))
 
 
 # ------------------------------------------------------------------------------------------ 1. data
@@ -521,9 +355,19 @@ def policy_gold(a, task: str, data: Path, spec: str, cache: Path) -> dict:
 # ------------------------------------------------------------------------------------------ report
 
 def main(argv=None, prog: str | None = None, echo: bool = True) -> dict:
-    """Run (or resume) the study; returns what it writes to OUT/study.json (see the module docstring) and, with
-    ``echo``, prints its summary as JSON on stdout."""
-    a = parse_args(argv, prog)
+    """Run (or resume) the study from command-line flags (``argv``); returns what it writes to OUT/study.json
+    (see the module docstring) and, with ``echo``, prints its summary as JSON on stdout."""
+    return run_study(parse_args(argv, prog), echo=echo)
+
+
+def run_sim_study(cfg: SimStudyConfig, echo: bool = False) -> dict:
+    """Run (or resume) the study ``cfg`` describes (the verb ``sim-study``: ``finealign sim study``, a recipe's
+    ``type: sim-study``); returns what it writes to OUT/study.json. Raises ``FinealignError`` for bad input."""
+    return run_study(resolve(cfg), echo=echo)
+
+
+def run_study(a, echo: bool = True) -> dict:
+    """The study on resolved settings ``a`` (``sim_study_config.resolve``)."""
     for task in a.tasks:  # an unknown task or option, a policy made for another task: fails before any output
         make_task(task, a.opts.get(task))
         if a.policies:

@@ -62,6 +62,7 @@ RUNNER_FILE = {"out": "the stage's output file inside RUN_DIR/NAME",
 
 def _table() -> list[Verb]:
     from ..eval.winrate import WinrateConfig
+    from ..studies.sim_study_config import SimStudyConfig
     from ..train.followup_sft import FollowupSFTConfig
     from ..train.ppo_config import PPOConfig
     from ..train.preference import PrefTrainConfig
@@ -93,6 +94,8 @@ def _table() -> list[Verb]:
              sharded=R.eval_rm_sharded, **{k: v for k, v in trainer.items() if k != "summary"}),
         Verb("eval-winrate", ("eval", "winrate"), WinrateConfig, R.winrate_local, R.winrate_summary,
              owned=trainer["owned"], stage_extras=S.PromptLimit, cuts="prompts"),
+        Verb("sim-study", ("sim", "study"), SimStudyConfig, R.sim_study_local, R.sim_study_summary,
+             owned={"out": "the stage's folder, RUN_DIR/NAME"}),
         Verb("report", ("report",), S.ReportConfig, R.report_local, R.report_summary,
              outputs={"out": "report.html"}, needs_all=True, stage_values=report_values,
              owned={"out": "RUN_DIR/NAME/report.html", "run_dirs": "the run folder itself"}),

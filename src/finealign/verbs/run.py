@@ -337,3 +337,21 @@ def report_summary(path, cfg, hooks: Hooks) -> dict:
 def plain_summary(result: dict, cfg, hooks: Hooks) -> dict:
     """A result that is already a dict of counts (``score``)."""
     return dict(result)
+
+
+# ---------------------------------------------------------------------------------------------- sim study
+
+
+def sim_study_local(cfg, hooks: Hooks) -> dict:
+    """``studies.sim_study.run_sim_study``: the study's dict (what OUT/study.json holds)."""
+    from ..studies.sim_study import run_sim_study
+
+    return run_sim_study(cfg)
+
+
+def sim_study_summary(result: dict, cfg, hooks: Hooks) -> dict:
+    """Each task's sequence/token steps-to-target ratio per reward (``steps_ratio``: ratio and interval), and
+    the study's seconds."""
+    ratios = {t: {r: {"ratio": v.get("ratio"), "ci": v.get("ci")} for r, v in (by.get("steps_ratio") or {}).items()}
+              for t, by in (result.get("ppo") or {}).items()}
+    return {"study": str(Path(cfg.out) / "study.json"), "steps_ratio": ratios, "seconds": result.get("seconds", {})}
