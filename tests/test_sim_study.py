@@ -189,7 +189,7 @@ def test_study_entry_points(tmp_path, entry):
     assert [(x["source"], x["size"], x["seeds"]) for x in rows] == [("seq_bt", 4, 1)]
     for bad, why in ((["--tasks", "nosuch"], "tasks: 'nosuch' is not one of facts, constraints, arithmetic"),
                      (["--task-options", "facts:slots=zero"], "slots"),
-                     (["--task-options", "slots=2"], "--task-options slots=2: expected TASK:K=V"),
+                     (["--task-options", "slots=2"], "task_options: slots=2: expected TASK:K=V"),
                      (["--task-options", "constraints:required=3"], "constraints is not one of --tasks (facts)"),
                      (["--sizes", "4", "999"], "asked for 999 annotated pairs")):
         o = tmp_path / f"bad{len(why)}"
@@ -345,7 +345,7 @@ def test_a_recipe_stage_runs_the_same_study_as_the_command(tmp_path):
     """``type: sim-study`` (the verb table's row) takes the command's settings as keys and writes the same
     study.json rows into its stage folder; its summary names the study file."""
     from finealign.pipeline.recipe import load_recipe
-    from finealign.pipeline.runner import run_recipe
+    from finealign.pipeline.runner import plan, run_recipe
 
     recipe = tmp_path / "r.yaml"
     recipe.write_text("name: s\nstages:\n  - name: study\n    type: sim-study\n    quick: true\n    model: tiny-random\n"
@@ -356,9 +356,9 @@ def test_a_recipe_stage_runs_the_same_study_as_the_command(tmp_path):
     study = json.loads((tmp_path / "run" / "study" / "study.json").read_text())
     assert [(x["source"], x["size"], x["seeds"]) for x in study["reward_models"]] == [("seq_bt", 4, 1)]
     assert outcome.summary["study"] == str(tmp_path / "run" / "study" / "study.json")
-    with pytest.raises(FinealignError, match="sources"):  # a bad value: the command's check, with its line
-        recipe.write_text(recipe.read_text().replace("[seq_bt]", "[nosuch]"), encoding="utf-8")
-        load_recipe(str(recipe))
+    recipe.write_text(recipe.read_text().replace("[seq_bt]", "[nosuch]"), encoding="utf-8")
+    with pytest.raises(FinealignError, match="r.yaml:17: study.sources: 'nosuch' is not one of"):  # the command's check
+        plan(load_recipe(str(recipe)), tmp_path / "run2")
 
 
 def test_list_flags_take_their_values_up_to_the_next_flag():
