@@ -56,6 +56,8 @@ def test_the_table_has_a_row_per_stage_type_and_command():
 def test_the_command_and_the_stage_take_the_rows_settings(row):
     cmd = _command(row.command)
     assert cmd.callback.config_class is row.settings, f"{' '.join(row.command)} is not generated from the row"
+    assert getattr(cmd.callback, "verb", None) == row.name, f"{' '.join(row.command)} is not registered from its row"
+    assert cmd.help.split() == (row.help or (row.settings.__doc__ or "").strip().split("\n\n")[0]).split()
     typ = STAGE_TYPES[row.name]
     assert typ.config is row.settings and typ.extras is row.stage_extras and typ.outputs == row.outputs
 

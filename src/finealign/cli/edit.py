@@ -25,7 +25,6 @@ def run_edit(cfg: EditConfig, quiet: bool = False) -> None:
 
 
 def register(app, **_):
-    from .options import command_from_config
+    from .options import command_from_row
 
-    command_from_config(app, "edit", EditConfig, run_edit,
-                        help=" ".join(EditConfig.__doc__.split("``dtype``")[0].split()), resumable=True)
+    command_from_row(app, "edit", run_edit)

@@ -24,6 +24,6 @@ def run_eval_rm(cfg: EvalRMCommandConfig, quiet: bool = False) -> None:
 
 
 def register(eval_app, **_):
-    from .options import command_from_config
+    from .options import command_from_row
 
-    command_from_config(eval_app, "rm", EvalRMCommandConfig, run_eval_rm, resumable=True)
+    command_from_row(eval_app, "eval-rm", run_eval_rm)

@@ -26,10 +26,6 @@ def run_winrate_cli(cfg, quiet: bool = False) -> None:
 
 
 def register(eval_app, **_):
-    from ..eval.winrate import WinrateConfig
-    from .options import command_from_config
+    from .options import command_from_row
 
-    command_from_config(eval_app, "winrate", WinrateConfig, run_winrate_cli,
-                        help="Win rate (ties 1/2, SE, bootstrap CI) and AlpacaEval-2 length-controlled win rate vs a "
-                             "reference, judged in both orders by a judge whose own accuracy is measured and printed "
-                             "beside it.", resumable=True)
+    command_from_row(eval_app, "eval-winrate", run_winrate_cli)

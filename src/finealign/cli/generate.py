@@ -29,6 +29,6 @@ def run_generate(cfg: GenerateConfig, quiet: bool = False) -> None:
 
 
 def register(app, **_):
-    from .options import command_from_config
+    from .options import command_from_row
 
-    command_from_config(app, "generate", GenerateConfig, run_generate, resumable=True)
+    command_from_row(app, "generate", run_generate)

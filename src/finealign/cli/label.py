@@ -25,6 +25,6 @@ def run_label(cfg: LabelCommandConfig, quiet: bool = False) -> None:
 
 
 def register(app, **_):
-    from .options import command_from_config
+    from .options import command_from_row
 
-    command_from_config(app, "label", LabelCommandConfig, run_label, resumable=True)
+    command_from_row(app, "label", run_label)

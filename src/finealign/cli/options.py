@@ -182,3 +182,16 @@ def command_from_config(app: typer.Typer, name: str, cls: type, run: Callable[[A
     command.__doc__ = help or (cls.__doc__ or "").strip().split("\n\n")[0]
     app.command(name, help=command.__doc__, hidden=hidden)(command)
     return command
+
+
+def command_from_row(parent: typer.Typer, name: str, run: Callable[[Any], Any]) -> Callable:
+    """Register the verb table's row ``name`` (``finealign.verbs``) on ``parent`` (the app of its command's
+    leading words): its last word, settings, fixed fields, help and ``resumable`` all come from the row;
+    ``run(cfg, quiet=...)`` is the command's printing function (it runs the row with ``run_verb``)."""
+    from ..verbs import verbs
+
+    row = verbs()[name]
+    cmd = command_from_config(parent, row.command[-1], row.settings, run, help=row.help, fixed=row.fixed or None,
+                              resumable=row.resumable)
+    cmd.verb = row.name
+    return cmd

@@ -18,6 +18,6 @@ def run_report(cfg: ReportConfig, quiet: bool = False) -> None:
 
 
 def register(app, **_):
-    from .options import command_from_config
+    from .options import command_from_row
 
-    command_from_config(app, "report", ReportConfig, run_report, help=" ".join(ReportConfig.__doc__.split()))
+    command_from_row(app, "report", run_report)

@@ -31,6 +31,6 @@ def run_score(cfg: ScoreConfig, quiet: bool = False) -> None:
 
 
 def register(app, **_):
-    from .options import command_from_config
+    from .options import command_from_row
 
-    command_from_config(app, "score", ScoreConfig, run_score, resumable=True)
+    command_from_row(app, "score", run_score)

@@ -52,7 +52,7 @@ def run_sim_study(cfg, quiet: bool = False) -> None:
 def register(app, **_):
     from ..sim.make import SimMakeConfig
     from ..sim.policy import SimPolicyConfig
-    from .options import command_from_config
+    from .options import command_from_config, command_from_row
 
     app.add_typer(sim_app, name="sim")
     command_from_config(sim_app, "make", SimMakeConfig, run_sim_make,
@@ -62,6 +62,4 @@ def register(app, **_):
                         help="A small causal LM trained from scratch for one task: a BPE tokenizer on the task's text, "
                              "SFT on synthetic answers (--error-rate), its starting gold recorded. Rerun to resume.",
                         resumable=True)
-    from ..studies.sim_study_config import SimStudyConfig
-
-    command_from_config(sim_app, "study", SimStudyConfig, run_sim_study, resumable=True)
+    command_from_row(sim_app, "sim-study", run_sim_study)

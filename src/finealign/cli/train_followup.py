@@ -23,9 +23,6 @@ def run_followup(cfg, quiet: bool = False) -> None:
 
 
 def register(train_app, **_):
-    from ..train.followup_sft import FollowupSFTConfig
-    from .options import command_from_config
+    from .options import command_from_row
 
-    command_from_config(train_app, "followup-sft", FollowupSFTConfig, run_followup,
-                        help="SFT a follow-up model on (prompt, response, feedback) in the role-swapped template; "
-                             "score with flr:OUT,mode=finetuned. Rerun the same command to resume.", resumable=True)
+    command_from_row(train_app, "train-followup-sft", run_followup)

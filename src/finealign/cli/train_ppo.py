@@ -27,9 +27,6 @@ def run_ppo_cli(cfg, quiet: bool = False):
 
 
 def register(train_app, **_):
-    from ..train.ppo_config import PPOConfig
-    from .options import command_from_config
+    from .options import command_from_row
 
-    command_from_config(train_app, "ppo", PPOConfig, run_ppo_cli,
-                        help="PPO with per-token rewards (--granularity token) or the sequence-level baseline "
-                             "(sequence). Rerun the same command to resume.", resumable=True)
+    command_from_row(train_app, "train-ppo", run_ppo_cli)

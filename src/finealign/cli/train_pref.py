@@ -24,10 +24,7 @@ def run_pref(cfg, quiet: bool = False) -> None:
 
 
 def register(train_app, **_):
-    from ..train.preference import PrefTrainConfig
-    from .options import command_from_config
+    from .options import command_from_row
 
     for method in ("dpo", "kto"):
-        command_from_config(train_app, method, PrefTrainConfig, run_pref, fixed={"method": method},
-                            help=f"{method.upper()} with TRL's {method.upper()}Trainer on labeled data (YAML recipe + "
-                                 "flags; LoRA option). Rerun the same command to resume.", resumable=True)
+        command_from_row(train_app, f"train-{method}", run_pref)

@@ -88,10 +88,7 @@ def run_eval_token_rm(cfg: EvalTokenRMConfig, quiet: bool = False) -> None:
 
 
 def register(train_app, eval_app, **_):
-    from ..train.token_rm_config import TokenRMConfig
-    from .options import command_from_config
+    from .options import command_from_config, command_from_row
 
-    command_from_config(train_app, "token-rm", TokenRMConfig, run_train_token_rm,
-                        help="Train a token-level reward model on minimal-edit pairs. Rerun the same command to "
-                             "resume.", resumable=True)
+    command_from_row(train_app, "train-token-rm", run_train_token_rm)
     command_from_config(eval_app, "token-rm", EvalTokenRMConfig, run_eval_token_rm)

@@ -28,7 +28,8 @@ class Verb:
     recipe may not set them; ``stage_values(outputs)`` gives their values); ``fixed``: fields the command
     and stage type set (``method``); ``stage_extras``: settings only a recipe stage takes, with ``cuts``:
     the field that ``limit`` cuts to its first N prompts; ``needs_all``: the stage depends on every earlier
-    one (the report)."""
+    one (the report); ``help``: the command's help (default: the settings' docstring, first paragraph);
+    ``resumable``: a rerun of the command resumes (Ctrl-C then says so)."""
 
     name: str
     command: tuple[str, ...]
@@ -43,6 +44,8 @@ class Verb:
     stage_extras: type | None = None
     cuts: str | None = None
     needs_all: bool = False
+    help: str | None = None
+    resumable: bool = True
 
     @property
     def shards(self) -> bool:
@@ -71,6 +74,8 @@ def _table() -> list[Verb]:
     from . import settings as S
 
     trainer = dict(summary=R.train_summary, owned={**RUNNER_OUT, "quiet": "give --quiet to the runner"})
+    resume = " Rerun the same command to resume."
+    pref = ("{m} with TRL's {m}Trainer on labeled data (YAML recipe + flags; LoRA option)." + resume).format
     method = {"method": "given by the stage type"}
     report_values = lambda o: {"out": o["out"], "run_dirs": [str(o["dir"].parent)]}  # noqa: E731
     return [
@@ -82,22 +87,30 @@ def _table() -> list[Verb]:
         Verb("label", ("label",), S.LabelCommandConfig, R.label_local, R.label_summary, sharded=R.label_sharded,
              outputs={"out": "labels.jsonl"}, owned=RUNNER_FILE),
         Verb("edit", ("edit",), S.EditConfig, R.edit_local, R.edit_summary, outputs={"out": "edits.jsonl"},
-             owned=RUNNER_FILE),
+             owned=RUNNER_FILE, help=" ".join(S.EditConfig.__doc__.split("``dtype``")[0].split())),
         Verb("train-dpo", ("train", "dpo"), PrefTrainConfig, R.pref_local, **{**trainer, "owned": {
-            **trainer["owned"], **method}}, fixed={"method": "dpo"}),
+            **trainer["owned"], **method}}, fixed={"method": "dpo"}, help=pref(m="DPO")),
         Verb("train-kto", ("train", "kto"), PrefTrainConfig, R.pref_local, **{**trainer, "owned": {
-            **trainer["owned"], **method}}, fixed={"method": "kto"}),
-        Verb("train-followup-sft", ("train", "followup-sft"), FollowupSFTConfig, R.followup_local, **trainer),
-        Verb("train-token-rm", ("train", "token-rm"), TokenRMConfig, R.token_rm_local, **trainer),
-        Verb("train-ppo", ("train", "ppo"), PPOConfig, R.ppo_local, **trainer, outputs={"out": "", "policy": "policy"}),
+            **trainer["owned"], **method}}, fixed={"method": "kto"}, help=pref(m="KTO")),
+        Verb("train-followup-sft", ("train", "followup-sft"), FollowupSFTConfig, R.followup_local, **trainer,
+             help="SFT a follow-up model on (prompt, response, feedback) in the role-swapped template; score with "
+                  "flr:OUT,mode=finetuned." + resume),
+        Verb("train-token-rm", ("train", "token-rm"), TokenRMConfig, R.token_rm_local, **trainer,
+             help="Train a token-level reward model on minimal-edit pairs." + resume),
+        Verb("train-ppo", ("train", "ppo"), PPOConfig, R.ppo_local, **trainer, outputs={"out": "", "policy": "policy"},
+             help="PPO with per-token rewards (--granularity token) or the sequence-level baseline (sequence)."
+                  + resume),
         Verb("eval-rm", ("eval", "rm"), S.EvalRMCommandConfig, R.eval_rm_local, R.eval_rm_summary,
              sharded=R.eval_rm_sharded, **{k: v for k, v in trainer.items() if k != "summary"}),
         Verb("eval-winrate", ("eval", "winrate"), WinrateConfig, R.winrate_local, R.winrate_summary,
-             owned=trainer["owned"], stage_extras=S.PromptLimit, cuts="prompts"),
+             owned=trainer["owned"], stage_extras=S.PromptLimit, cuts="prompts",
+             help="Win rate (ties 1/2, SE, bootstrap CI) and AlpacaEval-2 length-controlled win rate vs a reference, "
+                  "judged in both orders by a judge whose own accuracy is measured and printed beside it."),
         Verb("sim-study", ("sim", "study"), SimStudyConfig, R.sim_study_local, R.sim_study_summary,
              owned={"out": "the stage's folder, RUN_DIR/NAME"}),
         Verb("report", ("report",), S.ReportConfig, R.report_local, R.report_summary,
-             outputs={"out": "report.html"}, needs_all=True, stage_values=report_values,
+             outputs={"out": "report.html"}, needs_all=True, stage_values=report_values, resumable=False,
+             help=" ".join(S.ReportConfig.__doc__.split()),
              owned={"out": "RUN_DIR/NAME/report.html", "run_dirs": "the run folder itself"}),
     ]
 
