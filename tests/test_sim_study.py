@@ -93,7 +93,7 @@ def test_quick_study_on_tiny(tmp_path):
     with pytest.raises(FinealignError, match="dpo reward model trained with another configuration .*beta"):
         study.main(FLAGS + ["--out", str(out), "--dpo-beta", "0.5"])
     # a group that does not divide the rollout batch fails before any work
-    with pytest.raises(FinealignError, match="--group 3 must divide --ppo-batch 2"):
+    with pytest.raises(FinealignError, match="group: 3 must divide ppo_batch 2"):
         study.main(FLAGS + ["--out", str(tmp_path / "g"), "--group", "3"])
     assert not (tmp_path / "g").exists()
 
@@ -190,7 +190,7 @@ def test_study_entry_points(tmp_path, entry):
     for bad, why in ((["--tasks", "nosuch"], "tasks: 'nosuch' is not one of facts, constraints, arithmetic"),
                      (["--task-options", "facts:slots=zero"], "slots"),
                      (["--task-options", "slots=2"], "task_options: slots=2: expected TASK:K=V"),
-                     (["--task-options", "constraints:required=3"], "constraints is not one of --tasks (facts)"),
+                     (["--task-options", "constraints:required=3"], "constraints is not one of tasks (facts)"),
                      (["--sizes", "4", "999"], "asked for 999 annotated pairs")):
         o = tmp_path / f"bad{len(why)}"
         r = subprocess.run(cmd + FLAGS + ["--out", str(o), "--stages", "data", "rm", "--sources", "seq_bt"] + bad,
@@ -313,8 +313,17 @@ def test_a_ppo_step_larger_than_the_prompt_pool_is_refused_before_any_work(tmp_p
     study = _study()
     from finealign.errors import FinealignError
 
+    # settings that cannot run together are refused by the settings themselves (command, recipe plan, program)
+    from finealign.studies.sim_study_config import SimStudyConfig
+
+    for bad, why in (({"learned_tasks": ["arithmetic"]}, "learned_tasks: arithmetic not among tasks"),
+                     ({"task_options": ["facts:slot=1"], "tasks": ["facts"]}, "unknown option 'slot'"),
+                     ({"tasks": []}, "tasks: give at least one value"),
+                     ({"quick": True, "full": True}, "quick and full are both presets")):
+        with pytest.raises(FinealignError, match=why):
+            SimStudyConfig(out=str(tmp_path / "x"), **bad)
     # 8 rollouts in groups of 2 draw 8 / 2 = 4 prompts a step; --n 3 holds 3
-    with pytest.raises(FinealignError, match="--n 3 training prompts are fewer than one PPO step draws"):
+    with pytest.raises(FinealignError, match="n: 3 training prompts are fewer than one PPO step draws"):
         study.main(FLAGS + ["--out", str(tmp_path / "n"), "--n", "3", "--ppo-batch", "8", "--group", "2"])
     assert not (tmp_path / "n").exists()
     assert study.parse_args(FLAGS + ["--out", str(tmp_path / "m"), "--n", "4", "--ppo-batch", "8", "--group", "2"]).n == 4

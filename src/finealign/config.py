@@ -415,6 +415,8 @@ def _coerce(name: str, value, hint):
         if origin is list:
             if isinstance(value, str):
                 value = [s.strip() for s in value.split(",") if s.strip()]
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                value = [value]  # one value where a list is expected (YAML ``sizes: 4``)
             if not isinstance(value, (list, tuple)):
                 raise ValueError(value)
             elem = args[0] if args else None

@@ -117,4 +117,6 @@ def expand_list_flags(args: list[str], group) -> list[str]:
             lists[current].append(a)
         else:
             rest.append(a)
-    return [*args[:i], *rest, *(x for name, values in lists.items() for v in values for x in (name, v))]
+    # a list flag given no value stays bare, so click refuses it ("requires an argument")
+    return [*args[:i], *rest, *(x for name, values in lists.items() for v in (values or [None])
+                                for x in ((name, v) if v is not None else (name,)))]

@@ -188,7 +188,15 @@ class SimStudyConfig(Settings):
     def validate(self):
         chosen = [p for p in ("quick", "fast", "full") if getattr(self, p)]
         if len(chosen) > 1:
-            raise ConfigError(chosen[1], f"--{chosen[0]} and --{chosen[1]} are presets: give one")
+            raise ConfigError(chosen[1], f"{chosen[0]} and {chosen[1]} are both presets: choose one")
+        for f in dataclasses.fields(self):
+            if isinstance(getattr(self, f.name), list) and not getattr(self, f.name) and f.name != "task_options":
+                raise ConfigError(f.name, "give at least one value (or leave it out for the preset's)")
+        merged = _merged(self)
+        _check_together(merged)  # what the preset and the given settings make together
+        extra = [t for t in (self.learned_tasks or []) if t not in merged.tasks]  # given ones (a preset's are cut)
+        if extra:
+            raise ConfigError("learned_tasks", f"{' '.join(extra)} not among tasks ({' '.join(merged.tasks)})")
 
 
 def preset_of(cfg: SimStudyConfig) -> str:
@@ -196,65 +204,82 @@ def preset_of(cfg: SimStudyConfig) -> str:
     return next((p for p in ("quick", "fast", "full") if getattr(cfg, p)), "default")
 
 
-def resolve(cfg: SimStudyConfig) -> SimpleNamespace:
-    """The settings the study's stages read: ``cfg`` with every ``None`` field taken from its preset, paths as
-    ``Path``, ``opts`` ({task: options}), ``learned_seeds`` / ``learned_tasks`` defaulted from the PPO seeds and
-    tasks. Raises ``FinealignError`` (one line) for settings that cannot run together."""
+def _merged(cfg: SimStudyConfig) -> SimpleNamespace:
+    """``cfg``'s fields with every ``None`` taken from its preset (no other change)."""
     a = SimpleNamespace(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)})
     for k, v in PRESETS[preset_of(cfg)].items():
         if getattr(a, k) is None:
             setattr(a, k, v)
+    a.task_options = list(a.task_options or [])
+    return a
+
+
+def resolve(cfg: SimStudyConfig) -> SimpleNamespace:
+    """The settings the study's stages read: ``cfg`` with every ``None`` field taken from its preset, paths as
+    ``Path``, ``opts`` ({task: options}), ``learned_seeds`` / ``learned_tasks`` defaulted from the PPO seeds and
+    tasks. Raises ``FinealignError`` (one line) for settings that cannot run together."""
+    a = _merged(cfg)
+    _check_together(a)
     a.out = Path(a.out)
     a.policies = Path(a.policies) if a.policies else None
     a.json = Path(a.json) if a.json else None
-    a.task_options = list(a.task_options or [])
-    _check_task_options(a.task_options, a.tasks)
     a.opts = dict(x.split(":", 1) for x in a.task_options)
     if a.fast and a.policies is None:
         a.policies = a.out / "policies"
     a.learned_seeds = a.learned_seeds if a.learned_seeds is not None else a.ppo_seeds
     a.learned_tasks = [t for t in (a.learned_tasks if a.learned_tasks is not None else a.tasks) if t in a.tasks]
-    _check_sizes(a)
     return a
 
 
+def _check_together(a) -> None:
+    """Settings that cannot run together (``a``: merged with the preset), refused before any work, in the
+    command, the recipe's plan and the program alike. Raises ``ConfigError`` naming the field."""
+    _check_task_options(a.task_options, a.tasks)
+    _check_sizes(a)
+
+
 def _check_task_options(options: list[str], tasks: list[str]) -> None:
-    """Each ``--task-options`` entry is ``TASK:K=V,...`` for a task of ``--tasks``; raises FinealignError."""
+    """Each ``task_options`` entry is ``TASK:K=V,...`` for a task of ``tasks``, with knobs the task has; raises
+    ``ConfigError``."""
+    from ..sim import make_task
+
     for x in options:
         if ":" not in x:
-            raise FinealignError(f"--task-options {x}: expected TASK:K=V,... (e.g. facts:slots=2)")
-        task = x.split(":", 1)[0]
+            raise ConfigError("task_options", f"{x}: expected TASK:K=V,... (e.g. facts:slots=2)")
+        task, opts = x.split(":", 1)
         if task not in tasks:
-            raise FinealignError(f"--task-options {x}: {task} is not one of --tasks ({' '.join(tasks)}); "
-                                 f"add it to --tasks or drop the option")
+            raise ConfigError("task_options", f"{x}: {task} is not one of tasks ({' '.join(tasks)}); add it to "
+                                              "tasks or drop the option")
+        try:
+            make_task(task, opts)
+        except FinealignError as e:
+            raise ConfigError("task_options", f"{x}: {e}") from None
 
 
 def _check_sizes(a) -> None:
     """Settings that cannot run together, refused before any work (one line: FinealignError)."""
-    if a.jobs < 1:
-        raise FinealignError(f"--jobs must be at least 1, got {a.jobs}")
     if "ppo" not in a.stages:
         return
     if a.group < 1 or a.ppo_batch % a.group or (a.advantage in ("rloo", "prime") and a.group < 2):
-        raise FinealignError(f"--group {a.group} must divide --ppo-batch {a.ppo_batch}"
-                             + (f" and be >= 2 for --advantage {a.advantage}" if a.advantage in ("rloo", "prime") else ""))
+        raise ConfigError("group", f"{a.group} must divide ppo_batch {a.ppo_batch}"
+                          + (f" and be >= 2 for advantage {a.advantage}" if a.advantage in ("rloo", "prime") else ""))
     if a.n < a.ppo_batch // a.group:
-        raise FinealignError(f"--n {a.n} training prompts are fewer than one PPO step draws (--ppo-batch "
-                             f"{a.ppo_batch} / --group {a.group} = {a.ppo_batch // a.group} prompts)")
+        raise ConfigError("n", f"{a.n} training prompts are fewer than one PPO step draws (ppo_batch "
+                               f"{a.ppo_batch} / group {a.group} = {a.ppo_batch // a.group} prompts)")
 
 
 def build_parser(prog: str | None = None, description: str | None = None) -> argparse.ArgumentParser:
     """The argparse parser of ``python -m finealign.studies.sim_study``, one flag per field of
     :class:`SimStudyConfig` (lists take several values: ``--tasks facts arithmetic``; the presets exclude each
     other). Values are checked by the dataclass afterwards, not here (one error style)."""
-    p = argparse.ArgumentParser(prog=prog, description=description)
+    p = argparse.ArgumentParser(prog=prog or "python -m finealign.studies.sim_study", description=description)
     presets = p.add_mutually_exclusive_group()
     hints = typing.get_type_hints(SimStudyConfig)
     for f in dataclasses.fields(SimStudyConfig):
         meta, hint = f.metadata, hints[f.name]
         flag = "--" + f.name.replace("_", "-")
         text = meta["help"] + (f" One of: {', '.join(map(str, meta['choices']))}." if meta.get("choices") else "")
-        kw = dict(help=text.replace("%", "%%"), default=None, dest=f.name)
+        kw = dict(help=text.replace("%", "%%"), default=None, dest=f.name, required=bool(meta.get("required")))
         args = [a for a in typing.get_args(hint) if a is not type(None)]
         base = args[0] if args and typing.get_origin(hint) is not list else hint
         if typing.get_origin(base) is list:

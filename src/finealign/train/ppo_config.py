@@ -121,7 +121,7 @@ class PPOConfig(Settings):
     log_samples_every: int = setting(10, identity=False,
                                      help="Steps between logged sample generations.", check=positive)
     report_to: list[str] = setting(identity=False, default_factory=list,
-                                   help="Trackers: tensorboard, wandb (comma separated).")
+                                   help="Trackers: tensorboard and/or wandb (space separated).")
 
     def validate(self):
         self.dtype = normalize_dtype(self.dtype)

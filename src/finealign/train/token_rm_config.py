@@ -83,7 +83,7 @@ class TokenRMConfig(ModelArgs):
                               help="Steps between checkpoints (0: at the end only).")
     log_every: int = setting(10, identity=False, check=positive, help="Steps between logged training losses.")
     report_to: list[str] = setting(identity=False, default_factory=list,
-                                   help="Trackers: tensorboard, wandb (comma separated) or "
+                                   help="Trackers: tensorboard and/or wandb (space separated) or "
                                         "none.")
     stop_after: int | None = setting(None, identity=False, check=positive,
                                      help="Stop (as if interrupted) after N steps in this "
