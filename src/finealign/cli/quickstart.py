@@ -129,6 +129,7 @@ def run_quickstart(
     quiet: bool = False,
     sim: bool | None = None,
     sim_args: list[str] | None = None,
+    share: bool = True,
 ) -> QuickstartResult:
     """Run the shipped recipes at ``scale`` into ``out_dir``, then the report; returns the paths written
     (``report``, ``summary``, each recipe's run folder), the five summary lines and the wall time.
@@ -138,7 +139,8 @@ def run_quickstart(
     preset into ``OUT/sim-study`` (``finealign.pipeline.sim_study``): PPO with the gold reward at token and
     sequence level on the small ``constraints`` policy (built once into FINEALIGN_HOME/sim-policies; at scale
     ``tiny`` a tiny one under OUT/sim-study); ``sim_args``: more of its flags. Its line leads the summary
-    (six lines) and its gold curves lead the report.
+    (six lines) and its gold curves lead the report. ``share=False``: no score cache shared between a recipe's
+    stages (``pipeline.runner.run_recipe``), the baseline of ``benchmarks/work_done_once.py``.
     Raises ``ConfigError`` for an unknown scale and ``FinealignError`` when a stage fails.
     """
     from ..data.io import write_text_atomic
@@ -174,7 +176,7 @@ def run_quickstart(
         arts["sim-study"] = sim_out
     for i, rec in enumerate(loaded, 1):
         log(f"== recipe {i}/{len(loaded)}: {rec.name} ({rec.description})")
-        run_recipe(rec, out_dir / rec.name, log=log, progress=progress, quiet=quiet)
+        run_recipe(rec, out_dir / rec.name, log=log, progress=progress, quiet=quiet, share=share)
         arts[rec.name] = out_dir / rec.name
     sim_line = _sim_line(study) if study else None
     seconds = time.perf_counter() - t0
@@ -215,6 +217,8 @@ class QuickstartConfig(Settings):
                                           "OUT/sim-study: PPO with the gold reward, token vs sequence level, on a "
                                           "small constraints policy (built once, about 5 min; docs/sim.md); "
                                           "default: on at every scale but tiny.")
+    share: bool = setting(True, help="A recipe's stages with the same scorer or judge share its scores; --no-share "
+                                     "scores each stage afresh (to measure what sharing saves).")
 
 
 def run_quickstart_cli(cfg: QuickstartConfig, quiet: bool = False) -> None:
@@ -229,7 +233,7 @@ def run_quickstart_cli(cfg: QuickstartConfig, quiet: bool = False) -> None:
     if cfg.model:
         over["model"] = cfg.model
     with progress_bars(disable=quiet) as bars:
-        res = run_quickstart(cfg.out, scale=cfg.scale, var_overrides=over, progress=bars, quiet=quiet, sim=cfg.sim,
+        res = run_quickstart(cfg.out, scale=cfg.scale, var_overrides=over, progress=bars, quiet=quiet, sim=cfg.sim, share=cfg.share,
                              log=lambda m: console.print(m, highlight=False, markup=False))
     for line in res.summary:
         stdout.print(line, highlight=False, markup=False, soft_wrap=True)

@@ -66,6 +66,8 @@ class RunConfig(Settings):
                                            "recipe's vars.")
     var: list[str] = setting(default_factory=list, help="Override a recipe variable: NAME=VALUE (repeatable).")
     dry_run: bool = setting(False, help="Check the recipe and show each stage's state; run nothing.")
+    share: bool = setting(True, help="Stages with the same scorer or judge share its scores (RUN_DIR/.score-cache); "
+                                     "--no-share scores each stage afresh (to measure what sharing saves).")
 
 
 def run_run(cfg: RunConfig, quiet: bool = False) -> None:
@@ -85,7 +87,7 @@ def run_run(cfg: RunConfig, quiet: bool = False) -> None:
     with progress_bars(disable=quiet or cfg.dry_run) as bars:
         outcomes = run_recipe(rec, run_dir, only=cfg.only, start=cfg.start, skip=cfg.skip,
                               log=lambda m: console.print(m, highlight=False, markup=False), progress=bars,
-                              quiet=quiet, dry_run=cfg.dry_run)
+                              quiet=quiet, dry_run=cfg.dry_run, share=cfg.share)
     if cfg.dry_run:
         return
     counts = {s: sum(o.status == s for o in outcomes) for s in ("ran", "skipped", "incomplete")}

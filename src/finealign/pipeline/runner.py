@@ -329,14 +329,14 @@ def _write_run_file(recipe: Recipe, run_dir: Path, planned: list[PlannedStage]) 
 
 
 def run_stage(ps: PlannedStage, run_dir: Path, *, log: Callable[[str], None], progress, quiet: bool,
-              recipe: Recipe) -> StageOutcome:
+              recipe: Recipe, share: bool = True) -> StageOutcome:
     """Run one stage (resuming a partial output made with the same settings) and write its marker."""
     from ..data.io import write_json
 
     ps.dir.mkdir(parents=True, exist_ok=True)
     started = time.time()
     write_json(ps.dir / STARTED, {**_record(ps), "started_at": time.strftime("%Y-%m-%dT%H:%M:%S")})
-    ctx = StageContext(ps.dir, ps.outputs, run_dir, log, progress, quiet)
+    ctx = StageContext(ps.dir, ps.outputs, run_dir, log, progress, quiet, share)
     try:
         summary = ps.type.run(ps.cfg, ps.extras, ctx) or {}
     finally:
@@ -355,11 +355,13 @@ def run_stage(ps: PlannedStage, run_dir: Path, *, log: Callable[[str], None], pr
 
 def run_recipe(recipe: Recipe, run_dir: str | Path, *, only=(), start: str | None = None, skip=(),
                log: Callable[[str], None] = print, progress=None, quiet: bool = False,
-               dry_run: bool = False) -> list[StageOutcome]:
+               dry_run: bool = False, share: bool = True) -> list[StageOutcome]:
     """Plan, check and run the selected stages of ``recipe`` into ``run_dir``; see the module docstring.
 
     ``progress(label)`` returns an ``on_progress(done, total, info)`` callback for one progress bar (the
-    CLI draws them); ``dry_run`` only plans and reports each stage's state. Raises ``ConfigError`` for a
+    CLI draws them); ``dry_run`` only plans and reports each stage's state; ``share=False`` turns off the
+    score caches the stages share (``RUN_DIR/.score-cache/``), so each stage scores afresh: the baseline of
+    ``benchmarks/work_done_once.py``. Raises ``ConfigError`` for a
     bad recipe (before anything runs) and ``FinealignError`` for a stage whose input is missing.
     """
     run_dir = Path(run_dir)
@@ -398,7 +400,7 @@ def run_recipe(recipe: Recipe, run_dir: str | Path, *, only=(), start: str | Non
             log(f"{head}: resuming the unfinished run in {ps.dir}")
         else:
             log(f"{head}: running -> {ps.outputs['out']}")
-        out = run_stage(ps, run_dir, log=log, progress=progress, quiet=quiet, recipe=recipe)
+        out = run_stage(ps, run_dir, log=log, progress=progress, quiet=quiet, recipe=recipe, share=share)
         if out.status == "ran":
             log(f"      done in {out.seconds:.1f} s")
         outcomes.append(out)

@@ -36,7 +36,8 @@ from typing import Any, Callable
 @dataclass
 class StageContext:
     """What a stage's run function gets besides its settings: its folder and outputs, the run folder,
-    ``log(message)``, ``progress(label)`` -> an ``on_progress(done, total, info)`` callback, ``quiet``."""
+    ``log(message)``, ``progress(label)`` -> an ``on_progress(done, total, info)`` callback, ``quiet``,
+    ``share`` (False: no score cache shared with the run's other stages; each stage scores afresh)."""
 
     dir: Path
     outputs: dict
@@ -44,6 +45,7 @@ class StageContext:
     log: Callable[[str], None]
     progress: Callable[[str], Callable[[int, int, str], None]]
     quiet: bool = False
+    share: bool = True
 
 
 @dataclass(frozen=True)
@@ -120,14 +122,14 @@ def _limited_prompts(path: str | Path, limit: int | None, folder: Path) -> Path:
 def stage_run(verb) -> Callable[[Any, Any, StageContext], dict]:
     """The run function of ``verb``'s stage type: ``limit`` applied, the verb run through the one local/engine
     dispatch (``verbs.run.dispatch``) with the stage's progress and log, its result summarized by the row.
-    The stages of one run share the score caches under ``RUN_DIR/.score-cache/``."""
+    The stages of one run share the score caches under ``RUN_DIR/.score-cache/`` (unless ``ctx.share`` is off)."""
     from ..verbs.run import Hooks, dispatch
 
     def run(cfg, extras, ctx: StageContext) -> dict:
         limit = getattr(extras, "limit", None)
         if verb.cuts and limit and getattr(cfg, verb.cuts) is not None:
             cfg = dataclasses.replace(cfg, **{verb.cuts: _limited_prompts(getattr(cfg, verb.cuts), limit, ctx.dir)})
-        hooks = Hooks(progress=ctx.progress, log=ctx.log, shared=ctx.run_dir)
+        hooks = Hooks(progress=ctx.progress, log=ctx.log, shared=ctx.run_dir if ctx.share else None)
         return verb.summary(dispatch(verb, cfg, hooks), cfg, hooks)
 
     run.__name__ = "run_" + verb.name.replace("-", "_")
