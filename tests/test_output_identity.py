@@ -92,6 +92,68 @@ def test_marks_replace_the_hand_kept_lists():
     assert "steps" not in resumable_fields(TokenRMConfig)
 
 
+def test_a_resume_manifest_is_derived_from_the_marks():
+    from finealign.config import Settings, setting
+    from finealign.data.identity import keyed_fields, resume_identity
+
+    @dataclasses.dataclass(kw_only=True)
+    class Toy(Settings):
+        """Toy settings."""
+
+        a: int = setting(1, help="an identity field")
+        b: str = setting(None, reads="file", keyed=True, help="a keyed input: more records append")
+        c: int = setting(2, identity=False, help="changes nothing the output holds")
+        d: int = setting(3, identity="grows", help="a larger value extends the output")
+
+    assert keyed_fields(Toy) == {"b"}
+    # only a: b is keyed, c changes nothing, d may grow under a resume
+    assert resume_identity(Toy, {"a": 5}) == {"a": 5}
+    with pytest.raises(KeyError, match=r"lack \['a'\]"):
+        resume_identity(Toy, {})  # an identity field the library forgot to record
+    with pytest.raises(KeyError, match=r"not identity fields: \['c'\]"):
+        resume_identity(Toy, {"a": 5, "c": 2})  # a hand-added entry that is not an identity field
+
+
+def _manifest_keys(out: Path) -> set:
+    return set(json.loads(Path(f"{out}.manifest.json").read_text())["settings"])
+
+
+def test_generate_score_and_edit_manifests_hold_their_rows_identity_fields(tmp_path):
+    """Each verb's manifest, written by its library function through the verb table, has one entry per
+    identity field of the row's settings that is not keyed: a new identity field is recorded without
+    anyone listing it, and a keyed input (the prompts, the records to score or edit) is not."""
+    from finealign.data.identity import keyed_fields, role
+    from finealign.verbs import run_verb, verbs
+
+    def expected(name: str) -> set:
+        cls = verbs()[name].settings
+        return {f.name for f in dataclasses.fields(cls) if role(f) is True} - keyed_fields(cls)
+
+    prompts = _write_prompts(tmp_path / "prompts.jsonl")
+    rows = verbs()
+    gen = rows["generate"].settings(model="tiny-random", prompts=str(prompts), out=str(tmp_path / "gen.jsonl"), k=2,
+                                    max_new_tokens=3, device="cpu")
+    run_verb("generate", gen)
+    score = rows["score"].settings(input=str(tmp_path / "gen.jsonl"), out=str(tmp_path / "scored.jsonl"),
+                                   scorer="length", max_chars=40)
+    run_verb("score", score)
+    edit = rows["edit"].settings(input=str(tmp_path / "gen.jsonl"), out=str(tmp_path / "edits.jsonl"),
+                                 editor="local:tiny-random", max_new_tokens=4, limit=1, device="cpu")
+    run_verb("edit", edit)
+    for name, out in (("generate", gen.out), ("score", score.out), ("edit", edit.out)):
+        keys = _manifest_keys(out)
+        assert keys == expected(name), name
+    assert {"model", "temperature", "backend"} <= _manifest_keys(gen.out) and "prompts" not in _manifest_keys(gen.out)
+    assert {"scorer", "max_chars"} <= _manifest_keys(score.out) and "input" not in _manifest_keys(score.out)
+    assert {"editor", "template", "max_ratio"} <= _manifest_keys(edit.out) and "limit" not in _manifest_keys(edit.out)
+    # a keyed setting changed: the resume appends (k 2 -> 3 adds a sample per prompt), nothing refused
+    run_verb("generate", dataclasses.replace(gen, k=3))
+    assert len((tmp_path / "gen.jsonl").read_text().splitlines()) == 3 * len(PROMPTS)
+    # an identity field changed: refused, named
+    with pytest.raises(FinealignError, match="temperature"):
+        run_verb("generate", dataclasses.replace(gen, temperature=0.3))
+
+
 def test_fingerprints_follow_content_not_names(tmp_path):
     f = _write_prompts(tmp_path / "p.jsonl")
     a = fingerprint_path(f)

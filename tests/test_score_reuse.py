@@ -120,6 +120,25 @@ def test_recipe_label_stages_score_the_responses_once(tmp_path, counted):
     assert counted == {"loads": 1, "scored": 9}  # 3 prompts x 3 samples, scored by label-dpo only
 
 
+def test_a_run_without_sharing_scores_each_label_stage_afresh(tmp_path, counted):
+    """``run_recipe(share=False)`` (``finealign run --no-share``): the baseline of
+    ``benchmarks/work_done_once.py``; the labels are the same, the work is done twice."""
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"id": f"p{i}", "prompt": q}) + "\n"
+                               for i, q in enumerate(["What is 2+2?", "Name a colour.", "Say hi."])))
+    path = tmp_path / "r.yaml"
+    path.write_text(RECIPE.replace("PROMPTS", str(prompts)).replace("SPEC", SPEC))
+    run_recipe(load_recipe(path), tmp_path / "shared", log=lambda m: None)
+    assert counted == {"loads": 1, "scored": 9}
+    out = run_recipe(load_recipe(path), tmp_path / "apart", log=lambda m: None, share=False)
+    assert [o.status for o in out] == ["ran", "ran", "ran"]
+    assert counted == {"loads": 3, "scored": 9 + 2 * 9}  # each label stage loads the scorer and scores all 9
+    assert not (tmp_path / "apart" / ".score-cache").exists()
+    for stage in ("label-dpo", "label-kto"):
+        same = [(tmp_path / run / stage / "labels.jsonl").read_text() for run in ("shared", "apart")]
+        assert same[0] == same[1], stage
+
+
 def test_win_rates_sharing_a_check_cache_judge_the_check_once(tmp_path):
     from finealign.eval.judges import load_judge
     from finealign.eval.winrate import WinrateConfig, run_winrate

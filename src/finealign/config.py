@@ -93,7 +93,7 @@ def setting(default: Any = MISSING, *, help: str, flag: str | None = None, short
             deprecated: tuple[str, ...] = (), deprecated_off: tuple[str, ...] = (), choices: tuple | None = None,
             positional: bool = False, required: bool = False, cli: bool = True, metavar: str | None = None,
             default_factory: Callable | None = None, check: Callable[[Any], str | None] | None = None,
-            identity: bool | str = True, reads: str | None = None) -> Any:
+            identity: bool | str = True, reads: str | None = None, keyed: bool = False) -> Any:
     """A documented dataclass field.
 
     ``help``: the doc shown by ``--help``; ``flag``: the CLI flag (default ``--field-name``);
@@ -112,8 +112,12 @@ def setting(default: Any = MISSING, *, help: str, flag: str | None = None, short
     ``steps``); ``"derived"``: the output's part that depends on it is recomputed on every run.
     ``reads``: the field names an input whose content is fingerprinted: ``"file"`` (a data file or
     folder), ``"model"`` (a model spec), ``"scorer"`` / ``"editor"`` / ``"judge"`` (a spec naming a model).
+    ``keyed``: the output holds one record per record (or sample) of what the field names, keyed by its id, so
+    a resumed run with another value appends what is new (``generate``'s prompts and ``k``, ``score``'s input):
+    the field is left out of the output's manifest (``data.identity.resume_identity``), still part of a
+    recipe stage's identity.
     """
-    meta = {"identity": identity, "reads": reads,
+    meta = {"identity": identity, "reads": reads, "keyed": keyed,
             "help": help, "flag": flag, "short": short, "deprecated": tuple(deprecated),
             "deprecated_off": tuple(deprecated_off), "choices": choices, "metavar": metavar,
             "positional": positional, "required": required, "cli": cli, "check": check}
@@ -235,6 +239,33 @@ class RunArgs(Settings):
     out: str = setting(None, short="-o", required=True, identity=False, help="Output path; a rerun resumes into it.")
     seed: int = setting(0, help="Random seed.")
     overwrite: bool = setting(False, identity=False, help="Start afresh instead of resuming into an existing output.")
+
+
+ENGINES = ("local", "ray")
+
+
+@dataclass(kw_only=True)
+class EngineArgs(Settings):
+    """Where the data-parallel work runs (``generate``, ``score``, ``label``, ``eval-rm``). None of these
+    settings changes an output (a sharded run is byte-identical to one process): each is marked
+    ``identity=False`` (``data.identity``), so switching engine resumes the same output."""
+
+    engine: str = setting("local", identity=False, choices=ENGINES,
+                          help="local: this process | ray: shards processed by Ray workers "
+                               "(pip install 'finealign[ray]').")
+    ray_address: str | None = setting(None, identity=False,
+                                      help="Ray cluster to join (HOST:PORT, ray://HOST:PORT or auto); "
+                                           "default: start a local Ray instance on 127.0.0.1.")
+    workers: int | None = setting(None, identity=False, check=positive, help="Ray workers, each loading the model once "
+                                  "(default: one per GPU of the cluster, else one per CPU).")
+    shard_size: int | None = setting(None, identity=False, check=positive,
+                                     help="Units (prompts or responses) per shard, "
+                                          "rounded up to the verb's batch (default: about 1/32 of the work, at most 512).")
+
+    def validate(self):
+        if self.engine != "ray" and (self.ray_address or self.workers):
+            field = "workers" if self.workers else "ray_address"
+            raise ConfigError(field, "needs the ray engine (--engine ray; in a recipe `engine: ray`)")
 
 
 # ------------------------------------------------------------------ building from YAML + overrides

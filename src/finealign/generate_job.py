@@ -31,12 +31,41 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from .config import EngineArgs, ModelLoadArgs, RunArgs, SamplingArgs, positive, setting
 from .data.prompts import PromptItem, read_prompts
-from .errors import FinealignError
+from .errors import ConfigError, FinealignError
 
-__all__ = ["ANSWERS", "FINISH_LENGTH", "FINISH_STOP", "GENERATE", "HEARTBEAT_S", "Chunk", "Completion",
-           "GenerateStats", "Layout", "Produced", "Pulse", "Row", "Sampling", "check_sampling",
+__all__ = ["ANSWERS", "BACKENDS", "FINISH_LENGTH", "FINISH_STOP", "GENERATE", "HEARTBEAT_S", "Chunk", "Completion",
+           "GenerateConfig", "GenerateStats", "Layout", "Produced", "Pulse", "Row", "Sampling", "check_sampling",
            "checked_generate_inputs", "run_generate_job", "tie_generate_output"]
+
+
+BACKENDS = ("transformers", "vllm")
+
+
+@dataclass(kw_only=True)
+class GenerateConfig(ModelLoadArgs, SamplingArgs, RunArgs, EngineArgs):
+    """Sample K completions per prompt (chat template, batched, resumable) into OUT."""
+
+    prompts: str = setting(None, reads="file", keyed=True, short="-p", required=True,
+                           help="Prompt-bearing file (.jsonl/.json/.csv/.parquet).")
+    out: str = setting(None, identity=False, short="-o", required=True,
+                       help="Output JSONL of responses; a rerun resumes it.")
+    k: int = setting(4, short="-k", keyed=True, check=positive, help="Completions per prompt.")
+    seed: int = setting(0, help="Base seed; sample j of prompt p is seeded from (seed, p, j).")
+    batch_size: int = setting(8, identity=False, check=positive, help="Sequences decoded together.")
+    overwrite: bool = setting(False, identity=False,
+                              help="Start afresh instead of resuming into OUT (a rerun with another model or "
+                                   "sampling setting is refused without it).")
+    backend: str = setting("transformers", choices=BACKENDS,
+                           help="transformers | vllm (needs vLLM: Linux with a CUDA GPU; greedy text equal, sampled "
+                                "rows other draws).")
+
+    def validate(self):
+        if self.backend == "vllm" and self.engine == "ray":
+            raise ConfigError("backend", "vllm runs on one machine without --engine ray (vLLM shards over its own "
+                                         "GPUs)")
+
 
 FINISH_STOP = "stop"
 FINISH_LENGTH = "length"
@@ -174,21 +203,25 @@ def checked_generate_inputs(prompts_path, out_path, *, k: int, batch_size: int, 
 def tie_generate_output(out_path: str | Path, model, *, temperature: float, top_p: float, max_new_tokens: int,
                         seed: int, dtype: str, backend: str = "transformers", overwrite: bool = False,
                         check_only: bool = False, verb: str = "generate", adopt: bool = False) -> None:
-    """Tie a generate output to what makes its samples (``data.manifest``): the model's fingerprint (a
-    spec or a loaded model), the sampling settings, the dtype and the decoding backend. Raises
+    """Tie a generate output to what makes its samples (``data.manifest``): the identity fields of
+    ``GenerateConfig`` (``data.identity.resume_identity``; the prompts and ``k`` are keyed: new ones append):
+    the model's fingerprint (a spec or a loaded model), the sampling settings, the dtype and the decoding
+    backend. Raises
     ``FinealignError`` naming every differing setting when ``out_path`` was made otherwise; ``overwrite``
     deletes it first; ``check_only`` refuses but writes nothing; ``adopt`` records this run's settings for
     an output with no manifest (its caller vouches for it); ``verb``: the verb the manifest names."""
+    from .data.identity import resume_identity
     from .data.manifest import prepare_output
     from .models.fingerprint import model_fingerprint
     from .models.loading import DTYPES
 
     dt = str(dtype).removeprefix("torch.")
     dt = str(DTYPES.get(dt.lower(), dt)).removeprefix("torch.")  # fp32 and float32 are one setting
-    prepare_output(out_path, verb, {
+    settings = resume_identity(GenerateConfig, {
         "model": model_fingerprint(model), "temperature": temperature, "top_p": top_p,
-        "max_new_tokens": max_new_tokens, "seed": seed, "dtype": dt, "backend": backend}, overwrite=overwrite,
-        check_only=check_only, has_content=False if adopt else None)
+        "max_new_tokens": max_new_tokens, "seed": seed, "dtype": dt, "backend": backend})
+    prepare_output(out_path, verb, settings, overwrite=overwrite, check_only=check_only,
+                   has_content=False if adopt else None)
 
 
 # --------------------------------------------------------------------------------------- progress

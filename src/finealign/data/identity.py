@@ -39,7 +39,8 @@ _SKIP_DIRS = re.compile(r"^(\..*|__pycache__|checkpoint-\d+|checkpoints?|runs)$"
 _BLOB = re.compile(r"^[0-9a-f]{40,64}$")
 
 __all__ = ["DERIVED", "FOLDER_MANIFEST", "GROWS", "HASH_LIMIT", "check_verb", "data_fingerprint", "differences",
-           "fingerprint_path", "identity_settings", "non_identity_fields", "reads_fields", "resumable_fields", "role"]
+           "fingerprint_path", "identity_settings", "keyed_fields", "non_identity_fields", "reads_fields",
+           "resumable_fields", "resume_identity", "role"]
 
 
 # ---------------------------------------------------------------------------------------------- the marks
@@ -80,6 +81,31 @@ def reads_fields(*classes: type | None) -> dict[str, str]:
 def plain(v: Any) -> Any:
     """JSON-safe value (paths as strings, tuples as lists)."""
     return json.loads(json.dumps(v, default=str))
+
+
+def keyed_fields(*classes: type | None) -> frozenset[str]:
+    """Names of the fields of ``classes`` marked ``keyed=True`` (``config.setting``): the output holds one record
+    per record (or sample) of what they name, so a resume with another value appends what is new."""
+    return frozenset(f.name for f in _fields(classes) if (f.metadata or {}).get("keyed"))
+
+
+def resume_identity(cls: type, values: dict) -> dict:
+    """The settings a resumable output's manifest records (``data.manifest.prepare_output``), derived from the
+    marks of its verb's settings class ``cls`` (the verb table's row): one entry per identity field (mark
+    True) that is not keyed, its value taken from ``values`` (an input's fingerprint for a ``reads`` field).
+    A library function that takes objects (a loaded model, an editor) supplies their fingerprints here, so a
+    new identity field of the verb's settings is a new manifest entry, never a hand-kept list.
+
+    ``resume_identity(GenerateConfig, {"model": fp, "temperature": 0.7, ...})`` -> the 7 entries of a generate
+    manifest (``prompts`` and ``k`` are keyed: new ones append). Raises ``KeyError`` naming the identity fields
+    ``values`` lacks and the names in it that are not identity fields of ``cls``."""
+    keyed = keyed_fields(cls)
+    names = [f.name for f in dataclasses.fields(cls) if role(f) is True and f.name not in keyed]
+    missing, extra = [n for n in names if n not in values], sorted(set(values) - set(names))
+    if missing or extra:
+        raise KeyError(f"{cls.__name__}'s manifest: values lack {missing or 'nothing'}; not identity fields: "
+                       f"{extra or 'none'}")
+    return {n: plain(values[n]) for n in names}
 
 
 def identity_settings(cfg: Any, roles: tuple = (True,)) -> dict:

@@ -20,7 +20,8 @@ rerun continues where it stopped. Beside ``OUT.jsonl``:
 Inputs with an empty response to edit are skipped and counted; they are never sent.
 
 ``OUT`` is tied to the editor (name, local model fingerprint, template, decoding settings) and the
-guard's settings (``data.manifest``): a rerun with other ones refuses to resume;
+guard's settings (``data.manifest``; the entries are the identity fields of ``EditConfig``, the settings of
+``finealign edit`` in ``edits.config``, ``edit_identity``): a rerun with other ones refuses to resume;
 ``EditJobConfig.overwrite`` starts afresh.
 """
 
@@ -39,10 +40,11 @@ from ..data.records import FieldError, Prompt, check_prompt, check_text, detect_
 from ..errors import DataError, FinealignError
 from ..models.fingerprint import model_fingerprint
 from .editors import EditRequest, Editor
+from .config import EditConfig
 from .minimality import MinimalityConfig, MinimalityStats, check_edit
 
-__all__ = ["EditItem", "EditJobConfig", "EditRunStats", "dropped_path", "editor_settings", "failed_path", "read_edit_inputs",
-           "run_edits"]
+__all__ = ["EditConfig", "EditItem", "EditJobConfig", "EditRunStats", "dropped_path", "edit_identity",
+           "editor_settings", "failed_path", "read_edit_inputs", "run_edits"]
 
 SOURCES = {"pair": ("rejected", "rejected"), "response": ("completion", "completion"), "edit": ("original", "original")}
 
@@ -183,6 +185,22 @@ def editor_settings(editor: Editor) -> dict:
     return d
 
 
+def edit_identity(editor: Editor, guard: MinimalityConfig) -> dict:
+    """The manifest of an edit output: the identity fields of ``EditConfig`` (``data.identity.resume_identity``;
+    the input and ``limit`` are keyed: more inputs append), read off the editor object (``editor``: its
+    ``editor_settings``; a local editor's weights' dtype; an endpoint's ``base_url``; the template's id; its
+    temperature and token limit) and the minimality guard."""
+    from ..data.identity import resume_identity
+
+    model = getattr(editor, "model", None)
+    dtype = None if model is None or isinstance(model, str) else str(getattr(model, "dtype", "")).removeprefix("torch.")
+    return resume_identity(EditConfig, {
+        "editor": editor_settings(editor), "dtype": dtype or None, "base_url": getattr(editor, "base_url", None),
+        "template": editor.template.id, "temperature": getattr(editor, "temperature", None),
+        "max_new_tokens": getattr(editor, "max_new_tokens", getattr(editor, "max_tokens", None)),
+        "max_ratio": guard.max_ratio, "on_violation": guard.on_violation})
+
+
 def run_edits(editor: Editor, in_path: str | Path, out_path: str | Path, config: EditJobConfig = EditJobConfig(),
               *, on_progress: Callable[[int, int, str], None] | None = None) -> EditRunStats:
     """Edit every selected input not yet in ``out_path``; see the module docstring. Returns the counts.
@@ -201,10 +219,9 @@ def run_edits(editor: Editor, in_path: str | Path, out_path: str | Path, config:
     items = all_items[: config.limit] if config.limit else all_items
     mcfg = config.minimality
     fpath, dpath = failed_path(out_path), dropped_path(out_path)
-    prepare_output(out_path, "edit", {**editor_settings(editor), "max_ratio": mcfg.max_ratio,
-                                      "on_violation": mcfg.on_violation},
-                   overwrite=config.overwrite, side_files=[fpath, dpath],
-                   has_content=any(p.exists() and p.stat().st_size > 0 for p in (out_path, dpath)))
+    resumable = any(p.exists() and p.stat().st_size > 0 for p in (out_path, dpath))
+    prepare_output(out_path, "edit", edit_identity(editor, mcfg), overwrite=config.overwrite,
+                   side_files=[fpath, dpath], has_content=resumable)
     prev_failures: list[dict] = []
     if fpath.exists():
         try:

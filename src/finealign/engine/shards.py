@@ -30,36 +30,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence
 
-from ..config import Settings, positive, setting
-from ..errors import ConfigError, FinealignError
+from ..config import ENGINES, EngineArgs  # noqa: F401  (declared with the other shared settings)
+from ..errors import FinealignError
 
-ENGINES = ("local", "ray")
 
 EventFn = Callable[[str, dict], None]  # on_event(kind, info): "workers", "shard", "failed"
-
-
-@dataclass(kw_only=True)
-class EngineArgs(Settings):
-    """Where the data-parallel work runs (``generate``, ``score``, ``label``, ``eval-rm``). None of these
-    settings changes an output (a sharded run is byte-identical to one process): each is marked
-    ``identity=False`` (``data.identity``), so switching engine resumes the same output."""
-
-    engine: str = setting("local", identity=False, choices=ENGINES,
-                          help="local: this process | ray: shards processed by Ray workers "
-                               "(pip install 'finealign[ray]').")
-    ray_address: str | None = setting(None, identity=False,
-                                      help="Ray cluster to join (HOST:PORT, ray://HOST:PORT or auto); "
-                                           "default: start a local Ray instance on 127.0.0.1.")
-    workers: int | None = setting(None, identity=False, check=positive, help="Ray workers, each loading the model once "
-                                  "(default: one per GPU of the cluster, else one per CPU).")
-    shard_size: int | None = setting(None, identity=False, check=positive,
-                                     help="Units (prompts or responses) per shard, "
-                                          "rounded up to the verb's batch (default: about 1/32 of the work, at most 512).")
-
-    def validate(self):
-        if self.engine != "ray" and (self.ray_address or self.workers):
-            field = "workers" if self.workers else "ray_address"
-            raise ConfigError(field, "needs the ray engine (--engine ray; in a recipe `engine: ray`)")
 
 
 @dataclass(frozen=True)

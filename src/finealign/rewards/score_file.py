@@ -14,9 +14,47 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import DataError, FinealignError
+from ..config import EngineArgs, positive, setting
+from ..errors import ConfigError, DataError, FinealignError
+
+
+def _window(v) -> str | None:
+    return None if v >= 8 else f"expected at least 8 tokens, got {v}"
+
+
+@dataclass(kw_only=True)
+class ScoreConfig(EngineArgs):
+    """Add reward scores (and FLR's per-dimension scores) to every record of IN, into OUT."""
+
+    input: str = setting(None, reads="file", keyed=True, positional=True, required=True, metavar="IN",
+                         help="Response, pair or rating records (.jsonl/.json/.csv/.parquet).")
+    out: str = setting(None, identity=False, positional=True, required=True, metavar="OUT",
+                       help="Output JSONL; a rerun resumes it.")
+    scorer: str = setting(None, reads="scorer", short="-s", required=True,
+                          help="Scorer spec, e.g. flr:smollm2-135m-instruct,mode=pmi "
+                               "| direct:MODEL | seqcls:PATH | length.")
+    chunk: int = setting(8, identity=False, check=positive, help="Records scored (and appended) per step.")
+    max_length: int | None = setting(None, check=_window,
+                                     help="Token window of the scorer (default: the model's); longer inputs lose their "
+                                          "oldest tokens (docs/long-inputs.md).")
+    max_chars: int | None = setting(None, check=positive, help="Cut each response to its first N characters before "
+                                                               "scoring (CPU budgets; the records keep their text).")
+    overwrite: bool = setting(False, identity=False,
+                              help="Start afresh instead of resuming into OUT (a rerun with another scorer, or "
+                                   "a changed model, is refused without it).")
+
+    def validate(self):
+        if self.max_length is not None and self.scorer and "max_length=" in self.scorer:
+            raise ConfigError("max_length", f"the scorer spec {self.scorer!r} sets max_length already")
+
+    def scorer_spec(self) -> str:
+        """The scorer spec with ``,max_length=N`` added (the scorer's token window is part of the scorer:
+        an output scored with another window does not resume)."""
+        return self.scorer if self.max_length is None else f"{self.scorer},max_length={self.max_length}"
+
 
 # record kind -> [(text field, output field, dims field)]
 TARGETS = {
@@ -95,10 +133,11 @@ def score_file(spec: str, inp: Path, out: Path, *, chunk: int = 8, scorer=None,
     before the first chunk and after each chunk. Raises ``DataError`` (``path:line: field:
     problem``) for a bad input record and ``FinealignError`` for a bad output path.
     """
+    from ..data.identity import resume_identity
     from ..data.io import JsonlAppender
     from ..data.manifest import prepare_output
     from . import load_scorer
-    from .base import scorer_fingerprint
+    from .base import parse_spec, scorer_fingerprint
 
     inp, out = Path(inp), Path(out)
     if inp.resolve() == out.resolve():
@@ -110,9 +149,9 @@ def score_file(spec: str, inp: Path, out: Path, *, chunk: int = 8, scorer=None,
     added = {o for _, o, _ in targets} | {d for _, _, d in targets} | {"scorer"}
     in_keys = _OccurrenceKey(added)
     keys = [in_keys(obj) for _, obj, _ in items]
-    settings = {"scorer": scorer_fingerprint(spec)}
-    if max_chars is not None:
-        settings["max_chars"] = int(max_chars)
+    window = parse_spec(spec).options.get("max_length")  # ScoreConfig folds --max-length into the spec
+    settings = resume_identity(ScoreConfig, {"scorer": scorer_fingerprint(spec), "max_chars": max_chars,
+                                             "max_length": int(window) if window else None})
     prepare_output(out, "score", settings, overwrite=overwrite)
     scorer = scorer or load_scorer(spec)
     details = getattr(scorer, "score_details", None)

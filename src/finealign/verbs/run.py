@@ -43,7 +43,7 @@ def dispatch(verb, cfg, hooks: Hooks):
     settings name (``engine: ray``), else its ``local`` one. The only place the engine is chosen."""
     if verb.sharded is not None and getattr(cfg, "engine", "local") == "ray":
         from ..config import part
-        from ..engine.shards import EngineArgs
+        from ..config import EngineArgs
 
         def on_event(kind: str, info: dict) -> None:  # a failed shard is logged; the others go on
             if kind == "failed":
