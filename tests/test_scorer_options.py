@@ -105,3 +105,20 @@ def test_token_rm_scorer_loads_on_the_auto_device(tmp_path):
     want = "cuda" if torch.cuda.is_available() else "cpu"
     assert next(s.model.parameters()).device.type == want
     assert s.pool == "sum" and s.batch_size == 8 and s.max_length == 1024
+
+
+def test_options_that_change_no_score_are_marked_and_left_out_of_the_identity():
+    """The scorer's identity (``scorer_fingerprint``) drops exactly the options marked ``identity=False`` on
+    the kind's options dataclass (no hand-kept list), in either spelling of the key."""
+    from finealign.data.identity import non_identity_fields
+    from finealign.rewards.base import scorer_fingerprint
+    from finealign.rewards.options import FLROptions, TokenRMOptions
+
+    assert non_identity_fields(FLROptions) == {"device", "batch_size", "strategy"}
+    assert non_identity_fields(TokenRMOptions) == {"device", "batch_size"}
+    base = "flr:tiny-random,mode=pmi"
+    spec = scorer_fingerprint(base, pull=False)["spec"]
+    for extra in (",batch_size=2", ",batch-size=2", ",device=cpu", ",strategy=naive"):
+        assert scorer_fingerprint(base + extra, pull=False)["spec"] == spec, extra
+    for other in ("flr:tiny-random,mode=loglik", base + ",dtype=bfloat16", base + ",max_length=64"):
+        assert scorer_fingerprint(other, pull=False)["spec"] != spec, other

@@ -176,12 +176,20 @@ def _length(arg=None, **_):
     return LengthScorer()
 
 
-_NOT_IDENTITY = {"batch_size", "device", "strategy"}  # options that do not change a score
+def _identity_options(kind: str, options: dict) -> dict:
+    """The options of a spec that may change a score: those of its kind's options dataclass not marked
+    ``identity=False`` (``rewards.options``: device, batch size, FLR's strategy); a kind registered without
+    an options dataclass keeps all of them."""
+    from ..data.identity import non_identity_fields
+
+    cls = scorer_options(kind)
+    drop = non_identity_fields(cls) if cls is not None else frozenset()
+    return {k: v for k, v in options.items() if k.strip().replace("-", "_") not in drop}
 
 
 def scorer_fingerprint(spec: str | Scorer, *, pull: bool = True) -> dict:
     """What a scorer is, for the manifest of an output it scores (``data.manifest``): its spec (less
-    the options that change no score: batch size, device, FLR's strategy) and a fingerprint of every
+    the options marked as changing no score: batch size, device, FLR's strategy) and a fingerprint of every
     file it reads (the model, a token RM's folder and its base model, an FLR follow-up file). A
     scorer object without a spec gives its name only. ``pull``: as for ``model_fingerprint``."""
     from ..data.identity import fingerprint_path, is_model_file
@@ -190,7 +198,7 @@ def scorer_fingerprint(spec: str | Scorer, *, pull: bool = True) -> dict:
     if isinstance(spec, Scorer):
         return {"spec": getattr(spec, "name", type(spec).__name__)}
     s = parse_spec(spec)
-    opts = ",".join(f"{k}={v}" for k, v in sorted(s.options.items()) if k not in _NOT_IDENTITY)
+    opts = ",".join(f"{k}={v}" for k, v in sorted(_identity_options(s.kind, s.options).items()))
     out: dict = {"spec": s.kind + (f":{s.arg}" if s.arg else "") + (f",{opts}" if opts else "")}
     if s.kind == "length":
         return out

@@ -18,6 +18,10 @@ mode='magic': 'magic' is not one of loglik, pmi, reference, finetuned``.
 
 Every model-backed scorer takes ``device`` (``auto``: CUDA when available, else the CPU; the default),
 ``dtype``, ``batch_size`` and ``max_length``.
+
+An option that changes no score is marked on its field (``identity=False``: ``device``, ``batch_size``, FLR's
+``strategy``), as every verb's settings are (``data.identity``): ``rewards.base.scorer_fingerprint`` leaves it
+out of the scorer's identity, so a rerun on another device or batch size resumes an output it scored.
 """
 
 from __future__ import annotations
@@ -58,9 +62,10 @@ class ScorerOptions(Settings):
 class ModelScorerOptions(ScorerOptions):
     """Options of every scorer backed by a local model."""
 
-    device: str = setting("auto", check=_device, help="auto (CUDA when available, else the CPU) | cpu | cuda | cuda:N.")
+    device: str = setting("auto", identity=False, check=_device,
+                          help="auto (CUDA when available, else the CPU) | cpu | cuda | cuda:N.")
     dtype: str = setting("float32", help=f"Weights' dtype: {' | '.join(DTYPES)} (fp32/bf16/fp16 accepted).")
-    batch_size: int = setting(4, check=positive, help="Responses per forward pass.")
+    batch_size: int = setting(4, identity=False, check=positive, help="Responses per forward pass.")
     max_length: int | None = setting(None, check=_at_least_8, help="Token window (default: the model's); longer "
                                                                    "inputs lose their oldest tokens.")
 
@@ -83,7 +88,8 @@ class FLROptions(DirectOptions):
                         help="loglik | pmi (minus the follow-ups' prior) | reference | finetuned.")
     followups: str | None = setting(None, help="A JSON/YAML follow-up file (default: the paper's set).")
     dims: list[str] | None = setting(None, help="Keep these dimensions only, joined with + (relevance+correctness).")
-    strategy: str = setting("tree", choices=("tree", "naive"), help="tree (one pass per response) | naive.")
+    strategy: str = setting("tree", identity=False, choices=("tree", "naive"),
+                            help="tree (one pass per response) | naive (the same scores, slower).")
 
 
 @dataclass(kw_only=True)
@@ -91,7 +97,7 @@ class TokenRMOptions(ModelScorerOptions):
     """``token-rm:PATH``: a trained token-level reward model."""
 
     pool: str = setting("sum", choices=("sum", "mean"), help="The score: sum or mean of the token rewards.")
-    batch_size: int = setting(8, check=positive, help="Responses per forward pass.")
+    batch_size: int = setting(8, identity=False, check=positive, help="Responses per forward pass.")
     max_length: int = setting(1024, check=positive, help="Token window; longer inputs lose their oldest tokens.")
 
 
@@ -101,7 +107,7 @@ class SeqClsOptions(ModelScorerOptions):
 
     label: int | None = setting(None, check=_non_negative_int, help="The logit to read (default: the only one, or "
                                                                     "logit 1 - logit 0 with two).")
-    batch_size: int = setting(8, check=positive, help="Responses per forward pass.")
+    batch_size: int = setting(8, identity=False, check=positive, help="Responses per forward pass.")
 
 
 @dataclass(kw_only=True)
