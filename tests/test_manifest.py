@@ -154,7 +154,7 @@ def test_score_records_its_scorer_and_refuses_another(tmp_path, capsys):
     assert [r["scorer"] for r in rows] == ["length", "length"] and rows[0]["score"] == 13.0
     assert run_cli(["score", "--scorer", "direct:tiny-random,device=cpu", inp, out, "-q"]) == 1
     err = capsys.readouterr().err
-    assert "scorer: made with" in err and "length" in err
+    assert "scorer (spec): made with" in err and "length" in err
     assert [json.loads(x)["score"] for x in out.read_text().splitlines()] == [13.0, 2.0]  # untouched
     # a token RM retrained at the same path is another scorer
     rm = tmp_path / "rm"
@@ -165,7 +165,7 @@ def test_score_records_its_scorer_and_refuses_another(tmp_path, capsys):
     _save_token_rm(rm, seed=1)
     (out2.parent / "s2.jsonl").write_text(out2.read_text().splitlines()[0] + "\n")  # a half-done run
     assert run_cli(["score", "--scorer", spec, inp, out2, "-q"]) == 1
-    assert "scorer: made with" in capsys.readouterr().err
+    assert "scorer (token_rm): made with" in capsys.readouterr().err
     assert run_cli(["score", "--scorer", spec, inp, out2, "-q", "--overwrite"]) == 0
     assert len(out2.read_text().splitlines()) == 2
 
@@ -184,7 +184,7 @@ def test_eval_rm_cache_refuses_a_retrained_token_rm(tmp_path, capsys):
     _save_token_rm(rm, seed=1)  # retrained at the same path
     assert run_cli(args) == 1
     err = capsys.readouterr().err
-    assert f"{spec}: made with" in err and "--overwrite" in err
+    assert f"{spec} (token_rm): made with" in err and "--overwrite" in err
     assert run_cli(args + ["--overwrite"]) == 0
     again = json.loads((out / "results.json").read_text())["metrics"]["scorer"]["overall"]["mean_margin"]
     assert again != first  # the new model's scores, not the cached ones
@@ -240,3 +240,21 @@ def test_trainer_output_refuses_other_settings(tmp_path):
     _write(data, [{"prompt": "q", "chosen": "a", "rejected": "c"}])  # other data behind the same path
     with pytest.raises(FinealignError, match="data: made with"):
         tie_output(cfg, "dpo")
+
+
+def test_a_refusal_names_the_part_of_a_record_that_differs(tmp_path):
+    """A setting whose value has parts (a scorer: spec and model) is compared part by part, so the refusal
+    shows what changed instead of two long records cut to the same prefix; an unset value reads "unset"."""
+    out = tmp_path / "o.jsonl"
+    model = {"spec": "tiny-random", "digest": "8c23", "bytes": 230847, "files": 6}
+    prepare_output(out, "score", {"scorer": {"spec": "flr:tiny-random,dims=relevance", "model": model},
+                                  "max_chars": None})
+    out.write_text('{"id": 1}\n')
+    with pytest.raises(FinealignError) as e:
+        prepare_output(out, "score", {"scorer": {"spec": "flr:tiny-random,dims=relevance,mode=pmi", "model": model},
+                                      "max_chars": 20})
+    msg = str(e.value)
+    assert ('scorer (spec): made with "flr:tiny-random,dims=relevance", this run has '
+            '"flr:tiny-random,dims=relevance,mode=pmi"') in msg
+    assert "max_chars: made with unset, this run has 20" in msg
+    assert "scorer (model)" not in msg  # the same model is not named as a difference

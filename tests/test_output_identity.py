@@ -357,3 +357,35 @@ def test_a_folder_holding_only_its_manifest_is_claimed_afresh_by_a_corrected_run
     (out / "metrics.jsonl").write_text("{}\n")
     with pytest.raises(FinealignError, match="model: was tiny-random, now tiny-randon"):
         check_verb(out, "train token-rm", inputs={"model": {"spec": "tiny-randon"}})
+
+
+def test_a_keyed_resume_over_a_changed_record_is_refused_not_left_stale(tmp_path):
+    """Keyed inputs append what is new; a record that changed under its key would otherwise leave stale rows
+    behind (found by a new-user trial): generate refuses a prompt whose text changed under the same id, score
+    refuses an output holding records that are no longer in its input. Both name it and leave the output as
+    it was."""
+    from finealign.verbs import run_verb, verbs
+
+    prompts = _write_prompts(tmp_path / "prompts.jsonl")
+    gen = verbs()["generate"].settings(model="tiny-random", prompts=str(prompts), out=str(tmp_path / "gen.jsonl"),
+                                       k=1, max_new_tokens=3, device="cpu")
+    run_verb("generate", gen)
+    before = (tmp_path / "gen.jsonl").read_bytes()
+    _write_prompts(prompts, [PROMPTS[0], {"id": "p2", "prompt": "Write a long poem."}])  # p2's text changed
+    with pytest.raises(FinealignError, match=r"text of 1 prompt\(s\) changed.*'p2'"):
+        run_verb("generate", gen)
+    assert (tmp_path / "gen.jsonl").read_bytes() == before
+    _write_prompts(prompts, PROMPTS + [{"id": "p3", "prompt": "Say hi."}])  # a new id appends
+    assert run_verb("generate", gen).responses_written == 1
+
+    score = verbs()["score"].settings(input=str(tmp_path / "gen.jsonl"), out=str(tmp_path / "scored.jsonl"),
+                                      scorer="length")
+    run_verb("score", score)
+    scored = (tmp_path / "scored.jsonl").read_bytes()
+    rows = [json.loads(x) for x in (tmp_path / "gen.jsonl").read_text().splitlines()]
+    rows[0]["completion"] += " changed"
+    changed = tmp_path / "gen2.jsonl"
+    changed.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(FinealignError, match=r"holds 1 scored record\(s\) that are not in"):
+        run_verb("score", dataclasses.replace(score, input=str(changed)))
+    assert (tmp_path / "scored.jsonl").read_bytes() == scored

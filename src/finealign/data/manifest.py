@@ -72,15 +72,29 @@ def _has_content(out: Path) -> bool:
 
 
 def _short(v: Any) -> str:
+    if v is None:
+        return "unset"
     if isinstance(v, dict) and "digest" in v:
         return f"{v.get('spec', '')} (fingerprint {v['digest']})".strip()
     text = json.dumps(v, sort_keys=True, ensure_ascii=False, default=str)
     return text if len(text) <= 100 else text[:97] + "..."
 
 
-def _differences(old: dict, new: dict, keys: Sequence[str]) -> list[str]:
-    return [f"{k}: made with {_short(old.get(k))}, this run has {_short(new.get(k))}"
-            for k in keys if _canon(old.get(k)) != _canon(new.get(k))]
+def _differences(old: dict, new: dict, keys: Sequence[str], path: tuple = ()) -> list[str]:
+    """One line per differing setting; a setting whose value is a record of several parts (a scorer's spec and
+    model) names the parts that differ: ``scorer (spec): made with "a", this run has "b"``."""
+    out = []
+    for k in keys:
+        a, b = old.get(k), new.get(k)
+        if _canon(a) == _canon(b):
+            continue
+        if isinstance(a, dict) and isinstance(b, dict) and "digest" not in a and "digest" not in b:
+            out += _differences(a, b, sorted(set(a) | set(b)), path + (str(k),))
+        else:
+            where = (*path, str(k))
+            label = where[0] + (f" ({'.'.join(where[1:])})" if len(where) > 1 else "")
+            out.append(f"{label}: made with {_short(a)}, this run has {_short(b)}")
+    return out
 
 
 def _canon(v: Any) -> str:

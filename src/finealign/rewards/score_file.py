@@ -137,7 +137,7 @@ def score_file(spec: str, inp: Path, out: Path, *, chunk: int = 8, scorer=None,
     from ..data.io import JsonlAppender
     from ..data.manifest import prepare_output
     from . import load_scorer
-    from .base import parse_spec, scorer_fingerprint
+    from .base import check_spec, parse_spec, scorer_fingerprint
 
     inp, out = Path(inp), Path(out)
     if inp.resolve() == out.resolve():
@@ -152,14 +152,23 @@ def score_file(spec: str, inp: Path, out: Path, *, chunk: int = 8, scorer=None,
     window = parse_spec(spec).options.get("max_length")  # ScoreConfig folds --max-length into the spec
     settings = resume_identity(ScoreConfig, {"scorer": scorer_fingerprint(spec), "max_chars": max_chars,
                                              "max_length": int(window) if window else None})
+    if scorer is None:
+        check_spec(spec)  # a bad spec fails before anything is written
     prepare_output(out, "score", settings, overwrite=overwrite)
-    scorer = scorer or load_scorer(spec)
-    details = getattr(scorer, "score_details", None)
+    if scorer is None and not (out.is_file() and out.stat().st_size):
+        scorer = load_scorer(spec)  # nothing to resume: a scorer that fails to load leaves no output file
     empty = 0
     written = 0
     with JsonlAppender(out, key=_OccurrenceKey(added)) as app:
+        stale = len(app.done - set(keys))
+        if stale:  # records keyed by their content: a changed or removed input record would stay behind
+            raise FinealignError(f"{out}: cannot resume, it holds {stale} scored record(s) that are not in {inp} "
+                                 "(changed or removed since they were scored); rerun with --overwrite to start "
+                                 "afresh, or choose another output")
         todo = [i for i, k in enumerate(keys) if k not in app]
         skipped = len(items) - len(todo)
+        scorer = scorer or (load_scorer(spec) if todo else None)
+        details = getattr(scorer, "score_details", None)
         if on_progress is not None:
             on_progress(skipped, len(items), "")
         for s in range(0, len(todo), chunk):
