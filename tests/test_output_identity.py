@@ -372,7 +372,7 @@ def test_a_keyed_resume_over_a_changed_record_is_refused_not_left_stale(tmp_path
     run_verb("generate", gen)
     before = (tmp_path / "gen.jsonl").read_bytes()
     _write_prompts(prompts, [PROMPTS[0], {"id": "p2", "prompt": "Write a long poem."}])  # p2's text changed
-    with pytest.raises(FinealignError, match=r"text of 1 prompt\(s\) changed.*'p2'"):
+    with pytest.raises(FinealignError, match=r"1 prompt text\(s\) changed.*'p2'"):
         run_verb("generate", gen)
     assert (tmp_path / "gen.jsonl").read_bytes() == before
     _write_prompts(prompts, PROMPTS + [{"id": "p3", "prompt": "Say hi."}])  # a new id appends
@@ -389,3 +389,20 @@ def test_a_keyed_resume_over_a_changed_record_is_refused_not_left_stale(tmp_path
     with pytest.raises(FinealignError, match=r"holds 1 scored record\(s\) that are not in"):
         run_verb("score", dataclasses.replace(score, input=str(changed)))
     assert (tmp_path / "scored.jsonl").read_bytes() == scored
+
+
+def test_an_edit_resume_over_a_changed_input_record_is_refused(tmp_path):
+    from finealign.verbs import run_verb, verbs
+
+    rows = [{"id": f"r{i}", "prompt": p["prompt"], "completion": f"An answer {i}."} for i, p in enumerate(PROMPTS)]
+    src = tmp_path / "responses.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    edit = verbs()["edit"].settings(input=str(src), out=str(tmp_path / "edits.jsonl"), editor="local:tiny-random",
+                                    max_new_tokens=4, limit=1, device="cpu")
+    run_verb("edit", edit)
+    before = (tmp_path / "edits.jsonl").read_bytes()
+    rows[0]["completion"] = "Another answer."  # r0 was edited from the old text
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(FinealignError, match=r"1 input record\(s\) changed.*'r0'"):
+        run_verb("edit", dataclasses.replace(edit, limit=2))
+    assert (tmp_path / "edits.jsonl").read_bytes() == before

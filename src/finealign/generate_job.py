@@ -37,7 +37,7 @@ from .errors import ConfigError, FinealignError
 
 __all__ = ["ANSWERS", "BACKENDS", "FINISH_LENGTH", "FINISH_STOP", "GENERATE", "HEARTBEAT_S", "Chunk", "Completion",
            "GenerateConfig", "GenerateStats", "Layout", "Produced", "Pulse", "Row", "Sampling", "check_sampling",
-           "checked_generate_inputs", "refuse_changed_prompts", "run_generate_job", "tie_generate_output"]
+           "checked_generate_inputs", "run_generate_job", "tie_generate_output"]
 
 
 BACKENDS = ("transformers", "vllm")
@@ -283,25 +283,6 @@ def _chunks(items: Sequence[PromptItem], k: int, per_chunk: int, rid, done) -> l
     return out
 
 
-def refuse_changed_prompts(out_path: Path, items: Sequence[PromptItem], made_from: dict) -> None:
-    """Refuse to resume an output whose rows were made from another text of a prompt with the same id (the
-    prompts are keyed by id, ``GenerateConfig.prompts``: new ids append, but a changed text would leave stale
-    answers behind). ``made_from``: {prompt id: prompt} of the rows already in the output. Raises
-    ``FinealignError`` naming the first changed ids."""
-    import json
-
-    def canon(v) -> str:
-        return json.dumps(v, sort_keys=True, ensure_ascii=False, default=str)
-
-    now = {str(p.id): p.prompt for p in items}
-    changed = [pid for pid, prompt in made_from.items() if pid in now and canon(prompt) != canon(now[pid])]
-    if changed:
-        shown = ", ".join(repr(c) for c in changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else "")
-        raise FinealignError(f"{out_path}: cannot resume, the text of {len(changed)} prompt(s) changed since their "
-                             f"responses were written (id {shown}); rerun with --overwrite to start afresh, or "
-                             "choose another output")
-
-
 def run_generate_job(backend: Any, prompts_path: str | Path, out_path: str | Path, *, k: int, sampling: Sampling,
                      layout: Layout = GENERATE, overwrite: bool = False, adopt: bool = False,
                      on_progress: ProgressFn | None = None) -> GenerateStats:
@@ -309,6 +290,7 @@ def run_generate_job(backend: Any, prompts_path: str | Path, out_path: str | Pat
     resumable (see the module docstring). ``overwrite`` starts afresh; ``adopt`` ties an output written
     before it had a manifest. Raises ``DataError`` for a bad prompts file and ``FinealignError`` for bad
     settings or an output made otherwise (naming what differs)."""
+    from .data.identity import refuse_changed_records
     from .data.io import JsonlAppender
 
     s = sampling
@@ -329,7 +311,7 @@ def run_generate_job(backend: Any, prompts_path: str | Path, out_path: str | Pat
             return o["id"]
 
         with JsonlAppender(out_path, key=row_key) as app:
-            refuse_changed_prompts(out_path, items, made_from)
+            refuse_changed_records(out_path, made_from, {str(p.id): p.prompt for p in items}, "prompt text")
             skipped = sum(rid(p.id, j) in app for p in items for j in range(k))
             pulse = Pulse(on_progress, total, done=skipped)
             if on_progress is not None:

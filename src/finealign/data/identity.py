@@ -40,7 +40,7 @@ _BLOB = re.compile(r"^[0-9a-f]{40,64}$")
 
 __all__ = ["DERIVED", "FOLDER_MANIFEST", "GROWS", "HASH_LIMIT", "check_verb", "data_fingerprint", "differences",
            "fingerprint_path", "identity_settings", "keyed_fields", "non_identity_fields", "reads_fields",
-           "resumable_fields", "resume_identity", "role"]
+           "refuse_changed_records", "resumable_fields", "resume_identity", "role"]
 
 
 # ---------------------------------------------------------------------------------------------- the marks
@@ -106,6 +106,21 @@ def resume_identity(cls: type, values: dict) -> dict:
         raise KeyError(f"{cls.__name__}'s manifest: values lack {missing or 'nothing'}; not identity fields: "
                        f"{extra or 'none'}")
     return {n: plain(values[n]) for n in names}
+
+
+def refuse_changed_records(out: str | Path, made_from: dict, now: dict, what: str) -> None:
+    """Refuse to resume over a keyed input whose record changed under its key (``keyed`` fields append what is
+    new; a changed record would leave stale rows behind). ``made_from``: {key: what the output's rows were made
+    from}; ``now``: {key: the input's record today}; keys in only one of them are fine. ``what``: the record's
+    name in the message (``prompt``). Raises ``FinealignError`` naming the first changed keys."""
+    def canon(v: Any) -> str:
+        return json.dumps(v, sort_keys=True, ensure_ascii=False, default=str)
+
+    changed = [k for k, v in made_from.items() if k in now and canon(v) != canon(now[k])]
+    if changed:
+        shown = ", ".join(repr(c) for c in changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else "")
+        raise FinealignError(f"{out}: cannot resume, {len(changed)} {what}(s) changed since the output was made from "
+                             f"them (id {shown}); rerun with --overwrite to start afresh, or choose another output")
 
 
 def identity_settings(cfg: Any, roles: tuple = (True,)) -> dict:

@@ -34,6 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..data.identity import refuse_changed_records
 from ..data.io import JsonlAppender, iter_objects, write_jsonl
 from ..data.manifest import prepare_output
 from ..data.records import FieldError, Prompt, check_prompt, check_text, detect_kind
@@ -235,9 +236,16 @@ def run_edits(editor: Editor, in_path: str | Path, out_path: str | Path, config:
     verdicts, failures = [], []
     resolved: set[str] = set()
     written = dropped = truncated = 0
-    out = JsonlAppender(out_path, key=lambda o: str(o["id"]))
-    drop = JsonlAppender(dpath, key=lambda o: str(o["id"])) if (dpath.exists() or mcfg.on_violation == "drop") else None
+    made_from: dict[str, list] = {}  # id -> [prompt, original] its edit was made from
+
+    def row_key(o: dict) -> str:
+        made_from.setdefault(str(o["id"]), [o.get("prompt"), o.get("original")])
+        return str(o["id"])
+
+    out = JsonlAppender(out_path, key=row_key)
+    drop = JsonlAppender(dpath, key=row_key) if (dpath.exists() or mcfg.on_violation == "drop") else None
     try:
+        refuse_changed_records(out_path, made_from, {it.id: [it.prompt, it.original] for it in items}, "input record")
         done = out.done | (drop.done if drop else set())
         todo = [it for it in items if it.id not in done]
         by_id = {it.id: it for it in todo}
