@@ -203,6 +203,18 @@ def edit_identity(editor: Editor, guard: MinimalityConfig) -> dict:
         "max_ratio": guard.max_ratio, "on_violation": guard.on_violation})
 
 
+def _open_outputs(out_path: Path, dpath: Path, *, drop: bool):
+    """The edits output and (``drop``) the dropped-edits file, opened to append; and {id: [prompt, original]}
+    that each edit already there was made from (for ``data.identity.refuse_changed_records``)."""
+    made_from: dict[str, list] = {}
+
+    def row_key(o: dict) -> str:
+        made_from.setdefault(str(o["id"]), [o.get("prompt"), o.get("original")])
+        return str(o["id"])
+
+    return JsonlAppender(out_path, key=row_key), (JsonlAppender(dpath, key=row_key) if drop else None), made_from
+
+
 def run_edits(editor: Editor, in_path: str | Path, out_path: str | Path, config: EditJobConfig = EditJobConfig(),
               *, on_progress: Callable[[int, int, str], None] | None = None) -> EditRunStats:
     """Edit every selected input not yet in ``out_path``; see the module docstring. Returns the counts.
@@ -236,14 +248,7 @@ def run_edits(editor: Editor, in_path: str | Path, out_path: str | Path, config:
     verdicts, failures = [], []
     resolved: set[str] = set()
     written = dropped = truncated = 0
-    made_from: dict[str, list] = {}  # id -> [prompt, original] its edit was made from
-
-    def row_key(o: dict) -> str:
-        made_from.setdefault(str(o["id"]), [o.get("prompt"), o.get("original")])
-        return str(o["id"])
-
-    out = JsonlAppender(out_path, key=row_key)
-    drop = JsonlAppender(dpath, key=row_key) if (dpath.exists() or mcfg.on_violation == "drop") else None
+    out, drop, made_from = _open_outputs(out_path, dpath, drop=dpath.exists() or mcfg.on_violation == "drop")
     try:
         refuse_changed_records(out_path, made_from, {it.id: [it.prompt, it.original] for it in items}, "input record")
         done = out.done | (drop.done if drop else set())

@@ -113,6 +113,30 @@ def _load_items(path: Path):
     return kind, items
 
 
+def _tie_output(spec: str, out: Path, *, max_chars: int | None, overwrite: bool, check: bool) -> None:
+    """Check the spec (``check``: a bad one fails before anything is written), then tie ``out`` to what scores
+    it (``data.manifest``): the identity fields of ``ScoreConfig`` (``data.identity.resume_identity``)."""
+    from ..data.identity import resume_identity
+    from ..data.manifest import prepare_output
+    from .base import check_spec, parse_spec, scorer_fingerprint
+
+    if check:
+        check_spec(spec)
+    window = parse_spec(spec).options.get("max_length")  # ScoreConfig folds --max-length into the spec
+    settings = resume_identity(ScoreConfig, {"scorer": scorer_fingerprint(spec), "max_chars": max_chars,
+                                             "max_length": int(window) if window else None})
+    prepare_output(out, "score", settings, overwrite=overwrite)
+
+
+def _refuse_stale(out: Path, inp: Path, stale: set) -> None:
+    """Records are keyed by their content, so a changed or removed input record would stay behind in ``out``:
+    refuse to resume when ``out`` holds any (``stale``: their keys). Raises ``FinealignError``."""
+    if stale:
+        raise FinealignError(f"{out}: cannot resume, it holds {len(stale)} scored record(s) that are not in {inp} "
+                             "(changed or removed since they were scored); rerun with --overwrite to start "
+                             "afresh, or choose another output")
+
+
 def score_file(spec: str, inp: Path, out: Path, *, chunk: int = 8, scorer=None,
                on_progress: Callable[[int, int, str], None] | None = None, overwrite: bool = False,
                max_chars: int | None = None) -> dict:
@@ -133,11 +157,8 @@ def score_file(spec: str, inp: Path, out: Path, *, chunk: int = 8, scorer=None,
     before the first chunk and after each chunk. Raises ``DataError`` (``path:line: field:
     problem``) for a bad input record and ``FinealignError`` for a bad output path.
     """
-    from ..data.identity import resume_identity
     from ..data.io import JsonlAppender
-    from ..data.manifest import prepare_output
     from . import load_scorer
-    from .base import check_spec, parse_spec, scorer_fingerprint
 
     inp, out = Path(inp), Path(out)
     if inp.resolve() == out.resolve():
@@ -149,22 +170,13 @@ def score_file(spec: str, inp: Path, out: Path, *, chunk: int = 8, scorer=None,
     added = {o for _, o, _ in targets} | {d for _, _, d in targets} | {"scorer"}
     in_keys = _OccurrenceKey(added)
     keys = [in_keys(obj) for _, obj, _ in items]
-    window = parse_spec(spec).options.get("max_length")  # ScoreConfig folds --max-length into the spec
-    settings = resume_identity(ScoreConfig, {"scorer": scorer_fingerprint(spec), "max_chars": max_chars,
-                                             "max_length": int(window) if window else None})
-    if scorer is None:
-        check_spec(spec)  # a bad spec fails before anything is written
-    prepare_output(out, "score", settings, overwrite=overwrite)
+    _tie_output(spec, out, max_chars=max_chars, overwrite=overwrite, check=scorer is None)
     if scorer is None and not (out.is_file() and out.stat().st_size):
         scorer = load_scorer(spec)  # nothing to resume: a scorer that fails to load leaves no output file
     empty = 0
     written = 0
     with JsonlAppender(out, key=_OccurrenceKey(added)) as app:
-        stale = len(app.done - set(keys))
-        if stale:  # records keyed by their content: a changed or removed input record would stay behind
-            raise FinealignError(f"{out}: cannot resume, it holds {stale} scored record(s) that are not in {inp} "
-                                 "(changed or removed since they were scored); rerun with --overwrite to start "
-                                 "afresh, or choose another output")
+        _refuse_stale(out, inp, app.done - set(keys))
         todo = [i for i, k in enumerate(keys) if k not in app]
         skipped = len(items) - len(todo)
         scorer = scorer or (load_scorer(spec) if todo else None)
