@@ -233,8 +233,8 @@ def run_quickstart_cli(cfg: QuickstartConfig, quiet: bool = False) -> None:
     if cfg.model:
         over["model"] = cfg.model
     with progress_bars(disable=quiet) as bars:
-        res = run_quickstart(cfg.out, scale=cfg.scale, var_overrides=over, progress=bars, quiet=quiet, sim=cfg.sim, share=cfg.share,
-                             log=lambda m: console.print(m, highlight=False, markup=False))
+        res = run_quickstart(cfg.out, scale=cfg.scale, var_overrides=over, progress=bars, quiet=quiet, sim=cfg.sim,
+                             share=cfg.share, log=lambda m: console.print(m, highlight=False, markup=False))
     for line in res.summary:
         stdout.print(line, highlight=False, markup=False, soft_wrap=True)
     console.print(f"open {res.paths['report']} in a browser; the measured table is in {res.paths['summary']}",

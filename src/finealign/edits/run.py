@@ -197,7 +197,8 @@ def edit_identity(editor: Editor, guard: MinimalityConfig) -> dict:
     dtype = None if model is None or isinstance(model, str) else str(getattr(model, "dtype", "")).removeprefix("torch.")
     own = ("template", "temperature", "max_new_tokens", "max_tokens")  # entries of their own below
     return resume_identity(EditConfig, {
-        "editor": {k: v for k, v in editor_settings(editor).items() if k not in own}, "dtype": dtype or None, "base_url": getattr(editor, "base_url", None),
+        "editor": {k: v for k, v in editor_settings(editor).items() if k not in own}, "dtype": dtype or None,
+        "base_url": getattr(editor, "base_url", None),
         "template": editor.template.id, "temperature": getattr(editor, "temperature", None),
         "max_new_tokens": getattr(editor, "max_new_tokens", getattr(editor, "max_tokens", None)),
         "max_ratio": guard.max_ratio, "on_violation": guard.on_violation})
