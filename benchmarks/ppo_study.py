@@ -121,7 +121,7 @@ def main() -> None:
     ap.add_argument("--eval-new-tokens", type=int, default=96)
     ap.add_argument("--lr", type=float, default=5e-5)
     ap.add_argument("--kl-coef", type=float, default=0.05)
-    ap.add_argument("--mixed-precision", default="bf16")
+    ap.add_argument("--mixed-precision", default="auto")
     ap.add_argument("--n-train-prompts", type=int, default=240)
     ap.add_argument("--n-eval-prompts", type=int, default=40)
     ap.add_argument("--target", type=float, default=None, help="score to reach (default: halfway from the first "

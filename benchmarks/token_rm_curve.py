@@ -120,7 +120,7 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=2e-4)
     ap.add_argument("--warmup", type=int, default=8)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--mixed-precision", default="bf16")
+    ap.add_argument("--mixed-precision", default="auto")
     ap.add_argument("--png", type=Path, default=None)
     a = ap.parse_args()
     a.held_out = HELD_OUT

@@ -172,6 +172,22 @@ def test_presets(tmp_path):
         study.parse_args(out + ["--quick", "--full"])
 
 
+def test_the_default_autocast_is_bf16_only_where_it_is_faster(tmp_path, monkeypatch):
+    """The 135M presets' autocast is ``auto``, resolved once for the whole study (and recorded as resolved):
+    bf16 on an AMX-BF16 CPU, float32 (``no``) on a CPU without it, where bf16 made a token-RM step 20x slower
+    (docs/sim.md); an explicit value is kept."""
+    import finealign.config as config
+
+    study, out = _study(), ["--out", str(tmp_path / "o")]
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    monkeypatch.setattr(config, "cpu_flags", lambda path="/proc/cpuinfo": {"avx2", "amx_bf16"})
+    assert study.parse_args(out).mixed_precision == "bf16"
+    monkeypatch.setattr(config, "cpu_flags", lambda path="/proc/cpuinfo": {"avx2", "avx512f"})
+    assert study.parse_args(out).mixed_precision == "no"
+    assert study.parse_args(out + ["--mixed-precision", "bf16"]).mixed_precision == "bf16"
+    assert study.parse_args(out + ["--fast"]).mixed_precision == "no"
+
+
 @pytest.mark.parametrize("entry", ["module", "script", "cli"])
 def test_study_entry_points(tmp_path, entry):
     """``python -m finealign.pipeline.sim_study``, ``python benchmarks/sim_study.py`` and ``finealign sim study`` run the

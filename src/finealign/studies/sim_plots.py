@@ -1,5 +1,6 @@
 """The plots of the sim study (``--png-prefix PREFIX``): ``PREFIX_rm.png`` (the reward
-sources' held-out measures against the number of annotated pairs) and ``PREFIX_ppo.png`` (gold score per PPO
+sources' held-out measures against the number of annotated pairs), ``PREFIX_rm_curve.png`` (with ``--rm-curve``:
+the token RMs' learning curves) and ``PREFIX_ppo.png`` (gold score per PPO
 step and KL). ``a`` is the study's parsed settings (``finealign.pipeline.sim_study.parse_args``)."""
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ def plot(a, rm: list[dict], runs: list[dict], ppo: dict) -> None:
 
     if rm:
         plot_rm(plt, a, rm)
+    if any(r.get("curve") for r in rm):
+        plot_rm_curve(plt, a, rm)
     if runs:
         plot_ppo(plt, a, runs, ppo)
 
@@ -64,6 +67,36 @@ def plot_rm(plt, a, rm: list[dict]) -> None:
             ax.axhline(0.5, color="grey", lw=0.5)
     fig.tight_layout()
     fig.savefig(f"{a.png_prefix}_rm.png", dpi=110)
+
+
+CURVE_PANELS = (("token_auroc", "token AUROC vs gold spans"),
+                ("pair_acc_length_balanced", "length-balanced pairwise accuracy"),
+                ("train_loss", "training loss (mean since the last point)"))
+
+
+def plot_rm_curve(plt, a, rm: list[dict]) -> None:
+    """PREFIX_rm_curve.png (``--rm-curve``): token AUROC, length-balanced accuracy and training loss against the
+    token RM's optimizer steps, one line per source (mean over seeds), per task and size."""
+    rows = [r for r in rm if r.get("curve")]
+    cols = sorted({(r["task"], r["noise"], r["size"]) for r in rows})
+    fig, axes = plt.subplots(len(CURVE_PANELS), len(cols), figsize=(4.5 * len(cols), 9), squeeze=False)
+    for j, (task, noise, size) in enumerate(cols):
+        for i, (m, title) in enumerate(CURVE_PANELS):
+            ax = axes[i][j]
+            for c, src in enumerate(a.sources):
+                for r in rows:
+                    if (r["task"], r["noise"], r["size"], r["source"]) == (task, noise, size, src):
+                        pts = [p for p in r["curve"] if p.get(m) is not None]
+                        ax.plot([p["step"] for p in pts], [p[m] for p in pts], marker="o", color=f"C{c}",
+                                label=f"{src} ({r['seeds']} seed{'s' if r['seeds'] > 1 else ''})")
+            if m != "train_loss":
+                ax.axhline(0.5, color="grey", lw=0.5)
+            ax.set_title(f"{task} ({noise}, {size} pairs): {title}", fontsize=9)
+            ax.set_xlabel("reward-model optimizer step")
+            if ax.lines:
+                ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(f"{a.png_prefix}_rm_curve.png", dpi=110)
 
 
 def plot_ppo(plt, a, runs: list[dict], summary: dict) -> None:

@@ -45,6 +45,7 @@ from ..sim import make_task
 from ..sim.annotator import REALISTIC, Noise
 from ..sim.evaluate import evaluate_reward
 from ..sim.make import SimMakeConfig, derive, edits_as_pairs, make_sim, read_samples
+from .sim_curve import curve_log_every, curve_path, curve_points, curve_probe
 from .sim_plots import plot
 from .sim_study_config import (DEFAULTS, FAST, FULL, PRESET_SOURCES, PRESETS, QUICK, SOURCES,  # noqa: F401
                                SimStudyConfig, parse_study_args, resolve)
@@ -127,7 +128,7 @@ def rm_config(a, source: str, out: Path, seed: int, task: str):
                         top_layers=a.top_layers, steps=a.rm_steps, gradient_checkpointing=False,
                         batch_size=a.rm_batch, learning_rate=a.rm_lr, warmup_steps=max(1, a.rm_steps // 8),
                         max_length=256, mixed_precision=a.mixed_precision, seed=seed, eval_every=0,
-                        save_every=a.rm_steps, log_every=max(1, a.rm_steps // 4))
+                        save_every=a.rm_steps, log_every=curve_log_every(a.rm_steps, a.rm_curve))
     return cfg, out / "train_config.json", cfg.run_settings(), resumable_fields(TokenRMConfig)
 
 
@@ -146,9 +147,9 @@ def check_rm(a, source: str, out: Path, seed: int, task: str):
     return cfg
 
 
-def train_source(a, source: str, cfg, edits: list[dict], out: Path) -> str:
+def train_source(a, source: str, cfg, edits: list[dict], out: Path, probe=None) -> str:
     """Train one reward source on ``edits`` with ``cfg`` (``check_rm``'s; skipped when finished); returns its
-    scorer spec."""
+    scorer spec. A token RM calls ``probe`` (``sim_curve.curve_probe``'s) after each ``--rm-curve`` step."""
     out.mkdir(parents=True, exist_ok=True)
     if source == "dpo":
         from ..train.preference import train_preference
@@ -161,7 +162,7 @@ def train_source(a, source: str, cfg, edits: list[dict], out: Path) -> str:
 
     if not (out / "eval.json").exists():
         write_jsonl(out / "edits.jsonl", edits)
-        train_token_rm(cfg)
+        train_token_rm(cfg, probe=probe, probe_steps=set(a.rm_curve))
     return f"token-rm:{out},device=cpu" + (f",pool={a.rm_pool}" if a.rm_pool != "sum" else "")
 
 
@@ -225,10 +226,12 @@ def rm_row(a, data: Path, key: dict, edits: list[dict]) -> dict:
     cfg = check_rm(a, key["source"], out, key["seed"], key["task"])
     row = json.loads(done.read_text()) if done.exists() else None
     if row and all(k in row for k in EVAL_KEYS) and row["eval_limit"] == a.eval_limit:
-        return row
+        return with_curve(a, row, done)
     t = make_task(key["task"], a.opts.get(key["task"]))
     t0 = time.perf_counter()
-    spec = row["spec"] if row else train_source(a, key["source"], cfg, edits, out)
+    probe = (curve_probe(t, data / "heldout", curve_path(done), a.rm_pool, a.eval_limit)
+             if a.rm_curve and key["source"] != "dpo" else None)
+    spec = row["spec"] if row else train_source(a, key["source"], cfg, edits, out, probe)
     scorer = load_scorer(spec)
     ev = evaluate_reward(scorer, t, data / "heldout", limit=a.eval_limit)
     scorer.close()
@@ -239,7 +242,20 @@ def rm_row(a, data: Path, key: dict, edits: list[dict]) -> dict:
     row = {**key, "pool": pool, "spec": spec, "seconds": seconds, "eval_limit": a.eval_limit, **ev}
     write_json(done, row)
     print(rm_line(row), file=sys.stderr)
-    return row
+    return with_curve(a, row, done)
+
+
+def with_curve(a, row: dict, done: Path) -> dict:
+    """``row`` with its ``--rm-curve`` learning curve (``sim_curve.curve_points``; a dpo source has none); warns
+    on stderr when the model was trained before some curve steps were asked for."""
+    if not a.rm_curve or row["source"] == "dpo":
+        return row
+    curve = curve_points(done, row, a.rm_steps, a.rm_curve)
+    if curve["missing"]:
+        print(f"warning: {done.parent} was trained without curve points at steps "
+              f"{' '.join(map(str, curve['missing']))}; give the study another --out to measure them",
+              file=sys.stderr)
+    return {**row, "curve": curve["points"]}
 
 
 # ------------------------------------------------------------------------------------------ 3. PPO

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
-from ..config import Settings, non_negative, positive, setting, unit_interval
+from ..config import Settings, non_negative, positive, resolve_mixed_precision, setting, unit_interval
 from ..errors import ConfigError, FinealignError
 from ..train.ppo_config import ADVANTAGES
 
@@ -33,8 +33,9 @@ STAGES = ("data", "rm", "ppo")
 # wrong words; the measured run also had span_bt, 601 s, which put it 3 minutes over: docs/sim.md). --full is the
 # whole grid (days on this CPU; a GPU's job); --quick a smoke test of every stage (about 10 minutes), whose token RMs
 # train the top 2 layers' full weights (about half the time of LoRA on every layer; its figures are not results).
-# settings whose default differs between presets (the 135M presets: LoRA PPO with rloo at 5e-4, bf16 autocast)
-PPO_135M = dict(advantage="rloo", ppo_lora=True, mixed_precision="bf16", lr=5e-4, ppo_epochs=2, jobs=1)
+# settings whose default differs between presets (the 135M presets: LoRA PPO with rloo at 5e-4; autocast auto: bf16
+# only where it is measured faster, CUDA GPUs and AMX-BF16 CPUs; on an AVX2 CPU bf16 made a token-RM step 20x slower)
+PPO_135M = dict(advantage="rloo", ppo_lora=True, mixed_precision="auto", lr=5e-4, ppo_epochs=2, jobs=1)
 RM_PARAMS = dict(rm_lora=True, top_layers=0, rm_lr=5e-4)  # token RMs of the default and --full presets
 DEFAULTS = dict(**RM_PARAMS, **PPO_135M, tasks=["constraints"], sizes=[25, 100], seeds=[0, 1, 2], sources=PRESET_SOURCES,
                 noise=["zero"], n=40, heldout=16, k=4, max_new_tokens=24, rm_steps=24, ppo_steps=20, ppo_batch=8,
@@ -126,6 +127,10 @@ class SimStudyConfig(Settings):
                            help="How a token RM's per-token rewards make a response's score (ranking, sequence-level "
                                 "PPO); mean takes the length out of the sum (evaluated apart, in "
                                 "sim_eval_pool-mean.json).")
+    rm_curve: list[int] = setting(default_factory=list, metavar="STEP...",
+                                  help="Also measure every token RM on the held-out sets after these optimizer steps "
+                                       "of its training (a learning curve, each step below --rm-steps; the last "
+                                       "point is --rm-steps itself). Not for dpo.")
     dpo_beta: float = setting(0.1, check=positive, help="DPO's beta, also the implicit reward's scale.")
     dpo_lr: float = setting(1e-4, check=positive, help="DPO policy's learning rate (LoRA).")
     eval_limit: int = setting(200, check=positive,
@@ -176,21 +181,25 @@ class SimStudyConfig(Settings):
     eval_k: int | None = setting(None, check=positive,
                                  help="Samples per prompt when the initial and every final PPO policy are scored by "
                                       "the gold reward.")
-    mixed_precision: str | None = setting(None, choices=("no", "bf16"),
-                                          help="PPO's autocast (default bf16; --fast no).")
+    mixed_precision: str | None = setting(None, choices=("auto", "no", "bf16"),
+                                          help="Autocast of the token RMs and PPO (default auto: bf16 on CUDA GPUs "
+                                               "with bf16 and AMX-BF16 CPUs, where it was measured faster, else no; "
+                                               "--fast no).")
     data_seed: int = setting(0, help="Seed of the prompts and policy samples.")
     stages: list[str] = setting(default_factory=lambda: list(STAGES), choices=STAGES, metavar="STAGE...",
                                 help="Run only these stages (rm needs data, ppo with a learned reward needs rm).")
     json: str | None = setting(None, identity=False, metavar="FILE", help="Also write the study JSON here.")
     png_prefix: str | None = setting(None, identity=False, metavar="PREFIX",
-                                     help="Write PREFIX_rm.png and PREFIX_ppo.png.")
+                                     help="Write PREFIX_rm.png and PREFIX_ppo.png (and PREFIX_rm_curve.png with "
+                                          "--rm-curve).")
 
     def validate(self):
         chosen = [p for p in ("quick", "fast", "full") if getattr(self, p)]
         if len(chosen) > 1:
             raise ConfigError(chosen[1], f"{chosen[0]} and {chosen[1]} are both presets: choose one")
         for f in dataclasses.fields(self):
-            if isinstance(getattr(self, f.name), list) and not getattr(self, f.name) and f.name != "task_options":
+            empty_ok = f.name in ("task_options", "rm_curve")
+            if isinstance(getattr(self, f.name), list) and not getattr(self, f.name) and not empty_ok:
                 raise ConfigError(f.name, "give at least one value (or leave it out for the preset's)")
         merged = _merged(self)
         _check_together(merged)  # what the preset and the given settings make together
@@ -224,6 +233,7 @@ def resolve(cfg: SimStudyConfig) -> SimpleNamespace:
     a.policies = Path(a.policies) if a.policies else None
     a.json = Path(a.json) if a.json else None
     a.opts = dict(x.split(":", 1) for x in a.task_options)
+    a.mixed_precision = resolve_mixed_precision(a.mixed_precision)  # study.json records the autocast that ran
     if a.fast and a.policies is None:
         a.policies = a.out / "policies"
     a.learned_seeds = a.learned_seeds if a.learned_seeds is not None else a.ppo_seeds
@@ -236,6 +246,10 @@ def _check_together(a) -> None:
     command, the recipe's plan and the program alike. Raises ``ConfigError`` naming the field."""
     _check_task_options(a.task_options, a.tasks)
     _check_sizes(a)
+    bad = [s for s in a.rm_curve if not 0 < s < a.rm_steps]
+    if bad:
+        raise ConfigError("rm_curve", f"{' '.join(map(str, bad))}: each step must lie between 1 and rm_steps - 1 "
+                                      f"({a.rm_steps - 1}); the curve's last point is rm_steps itself")
 
 
 def _check_task_options(options: list[str], tasks: list[str]) -> None:

@@ -11,7 +11,7 @@ import statistics
 from ..core.stats import bootstrap_ci, ratio_of_means_ci
 from .sim_plots import moving
 
-__all__ = ["steps_ratio", "summarize_ppo", "summarize_rm"]
+__all__ = ["mean_curve", "steps_ratio", "summarize_ppo", "summarize_rm"]
 
 
 def _eval_mean(xs: list[dict], split: str) -> dict | None:
@@ -157,5 +157,26 @@ def summarize_rm(rows: list[dict]) -> list[dict]:
             v = [r[m] for r in rs if r[m] is not None and not math.isnan(r[m])]
             row[m] = statistics.fmean(v) if v else None
             row[m + "_range"] = [min(v), max(v)] if v else None
+        if any("curve" in r for r in rs):
+            row["curve"] = mean_curve([r.get("curve", []) for r in rs])
         out.append(row)
+    return out
+
+
+def mean_curve(curves: list[list[dict]]) -> list[dict]:
+    """The seeds' learning curves (``sim_curve.curve_points``' points) averaged per step, over the steps every seed
+    has; a measure that is None for a seed is averaged over the others (None when it is None for all).
+
+    Worked: seed curves [{step 10, auroc 0.6}, {step 20, auroc 0.7}] and [{step 20, auroc 0.8}] -> [{step 20,
+    auroc 0.75, seeds 2}]."""
+    steps = sorted(set.intersection(*[{p["step"] for p in c} for c in curves])) if curves else []
+    out = []
+    for s in steps:
+        pts = [next(p for p in c if p["step"] == s) for c in curves]
+        point = {"step": s, "seeds": len(pts)}
+        for k in pts[0]:
+            if k != "step":
+                v = [p[k] for p in pts if p.get(k) is not None and not math.isnan(p[k])]
+                point[k] = statistics.fmean(v) if v else None
+        out.append(point)
     return out

@@ -25,7 +25,7 @@ import random
 import time
 import warnings
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import Callable, Collection, NamedTuple
 
 import torch
 
@@ -173,11 +173,14 @@ def _train_step(cfg: TokenRMConfig, acc, pmodel, opt, sched, params, pairs, pad_
 
 
 def train_token_rm(cfg: TokenRMConfig, *, on_step: Callable[[int, int, dict], None] | None = None,
-                   log: Callable[[str], None] = lambda m: None) -> TrainResult:
+                   log: Callable[[str], None] = lambda m: None, probe: Callable[[int, object, object], None] | None = None,
+                   probe_steps: Collection[int] = ()) -> TrainResult:
     """Run (or resume) the training described by ``cfg``; see the module docstring.
 
     ``on_step(step, total, last_train_event)`` is called after every step (progress); ``log`` gets
-    messages. Returns a ``TrainResult`` whose ``metrics`` is the final evaluation (None without
+    messages. ``probe(step, model, tokenizer)`` is called on the main process after each optimizer step in
+    ``probe_steps`` (before that step's checkpoint), with the model in eval mode under ``torch.no_grad``: a
+    learning curve measured on the weights of that step (``finealign sim study --rm-curve``). Returns a ``TrainResult`` whose ``metrics`` is the final evaluation (None without
     held-out data or before the last step) and whose ``details`` holds ``build`` (pair counts),
     ``train_tokens``, ``trained_pairs`` and ``seconds``. Raises ``FinealignError`` for unusable data
     or an output folder holding another run.
@@ -232,13 +235,13 @@ def train_token_rm(cfg: TokenRMConfig, *, on_step: Callable[[int, int, dict], No
             step, run_steps, train_tokens = step + 1, run_steps + 1, train_tokens + ntok
             window = Window(window.loss + loss, window.n + 1, window.tokens + ntok)
             if step % cfg.log_every == 0 or step == cfg.steps:
-                dt = time.perf_counter() - t_window
-                event = {"event": "train", "step": step, "loss": window.loss / window.n, "lr": sched.get_last_lr()[0],
-                         "tokens_per_s": window.tokens / dt if dt > 0 else 0.0, "train_tokens": train_tokens}
+                event = _train_event(step, window, t_window, sched, train_tokens)
                 mlog.append(event)
                 window, t_window = Window(), time.perf_counter()
             if on_step is not None:
                 on_step(step, cfg.steps, event)
+            if probe is not None and step in probe_steps and main:
+                _probe(probe, step, acc.unwrap_model(pmodel), tok)
             if cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.steps:
                 evaluate(step)
             if main and ((cfg.save_every and step % cfg.save_every == 0) or step == cfg.steps):
@@ -254,6 +257,23 @@ def train_token_rm(cfg: TokenRMConfig, *, on_step: Callable[[int, int, dict], No
     return TrainResult(out, step, finished, final_eval or {}, details={
         "build": bstats._asdict(), "train_tokens": train_tokens, "trained_pairs": len(train_pairs),
         "seconds": time.perf_counter() - t0})
+
+
+def _train_event(step: int, window: Window, t_window: float, sched, train_tokens: int) -> dict:
+    """The logged training event of the window ending at ``step`` (mean loss, learning rate, tokens / s)."""
+    dt = time.perf_counter() - t_window
+    return {"event": "train", "step": step, "loss": window.loss / window.n, "lr": sched.get_last_lr()[0],
+            "tokens_per_s": window.tokens / dt if dt > 0 else 0.0, "train_tokens": train_tokens}
+
+
+def _probe(probe, step: int, model, tok) -> None:
+    """``probe(step, model, tok)`` with the model in eval mode and no gradients; training mode is restored."""
+    model.eval()
+    try:
+        with torch.no_grad():
+            probe(step, model, tok)
+    finally:
+        model.train()
 
 
 def _finish(cfg, out: Path, acc, pmodel, tok, bstats, step: int, run_steps: int, evaluate) -> dict | None:
