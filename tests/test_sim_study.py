@@ -408,3 +408,15 @@ def test_list_flags_take_their_values_up_to_the_next_flag():
 
     cfg = parse_study_args(["--out", "o", "--tasks", "facts", "arithmetic", "--seeds", "0", "1", "2", "--fast"])
     assert (cfg.tasks, cfg.seeds, cfg.fast) == (["facts", "arithmetic"], [0, 1, 2], True)
+
+
+@pytest.mark.parametrize("preset", ["quick", "fast", "full", "default"])
+def test_a_presets_help_text_is_the_flags_it_sets(tmp_path, preset):
+    """The flags each preset's help lists (``preset_text``), given by hand, give the preset's settings."""
+    from finealign.studies.sim_study_config import PRESETS, preset_text
+
+    study, out = _study(), ["--out", str(tmp_path / "o")]
+    by_flag = study.parse_args(out + preset_text(PRESETS[preset]).split())
+    by_preset = study.parse_args(out + ([] if preset == "default" else [f"--{preset}"]))
+    assert {k: getattr(by_flag, k) for k in PRESETS[preset] if k != "policies"} == {
+        k: getattr(by_preset, k) for k in PRESETS[preset] if k != "policies"}

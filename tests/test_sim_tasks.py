@@ -261,3 +261,20 @@ def test_noise_flip_statistics_and_zero_noise_is_oracle():
         assert annotate_edit(t, inst, r, j, Noise(), rng).edited == oracle_edit(r, j)
     with pytest.raises(FinealignError, match="p_miss must lie in"):
         Noise(p_miss=1.5)
+
+
+def test_knobs_help_names_every_knob_with_a_default_that_parses_back():
+    """The --task-options help of `sim make` and `sim study` lists each task's knobs; each shown scalar default,
+    read back by ``parse_options``, is the knob's default."""
+    import dataclasses
+
+    from finealign.sim import TASKS, knobs_help, parse_options
+
+    text = knobs_help()
+    for task, (_, opts) in TASKS.items():
+        part = next(p for p in text.split("; ") if p.startswith(task + ": "))
+        shown = dict(kv.split("=", 1) for kv in part[len(task) + 2:].split(", "))
+        assert set(shown) == {f.name for f in dataclasses.fields(opts)}
+        for f in dataclasses.fields(opts):
+            if isinstance(f.default, (bool, int, float)):
+                assert parse_options(task, {f.name: shown[f.name]})[f.name] == f.default

@@ -20,7 +20,19 @@ TASKS = {"facts": (FactsTask, FactsOptions), "constraints": (ConstraintsTask, Co
          "arithmetic": (ArithmeticTask, ArithmeticOptions)}
 
 __all__ = ["TASKS", "Instance", "Judgement", "Mention", "NotGenerated", "SimTask", "gold_token_labels",
-           "gold_token_rewards", "load_facts", "make_task", "oracle_edit", "parse_options", "scored_units", "unit_offsets"]
+           "gold_token_rewards", "knobs_help", "load_facts", "make_task", "oracle_edit", "parse_options", "scored_units", "unit_offsets"]
+
+
+def knobs_help() -> str:
+    """Each task's difficulty knobs with their defaults, for help texts: ``facts: slots=1, ...; constraints: ...``
+    (a tuple knob takes ``A+B``, an unset one is shown as its type)."""
+    def show(f) -> str:
+        d = f.default
+        v = ("A+B (default: all)" if isinstance(d, tuple) else "PATH (default: none)" if d is None
+             else str(d).lower() if isinstance(d, bool) else d)
+        return f"{f.name}={v}"
+
+    return "; ".join(f"{t}: " + ", ".join(show(f) for f in dataclasses.fields(o)) for t, (_, o) in TASKS.items())
 
 
 def parse_options(task: str, options: str | dict | None) -> dict:

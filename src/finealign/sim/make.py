@@ -32,7 +32,7 @@ from typing import Callable
 from ..config import RunArgs, SamplingArgs, non_negative, normalize_dtype, positive, setting, unit_interval
 from ..data.io import iter_objects, write_json, write_jsonl
 from ..errors import ConfigError, FinealignError
-from . import TASKS, make_task
+from . import TASKS, knobs_help, make_task
 from .annotator import Noise, annotate_edit, preference
 from .base import SimTask, user_text
 
@@ -50,9 +50,8 @@ class SimMakeConfig(SamplingArgs, RunArgs):
     model: str = setting("smollm2-135m-instruct", reads="model", short="-m", deprecated=("--policy",),
                          help="The policy that samples the responses (model spec).")
     k: int = setting(4, help="Samples per prompt.", check=positive)
-    task_options: str = setting("", help="Difficulty knobs, key=value comma list: slots=N, relations=capital+element "
-                                         "(facts); required=N, letter=true|false, banned=N, penalty=X "
-                                         "(constraints); steps=N, max_start=N (arithmetic).")
+    task_options: str = setting("", help="Difficulty knobs of the task, key=value comma list. Knobs and defaults: "
+                                         + knobs_help() + ".")
     facts_table: str | None = setting(None, reads="file",
                                       help="facts: a relation,subject,answer CSV instead of the bundled table.")
     p_miss: float = setting(0.0, identity="derived",

@@ -17,6 +17,7 @@ from types import SimpleNamespace
 
 from ..config import Settings, non_negative, positive, resolve_mixed_precision, setting, unit_interval
 from ..errors import ConfigError, FinealignError
+from ..sim import knobs_help
 from ..train.ppo_config import ADVANTAGES
 
 __all__ = ["DEFAULTS", "FAST", "FULL", "NOISE_NAMES", "PRESETS", "QUICK", "SOURCES", "SimStudyConfig", "build_parser",
@@ -60,6 +61,17 @@ QUICK = dict(tasks=["facts"], sizes=[25, 50], seeds=[0], sources=PRESET_SOURCES,
 PRESETS = {"quick": QUICK, "fast": FAST, "full": FULL, "default": DEFAULTS}
 
 
+def preset_text(preset: dict) -> str:
+    """What a preset sets, for its flag's help: ``--tasks facts --sizes 25 50 ... --no-rm-lora``."""
+    def flag(k: str, v) -> str:
+        name = "--" + k.replace("_", "-")
+        if isinstance(v, bool):
+            return name if v else "--no-" + k.replace("_", "-")
+        return f"{name} {' '.join(map(str, v)) if isinstance(v, list) else v}"
+
+    return " ".join(flag(k, v) for k, v in preset.items())
+
+
 def _each_positive(v) -> str | None:
     return next((f"every value must be positive, got {x}" for x in v if x <= 0), None)
 
@@ -75,12 +87,14 @@ class SimStudyConfig(Settings):
 
     out: str = setting(None, identity=False, required=True, metavar="DIR",
                        help="The study's folder (data, reward models, PPO runs, study.json); a rerun resumes it.")
-    quick: bool = setting(False, help="The smoke-test preset (flags given explicitly still win).")
+    quick: bool = setting(False, help="The smoke-test preset (flags given explicitly still win): "
+                                      + preset_text(QUICK) + ".")
     fast: bool = setting(False, help="The small task policies (`finealign sim policy`, built under --policies when "
                                      "missing): 3 tasks x 5 seeds x {token, sequence}, gold and 4 learned rewards, "
-                                     "60 PPO steps x 32.")
+                                     "60 PPO steps x 32: " + preset_text(FAST) + ".")
     full: bool = setting(False, help="The whole grid: 3 tasks, 5 sizes, 2 noise settings, 5 PPO rewards (days on "
-                                     "2 CPU cores).")
+                                     "2 CPU cores): " + preset_text(FULL) + ". Without a preset: "
+                                     + preset_text(DEFAULTS) + ".")
     model: str = setting("smollm2-135m-instruct", help="Backbone of the reward models and the policy.")
     policies: str | None = setting(None, metavar="DIR",
                                    help="A folder of `finealign sim policy` models, one per task (DIR/TASK; missing "
@@ -96,7 +110,9 @@ class SimStudyConfig(Settings):
                                       help="Simulated tasks: facts, constraints, arithmetic (default: constraints; "
                                            "--quick: facts; --full and --fast: all three).")
     task_options: list[str] = setting(default_factory=list, metavar="TASK:K=V,...", check=_task_option,
-                                      help="Difficulty knobs per task, e.g. facts:slots=1.")
+                                      help="Difficulty knobs per task, several per task comma-separated, e.g. "
+                                           "constraints:letter=false,banned=6. Knobs and defaults: "
+                                           + knobs_help() + ".")
     sizes: list[int] | None = setting(None, check=_each_positive, metavar="N...",
                                       help="Numbers of annotated edit pairs each reward source trains on (nested "
                                            "subsets; default 25 100).")
