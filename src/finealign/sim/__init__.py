@@ -20,7 +20,8 @@ TASKS = {"facts": (FactsTask, FactsOptions), "constraints": (ConstraintsTask, Co
          "arithmetic": (ArithmeticTask, ArithmeticOptions)}
 
 __all__ = ["TASKS", "Instance", "Judgement", "Mention", "NotGenerated", "SimTask", "gold_token_labels",
-           "gold_token_rewards", "knobs_help", "load_facts", "make_task", "oracle_edit", "parse_options", "scored_units", "unit_offsets"]
+           "gold_token_rewards", "knobs_help", "load_facts", "make_task", "oracle_edit", "parse_options", "scored_units",
+           "unit_offsets"]
 
 
 def knobs_help() -> str:

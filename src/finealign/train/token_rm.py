@@ -173,18 +173,17 @@ def _train_step(cfg: TokenRMConfig, acc, pmodel, opt, sched, params, pairs, pad_
 
 
 def train_token_rm(cfg: TokenRMConfig, *, on_step: Callable[[int, int, dict], None] | None = None,
-                   log: Callable[[str], None] = lambda m: None, probe: Callable[[int, object, object], None] | None = None,
+                   log: Callable[[str], None] = lambda m: None,
+                   probe: Callable[[int, object, object], None] | None = None,
                    probe_steps: Collection[int] = ()) -> TrainResult:
     """Run (or resume) the training described by ``cfg``; see the module docstring.
 
-    ``on_step(step, total, last_train_event)`` is called after every step (progress); ``log`` gets
-    messages. ``probe(step, model, tokenizer)`` is called on the main process after each optimizer step in
-    ``probe_steps`` (before that step's checkpoint), with the model in eval mode under ``torch.no_grad``: a
-    learning curve measured on the weights of that step (``finealign sim study --rm-curve``). Returns a ``TrainResult`` whose ``metrics`` is the final evaluation (None without
-    held-out data or before the last step) and whose ``details`` holds ``build`` (pair counts),
-    ``train_tokens``, ``trained_pairs`` and ``seconds``. Raises ``FinealignError`` for unusable data
-    or an output folder holding another run.
-    """
+    ``on_step(step, total, last_train_event)`` is called after every step (progress); ``log`` gets messages;
+    ``probe(step, model, tokenizer)`` after each step in ``probe_steps`` (main process, before the step's
+    checkpoint, eval mode, no gradients: ``finealign sim study --rm-curve``). Returns a ``TrainResult`` whose
+    ``metrics`` is the final evaluation (None without held-out data or before the last step) and whose
+    ``details`` holds ``build`` (pair counts), ``train_tokens``, ``trained_pairs`` and ``seconds``. Raises
+    ``FinealignError`` for unusable data or an output folder holding another run."""
     from ..eval.token_rm_eval import evaluate_token_rm
 
     out = Path(cfg.out)
