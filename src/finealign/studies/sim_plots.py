@@ -91,7 +91,7 @@ def plot_rm_curve(plt, a, rm: list[dict]) -> None:
                                 label=f"{src} ({r['seeds']} seed{'s' if r['seeds'] > 1 else ''})")
             if m != "train_loss":
                 ax.axhline(0.5, color="grey", lw=0.5)
-            ax.set_title(f"{task} ({noise}, {size} pairs): {title}", fontsize=9)
+            ax.set_title(f"{task} ({noise}, {size} pairs)\n{title}", fontsize=9)
             ax.set_xlabel("reward-model optimizer step")
             if ax.lines:
                 ax.legend(fontsize=6)
