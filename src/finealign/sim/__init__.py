@@ -26,7 +26,7 @@ __all__ = ["TASKS", "Instance", "Judgement", "Mention", "NotGenerated", "SimTask
 
 def knobs_help() -> str:
     """Each task's difficulty knobs with their defaults, for help texts: ``facts: slots=1, ...; constraints: ...``
-    (a tuple knob takes ``A+B``, an unset one is shown as its type)."""
+    (a tuple knob is shown as ``A+B (default: all)``, one unset by default as ``PATH (default: none)``)."""
     def show(f) -> str:
         d = f.default
         v = ("A+B (default: all)" if isinstance(d, tuple) else "PATH (default: none)" if d is None
